@@ -1,0 +1,133 @@
+package fencing_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/integration"
+)
+
+func TestMain(m *testing.M) { integration.Main(m) }
+
+func TestFenceAdmit(t *testing.T) {
+	var f fencing.Fence
+	tok := func(rev int64) fencing.Token { return fencing.Token{Key: "k", Revision: rev} }
+	steps := []struct {
+		res  string
+		rev  int64
+		want error
+	}{
+		{"r", 5, nil},
+		{"r", 5, nil}, // the same holder again
+		{"r", 4, fencing.ErrStale},
+		{"r", 9, nil},
+		{"r", 5, fencing.ErrStale},
+		{"other", 1, nil}, // resources are independent
+		{"r", 0, fencing.ErrStale},
+	}
+	for i, s := range steps {
+		err := f.Admit(s.res, tok(s.rev))
+		if !errors.Is(err, s.want) || (s.want == nil) != (err == nil) {
+			t.Fatalf("step %d: Admit(%s, %d) = %v, want %v", i, s.res, s.rev, err, s.want)
+		}
+	}
+	if h := f.Highest("r"); h != 9 {
+		t.Fatalf("Highest = %d, want 9", h)
+	}
+	var se *fencing.StaleError
+	if err := f.Admit("r", tok(3)); !errors.As(err, &se) || se.Highest != 9 || se.Token.Revision != 3 {
+		t.Fatalf("StaleError = %#v", err)
+	}
+	if err := f.Admit("r", fencing.Token{}); err == nil {
+		t.Fatal("zero token admitted")
+	}
+}
+
+// TestFenceConcurrent admits tokens from many goroutines: whatever the
+// interleaving, the admitted sequence never goes down.
+func TestFenceConcurrent(t *testing.T) {
+	var (
+		f   fencing.Fence
+		mu  sync.Mutex
+		seq []int64
+		wg  sync.WaitGroup
+	)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				rev := int64(i*8 + g + 1)
+				_ = f.Do("r", fencing.Token{Key: "k", Revision: rev}, func() error {
+					mu.Lock()
+					seq = append(seq, rev)
+					mu.Unlock()
+					return nil
+				})
+			}
+		})
+	}
+	wg.Wait()
+	for i := 1; i < len(seq); i++ {
+		if seq[i] < seq[i-1] {
+			t.Fatalf("admitted %d after %d", seq[i], seq[i-1])
+		}
+	}
+	if f.Highest("r") != 8*200 {
+		t.Fatalf("Highest = %d", f.Highest("r"))
+	}
+}
+
+func TestCommit(t *testing.T) {
+	cli := integration.Shared(t).Client(t)
+	ns := integration.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	holder := ns + "holder"
+	put, err := cli.Put(ctx, holder, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := fencing.Token{Key: holder, Revision: put.Header.Revision}
+	if _, err := fencing.Commit(ctx, cli, tok, clientv3.OpPut(ns+"data", "a")); err != nil {
+		t.Fatalf("Commit while current: %v", err)
+	}
+	// Re-create the holder key: same name, new revision. The old token must fail.
+	if _, err := cli.Delete(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, holder, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fencing.Commit(ctx, cli, tok, clientv3.OpPut(ns+"data", "b")); !errors.Is(err, fencing.ErrFenced) {
+		t.Fatalf("Commit with stale token = %v, want ErrFenced", err)
+	}
+	if _, err := fencing.Commit(ctx, cli, fencing.Token{}, clientv3.OpPut(ns+"data", "c")); !errors.Is(err, fencing.ErrFenced) {
+		t.Fatalf("Commit with zero token = %v, want ErrFenced", err)
+	}
+	resp, err := cli.Get(ctx, ns+"data")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "a" {
+		t.Fatalf("data = %v, %v; want a", resp, err)
+	}
+	if _, err := cli.Delete(ctx, ns, clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	integration.RequireEmpty(t, cli, ns)
+}
+
+func TestTokenString(t *testing.T) {
+	tok := fencing.Token{Key: "etcdlock/mutex/a/1", Revision: 42}
+	if s := tok.String(); s != "42@etcdlock/mutex/a/1" {
+		t.Fatalf("String = %q", s)
+	}
+	if !tok.Newer(fencing.Token{Revision: 41}) || tok.Newer(tok) {
+		t.Fatal("Newer")
+	}
+	if tok.IsZero() || !(fencing.Token{}).IsZero() {
+		t.Fatal("IsZero")
+	}
+}

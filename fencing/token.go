@@ -1,0 +1,64 @@
+package fencing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrFenced is returned by Commit when the token's hold is no longer
+// current: its key was deleted or re-created, so the guarded operations were
+// not applied.
+var ErrFenced = errors.New("fencing: hold is no longer current")
+
+// Token identifies one grant of a lock: the holder's key and the key's create
+// revision. For one lock, a later grant always has a larger Revision.
+//
+// Token is a comparable value; the zero Token is held by nobody.
+type Token struct {
+	// Key is the holder's etcd key.
+	Key string
+	// Revision is the create revision of Key: the fencing number.
+	Revision int64
+}
+
+// IsZero reports whether t is the zero Token.
+func (t Token) IsZero() bool { return t == Token{} }
+
+// String returns the revision and the key, as "1234@key".
+func (t Token) String() string {
+	return strconv.FormatInt(t.Revision, 10) + "@" + t.Key
+}
+
+// Newer reports whether t was granted after u. Comparing tokens of different
+// locks is meaningful only as far as their grants are ordered by etcd's
+// revision, which they are.
+func (t Token) Newer(u Token) bool { return t.Revision > u.Revision }
+
+// Cmp returns an etcd comparison that holds only while the token's key
+// exists with the token's create revision, that is while the hold is current.
+// Put it in the If of a transaction to fence the transaction's writes.
+func (t Token) Cmp() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(t.Key), "=", t.Revision)
+}
+
+// Commit applies ops in one transaction that succeeds only while t's hold is
+// current. It returns ErrFenced, and applies nothing, when the hold is gone.
+// Other errors are etcd's or ctx's. It blocks for one round trip to etcd and
+// is safe for concurrent use.
+func Commit(ctx context.Context, kv clientv3.KV, t Token, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	if t.IsZero() {
+		return nil, fmt.Errorf("%w: zero token", ErrFenced)
+	}
+	resp, err := kv.Txn(ctx).If(t.Cmp()).Then(ops...).Commit()
+	if err != nil {
+		return nil, err
+	}
+	if !resp.Succeeded {
+		return resp, fmt.Errorf("%w: %s", ErrFenced, t)
+	}
+	return resp, nil
+}

@@ -1,0 +1,332 @@
+// Package lease keeps a conservative, local view of whether an etcd lease is
+// still alive.
+//
+// etcd's client measures a lease's deadline from the time a keep-alive
+// response is received and checks it on a timer, so it learns of expiry late:
+// the server may already have expired the lease and granted its locks to
+// someone else. A Keeper instead renews the lease with a unary KeepAliveOnce
+// every TTL/3 and measures the deadline from the time each renewal was sent:
+//
+//	deadline = send time of the last acknowledged renewal + granted TTL - margin
+//
+// The server renewed the lease no earlier than the request was sent, so it
+// cannot expire the lease before send + TTL (clock rates being equal). When
+// the deadline passes without a newer renewal, the current Epoch ends with
+// ErrDeadline ("jeopardy"); holds taken in that epoch must be treated as lost
+// even though the lease may still be alive.
+package lease
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+var (
+	// ErrExpired means the lease is gone at the server: it expired or was
+	// revoked, or the session that owns it ended.
+	ErrExpired = errors.New("etcdlock: session expired")
+	// ErrDeadline means no renewal was acknowledged in time: the lease may
+	// have expired at the server.
+	ErrDeadline = errors.New("etcdlock: lease renewal deadline passed")
+)
+
+// Config describes a lease to keep.
+type Config struct {
+	// TTL is the granted TTL, if known (a lease this process granted).
+	TTL time.Duration
+	// Sent is when the Grant that returned TTL was sent. With TTL it gives
+	// the first deadline without a probe.
+	Sent time.Time
+	// Margin is subtracted from every deadline. Zero means TTL/5.
+	Margin time.Duration
+	// SessionDone, if set, is a session's Done channel: when it closes, the
+	// keeper stops renewing and reports ErrExpired.
+	SessionDone <-chan struct{}
+	// Logger is used at state changes only. Nil means no logging.
+	Logger *zap.Logger
+}
+
+// Epoch is a span of time in which the lease was known to be alive. It ends
+// when the conservative deadline passes or the lease is gone, and a later
+// renewal starts a new Epoch. A hold belongs to the epoch in which it was
+// granted.
+type Epoch struct {
+	done chan struct{}
+	err  error
+}
+
+// Done is closed when the epoch ends.
+func (e *Epoch) Done() <-chan struct{} { return e.done }
+
+// Err returns ErrDeadline or ErrExpired once Done is closed, and nil before.
+func (e *Epoch) Err() error {
+	select {
+	case <-e.done:
+		return e.err
+	default:
+		return nil
+	}
+}
+
+// Keeper renews one lease and tracks its conservative deadline. A Keeper is
+// safe for concurrent use. It owns one goroutine, stopped by Stop.
+type Keeper struct {
+	cli    *clientv3.Client
+	id     clientv3.LeaseID
+	cfg    Config
+	lg     *zap.Logger
+	kick   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	ttl      time.Duration
+	deadline time.Time
+	epoch    *Epoch
+	gone     error
+	goneC    chan struct{} // closed when gone is set
+	changed  chan struct{} // closed and replaced at every state change
+}
+
+// Start starts keeping lease id alive. Stop must be called to release it.
+func Start(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) *Keeper {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &Keeper{
+		cli:     cli,
+		id:      id,
+		cfg:     cfg,
+		lg:      lg.With(zap.String("lease", leaseHex(id))),
+		kick:    make(chan struct{}, 1),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		changed: make(chan struct{}),
+		goneC:   make(chan struct{}),
+		epoch:   &Epoch{done: make(chan struct{})},
+	}
+	if cfg.TTL > 0 && !cfg.Sent.IsZero() {
+		k.ttl = cfg.TTL
+		k.deadline = cfg.Sent.Add(cfg.TTL - k.margin(cfg.TTL))
+	} else {
+		close(k.epoch.done) // no deadline known yet: the first probe opens an epoch
+		k.epoch.err = ErrDeadline
+	}
+	go k.run(ctx)
+	return k
+}
+
+func leaseHex(id clientv3.LeaseID) string {
+	const hex = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[id&0xf]
+		id >>= 4
+	}
+	return string(b[:])
+}
+
+func (k *Keeper) margin(ttl time.Duration) time.Duration {
+	if k.cfg.Margin > 0 {
+		return k.cfg.Margin
+	}
+	return ttl / 5
+}
+
+// ID returns the lease ID.
+func (k *Keeper) ID() clientv3.LeaseID { return k.id }
+
+// Stop stops renewing and waits for the keeper's goroutine to exit. It does
+// not revoke the lease. Stop is idempotent.
+func (k *Keeper) Stop() {
+	k.cancel()
+	<-k.done
+}
+
+// Gone returns ErrExpired once the lease is known to be gone, else nil.
+func (k *Keeper) Gone() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.gone
+}
+
+// Deadline returns the current conservative deadline and the granted TTL.
+// Both are zero before the first renewal of a lease this process did not
+// grant.
+func (k *Keeper) Deadline() (time.Time, time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.deadline, k.ttl
+}
+
+// Current returns the open epoch. If none is open it asks for an immediate
+// renewal and waits for it, until ctx ends (ctx's error is returned) or the
+// lease is gone (ErrExpired).
+func (k *Keeper) Current(ctx context.Context) (*Epoch, error) {
+	for {
+		k.mu.Lock()
+		e, gone, changed := k.epoch, k.gone, k.changed
+		open := e.Err() == nil && time.Now().Before(k.deadline)
+		k.mu.Unlock()
+		if gone != nil {
+			return nil, gone
+		}
+		if open {
+			return e, nil
+		}
+		select {
+		case k.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// GoneCh returns a channel closed when the lease is known to be gone.
+func (k *Keeper) GoneCh() <-chan struct{} { return k.goneC }
+
+type probeResult struct {
+	sent time.Time
+	ttl  time.Duration
+	err  error
+}
+
+func (k *Keeper) run(ctx context.Context) {
+	defer close(k.done)
+	var (
+		probeT    = time.NewTimer(0)
+		deadlineT = time.NewTimer(time.Hour)
+		inflight  chan probeResult
+	)
+	defer probeT.Stop()
+	defer deadlineT.Stop()
+	deadlineT.Stop()
+	k.mu.Lock()
+	if k.ttl > 0 {
+		probeT.Reset(time.Until(k.cfg.Sent.Add(k.ttl / 3)))
+		deadlineT.Reset(time.Until(k.deadline))
+	}
+	k.mu.Unlock()
+
+	probe := func() {
+		if inflight != nil {
+			return
+		}
+		ch := make(chan probeResult, 1)
+		inflight = ch
+		timeout := 5 * time.Second
+		if _, ttl := k.Deadline(); ttl > 0 {
+			timeout = ttl
+		}
+		go func() {
+			sent := time.Now()
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			resp, err := k.cli.KeepAliveOnce(pctx, k.id)
+			r := probeResult{sent: sent, err: err}
+			if err == nil {
+				r.ttl = time.Duration(resp.TTL) * time.Second
+			}
+			ch <- r
+		}()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if inflight != nil {
+				<-inflight
+			}
+			return
+		case <-k.cfg.SessionDone:
+			k.setGone()
+			if inflight != nil {
+				<-inflight
+			}
+			return
+		case <-k.kick:
+			probe()
+		case <-probeT.C:
+			probe()
+		case <-deadlineT.C:
+			k.jeopardy()
+		case r := <-inflight:
+			inflight = nil
+			switch {
+			case r.err == nil:
+				d := k.renewed(r.sent, r.ttl)
+				deadlineT.Reset(time.Until(d))
+				probeT.Reset(time.Until(r.sent.Add(r.ttl / 3)))
+			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
+				k.setGone()
+				return
+			case ctx.Err() != nil:
+				return
+			default:
+				_, ttl := k.Deadline()
+				retry := min(max(ttl/10, 50*time.Millisecond), time.Second)
+				probeT.Reset(retry)
+			}
+		}
+	}
+}
+
+func (k *Keeper) notify() {
+	close(k.changed)
+	k.changed = make(chan struct{})
+}
+
+func (k *Keeper) renewed(sent time.Time, ttl time.Duration) time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	d := sent.Add(ttl - k.margin(ttl))
+	if d.After(k.deadline) {
+		k.deadline = d
+	}
+	k.ttl = ttl
+	if k.epoch.Err() != nil && time.Now().Before(k.deadline) {
+		k.epoch = &Epoch{done: make(chan struct{})}
+		k.lg.Info("lease renewed after its deadline had passed")
+	}
+	k.notify()
+	return k.deadline
+}
+
+func (k *Keeper) jeopardy() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if time.Now().Before(k.deadline) || k.epoch.Err() != nil {
+		return
+	}
+	k.epoch.err = ErrDeadline
+	close(k.epoch.done)
+	k.lg.Warn("lease renewal deadline passed; holds on this lease are lost", zap.Time("deadline", k.deadline))
+	k.notify()
+}
+
+func (k *Keeper) setGone() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.gone != nil {
+		return
+	}
+	k.gone = ErrExpired
+	close(k.goneC)
+	if k.epoch.Err() == nil {
+		k.epoch.err = ErrExpired
+		close(k.epoch.done)
+	}
+	k.lg.Warn("lease is gone")
+	k.notify()
+}

@@ -1,0 +1,153 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+)
+
+// ErrClosed is returned by Source.Get after Close.
+var ErrClosed = errors.New("etcdlock: closed")
+
+// RevokeTimeout bounds the revoke of an owned lease at Close.
+const RevokeTimeout = 5 * time.Second
+
+// Source hands out a live lease: either the lease of a session the caller
+// passed in, or one the Source grants itself and replaces when it expires.
+// A Source is safe for concurrent use.
+type Source struct {
+	cli     *clientv3.Client
+	session *concurrency.Session
+	ttl     time.Duration
+	margin  time.Duration
+	lg      *zap.Logger
+
+	mu      sync.Mutex
+	keeper  *Keeper
+	release func() // for a session's keeper: drop this Source's reference
+	closed  bool
+}
+
+// Keepers of callers' sessions are shared by every Source on the same client
+// and lease, so all holds on one lease share one renewal probe.
+var shared = struct {
+	sync.Mutex
+	m map[sharedKey]*sharedKeeper
+}{m: make(map[sharedKey]*sharedKeeper)}
+
+type sharedKey struct {
+	cli *clientv3.Client
+	id  clientv3.LeaseID
+}
+
+type sharedKeeper struct {
+	k    *Keeper
+	refs int
+}
+
+func acquireShared(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) (*Keeper, func()) {
+	shared.Lock()
+	defer shared.Unlock()
+	key := sharedKey{cli, id}
+	e := shared.m[key]
+	if e == nil {
+		e = &sharedKeeper{k: Start(cli, id, cfg)}
+		shared.m[key] = e
+	}
+	e.refs++
+	var once sync.Once
+	return e.k, func() {
+		once.Do(func() {
+			shared.Lock()
+			e.refs--
+			last := e.refs == 0
+			if last {
+				delete(shared.m, key)
+			}
+			shared.Unlock()
+			if last {
+				e.k.Stop()
+			}
+		})
+	}
+}
+
+// NewSource returns a Source. With a session, its lease is used and the
+// session stays the caller's to close; without, leases of ttl (whole seconds)
+// are granted on demand and revoked at Close.
+func NewSource(cli *clientv3.Client, session *concurrency.Session, ttl, margin time.Duration, lg *zap.Logger) *Source {
+	return &Source{cli: cli, session: session, ttl: ttl, margin: margin, lg: lg}
+}
+
+// Get returns the keeper of a live lease, granting one if needed. It blocks
+// for one Grant round trip when it grants.
+func (s *Source) Get(ctx context.Context) (*Keeper, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.keeper != nil && s.keeper.Gone() == nil {
+		return s.keeper, nil
+	}
+	if s.session != nil {
+		if s.keeper != nil {
+			return nil, ErrExpired // a caller's session does not come back
+		}
+		select {
+		case <-s.session.Done():
+			return nil, ErrExpired
+		default:
+		}
+		s.keeper, s.release = acquireShared(s.cli, s.session.Lease(), Config{Margin: s.margin, SessionDone: s.session.Done(), Logger: s.lg})
+		return s.keeper, nil
+	}
+	if s.keeper != nil {
+		s.keeper.Stop()
+		s.keeper = nil
+	}
+	sent := time.Now()
+	resp, err := s.cli.Grant(ctx, int64(s.ttl/time.Second))
+	if err != nil {
+		return nil, err
+	}
+	s.keeper = Start(s.cli, resp.ID, Config{
+		TTL:    time.Duration(resp.TTL) * time.Second,
+		Sent:   sent,
+		Margin: s.margin,
+		Logger: s.lg,
+	})
+	s.lg.Debug("lease granted", zap.String("lease", leaseHex(resp.ID)), zap.Int64("ttl", resp.TTL))
+	return s.keeper, nil
+}
+
+// Close stops renewing. A lease the Source granted is revoked, on a bounded
+// context, which deletes every key on it. Close is idempotent.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.keeper == nil {
+		return nil
+	}
+	if s.release != nil {
+		s.release()
+		return nil
+	}
+	s.keeper.Stop()
+	if s.keeper.Gone() != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
+	defer cancel()
+	_, err := s.cli.Revoke(ctx, s.keeper.ID())
+	return err
+}

@@ -1,0 +1,237 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/lease"
+)
+
+// Hold is one granted place in a queue. Its goroutine watches for loss until
+// the hold is lost or released. A Hold is safe for concurrent use.
+type Hold struct {
+	q      *Queue
+	k      *lease.Keeper
+	token  fencing.Token
+	epoch  *lease.Epoch
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stop   chan struct{}
+	done   chan struct{}
+	onEnd  func(*Hold)
+
+	mu        sync.Mutex
+	lost      error // *LostError, once lost
+	stopped   bool  // monitor told to stop
+	attempted bool  // a release request was sent
+	released  bool  // a release request deleted the key
+}
+
+func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
+	own := w.own
+	w.own = nil
+	if own == nil {
+		// Admitted by the enqueue Txn: watch from the next revision. Nothing
+		// else was written since, in the common case, so the watcher is synced.
+		own = w.q.openWatchFrom(w.key, w.rev+1)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	h := &Hold{
+		q:      w.q,
+		k:      w.k,
+		token:  fencing.Token{Key: w.key, Revision: w.rev},
+		epoch:  epoch,
+		ctx:    ctx,
+		cancel: cancel,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+		onEnd:  onEnd,
+	}
+	w.q.logger().Debug("acquired", zap.Stringer("token", h.token))
+	go h.monitor(own)
+	return h
+}
+
+// Token returns the hold's fencing token.
+func (h *Hold) Token() fencing.Token { return h.token }
+
+// Context returns a context cancelled when the hold is lost or released;
+// its cause is a *LostError or ErrReleased.
+func (h *Hold) Context() context.Context { return h.ctx }
+
+// Done is closed when the hold is lost or released.
+func (h *Hold) Done() <-chan struct{} { return h.ctx.Done() }
+
+// Err returns nil while the hold is current, a *LostError once lost, or
+// ErrReleased once released.
+func (h *Hold) Err() error {
+	if h.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(h.ctx)
+}
+
+// Deadline returns the conservative deadline of the hold's lease: the hold
+// is presumed lost at that time unless the lease is renewed first.
+func (h *Hold) Deadline() time.Time {
+	d, _ := h.k.Deadline()
+	return d
+}
+
+// Lease returns the hold's lease ID.
+func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
+
+func (h *Hold) monitor(own *watch) {
+	defer func() {
+		own.stop()
+		close(h.done)
+		if h.onEnd != nil {
+			h.onEnd(h)
+		}
+	}()
+	b := newBackoff()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-h.epoch.Done():
+			h.lose(h.epoch.Err())
+			return
+		case wr, ok := <-own.ch:
+			if ok && wr.Err() == nil {
+				if hasDelete(wr.Events) {
+					h.lose(ErrDeleted)
+					return
+				}
+				continue
+			}
+			// The watch broke (compaction, leader loss, stream error): open
+			// a new one at the current revision and check the key is still
+			// ours. Until then the epoch deadline still guards the hold.
+			own.stop()
+			var err error
+			own, err = h.rewatch(b)
+			if errors.Is(err, ErrDeleted) || errors.Is(err, lease.ErrExpired) {
+				h.lose(err)
+				return
+			}
+			if err != nil { // stopped
+				return
+			}
+		}
+	}
+}
+
+// rewatch reopens the own-key watch and verifies the key. It returns a
+// non-nil watch, or ErrDeleted/ErrExpired when the key is gone, or another
+// error when the hold was stopped meanwhile.
+func (h *Hold) rewatch(b *backoff) (*watch, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stop:
+			cancel()
+		case <-h.epoch.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		if err := b.sleep(ctx); err != nil {
+			return nil, err
+		}
+		x, err := h.q.openWatch(ctx, h.token.Key, false)
+		if err != nil {
+			continue
+		}
+		resp, err := h.q.Client.Get(ctx, h.token.Key, clientv3.WithKeysOnly())
+		if err != nil {
+			x.stop()
+			continue
+		}
+		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {
+			x.stop()
+			return nil, ErrDeleted
+		}
+		return x, nil
+	}
+}
+
+// lose marks the hold lost with cause, unless it was already released.
+func (h *Hold) lose(cause error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || h.lost != nil {
+		return
+	}
+	h.lost = &LostError{Token: h.token, Cause: cause}
+	h.cancel(h.lost)
+	h.q.logger().Warn("hold lost", zap.Stringer("token", h.token), zap.Error(cause))
+}
+
+// Release deletes the hold's key if it is still this hold's (a Txn guarded
+// by the create revision, so it can never delete a newer hold) and ends the
+// hold. One round trip. It is safe to retry after an error.
+//
+// It returns nil when it deleted the key, or when an earlier attempt may
+// have; ErrNotHeld (wrapping the loss, if known) when the hold had been lost
+// or already released; or etcd's or ctx's error, after which the key may
+// still exist and Release may be called again.
+func (h *Hold) Release(ctx context.Context) error {
+	h.mu.Lock()
+	lost, attempted, released := h.lost, h.attempted, h.released
+	if !h.stopped {
+		h.stopped = true
+		close(h.stop)
+		if lost == nil {
+			h.cancel(ErrReleased)
+		}
+	}
+	h.attempted = true
+	h.mu.Unlock()
+	<-h.done
+	if released {
+		return fmt.Errorf("%w: already released", ErrNotHeld)
+	}
+	resp, err := h.q.Client.Txn(ctx).If(h.token.Cmp()).Then(clientv3.OpDelete(h.token.Key)).Commit()
+	if err != nil {
+		return err
+	}
+	if resp.Succeeded {
+		h.mu.Lock()
+		h.released = true
+		h.mu.Unlock()
+		if lost != nil {
+			return fmt.Errorf("%w: %w", ErrNotHeld, lost)
+		}
+		h.q.logger().Debug("released", zap.Stringer("token", h.token))
+		return nil
+	}
+	switch {
+	case lost != nil:
+		return fmt.Errorf("%w: %w", ErrNotHeld, lost)
+	case attempted:
+		return nil // an earlier attempt's delete landed, or the key expired since
+	default:
+		return fmt.Errorf("%w: %w", ErrNotHeld, &LostError{Token: h.token, Cause: ErrDeleted})
+	}
+}
+
+// Stopped reports whether Release was called.
+func (h *Hold) Stopped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stopped
+}
+
+// Wait blocks until the hold's goroutine has exited (after loss or Release).
+func (h *Hold) Wait() { <-h.done }
+

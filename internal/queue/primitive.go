@@ -1,0 +1,139 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/etcdlock/etcdlock/internal/config"
+	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/lease"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Primitive is what every public lock type is made of: a queue, a lease
+// source, and the set of live holds, which Close releases. It is safe for
+// concurrent use.
+type Primitive struct {
+	Q     Queue
+	Src   *lease.Source
+	Value string
+	Cfg   *config.Config
+
+	closeCtx context.Context
+	closeFn  context.CancelFunc
+
+	mu     sync.Mutex
+	holds  map[*Hold]struct{}
+	closed bool
+	wg     sync.WaitGroup // one per live hold's goroutine
+}
+
+// NewPrimitive validates the options and builds a Primitive of kind
+// ("mutex", "rw", "sem", "election") named name.
+func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, opts []config.Option) (*Primitive, error) {
+	cfg, err := config.Build(cli, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger.With(zap.String(kind, name))
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Primitive{
+		Q:        Queue{Client: cli, Prefix: keys.Prefix(cfg.Namespace, kind, name), Rule: rule, Logger: lg},
+		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
+		Value:    cfg.Value,
+		Cfg:      cfg,
+		closeCtx: ctx,
+		closeFn:  cancel,
+		holds:    make(map[*Hold]struct{}),
+	}, nil
+}
+
+// Acquire acquires a hold with the given value (Value if empty). See
+// Queue.Acquire. After Close it returns ErrClosed, and Close makes waits in
+// progress return ErrClosed.
+func (p *Primitive) Acquire(ctx context.Context, value string, try bool) (*Hold, error) {
+	return p.AcquireWith(ctx, &p.Q, value, try)
+}
+
+// AcquireWith is Acquire on another queue sharing this primitive's lease and
+// lifetime (a read-write lock's two kinds of waiter).
+func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try bool) (*Hold, error) {
+	if value == "" {
+		value = p.Value
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p.wg.Add(1) // for the hold's goroutine, or undone below
+	p.mu.Unlock()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(p.closeCtx, func() { cancel(ErrClosed) })
+	defer stop()
+
+	k, err := p.Src.Get(ctx)
+	if err != nil {
+		p.wg.Done()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	h, err := q.Acquire(ctx, k, value, try, func(h *Hold) {
+		p.mu.Lock()
+		delete(p.holds, h)
+		p.mu.Unlock()
+		p.wg.Done()
+	})
+	if err != nil {
+		p.wg.Done()
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.closed { // Close ran while the grant was on its way
+		p.mu.Unlock()
+		rctx, rcancel := context.WithTimeout(context.Background(), CleanupTimeout)
+		defer rcancel()
+		_ = h.Release(rctx)
+		return nil, ErrClosed
+	}
+	if h.Err() == nil {
+		p.holds[h] = struct{}{}
+	}
+	p.mu.Unlock()
+	return h, nil
+}
+
+// Close makes later acquires fail with ErrClosed, ends waits in progress,
+// releases every live hold (each on a bounded context), waits for their
+// goroutines, and revokes the lease if the primitive granted it. A caller's
+// session is left open. Close is idempotent.
+func (p *Primitive) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	holds := make([]*Hold, 0, len(p.holds))
+	for h := range p.holds {
+		holds = append(holds, h)
+	}
+	p.mu.Unlock()
+	p.closeFn()
+	var errs []error
+	for _, h := range holds {
+		ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+		if err := h.Release(ctx); err != nil && !errors.Is(err, ErrNotHeld) {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	p.wg.Wait()
+	errs = append(errs, p.Src.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,186 @@
+// Package queue is the one waiting mechanism behind every etcdlock
+// primitive: mutex, read-write lock, semaphore and election.
+//
+// A waiter puts a key with its lease under the queue's prefix; the key's
+// create revision is its place in line and its fencing token. A Rule decides,
+// from reads of the older keys, whether the waiter is admitted and, if not,
+// which older keys must go first. The waiter then watches only those keys
+// (one key for a mutex, so no herd) and its own key, and when enough of them
+// are gone confirms its admission with one linearizable read.
+//
+// # Round trips
+//
+//   - Uncontended acquire: one Txn (put own key + the rule's reads).
+//   - Release: one Txn (delete own key if its create revision is still ours).
+//   - A waiter: after the enqueue Txn, it opens its watches at the server's
+//     current revision and waits for the "created" reply (stream messages,
+//     no raft round), then does one read-only Txn, which it skips when the
+//     watches were created at the enqueue revision. Each wake-up costs one
+//     read-only Txn.
+//
+// Watches are never started at a revision the server has already passed:
+// such a watcher is "unsynced" and etcd only catches those up every 100 ms,
+// which is what stalls etcd's concurrency.Mutex at every contended handoff.
+// Instead a watch starts at the current revision and a read after it is
+// created tells whether the awaited key was already gone.
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/lease"
+)
+
+// CleanupTimeout bounds the removal of a waiter's key after a failed or
+// cancelled wait, and of a hold's key at release by Close.
+const CleanupTimeout = 5 * time.Second
+
+// Entry is one key of a queue.
+type Entry struct {
+	Key    string
+	Rev    int64 // create revision
+	Weight int64 // for a semaphore: permits; otherwise 1
+}
+
+// Verdict is a Rule's decision for one waiter.
+type Verdict struct {
+	Admitted bool
+	// Blockers are older keys that must be deleted before the waiter can be
+	// admitted; the waiter re-checks once the summed Weight of those still
+	// present is at most Threshold.
+	Blockers  []Entry
+	Threshold int64
+	// Err, if set, fails the acquire (e.g. a semaphore limit mismatch).
+	Err error
+}
+
+// Rule is an admission rule.
+type Rule interface {
+	// Reads returns the read ops that feed Judge. With maxRev 0 they run in
+	// the enqueue Txn, where the new key is the newest in the queue; else
+	// they run in a confirm read and must ignore keys created after maxRev.
+	Reads(prefix string, maxRev int64) []clientv3.Op
+	// Judge decides for the waiter self from the Reads' responses; it must
+	// ignore self and anything newer.
+	Judge(self Entry, resps []*pb.RangeResponse) Verdict
+	// TryIf returns comparisons that hold when a new waiter would be
+	// admitted at once, so a try-acquire is one Txn that puts nothing when
+	// they fail; nil if the rule cannot say.
+	TryIf(prefix string) []clientv3.Cmp
+}
+
+// Queue is one named queue. It is safe for concurrent use.
+type Queue struct {
+	Client *clientv3.Client
+	Prefix string
+	Rule   Rule
+	Logger *zap.Logger
+}
+
+// Acquire enqueues a waiter with value on k's lease and blocks until the
+// rule admits it, ctx ends (the key is removed, ctx's cause returned), the
+// waiter's key or lease is lost (ErrSessionExpired or ErrDeleted), or the
+// rule fails. With try, it returns ErrLocked instead of waiting.
+// onEnd, if not nil, runs when the returned hold ends.
+func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try bool, onEnd func(*Hold)) (*Hold, error) {
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	epoch, err := k.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &waiter{q: q, k: k}
+	var verdict Verdict
+	for attempt := 0; ; attempt++ {
+		w.key = keys.Waiter(q.Prefix, k.ID())
+		txn := q.Client.Txn(ctx)
+		var cmps []clientv3.Cmp
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(w.key), "=", 0))
+		tryIf := q.Rule.TryIf(q.Prefix)
+		if try && tryIf != nil {
+			cmps = append(cmps, tryIf...)
+		}
+		ops := append([]clientv3.Op{clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()))}, q.Rule.Reads(q.Prefix, 0)...)
+		resp, err := txn.If(cmps...).Then(ops...).Else(clientv3.OpGet(w.key, clientv3.WithCountOnly())).Commit()
+		if err != nil {
+			// The put may have landed: remove it if so.
+			w.removeByKey()
+			return nil, err
+		}
+		if !resp.Succeeded {
+			if resp.Responses[0].GetResponseRange().Count == 0 {
+				return nil, ErrLocked // try: the rule's comparisons failed
+			}
+			if attempt < 3 {
+				continue // astronomically unlikely key collision: new key
+			}
+			return nil, fmt.Errorf("etcdlock: waiter key %s already exists", w.key)
+		}
+		w.rev = resp.Header.Revision
+		verdict = q.Rule.Judge(w.self(), ranges(resp.Responses[1:]))
+		break
+	}
+	w.readRev = w.rev
+	if verdict.Err != nil {
+		w.remove()
+		return nil, verdict.Err
+	}
+	if !verdict.Admitted && try {
+		w.remove()
+		return nil, ErrLocked
+	}
+	if !verdict.Admitted {
+		if err := w.wait(ctx, verdict); err != nil {
+			w.close()
+			w.remove()
+			return nil, err
+		}
+	}
+	// The lease must still be alive in the epoch the hold starts in.
+	if epoch.Err() != nil {
+		if epoch, err = k.Current(ctx); err != nil {
+			w.close()
+			w.remove()
+			return nil, err
+		}
+	}
+	return w.hold(epoch, onEnd), nil
+}
+
+func ranges(rs []*pb.ResponseOp) []*pb.RangeResponse {
+	out := make([]*pb.RangeResponse, len(rs))
+	for i, r := range rs {
+		out[i] = r.GetResponseRange()
+	}
+	return out
+}
+
+// Older returns the entries of kvs created before self, newest first when kvs
+// is sorted newest first. weight, if not nil, gives each entry's weight.
+func Older(self Entry, kvs []*mvccpb.KeyValue, weight func(*mvccpb.KeyValue) int64) []Entry {
+	var out []Entry
+	for _, kv := range kvs {
+		if kv.CreateRevision >= self.Rev {
+			continue
+		}
+		e := Entry{Key: string(kv.Key), Rev: kv.CreateRevision, Weight: 1}
+		if weight != nil {
+			e.Weight = weight(kv)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// Token returns the fencing token of an entry.
+func (e Entry) Token() fencing.Token { return fencing.Token{Key: e.Key, Revision: e.Rev} }

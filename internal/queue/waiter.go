@@ -1,0 +1,316 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/internal/lease"
+)
+
+// waiter is one enqueued key on its way to becoming a hold.
+type waiter struct {
+	q       *Queue
+	k       *lease.Keeper
+	key     string
+	rev     int64
+	readRev int64  // revision of the last read that judged this waiter
+	own     *watch // watch on the waiter's own key, kept into the hold
+}
+
+func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: 1} }
+
+// watch is one etcd watch that this package opened and must cancel.
+type watch struct {
+	ch      clientv3.WatchChan
+	cancel  context.CancelFunc
+	created int64 // server revision when the watch was created; events after it are delivered
+	target  string
+	prefix  bool
+}
+
+func (x *watch) stop() {
+	if x != nil {
+		x.cancel()
+	}
+}
+
+// openWatch watches deletes of target (a key, or a prefix) from the server's
+// current revision, and waits for the created reply, so that no event after
+// x.created is missed and the watcher starts synced.
+func (q *Queue) openWatch(ctx context.Context, target string, prefix bool) (*watch, error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	opts := []clientv3.OpOption{clientv3.WithCreatedNotify(), clientv3.WithFilterPut()}
+	if prefix {
+		opts = append(opts, clientv3.WithPrefix())
+	}
+	x := &watch{ch: q.Client.Watch(wctx, target, opts...), cancel: cancel, target: target, prefix: prefix}
+	select {
+	case wr, ok := <-x.ch:
+		if !ok || wr.Err() != nil || !wr.Created {
+			cancel()
+			if ok && wr.Err() != nil {
+				return nil, wr.Err()
+			}
+			return nil, errors.New("etcdlock: watch closed before it was created")
+		}
+		x.created = wr.Header.Revision
+		return x, nil
+	case <-ctx.Done():
+		cancel()
+		return nil, context.Cause(ctx)
+	}
+}
+
+// openWatchFrom watches deletes of key from revision rev on, without waiting
+// for the created reply. Used for a hold's own key right after an
+// uncontended acquire, when nothing has been written since rev-1 and the
+// watcher is therefore synced.
+func (q *Queue) openWatchFrom(key string, rev int64) *watch {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	ch := q.Client.Watch(wctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut())
+	return &watch{ch: ch, cancel: cancel, created: rev - 1, target: key}
+}
+
+func blockerTarget(q *Queue, v Verdict) (string, bool) {
+	if len(v.Blockers) == 1 {
+		return v.Blockers[0].Key, false
+	}
+	return q.Prefix, true
+}
+
+// errWatchBroken makes wait reopen its watches and read again.
+var errWatchBroken = errors.New("etcdlock: watch broken")
+
+// wait blocks until the waiter is admitted. On return with an error the
+// caller removes the key.
+func (w *waiter) wait(ctx context.Context, v Verdict) error {
+	var blk *watch
+	defer func() { blk.stop() }()
+	backoff := newBackoff()
+	for {
+		if w.own == nil {
+			own, err := w.q.openWatch(ctx, w.key, false)
+			if err != nil {
+				if err := w.retryable(ctx, err, backoff); err != nil {
+					return err
+				}
+				continue
+			}
+			w.own = own
+		}
+		target, prefix := blockerTarget(w.q, v)
+		if blk == nil || blk.target != target || blk.prefix != prefix {
+			blk.stop()
+			blk = nil
+			b, err := w.q.openWatch(ctx, target, prefix)
+			if err != nil {
+				if err := w.retryable(ctx, err, backoff); err != nil {
+					return err
+				}
+				continue
+			}
+			blk = b
+		}
+		// The watches deliver every delete after their created revision. If
+		// both were created no later than the read that judged us, nothing
+		// can have been missed; otherwise read again.
+		if blk.created > w.readRev || w.own.created > w.readRev {
+			var err error
+			if v, err = w.confirm(ctx); err != nil {
+				if err := w.retryable(ctx, err, backoff); err != nil {
+					return err
+				}
+				continue
+			}
+			if v.Admitted {
+				return nil
+			}
+			if v.Err != nil {
+				return v.Err
+			}
+			if t, p := blockerTarget(w.q, v); t != blk.target || p != blk.prefix {
+				continue
+			}
+		}
+		err := w.await(ctx, v, blk)
+		if errors.Is(err, errWatchBroken) {
+			if err := w.retryable(ctx, err, backoff); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		backoff = newBackoff()
+		if v, err = w.confirm(ctx); err != nil {
+			if err := w.retryable(ctx, err, backoff); err != nil {
+				return err
+			}
+			continue
+		}
+		if v.Admitted {
+			return nil
+		}
+		if v.Err != nil {
+			return v.Err
+		}
+	}
+}
+
+// await blocks until the blockers still present weigh at most the threshold.
+// It costs no round trip: it only counts delete events.
+func (w *waiter) await(ctx context.Context, v Verdict, blk *watch) error {
+	remaining := make(map[string]int64, len(v.Blockers))
+	var sum int64
+	for _, b := range v.Blockers {
+		remaining[b.Key] = b.Weight
+		sum += b.Weight
+	}
+	for sum > v.Threshold {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-w.k.GoneCh():
+			return lease.ErrExpired
+		case wr, ok := <-w.own.ch:
+			if !ok || wr.Err() != nil {
+				w.own.stop()
+				w.own = nil
+				return errWatchBroken
+			}
+			if hasDelete(wr.Events) {
+				return w.ownDeleted()
+			}
+		case wr, ok := <-blk.ch:
+			if !ok || wr.Err() != nil {
+				w.readRev = -1
+				return errWatchBroken
+			}
+			for _, ev := range wr.Events {
+				if ev.Type != mvccpb.DELETE {
+					continue
+				}
+				if wt, ok := remaining[string(ev.Kv.Key)]; ok {
+					delete(remaining, string(ev.Kv.Key))
+					sum -= wt
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func hasDelete(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		if ev.Type == mvccpb.DELETE {
+			return true
+		}
+	}
+	return false
+}
+
+// ownDeleted tells why the waiter's key vanished: its lease is gone, or
+// another client deleted it. It costs one TimeToLive, on this rare path only.
+func (w *waiter) ownDeleted() error {
+	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+	defer cancel()
+	if w.k.Gone() != nil {
+		return lease.ErrExpired
+	}
+	resp, err := w.q.Client.TimeToLive(ctx, w.k.ID())
+	if err == nil && resp.TTL <= 0 {
+		return lease.ErrExpired
+	}
+	return fmt.Errorf("%w: waiter key %s", ErrDeleted, w.key)
+}
+
+// confirm reads, in one read-only Txn, the waiter's own key and the rule's
+// reads bounded by the waiter's revision, and judges it again.
+func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
+	ops := append([]clientv3.Op{clientv3.OpGet(w.key, clientv3.WithKeysOnly())}, w.q.Rule.Reads(w.q.Prefix, w.rev)...)
+	resp, err := w.q.Client.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return Verdict{}, err
+	}
+	own := resp.Responses[0].GetResponseRange()
+	if len(own.Kvs) == 0 || own.Kvs[0].CreateRevision != w.rev {
+		return Verdict{}, w.ownDeleted()
+	}
+	w.readRev = resp.Header.Revision
+	return w.q.Rule.Judge(w.self(), ranges(resp.Responses[1:])), nil
+}
+
+// retryable returns nil after a pause when err is a transient etcd or watch
+// error, and err (or ctx's cause) otherwise.
+func (w *waiter) retryable(ctx context.Context, err error, b *backoff) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if errors.Is(err, lease.ErrExpired) || errors.Is(err, ErrDeleted) || errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return err
+	}
+	w.readRev = -1
+	w.q.logger().Debug("retrying wait", zap.String("key", w.key), zap.Error(err))
+	return b.sleep(ctx)
+}
+
+func (q *Queue) logger() *zap.Logger {
+	if q.Logger == nil {
+		return zap.NewNop()
+	}
+	return q.Logger
+}
+
+// close stops the waiter's watches.
+func (w *waiter) close() {
+	w.own.stop()
+	w.own = nil
+}
+
+// remove deletes the waiter's key if it is still this waiter's, on a bounded
+// context (never the client's own, which may never end).
+func (w *waiter) remove() {
+	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+	defer cancel()
+	_, err := w.q.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(w.key), "=", w.rev)).
+		Then(clientv3.OpDelete(w.key)).Commit()
+	if err != nil {
+		w.q.logger().Warn("could not remove waiter key; it stays until its lease ends", zap.String("key", w.key), zap.Error(err))
+	}
+}
+
+// removeByKey deletes the waiter's key whatever its revision, for when the
+// enqueue Txn failed and its outcome is unknown. Waiter keys are random and
+// never reused, so the key can only be this waiter's.
+func (w *waiter) removeByKey() {
+	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+	defer cancel()
+	if _, err := w.q.Client.Delete(ctx, w.key); err != nil {
+		w.q.logger().Warn("could not remove waiter key; it stays until its lease ends", zap.String("key", w.key), zap.Error(err))
+	}
+}
+
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 20 * time.Millisecond} }
+
+func (b *backoff) sleep(ctx context.Context) error {
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	b.d = min(b.d*2, time.Second)
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

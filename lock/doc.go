@@ -1,0 +1,34 @@
+// Package lock provides fair (FIFO) distributed locks on etcd whose every
+// grant carries a fencing token.
+//
+// A Mutex is a queue of keys under one prefix, each attached to an etcd
+// lease; the key with the lowest create revision holds the lock. Lock blocks
+// until this waiter's turn, watching only the waiter just ahead of it (no
+// herd), and confirms ownership with one read after waiting. A Hold is one
+// grant: its Token, a Done channel and Context that end at the first sign the
+// hold may be lost, and Unlock, a delete guarded by the key's create revision
+// that can never remove someone else's hold.
+//
+// # Safety model
+//
+// A lease-based lock cannot stop a paused holder from acting after its lease
+// expired. If a holder stops for longer than its TTL (a GC pause, a stopped
+// VM, a network partition), etcd expires its lease and grants the lock to the
+// next waiter, and the paused holder, when it resumes, does not know. No
+// client library can prevent that. What this package does:
+//
+//   - It tells a live holder early. Done closes when the holder's key is
+//     deleted, when the lease is gone, or when a conservative local deadline
+//     passes: the send time of the last acknowledged lease renewal plus the
+//     TTL, minus a safety margin. The server cannot expire the lease before
+//     that time, so a holder that watches Done learns of loss before the
+//     lock can be granted to anyone else, unless the holder itself is paused.
+//   - It gives every grant a fencing token (package fencing), the key's
+//     create revision, which only ever grows. Make the protected resource
+//     refuse a token lower than the highest it has seen (fencing.Fence), or
+//     guard etcd writes with the token (fencing.Commit). That is what keeps a
+//     paused, stale holder from doing harm.
+//
+// Use the token. Without it, the lock is an efficiency measure, not a
+// correctness guarantee.
+package lock

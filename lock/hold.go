@@ -1,0 +1,73 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/queue"
+)
+
+// Hold is one grant of a lock, semaphore permit or read lock. It is safe for
+// concurrent use.
+//
+// A hold ends when it is unlocked or lost. Loss is reported at the first
+// sign: the key deleted (seen by watch), the lease gone, or the lease's
+// conservative deadline passed without a renewal. Stop acting on the
+// protected resource when Done closes, and fence the resource with Token
+// so that a holder paused past its deadline is refused anyway.
+type Hold struct {
+	h *queue.Hold
+}
+
+// Token returns the hold's fencing token: its key and the key's create
+// revision, greater than the token of every earlier hold of the same lock.
+func (h *Hold) Token() fencing.Token { return h.h.Token() }
+
+// Done returns a channel closed when the hold is lost or unlocked.
+func (h *Hold) Done() <-chan struct{} { return h.h.Done() }
+
+// Context returns a context cancelled when the hold is lost or unlocked.
+// context.Cause gives a *LostError (matching ErrLost) or ErrReleased.
+func (h *Hold) Context() context.Context { return h.h.Context() }
+
+// Err returns nil while the hold is current, a *LostError (matching ErrLost
+// and its cause) once lost, or ErrReleased once unlocked.
+func (h *Hold) Err() error { return h.h.Err() }
+
+// Deadline returns the time at which the hold will be presumed lost unless
+// its lease is renewed first. Renewals move it forward every TTL/3.
+func (h *Hold) Deadline() time.Time { return h.h.Deadline() }
+
+// Lease returns the ID of the hold's lease.
+func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
+
+// Unlock releases the hold: one transaction that deletes the hold's key only
+// if its create revision is still the token's, so it can never delete a
+// newer hold. Done closes at once.
+//
+// It returns nil on success, including when retried after an error whose
+// request may have landed; ErrNotHeld (wrapping the *LostError, if any) when
+// the hold was lost or already unlocked, leaving no key behind; or ctx's or
+// etcd's error, after which Unlock can be called again.
+func (h *Hold) Unlock(ctx context.Context) error { return h.h.Release(ctx) }
+
+// run runs fn under the hold and unlocks it; see Mutex.Do.
+func (h *Hold) run(ctx context.Context, fn func(context.Context, fencing.Token) error) error {
+	fctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(h.Context(), func() { cancel(context.Cause(h.Context())) })
+	ferr := fn(fctx, h.Token())
+	stop()
+	cancel(nil)
+	lost := h.Err()
+	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), queue.CleanupTimeout)
+	defer ucancel()
+	uerr := h.Unlock(uctx)
+	if errors.Is(lost, ErrLost) {
+		return errors.Join(ferr, lost)
+	}
+	return errors.Join(ferr, uerr)
+}

@@ -1,0 +1,111 @@
+package lock
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/queue"
+)
+
+// Mutex is a fair distributed mutual-exclusion lock. Waiters are granted the
+// lock in the order they asked (the order of their keys' create revisions).
+//
+// A Mutex is safe for concurrent use: each Lock call is its own waiter, and
+// two holds through one Mutex (or one session) exclude each other like any
+// two holders. Close it when done.
+type Mutex struct {
+	p    *queue.Primitive
+	name string
+}
+
+// NewMutex returns the mutex called name on cli. It does no I/O. It returns
+// ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
+// bad arguments.
+func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, error) {
+	p, err := queue.NewPrimitive(cli, "mutex", name, mutexRule{}, opts(options))
+	if err != nil {
+		return nil, err
+	}
+	return &Mutex{p: p, name: name}, nil
+}
+
+// Lock blocks until the lock is held and returns the hold. Uncontended, it
+// costs one round trip to etcd (plus a lease grant the first time).
+//
+// If ctx ends first, Lock removes its waiting key (on a bounded context of
+// its own) and returns ctx's error (context.Cause). It returns
+// ErrSessionExpired if the lease ends while waiting, ErrDeleted if another
+// client deleted the waiting key, ErrClosed after or during Close, or etcd's
+// error.
+func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
+	h, err := m.p.Acquire(ctx, "", false)
+	if err != nil {
+		return nil, err
+	}
+	return &Hold{h}, nil
+}
+
+// TryLock takes the lock if nobody holds it or waits for it, in one round
+// trip, and returns ErrLocked at once otherwise, leaving no key behind. Its
+// other errors are Lock's.
+func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
+	h, err := m.p.Acquire(ctx, "", true)
+	if err != nil {
+		return nil, err
+	}
+	return &Hold{h}, nil
+}
+
+// Do locks, runs fn with a context that is cancelled when the hold is lost
+// (or ctx ends) and the hold's fencing token, then unlocks. It returns fn's
+// error joined with Unlock's, or Lock's error if fn never ran. If the hold
+// was lost while fn ran, the error matches ErrLost even when fn returned nil.
+func (m *Mutex) Do(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
+	h, err := m.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	return h.run(ctx, fn)
+}
+
+// Name returns the mutex's name.
+func (m *Mutex) Name() string { return m.name }
+
+// Prefix returns the etcd key prefix of the mutex's queue.
+func (m *Mutex) Prefix() string { return m.p.Q.Prefix }
+
+// Close ends waits in progress (they return ErrClosed), unlocks every hold
+// still held through this Mutex, and revokes the lease the Mutex granted, if
+// any (a session given with WithSession stays open). Each request runs on a
+// bounded context. Later calls return ErrClosed. Close is idempotent.
+func (m *Mutex) Close() error { return m.p.Close() }
+
+// mutexRule admits the oldest key; a waiter waits for the key just ahead.
+type mutexRule struct{}
+
+func (mutexRule) Reads(prefix string, maxRev int64) []clientv3.Op {
+	if maxRev == 0 { // newest key is the waiter's own: read it and the one before
+		return []clientv3.Op{clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))}
+	}
+	return []clientv3.Op{clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMaxCreateRev(maxRev-1),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1))}
+}
+
+func (mutexRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
+	older := queue.Older(self, resps[0].Kvs, nil)
+	if len(older) == 0 {
+		return queue.Verdict{Admitted: true}
+	}
+	return queue.Verdict{Blockers: older[:1]}
+}
+
+func (mutexRule) TryIf(prefix string) []clientv3.Cmp {
+	// True when no key exists under prefix: etcd compares every key in the
+	// range, and an empty range compares as a key with create revision 0.
+	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithPrefix()}
+}

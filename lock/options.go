@@ -1,0 +1,54 @@
+package lock
+
+import (
+	"time"
+
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/internal/config"
+)
+
+// Option configures a Mutex, RWMutex or Semaphore. Invalid values are
+// reported by the constructor as ErrInvalidOption or ErrInvalidNamespace.
+type Option struct{ o config.Option }
+
+func opts(os []Option) []config.Option {
+	out := make([]config.Option, len(os))
+	for i, o := range os {
+		out[i] = o.o
+	}
+	return out
+}
+
+// WithSession makes holds use s's lease, so that many locks in a process
+// share one lease and one renewal probe. The session stays the caller's:
+// Close does not close it, and when it ends, every hold on it is lost and
+// later acquires fail with ErrSessionExpired. Optional: by default the lock
+// grants its own lease of WithTTL's TTL when first needed, replaces it if it
+// expires, and revokes it at Close. Cannot be combined with WithTTL.
+func WithSession(s *concurrency.Session) Option { return Option{config.Session(s)} }
+
+// WithTTL sets the TTL of the lease the lock grants itself: at least 1s and
+// a whole number of seconds (etcd counts lease TTLs in seconds). The server
+// may grant more (its minimum TTL). A holder that stops renewing for longer
+// loses the lock. Optional, defaults to DefaultTTL (10s).
+func WithTTL(ttl time.Duration) Option { return Option{config.TTL(ttl)} }
+
+// WithSafetyMargin sets how long before the server could expire the lease
+// a hold is presumed lost: the hold's deadline is the send time of the last
+// acknowledged renewal plus the TTL minus this margin. It must be less than
+// half the TTL. Optional, defaults to a fifth of the granted TTL.
+func WithSafetyMargin(d time.Duration) Option { return Option{config.Margin(d)} }
+
+// WithNamespace sets the prefix of every key, e.g. "myapp/locks/". Optional,
+// defaults to DefaultNamespace ("etcdlock/").
+func WithNamespace(ns string) Option { return Option{config.Namespace(ns)} }
+
+// WithLogger logs state changes (acquired, lost, released) to lg. Optional,
+// defaults to no logging.
+func WithLogger(lg *zap.Logger) Option { return Option{config.Logger(lg)} }
+
+// WithHolder sets the value stored in each of the lock's keys, which status
+// tools show; at most 4096 bytes. Optional, defaults to "hostname:pid".
+func WithHolder(desc string) Option { return Option{config.Value(desc)} }
