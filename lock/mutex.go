@@ -3,7 +3,6 @@ package lock
 import (
 	"context"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/fencing"
@@ -25,7 +24,7 @@ type Mutex struct {
 // ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
 // bad arguments.
 func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, error) {
-	p, err := queue.NewPrimitive(cli, "mutex", name, mutexRule{}, opts(options))
+	p, err := queue.NewPrimitive(cli, "mutex", name, queue.Exclusive{}, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -82,30 +81,3 @@ func (m *Mutex) Prefix() string { return m.p.Q.Prefix }
 // any (a session given with WithSession stays open). Each request runs on a
 // bounded context. Later calls return ErrClosed. Close is idempotent.
 func (m *Mutex) Close() error { return m.p.Close() }
-
-// mutexRule admits the oldest key; a waiter waits for the key just ahead.
-type mutexRule struct{}
-
-func (mutexRule) Reads(prefix string, maxRev int64) []clientv3.Op {
-	if maxRev == 0 { // newest key is the waiter's own: read it and the one before
-		return []clientv3.Op{clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))}
-	}
-	return []clientv3.Op{clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithMaxCreateRev(maxRev-1),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1))}
-}
-
-func (mutexRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
-	older := queue.Older(self, resps[0].Kvs, nil)
-	if len(older) == 0 {
-		return queue.Verdict{Admitted: true}
-	}
-	return queue.Verdict{Blockers: older[:1]}
-}
-
-func (mutexRule) TryIf(prefix string) []clientv3.Cmp {
-	// True when no key exists under prefix: etcd compares every key in the
-	// range, and an empty range compares as a key with create revision 0.
-	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithPrefix()}
-}

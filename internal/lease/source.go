@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -149,5 +150,8 @@ func (s *Source) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
 	defer cancel()
 	_, err := s.cli.Revoke(ctx, s.keeper.ID())
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return nil // expired already
+	}
 	return err
 }

@@ -219,7 +219,11 @@ func (h *Hold) Release(ctx context.Context) error {
 	case lost != nil:
 		return fmt.Errorf("%w: %w", ErrNotHeld, lost)
 	case attempted:
-		return nil // an earlier attempt's delete landed, or the key expired since
+		// An earlier attempt's delete landed, or the key expired since.
+		h.mu.Lock()
+		h.released = true
+		h.mu.Unlock()
+		return nil
 	default:
 		return fmt.Errorf("%w: %w", ErrNotHeld, &LostError{Token: h.token, Cause: ErrDeleted})
 	}
@@ -234,4 +238,3 @@ func (h *Hold) Stopped() bool {
 
 // Wait blocks until the hold's goroutine has exited (after loss or Release).
 func (h *Hold) Wait() { <-h.done }
-

@@ -137,3 +137,7 @@ func (p *Primitive) Close() error {
 	errs = append(errs, p.Src.Close())
 	return errors.Join(errs...)
 }
+
+// CloseContext returns a context cancelled when Close is called, for
+// background work the primitive's owner starts.
+func (p *Primitive) CloseContext() context.Context { return p.closeCtx }

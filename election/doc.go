@@ -1,0 +1,35 @@
+// Package election elects one leader among many processes, on etcd, and
+// runs a controller's work only while it leads.
+//
+// Candidates queue as keys under one prefix, each attached to the
+// candidate's lease; the oldest key leads, and the others follow in the
+// order they campaigned. It is the queue of package lock: a candidate
+// watches only the candidate ahead of it, confirms in one read that its key
+// is still alive when its turn comes (so a candidate whose lease expired
+// while it waited is never told it leads), and removes its key on a bounded
+// context when it gives up.
+//
+// A Term is one leadership. Its Token is the leader key's create revision:
+// every later term has a larger one. Its Done channel and Context end at the
+// first sign the term may be lost: the key deleted, the lease gone, or the
+// conservative lease deadline passed (the send time of the last acknowledged
+// renewal plus the TTL minus a margin), which comes before the server can
+// expire the lease and elect someone else. Proclaim and Resign are
+// transactions guarded by the token, so a deposed leader can change nothing.
+//
+// Run is the loop a controller wants: campaign, lead with a context that is
+// cancelled on loss, wait for the work to return, resign, campaign again;
+// when its context ends it resigns so a standby takes over at once, and it
+// returns only after the leader's work has returned.
+//
+// # Safety model
+//
+// A lease-based election cannot stop a paused leader from acting after its
+// lease expired and another process was elected: a process stopped by a GC
+// pause, a frozen VM or a partition does not know it was stopped. Leader
+// work that watches its context stops on time when the process is merely
+// slow or cut off; against a paused process only fencing helps. Guard the
+// leader's writes with the term's token (fencing.Commit for data in etcd,
+// fencing.Fence or an equivalent check for anything else), so that the
+// resource refuses a deposed leader.
+package election

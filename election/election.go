@@ -1,0 +1,228 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/queue"
+)
+
+// Election is one named election. It is safe for concurrent use; close it
+// when done.
+type Election struct {
+	p    *queue.Primitive
+	name string
+	lg   *zap.Logger
+
+	mu      sync.Mutex
+	terms   map[*Term]struct{} // terms campaigned through this Election and not yet ended
+	running *runState          // Run's current leader work, if any
+	wg      sync.WaitGroup     // Observe goroutines
+}
+
+// New returns the election called name on cli. It does no I/O. It returns
+// ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
+// bad arguments.
+func New(cli *clientv3.Client, name string, options ...Option) (*Election, error) {
+	p, err := queue.NewPrimitive(cli, "election", name, queue.Exclusive{}, opts(options))
+	if err != nil {
+		return nil, err
+	}
+	return &Election{p: p, name: name, lg: p.Q.Logger, terms: make(map[*Term]struct{})}, nil
+}
+
+// Name returns the election's name.
+func (e *Election) Name() string { return e.name }
+
+// Prefix returns the etcd key prefix under which candidates queue.
+func (e *Election) Prefix() string { return e.p.Q.Prefix }
+
+// Leader describes who leads. The zero Leader means nobody does.
+type Leader struct {
+	// Value is the leader's proclaimed value.
+	Value string
+	// Token is the leader key and its create revision: the term number.
+	Token fencing.Token
+	// Lease is the leader's lease.
+	Lease clientv3.LeaseID
+}
+
+// IsZero reports whether l means "no leader".
+func (l Leader) IsZero() bool { return l.Token.IsZero() }
+
+func (l Leader) String() string {
+	if l.IsZero() {
+		return "no leader"
+	}
+	return fmt.Sprintf("%q (term %s)", l.Value, l.Token)
+}
+
+func leaderOf(kv *mvccpb.KeyValue) Leader {
+	return Leader{
+		Value: string(kv.Value),
+		Token: fencing.Token{Key: string(kv.Key), Revision: kv.CreateRevision},
+		Lease: clientv3.LeaseID(kv.Lease),
+	}
+}
+
+// Campaign blocks until this candidate leads, in the order candidates
+// campaigned, and returns the term. value is published as the leader's
+// value (an empty value publishes the holder description, "hostname:pid").
+//
+// Before returning, Campaign confirms in the same read that decided its turn
+// that its own key is still alive: a candidate whose lease ended while it
+// waited gets ErrSessionExpired, never a term. If ctx ends first, Campaign
+// removes its key on a bounded context and returns ctx's error. Other
+// errors: ErrInvalidValue, ErrDeleted, ErrClosed, or etcd's.
+func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
+	if len(value) > MaxValueLen {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidValue, len(value), MaxValueLen)
+	}
+	h, err := e.p.Acquire(ctx, value, false)
+	if err != nil {
+		return nil, err
+	}
+	if value == "" {
+		value = e.p.Value
+	}
+	t := &Term{h: h, e: e, value: value}
+	e.mu.Lock()
+	e.terms[t] = struct{}{}
+	e.mu.Unlock()
+	e.lg.Info("elected", zap.Stringer("term", h.Token()))
+	return t, nil
+}
+
+// Leader returns the current leader, or ErrNoLeader. One linearizable read.
+func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	resp, err := e.p.Q.Client.Get(ctx, e.p.Q.Prefix, clientv3.WithFirstCreate()...)
+	if err != nil {
+		return Leader{}, err
+	}
+	if len(resp.Kvs) == 0 {
+		return Leader{}, ErrNoLeader
+	}
+	return leaderOf(resp.Kvs[0]), nil
+}
+
+// IsLeader reports whether a term campaigned through this Election is
+// current: not resigned, not lost, and its lease deadline not passed.
+func (e *Election) IsLeader() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	leads := false
+	for t := range e.terms {
+		if t.Err() != nil {
+			delete(e.terms, t) // ended: forget it
+			continue
+		}
+		leads = leads || time.Now().Before(t.Deadline())
+	}
+	return leads
+}
+
+// Close ends campaigns in progress (they return ErrClosed), resigns every
+// current term, stops observers started by Observe, and revokes the lease
+// the Election granted, if any. Each request runs on a bounded context.
+// Close is idempotent.
+func (e *Election) Close() error {
+	err := e.p.Close()
+	e.wg.Wait()
+	return err
+}
+
+// Term is one leadership: from Campaign until it is resigned or lost. A
+// Term is safe for concurrent use.
+type Term struct {
+	h *queue.Hold
+	e *Election
+
+	mu    sync.Mutex
+	value string
+}
+
+// Token returns the term's fencing token: the leader key and its create
+// revision, larger than every earlier term's of the same election.
+func (t *Term) Token() fencing.Token { return t.h.Token() }
+
+// Value returns the value last published by this term.
+func (t *Term) Value() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.value
+}
+
+// Done returns a channel closed when the term is lost or resigned.
+func (t *Term) Done() <-chan struct{} { return t.h.Done() }
+
+// Context returns a context cancelled when the term is lost or resigned;
+// context.Cause gives a *LostError (matching ErrLost) or ErrResigned.
+func (t *Term) Context() context.Context { return t.h.Context() }
+
+// Err returns nil while the term is current, a *LostError once lost, or
+// ErrResigned once resigned.
+func (t *Term) Err() error { return t.h.Err() }
+
+// Deadline returns the time at which the term will be presumed lost unless
+// its lease is renewed first.
+func (t *Term) Deadline() time.Time { return t.h.Deadline() }
+
+// Proclaim publishes a new value for this term, in one transaction that
+// succeeds only while the term's key is current. It returns ErrNotLeader
+// (wrapping the loss, if known) when the term has ended, ErrInvalidValue,
+// or etcd's or ctx's error.
+func (t *Term) Proclaim(ctx context.Context, value string) error {
+	if len(value) > MaxValueLen {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidValue, len(value), MaxValueLen)
+	}
+	if err := t.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	}
+	tok := t.Token()
+	resp, err := t.e.p.Q.Client.Txn(ctx).If(tok.Cmp()).
+		Then(clientv3.OpPut(tok.Key, value, clientv3.WithLease(t.h.Lease()))).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: term %s is over", ErrNotLeader, tok)
+	}
+	t.mu.Lock()
+	t.value = value
+	t.mu.Unlock()
+	return nil
+}
+
+// Resign ends the term: one transaction that deletes the leader key only if
+// it is still this term's, so the next candidate leads at once. It is safe
+// to retry after an error: the term is forgotten only once etcd confirmed
+// the delete.
+//
+// It returns nil on success (including a retry after a request that may
+// have landed), ErrNotLeader (wrapping the loss) if the term was lost or
+// already resigned, or ctx's or etcd's error.
+func (t *Term) Resign(ctx context.Context) error {
+	err := t.h.Release(ctx)
+	if err == nil || errorsIsNotHeld(err) {
+		t.e.mu.Lock()
+		delete(t.e.terms, t)
+		t.e.mu.Unlock()
+	}
+	if errorsIsNotHeld(err) {
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	}
+	if err == nil {
+		t.e.lg.Info("resigned", zap.Stringer("term", t.Token()))
+	}
+	return err
+}
+
+func errorsIsNotHeld(err error) bool { return errors.Is(err, queue.ErrNotHeld) }

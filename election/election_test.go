@@ -1,0 +1,520 @@
+package election_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/etcdlock/etcdlock/election"
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/integration"
+)
+
+func TestMain(m *testing.M) { integration.Main(m) }
+
+type env struct {
+	t   *testing.T
+	cli *clientv3.Client
+	ns  string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, cli: integration.Shared(t).Client(t), ns: integration.Namespace(t)}
+	t.Cleanup(func() { integration.RequireEmpty(t, e.cli, e.ns) })
+	return e
+}
+
+func (e *env) client() *clientv3.Client { return integration.Shared(e.t).Client(e.t) }
+
+// election returns an Election closed at cleanup, with a 2s TTL unless a
+// session is given.
+func (e *env) election(cli *clientv3.Client, opts ...election.Option) *election.Election {
+	e.t.Helper()
+	base := []election.Option{election.WithNamespace(e.ns), election.WithLogger(zaptest.NewLogger(e.t))}
+	if len(opts) == 0 {
+		base = append(base, election.WithTTL(2*time.Second))
+	}
+	el, err := election.New(cli, "leader", append(base, opts...)...)
+	if err != nil {
+		e.t.Fatalf("New: %v", err)
+	}
+	e.t.Cleanup(func() {
+		if err := el.Close(); err != nil {
+			e.t.Errorf("Close: %v", err)
+		}
+	})
+	return el
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func waitKeys(t *testing.T, cli *clientv3.Client, prefix string, n int64) {
+	t.Helper()
+	ctx := ctxT(t, 10*time.Second)
+	w := cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	<-w
+	for {
+		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		if resp.Count == n {
+			return
+		}
+		select {
+		case <-w:
+		case <-ctx.Done():
+			t.Fatalf("waiting for %d keys under %s: have %d", n, prefix, resp.Count)
+		}
+	}
+}
+
+func mustCampaign(t *testing.T, el *election.Election, v string) *election.Term {
+	t.Helper()
+	term, err := el.Campaign(ctxT(t, 10*time.Second), v)
+	if err != nil {
+		t.Fatalf("Campaign(%s): %v", v, err)
+	}
+	return term
+}
+
+func mustResign(t *testing.T, term *election.Term) {
+	t.Helper()
+	if err := term.Resign(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("Resign: %v", err)
+	}
+}
+
+func TestFIFOLeaders(t *testing.T) {
+	e := newEnv(t)
+	a := e.election(e.cli)
+	ta := mustCampaign(t, a, "a")
+	if !a.IsLeader() {
+		t.Fatal("IsLeader false for the leader")
+	}
+	l, err := a.Leader(ctxT(t, 5*time.Second))
+	if err != nil || l.Value != "a" || l.Token != ta.Token() {
+		t.Fatalf("Leader = %v, %v", l, err)
+	}
+	got := make(chan *election.Term, 2)
+	for i, v := range []string{"b", "c"} {
+		el := e.election(e.client())
+		go func() { got <- mustCampaign(t, el, v) }()
+		waitKeys(t, e.cli, a.Prefix(), int64(i+2))
+	}
+	mustResign(t, ta)
+	if a.IsLeader() {
+		t.Fatal("IsLeader true after Resign")
+	}
+	tb := <-got
+	if tb.Value() != "b" || tb.Token().Revision <= ta.Token().Revision {
+		t.Fatalf("second leader %q %v", tb.Value(), tb.Token())
+	}
+	select {
+	case <-got:
+		t.Fatal("c leads while b does")
+	default:
+	}
+	mustResign(t, tb)
+	tc := <-got
+	if tc.Value() != "c" || tc.Token().Revision <= tb.Token().Revision {
+		t.Fatalf("third leader %q %v", tc.Value(), tc.Token())
+	}
+	mustResign(t, tc)
+	if _, err := a.Leader(ctxT(t, 5*time.Second)); !errors.Is(err, election.ErrNoLeader) {
+		t.Fatalf("Leader with nobody = %v, want ErrNoLeader", err)
+	}
+}
+
+func newSession(t *testing.T, cli *clientv3.Client) *concurrency.Session {
+	t.Helper()
+	s, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestLeaderSessionRevoked(t *testing.T) {
+	e := newEnv(t)
+	cli := e.client()
+	s := newSession(t, cli)
+	a := e.election(cli, election.WithSession(s))
+	ta := mustCampaign(t, a, "a")
+	b := e.election(e.cli)
+	got := make(chan *election.Term, 1)
+	go func() { got <- mustCampaign(t, b, "b") }()
+	waitKeys(t, e.cli, a.Prefix(), 2)
+	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), s.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ta.Done():
+	case <-time.After(2 * time.Second): // the TTL is 10s: only the watch is this quick
+		t.Fatal("leader not told of revoke")
+	}
+	if !errors.Is(ta.Err(), election.ErrLost) {
+		t.Fatalf("Err = %v", ta.Err())
+	}
+	tb := <-got
+	if tb.Token().Revision <= ta.Token().Revision {
+		t.Fatalf("tokens %v then %v", ta.Token(), tb.Token())
+	}
+	if err := ta.Proclaim(ctxT(t, 5*time.Second), "zombie"); !errors.Is(err, election.ErrNotLeader) {
+		t.Fatalf("Proclaim after loss = %v, want ErrNotLeader", err)
+	}
+	l, err := b.Leader(ctxT(t, 5*time.Second))
+	if err != nil || l.Value != "b" {
+		t.Fatalf("Leader = %v %v, want b", l, err)
+	}
+	if err := ta.Resign(ctxT(t, 5*time.Second)); !errors.Is(err, election.ErrNotLeader) {
+		t.Fatalf("Resign after loss = %v, want ErrNotLeader", err)
+	}
+	mustResign(t, tb)
+}
+
+// TestNoPhantomLeadership: a candidate whose session ends while it waits
+// must get an error, never a term (etcd's Campaign has no such check).
+func TestNoPhantomLeadership(t *testing.T) {
+	e := newEnv(t)
+	a := e.election(e.cli)
+	ta := mustCampaign(t, a, "a")
+	cli := e.client()
+	s := newSession(t, cli)
+	b := e.election(cli, election.WithSession(s))
+	errc := make(chan error, 1)
+	go func() {
+		term, err := b.Campaign(context.Background(), "b")
+		if term != nil {
+			err = errors.New("phantom term granted")
+		}
+		errc <- err
+	}()
+	waitKeys(t, e.cli, a.Prefix(), 2)
+	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), s.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	mustResign(t, ta) // b's turn would come now, had its key survived
+	select {
+	case err := <-errc:
+		if !errors.Is(err, election.ErrSessionExpired) {
+			t.Fatalf("Campaign = %v, want ErrSessionExpired", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Campaign did not return")
+	}
+}
+
+// TestResignRetry: a Resign whose request failed can be retried (etcd's
+// forgets its state on failure).
+func TestResignRetry(t *testing.T) {
+	e := newEnv(t)
+	srv := integration.Shared(t)
+	p := integration.NewProxy(t, srv.Endpoint())
+	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() }) // after the cleanups registered later
+	el := e.election(cli, election.WithTTL(10*time.Second))
+	term := mustCampaign(t, el, "a")
+
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := term.Resign(cancelled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Resign with cancelled ctx = %v", err)
+	}
+	p.Pause()
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if err := term.Resign(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Resign through a paused proxy = %v", err)
+	}
+	p.Unpause()
+	if err := term.Resign(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("retried Resign = %v", err)
+	}
+	if _, err := el.Leader(ctxT(t, 5*time.Second)); !errors.Is(err, election.ErrNoLeader) {
+		t.Fatalf("Leader after Resign = %v", err)
+	}
+	if err := term.Resign(ctxT(t, 5*time.Second)); !errors.Is(err, election.ErrNotLeader) {
+		t.Fatalf("Resign again = %v, want ErrNotLeader", err)
+	}
+}
+
+func TestProclaim(t *testing.T) {
+	e := newEnv(t)
+	el := e.election(e.cli)
+	term := mustCampaign(t, el, "v1")
+	if err := term.Proclaim(ctxT(t, 5*time.Second), "v2"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := el.Leader(ctxT(t, 5*time.Second))
+	if err != nil || l.Value != "v2" || l.Token != term.Token() {
+		t.Fatalf("Leader = %v %v", l, err)
+	}
+	// Someone deletes the key: the term is lost and Proclaim is fenced,
+	// even before the loss is seen.
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), term.Token().Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := term.Proclaim(ctxT(t, 5*time.Second), "v3"); !errors.Is(err, election.ErrNotLeader) {
+		t.Fatalf("Proclaim after delete = %v", err)
+	}
+	<-term.Done()
+	if err := term.Resign(ctxT(t, 5*time.Second)); !errors.Is(err, election.ErrNotLeader) {
+		t.Fatalf("Resign = %v", err)
+	}
+}
+
+func TestObserve(t *testing.T) {
+	e := newEnv(t)
+	obs := e.election(e.cli)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := obs.Observe(ctx)
+	next := func() election.Leader {
+		t.Helper()
+		select {
+		case l := <-ch:
+			return l
+		case <-time.After(5 * time.Second):
+			t.Fatal("no Observe event")
+			return election.Leader{}
+		}
+	}
+	if l := next(); !l.IsZero() {
+		t.Fatalf("first event %v, want no leader", l)
+	}
+	a := e.election(e.client())
+	ta := mustCampaign(t, a, "a")
+	if l := next(); l.Value != "a" || l.Token != ta.Token() {
+		t.Fatalf("event %v, want a", l)
+	}
+	// A waiting candidate is never reported as leader.
+	b := e.election(e.client())
+	got := make(chan *election.Term, 1)
+	go func() { got <- mustCampaign(t, b, "b") }()
+	waitKeys(t, e.cli, a.Prefix(), 2)
+	mustResign(t, ta)
+	if l := next(); l.Value != "b" {
+		t.Fatalf("event %v, want b", l)
+	}
+	tb := <-got
+	mustResign(t, tb)
+	if l := next(); !l.IsZero() {
+		t.Fatalf("event %v, want no leader", l)
+	}
+	// Compact the whole history; Observe must go on.
+	rev, err := e.cli.Get(ctxT(t, 5*time.Second), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Compact(ctxT(t, 5*time.Second), rev.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	tc := mustCampaign(t, a, "c")
+	if l := next(); l.Value != "c" || l.Token.Revision <= tb.Token().Revision {
+		t.Fatalf("event %v after compaction, want c", l)
+	}
+	if err := tc.Proclaim(ctxT(t, 5*time.Second), "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if l := next(); l.Value != "c2" || l.Token != tc.Token() {
+		t.Fatalf("event %v, want c2", l)
+	}
+	mustResign(t, tc)
+	if l := next(); !l.IsZero() {
+		t.Fatalf("event %v, want no leader", l)
+	}
+	cancel()
+	for range ch { // closed once ctx ends
+	}
+}
+
+func TestRunCancelsWorkOnLossAndRecampaigns(t *testing.T) {
+	e := newEnv(t)
+	cli := e.client()
+	el := e.election(cli)
+	var (
+		mu     sync.Mutex
+		terms  []int64
+		causes []error
+	)
+	started := make(chan *election.Term, 4)
+	stopped := make(chan error, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	var working atomic.Bool
+	go func() {
+		runDone <- el.Run(ctx, "r", election.Callbacks{
+			Lead: func(ctx context.Context, term *election.Term) error {
+				working.Store(true)
+				mu.Lock()
+				terms = append(terms, term.Token().Revision)
+				mu.Unlock()
+				started <- term
+				<-ctx.Done()
+				mu.Lock()
+				causes = append(causes, context.Cause(ctx))
+				mu.Unlock()
+				time.Sleep(50 * time.Millisecond) // some cleanup after cancel
+				working.Store(false)
+				return nil
+			},
+			OnStoppedLeading: func(term *election.Term, err error) {
+				if working.Load() {
+					t.Error("OnStoppedLeading before Lead returned")
+				}
+				stopped <- err
+			},
+		})
+	}()
+	t1 := <-started
+	// Depose the leader: delete its key.
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), t1.Token().Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	t2 := <-started // re-campaigned and leads again
+	if t2.Token().Revision <= t1.Token().Revision {
+		t.Fatalf("terms %v then %v", t1.Token(), t2.Token())
+	}
+	cancel()
+	if err := <-runDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	if working.Load() {
+		t.Fatal("Run returned while leader work was running")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(causes) != 2 || !errors.Is(causes[0], election.ErrLost) || !errors.Is(causes[1], context.Canceled) {
+		t.Fatalf("causes %v", causes)
+	}
+}
+
+// TestRunHandsOver: two Run loops; stopping the leader's hands over at once
+// (it resigns), and terms never overlap.
+func TestRunHandsOver(t *testing.T) {
+	e := newEnv(t)
+	var (
+		inside atomic.Int32
+		mu     sync.Mutex
+		last   int64
+		leads  = make(chan string, 16)
+	)
+	lead := func(name string) func(context.Context, *election.Term) error {
+		return func(ctx context.Context, term *election.Term) error {
+			if n := inside.Add(1); n != 1 {
+				t.Errorf("%d leaders at once", n)
+			}
+			mu.Lock()
+			if term.Token().Revision <= last {
+				t.Errorf("term %d not above %d", term.Token().Revision, last)
+			}
+			last = term.Token().Revision
+			mu.Unlock()
+			leads <- name
+			<-ctx.Done()
+			inside.Add(-1)
+			return nil
+		}
+	}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	a, b := e.election(e.client()), e.election(e.client())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = a.Run(ctxA, "a", election.Callbacks{Lead: lead("a")}) })
+	if who := <-leads; who != "a" {
+		t.Fatalf("first leader %s", who)
+	}
+	wg.Go(func() { _ = b.Run(ctxB, "b", election.Callbacks{Lead: lead("b")}) })
+	waitKeys(t, e.cli, a.Prefix(), 2)
+	start := time.Now()
+	cancelA()
+	if who := <-leads; who != "b" {
+		t.Fatalf("second leader %s", who)
+	}
+	// A resigned: b did not have to wait for a's lease (2s TTL) to expire.
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("handover took %v: a did not resign", d)
+	}
+	cancelB()
+	wg.Wait()
+}
+
+func TestFencedWriteByDeposedLeader(t *testing.T) {
+	e := newEnv(t)
+	el := e.election(e.cli)
+	term := mustCampaign(t, el, "a")
+	data := e.ns + "data"
+	ctx := ctxT(t, 5*time.Second)
+	if _, err := fencing.Commit(ctx, e.cli, term.Token(), clientv3.OpPut(data, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Delete(ctx, term.Token().Key); err != nil {
+		t.Fatal(err)
+	}
+	t2 := mustCampaign(t, e.election(e.client()), "b")
+	if _, err := fencing.Commit(ctx, e.cli, term.Token(), clientv3.OpPut(data, "deposed")); !errors.Is(err, fencing.ErrFenced) {
+		t.Fatalf("deposed leader's write = %v, want ErrFenced", err)
+	}
+	if _, err := fencing.Commit(ctx, e.cli, t2.Token(), clientv3.OpPut(data, "b")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.cli.Get(ctx, data)
+	if err != nil || string(resp.Kvs[0].Value) != "b" {
+		t.Fatalf("data = %v %v", resp, err)
+	}
+	mustResign(t, t2)
+	if _, err := e.cli.Delete(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	if _, err := election.New(nil, "x"); !errors.Is(err, election.ErrNilClient) {
+		t.Fatalf("nil client: %v", err)
+	}
+	if _, err := election.New(e.cli, ""); !errors.Is(err, election.ErrInvalidName) {
+		t.Fatalf("empty name: %v", err)
+	}
+	if _, err := election.New(e.cli, "x", election.WithTTL(time.Millisecond)); !errors.Is(err, election.ErrInvalidOption) {
+		t.Fatalf("bad TTL: %v", err)
+	}
+	el := e.election(e.cli)
+	if _, err := el.Campaign(ctxT(t, time.Second), string(make([]byte, election.MaxValueLen+1))); !errors.Is(err, election.ErrInvalidValue) {
+		t.Fatalf("long value: %v", err)
+	}
+	if err := el.Run(context.Background(), "v", election.Callbacks{}); err == nil {
+		t.Fatal("Run without Lead")
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := el.Campaign(cancelled, "v"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Campaign: %v", err)
+	}
+	if err := el.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := el.Campaign(ctxT(t, time.Second), "v"); !errors.Is(err, election.ErrClosed) {
+		t.Fatalf("Campaign after Close: %v", err)
+	}
+}

@@ -1,0 +1,55 @@
+package election
+
+import (
+	"errors"
+
+	"github.com/etcdlock/etcdlock/internal/config"
+	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/queue"
+)
+
+// Errors returned by this package. Match them with errors.Is.
+var (
+	// ErrNoLeader is returned by Leader when nobody leads.
+	ErrNoLeader = errors.New("election: no leader")
+	// ErrNotLeader is returned by Proclaim and Resign when the term is no
+	// longer current; it wraps the *LostError when the term was lost.
+	ErrNotLeader = errors.New("election: not the leader")
+	// ErrInvalidValue is returned by Campaign and Proclaim for a value
+	// longer than MaxValueLen bytes.
+	ErrInvalidValue = errors.New("election: invalid value")
+	// ErrLost is matched by the error of a lost term (see LostError); the
+	// cause is ErrDeleted, ErrSessionExpired or ErrDeadline.
+	ErrLost = queue.ErrLost
+	// ErrResigned is the cause of a term's Context after Resign.
+	ErrResigned = queue.ErrReleased
+	// ErrDeleted means the leader key was deleted by another client.
+	ErrDeleted = queue.ErrDeleted
+	// ErrSessionExpired means the lease is gone.
+	ErrSessionExpired = queue.ErrSessionExpired
+	// ErrDeadline means no lease renewal was acknowledged before the
+	// conservative deadline: the lease may have expired at the server.
+	ErrDeadline = queue.ErrDeadline
+	// ErrClosed is returned after Close, and by campaigns Close ended.
+	ErrClosed = queue.ErrClosed
+	// ErrUnhealthy is returned by Check when this process acts as leader
+	// past the point where it may no longer be.
+	ErrUnhealthy = errors.New("election: leader past its lease deadline")
+	// ErrInvalidName, ErrInvalidNamespace, ErrInvalidOption and
+	// ErrNilClient are returned by New for bad arguments.
+	ErrInvalidName      = keys.ErrInvalidName
+	ErrInvalidNamespace = keys.ErrInvalidNamespace
+	ErrInvalidOption    = config.ErrInvalidOption
+	ErrNilClient        = config.ErrNilClient
+)
+
+// LostError is the error of a lost term. It matches ErrLost and its Cause.
+type LostError = queue.LostError
+
+// Limits and defaults.
+const (
+	MaxNameLen       = keys.MaxNameLen
+	MaxValueLen      = config.MaxValueLen
+	DefaultNamespace = keys.DefaultNamespace
+	DefaultTTL       = config.DefaultTTL
+)

@@ -1,0 +1,146 @@
+package election
+
+import (
+	"context"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Observe returns a channel that receives the current leader at once and
+// then every change of leader or of the leader's value, in order. The zero
+// Leader means "no leader". It never reports a candidate that does not lead:
+// when the leader's key is deleted it reads who leads at that very revision.
+// Watch errors and compaction make it read the current leader and go on
+// (it may then skip changes it could not see, but never goes back in time:
+// terms reported only grow, and a term is never reported again after
+// another). The channel is closed only after ctx ends or the Election is
+// closed, once its goroutine has stopped. Receive promptly: the goroutine
+// waits for each send.
+func (e *Election) Observe(ctx context.Context) <-chan Leader {
+	ch := make(chan Leader)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer close(ch)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(e.p.CloseContext(), cancel)
+		defer stop()
+		o := observer{e: e, ch: ch}
+		o.run(ctx)
+	}()
+	return ch
+}
+
+type observer struct {
+	e      *Election
+	ch     chan<- Leader
+	cur    Leader
+	sent   bool
+	last   Leader // last sent
+	maxRev int64  // highest term sent
+}
+
+// emit sends o.cur if it differs from the last sent and does not go back in
+// time. It returns false when ctx ended.
+func (o *observer) emit(ctx context.Context) bool {
+	if o.sent && o.cur == o.last {
+		return true
+	}
+	if !o.cur.IsZero() && o.cur.Token.Revision < o.maxRev {
+		return true // an older term, seen through a stale read: skip
+	}
+	select {
+	case o.ch <- o.cur:
+		o.sent, o.last = true, o.cur
+		o.maxRev = max(o.maxRev, o.cur.Token.Revision)
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (o *observer) run(ctx context.Context) {
+	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
+	pause := 20 * time.Millisecond
+	for ctx.Err() == nil {
+		resp, err := cli.Get(ctx, prefix, clientv3.WithFirstCreate()...)
+		if err != nil {
+			if !sleep(ctx, &pause) {
+				return
+			}
+			continue
+		}
+		o.cur = Leader{}
+		if len(resp.Kvs) > 0 {
+			o.cur = leaderOf(resp.Kvs[0])
+		}
+		if !o.emit(ctx) {
+			return
+		}
+		if !o.follow(ctx, resp.Header.Revision+1) {
+			if !sleep(ctx, &pause) {
+				return
+			}
+			continue
+		}
+		pause = 20 * time.Millisecond
+	}
+}
+
+// follow applies watch events from rev on. It returns false when the watch
+// broke and the leader must be read again.
+func (o *observer) follow(ctx context.Context, rev int64) bool {
+	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+		if wr.Err() != nil {
+			return false
+		}
+		for _, ev := range wr.Events {
+			key := string(ev.Kv.Key)
+			switch {
+			case ev.Type == mvccpb.PUT && ev.IsCreate():
+				if !o.cur.IsZero() {
+					continue // a newer candidate: it waits
+				}
+				o.cur = leaderOf(ev.Kv)
+			case ev.Type == mvccpb.PUT && key == o.cur.Token.Key:
+				o.cur.Value = string(ev.Kv.Value) // Proclaim
+			case ev.Type == mvccpb.DELETE && key == o.cur.Token.Key:
+				// Who leads right after this delete? Read at its revision,
+				// so a batch of events never makes a waiting candidate look
+				// like the leader.
+				r, err := cli.Get(ctx, prefix, append(clientv3.WithFirstCreate(), clientv3.WithRev(ev.Kv.ModRevision))...)
+				if err != nil {
+					return false
+				}
+				o.cur = Leader{}
+				if len(r.Kvs) > 0 {
+					o.cur = leaderOf(r.Kvs[0])
+				}
+			default:
+				continue
+			}
+			if !o.emit(ctx) {
+				return true
+			}
+		}
+	}
+	return ctx.Err() != nil
+}
+
+func sleep(ctx context.Context, d *time.Duration) bool {
+	t := time.NewTimer(*d)
+	defer t.Stop()
+	*d = min(*d*2, time.Second)
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,196 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/internal/queue"
+)
+
+// Callbacks are what Run calls. Only Lead is required.
+type Callbacks struct {
+	// Lead is the leader's work. It runs on a goroutine that Run waits for,
+	// with a context cancelled when the term is lost or Run's context ends
+	// (context.Cause says which), and the term, whose Token fences the
+	// work's writes. When Lead returns, for any reason, Run resigns if the
+	// term is still current and campaigns again.
+	//
+	// Lead must return promptly once its context is cancelled: Run waits for
+	// it, and logs a hazard if it takes longer than the lease's safety
+	// margin, because the next leader may be acting by then. Writes fenced
+	// with the term's token are refused either way.
+	Lead func(ctx context.Context, term *Term) error
+	// OnStoppedLeading, if set, runs after Lead has returned and the term
+	// has ended (resigned or lost), with Lead's error. It never runs for a
+	// candidate that did not lead.
+	OnStoppedLeading func(term *Term, err error)
+	// OnNewLeader, if set, receives every change of leader, including the
+	// zero Leader for "no leader", from one goroutine that Run owns.
+	OnNewLeader func(Leader)
+}
+
+// runState is Run's view of the work in progress, for Check.
+type runState struct {
+	term   *Term
+	lostAt time.Time // when the term ended or Run's ctx ended; zero while leading
+}
+
+// Run campaigns with value, leads by calling cb.Lead, and when leadership is
+// lost or Lead returns, resigns (if still leader) and campaigns again, until
+// ctx ends. On the way out it cancels Lead's context, waits for Lead to
+// return, and resigns so that a standby leads at once.
+//
+// Run returns only after every goroutine it started has returned, with
+// ctx's cause once ctx ends, ErrClosed if the Election was closed, or
+// ErrSessionExpired when the session given with WithSession ended. Other
+// campaign errors (etcd unreachable, an own lease that expired) are logged
+// and retried with backoff. Run may be called again after it returns, but
+// not twice at once on one Election.
+func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
+	if cb.Lead == nil {
+		return errors.New("election: Run needs Callbacks.Lead")
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	octx, ocancel := context.WithCancel(ctx)
+	defer ocancel()
+	if cb.OnNewLeader != nil {
+		ch := e.Observe(octx)
+		wg.Go(func() {
+			for l := range ch {
+				cb.OnNewLeader(l)
+			}
+		})
+	}
+	pause := 50 * time.Millisecond
+	for {
+		term, err := e.Campaign(ctx, value)
+		switch {
+		case ctx.Err() != nil:
+			return context.Cause(ctx)
+		case errors.Is(err, ErrClosed):
+			return err
+		case errors.Is(err, ErrSessionExpired) && e.p.Cfg.Session != nil:
+			return err
+		case err != nil:
+			e.lg.Warn("campaign failed; retrying", zap.Error(err))
+			if !sleepMax(ctx, &pause, 5*time.Second) {
+				return context.Cause(ctx)
+			}
+			continue
+		}
+		leadErr := e.lead(ctx, term, cb.Lead)
+		if cb.OnStoppedLeading != nil {
+			cb.OnStoppedLeading(term, leadErr)
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if leadErr != nil {
+			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr))
+			if !sleepMax(ctx, &pause, 5*time.Second) {
+				return context.Cause(ctx)
+			}
+		} else {
+			pause = 50 * time.Millisecond
+		}
+	}
+}
+
+// lead runs one term: Lead on its own goroutine, cancelled on loss or when
+// ctx ends, then a resign on a bounded context. It returns Lead's error.
+func (e *Election) lead(ctx context.Context, term *Term, work func(context.Context, *Term) error) error {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(term.Context(), func() { cancel(context.Cause(term.Context())) })
+	defer stop()
+	st := &runState{term: term}
+	e.mu.Lock()
+	e.running = st
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running = nil
+		e.mu.Unlock()
+	}()
+
+	done := make(chan error, 1)
+	go func() { done <- work(wctx, term) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-wctx.Done():
+		e.mu.Lock()
+		st.lostAt = time.Now()
+		e.mu.Unlock()
+		err = e.waitWork(done, term, context.Cause(wctx))
+	}
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), queue.CleanupTimeout)
+	defer rcancel()
+	if rerr := term.Resign(rctx); rerr != nil && !errors.Is(rerr, ErrNotLeader) {
+		e.lg.Warn("resign failed; the term ends when its lease does", zap.Stringer("term", term.Token()), zap.Error(rerr))
+	}
+	return err
+}
+
+// waitWork waits for the leader's work after its context was cancelled,
+// logging a hazard if it outlives the time the next leader may need.
+func (e *Election) waitWork(done <-chan error, term *Term, why error) error {
+	grace := time.Until(term.Deadline())
+	if grace < time.Second {
+		grace = time.Second
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		e.lg.Error("HAZARD: leader work still running after leadership ended; another leader may be acting, only fenced writes are safe",
+			zap.Stringer("term", term.Token()), zap.NamedError("why", why))
+	}
+	return <-done
+}
+
+// Check reports whether this process is healthy as far as leadership goes:
+// it returns ErrUnhealthy when Run's leader work is still running more than
+// tolerance after its term ended, or more than tolerance past the term's
+// lease deadline (a process paused or starved so long that its own timers
+// did not fire). Wire it to a liveness probe so such a process is restarted.
+// Check does no I/O.
+func (e *Election) Check(tolerance time.Duration) error {
+	e.mu.Lock()
+	st := e.running
+	var lostAt time.Time
+	if st != nil {
+		lostAt = st.lostAt
+	}
+	e.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	now := time.Now()
+	if !lostAt.IsZero() && now.Sub(lostAt) > tolerance {
+		return errors.Join(ErrUnhealthy, errors.New("election: leader work still running after its term ended"))
+	}
+	if st.term.Err() == nil && now.Sub(st.term.Deadline()) > tolerance {
+		return errors.Join(ErrUnhealthy, errors.New("election: term deadline passed without renewal"))
+	}
+	return nil
+}
+
+func sleepMax(ctx context.Context, d *time.Duration, limit time.Duration) bool {
+	t := time.NewTimer(*d)
+	defer t.Stop()
+	*d = min(*d*2, limit)
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

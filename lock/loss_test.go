@@ -1,0 +1,118 @@
+package lock_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/lock"
+)
+
+// TestLossBeforeServerExpiry cuts the holder off from etcd, so its renewals
+// stop. The hold must be reported lost before the server expires the lease
+// and deletes the key, and so before anyone else can be granted the lock.
+func TestLossBeforeServerExpiry(t *testing.T) {
+	e := newEnv(t)
+	srv := integration.Shared(t)
+	p := integration.NewProxy(t, srv.Endpoint())
+	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() }) // after the cleanups registered later
+	defer p.Unblackhole()             // before the deferred Close and the Mutex's cleanup
+
+	const ttl = 2 * time.Second
+	holder := e.mutex(cli, "cut", lock.WithTTL(ttl))
+	h := mustLock(t, holder)
+	start := time.Now()
+
+	del := e.cli.Watch(ctxT(t, 10*time.Second), h.Token().Key, clientv3.WithRev(h.Token().Revision+1), clientv3.WithFilterPut())
+	next := e.mutex(e.cli, "cut")
+	granted := make(chan *lock.Hold, 1)
+	go func() {
+		h2, err := next.Lock(ctxT(t, 10*time.Second))
+		if err != nil {
+			t.Errorf("next Lock: %v", err)
+		}
+		granted <- h2
+	}()
+	waitKeys(t, e.cli, holder.Prefix(), 2)
+	p.Blackhole()
+
+	var order []string
+	done := h.Done()
+	for len(order) < 3 {
+		select {
+		case <-done:
+			order = append(order, "holder told")
+			done = nil
+		case wr := <-del:
+			if len(wr.Events) > 0 {
+				order = append(order, "server deleted key")
+				del = nil
+			}
+		case h2 := <-granted:
+			order = append(order, "next granted")
+			granted = nil
+			if h2 != nil {
+				defer mustUnlock(t, h2)
+			}
+		case <-time.After(3 * ttl): // bound: the server expires the lease after ~TTL
+			t.Fatalf("after %v only %v", time.Since(start), order)
+		}
+	}
+	if order[0] != "holder told" {
+		t.Fatalf("order of events: %v; the holder must be told first", order)
+	}
+	if !errors.Is(h.Err(), lock.ErrDeadline) {
+		t.Fatalf("Err = %v, want ErrDeadline", h.Err())
+	}
+	t.Logf("events: %v; holder told after %v", order, time.Since(start))
+	p.Unblackhole()
+	// The connection broke under the blackhole: Unlock may fail with a
+	// transport error until the client reconnects, and is safe to retry.
+	ctx := ctxT(t, 10*time.Second)
+	for {
+		err := h.Unlock(ctx)
+		if errors.Is(err, lock.ErrNotHeld) {
+			break
+		}
+		if err == nil || ctx.Err() != nil {
+			t.Fatalf("Unlock after loss = %v, want ErrNotHeld", err)
+		}
+	}
+}
+
+// TestDeadlineMovesWithRenewals checks that renewals push the conservative
+// deadline forward, from the send time of each renewal.
+func TestDeadlineMovesWithRenewals(t *testing.T) {
+	e := newEnv(t)
+	const ttl = 3 * time.Second
+	m := e.mutex(e.cli, "renew", lock.WithTTL(ttl))
+	before := time.Now()
+	h := mustLock(t, m)
+	d0 := h.Deadline()
+	if !d0.After(before) || d0.After(before.Add(ttl)) {
+		t.Fatalf("first deadline %v not within (now, now+TTL]", d0.Sub(before))
+	}
+	// Wait for one renewal (every TTL/3) to move the deadline.
+	ctx := ctxT(t, 2*ttl)
+	for h.Deadline().Equal(d0) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("deadline never moved")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if d1 := h.Deadline(); !d1.After(d0) || d1.After(time.Now().Add(ttl)) {
+		t.Fatalf("renewed deadline %v not in (%v, now+TTL]", d1, d0)
+	}
+	if h.Err() != nil {
+		t.Fatal(h.Err())
+	}
+	mustUnlock(t, h)
+}
