@@ -90,6 +90,7 @@ type Keeper struct {
 	deadline time.Time
 	epoch    *Epoch
 	gone     error
+	orphans  map[string]int64 // key -> create revision: keys on this lease to delete
 	goneC    chan struct{} // closed when gone is set
 	changed  chan struct{} // closed and replaced at every state change
 }
@@ -238,6 +239,7 @@ func (k *Keeper) run(ctx context.Context) {
 			r := probeResult{sent: sent, err: err}
 			if err == nil {
 				r.ttl = time.Duration(resp.TTL) * time.Second
+				k.deleteOrphans(pctx)
 			}
 			ch <- r
 		}()
@@ -329,4 +331,41 @@ func (k *Keeper) setGone() {
 	}
 	k.lg.Warn("lease is gone")
 	k.notify()
+}
+
+// Orphan hands the keeper a key on its lease that a failed cleanup could not
+// delete. Left alone it would stay as long as the lease lives and block its
+// queue; the keeper deletes it (if its create revision is still rev) after
+// its next successful renewal, when etcd is reachable again.
+func (k *Keeper) Orphan(key string, rev int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.orphans == nil {
+		k.orphans = make(map[string]int64)
+	}
+	k.orphans[key] = rev
+}
+
+func (k *Keeper) deleteOrphans(ctx context.Context) {
+	k.mu.Lock()
+	todo := make(map[string]int64, len(k.orphans))
+	for key, rev := range k.orphans {
+		todo[key] = rev
+	}
+	k.mu.Unlock()
+	for key, rev := range todo {
+		var cmp clientv3.Cmp
+		if rev > 0 {
+			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", rev)
+		} else { // revision unknown: the key is random and only ever ours
+			cmp = clientv3.Compare(clientv3.LeaseValue(key), "=", k.id)
+		}
+		if _, err := k.cli.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).Commit(); err != nil {
+			return
+		}
+		k.mu.Lock()
+		delete(k.orphans, key)
+		k.mu.Unlock()
+		k.lg.Info("deleted a key left by a failed cleanup", zap.String("key", key))
+	}
 }

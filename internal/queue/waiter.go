@@ -284,7 +284,8 @@ func (w *waiter) remove() {
 		If(clientv3.Compare(clientv3.CreateRevision(w.key), "=", w.rev)).
 		Then(clientv3.OpDelete(w.key)).Commit()
 	if err != nil {
-		w.q.logger().Warn("could not remove waiter key; it stays until its lease ends", zap.String("key", w.key), zap.Error(err))
+		w.k.Orphan(w.key, w.rev)
+		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
 	}
 }
 
@@ -295,7 +296,8 @@ func (w *waiter) removeByKey() {
 	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
 	defer cancel()
 	if _, err := w.q.Client.Delete(ctx, w.key); err != nil {
-		w.q.logger().Warn("could not remove waiter key; it stays until its lease ends", zap.String("key", w.key), zap.Error(err))
+		w.k.Orphan(w.key, 0)
+		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
 	}
 }
 

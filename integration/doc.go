@@ -1,0 +1,61 @@
+// Package integration runs embedded etcd servers and clusters inside a Go
+// process, for the tests of this module and for the tests of its users, and
+// injects faults between clients and members.
+//
+// # Servers and clusters
+//
+// [NewServer] and [NewCluster] start one member or n members from inside a
+// test and stop them at test cleanup; [StartServer] and [StartCluster] do the
+// same outside tests (the caller calls Close). Members use fast raft timing
+// (10 ms heartbeat, 100 ms election timeout) and are ready before the
+// constructors return: typically within 100 ms for one member and a few
+// hundred milliseconds for three (with the race detector and fsync on).
+//
+// By default nothing listens on TCP, so tests never race for ports:
+//
+//   - client URLs are unix sockets at absolute paths in a short directory
+//     made by os.MkdirTemp("", "etcdlock") and removed at Close (clients dial
+//     "unix:///tmp/etcdlockNNN/m0.sock");
+//   - cluster peer URLs are unix sockets too. etcd's peer transport only
+//     dials the host part of a URL, so a peer socket cannot live at an
+//     absolute path: the peer sockets of a [Cluster] are created in the
+//     process's working directory (the package directory under go test) with
+//     names like "etcdlock-<pid>-<n>-m0:2380", and removed when the member
+//     stops and at Close. A crashed test binary can leave them behind; add
+//     "etcdlock-*:2380" to .gitignore if that matters. Do not change the
+//     working directory (os.Chdir, t.Chdir) while a cluster runs. A single
+//     [Server] does not listen for peers at all.
+//
+// [WithClientURL] makes a single server listen on TCP instead (for a
+// development server, e.g. "http://127.0.0.1:2379").
+//
+// # Faults
+//
+// [Proxy] sits between a client and an endpoint (built on
+// go.etcd.io/etcd/pkg/v3/proxy) and can hold ([Proxy.Pause]) or drop
+// ([Proxy.Blackhole]) traffic in both directions. [Cluster.Isolate] and
+// [Cluster.Heal] partition a member from its peers at the raft transport,
+// [Member.Stop], [Member.HardStop] and [Member.Restart] stop a member and
+// start it again on the same URLs and data, and [Cluster.MoveLeader]
+// transfers leadership.
+//
+// # Test suites
+//
+// A package's TestMain calls [Main]; tests then share one lazily started
+// server through [Shared], keep their keys apart with [Namespace], and check
+// they cleaned up with [RequireEmpty]. Main checks for goroutine leaks after
+// the tests; packages with their own TestMain can use [GoleakOptions].
+//
+//	func TestMain(m *testing.M) { integration.Main(m) }
+//
+//	func TestX(t *testing.T) {
+//		t.Parallel()
+//		cli := integration.Shared(t).Client(t)
+//		ns := integration.Namespace(t)
+//		// ... use keys under ns ...
+//		integration.RequireEmpty(t, cli, ns)
+//	}
+//
+// Unless stated otherwise, methods of [Server], [Cluster], [Member] and
+// [Proxy] are safe for concurrent use.
+package integration

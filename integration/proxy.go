@@ -1,0 +1,195 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/pkg/v3/proxy"
+	"go.uber.org/zap"
+)
+
+// ProxyCloseTimeout bounds how long [Proxy.Close] waits for the connections
+// through the proxy to end.
+const ProxyCloseTimeout = 10 * time.Second
+
+// Proxy forwards connections from its own unix socket to one endpoint and
+// can hold or drop the traffic, to simulate a paused or partitioned client
+// connection. It wraps go.etcd.io/etcd/pkg/v3/proxy. Its methods are safe
+// for concurrent use.
+type Proxy struct {
+	srv      proxy.Server
+	dir      string
+	endpoint string
+	drained  chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewProxy starts a proxy to endpoint (see [StartProxy]) that is closed at tb
+// cleanup; create it before the clients that use it so that they are
+// closed first. It fails tb with tb.Fatalf on error.
+func NewProxy(tb testing.TB, endpoint string) *Proxy {
+	tb.Helper()
+	p, err := StartProxy(endpoint)
+	if err != nil {
+		tb.Fatalf("integration: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			tb.Errorf("integration: closing proxy: %v", err)
+		}
+	})
+	return p
+}
+
+// StartProxy starts a proxy to endpoint, which is a clientv3 endpoint of the
+// form "unix:///abs/path", "unix://rel/path", "http://host:port" or
+// "host:port" (TLS endpoints are not supported). The proxy listens on a
+// unix socket in a new temporary directory; dial [Proxy.Endpoint]. It
+// returns once the proxy accepts connections. The caller must call
+// [Proxy.Close].
+func StartProxy(endpoint string) (*Proxy, error) {
+	to, err := proxyTarget(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := makeSocketDir()
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "proxy.sock")
+	// proxy listens on From.Host when it has no port, so an absolute path
+	// goes there (this URL is never printed or parsed).
+	srv := proxy.NewServer(proxy.ServerConfig{
+		Logger: zap.NewNop(),
+		From:   url.URL{Scheme: "unix", Host: sock},
+		To:     to,
+	})
+	select {
+	case <-srv.Ready():
+	case <-srv.Done():
+		// NewServer reports a listen error on Error() and closes.
+		err := errors.New("proxy closed")
+		select {
+		case err = <-srv.Error():
+		default:
+		}
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("integration: starting proxy to %s: %w", endpoint, err)
+	}
+	p := &Proxy{
+		srv:      srv,
+		dir:      dir,
+		endpoint: "unix://" + sock,
+		drained:  make(chan struct{}),
+	}
+	go p.drainErrors()
+	return p, nil
+}
+
+// drainErrors empties the proxy's error channel: it is small and the
+// proxy's goroutines block on it (even the accept loop) once it is full.
+func (p *Proxy) drainErrors() {
+	defer close(p.drained)
+	for {
+		select {
+		case <-p.srv.Error():
+		case <-p.srv.Done():
+			return
+		}
+	}
+}
+
+func proxyTarget(ep string) (url.URL, error) {
+	switch {
+	case strings.HasPrefix(ep, "unix://"):
+		return url.URL{Scheme: "unix", Host: strings.TrimPrefix(ep, "unix://")}, nil
+	case strings.HasPrefix(ep, "unix:"):
+		return url.URL{Scheme: "unix", Host: strings.TrimPrefix(ep, "unix:")}, nil
+	case strings.HasPrefix(ep, "http://"):
+		u, err := url.Parse(ep)
+		if err != nil {
+			return url.URL{}, fmt.Errorf("integration: proxy target %q: %w", ep, err)
+		}
+		return url.URL{Scheme: "tcp", Host: u.Host}, nil
+	case strings.Contains(ep, "://"):
+		return url.URL{}, fmt.Errorf("integration: proxy target %q: unsupported scheme", ep)
+	default:
+		return url.URL{Scheme: "tcp", Host: ep}, nil
+	}
+}
+
+// Endpoint returns the endpoint clients dial to go through the proxy, a
+// "unix:///tmp/etcdlock.../proxy.sock" URL.
+func (p *Proxy) Endpoint() string { return p.endpoint }
+
+// Server returns the underlying go.etcd.io/etcd/pkg/v3/proxy server, for
+// other faults (latency, accept pauses, ...).
+func (p *Proxy) Server() proxy.Server { return p.srv }
+
+// Pause holds the traffic in both directions: bytes already read from one
+// side are not forwarded until [Proxy.Unpause]. Connections stay open and
+// new ones are accepted, but nothing gets through, so requests time out. It
+// does not block.
+func (p *Proxy) Pause() {
+	p.srv.PauseTx()
+	p.srv.PauseRx()
+}
+
+// Unpause forwards the held traffic and lets new traffic through again. It
+// does not block.
+func (p *Proxy) Unpause() {
+	p.srv.UnpauseTx()
+	p.srv.UnpauseRx()
+}
+
+// Blackhole drops the traffic in both directions until [Proxy.Unblackhole]:
+// bytes are read and discarded, connections stay open. Dropping bytes
+// mid-stream usually corrupts the HTTP/2 connection, so after Unblackhole
+// the first requests may fail until the client reconnects (immediately on a
+// protocol error, otherwise after its keep-alive timeout). It does not
+// block.
+func (p *Proxy) Blackhole() {
+	p.srv.BlackholeTx()
+	p.srv.BlackholeRx()
+}
+
+// Unblackhole forwards traffic again. It does not block.
+func (p *Proxy) Unblackhole() {
+	p.srv.UnblackholeTx()
+	p.srv.UnblackholeRx()
+}
+
+// Close stops accepting connections and waits for the proxy's goroutines.
+// Those forwarding an idle open connection only end when either side closes
+// it, so close the clients that use the proxy first; Close waits at most
+// [ProxyCloseTimeout] for that, then returns an error (the goroutines end
+// when the connections do). Close removes the socket directory. It is
+// idempotent.
+func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = p.srv.Close() // the only error is the listener's, already closed by a reset
+		}()
+		select {
+		case <-done:
+			<-p.drained
+		case <-time.After(ProxyCloseTimeout):
+			p.closeErr = fmt.Errorf("integration: proxy connections still open after %v: close the clients using the proxy first", ProxyCloseTimeout)
+		}
+		if err := os.RemoveAll(p.dir); err != nil && p.closeErr == nil {
+			p.closeErr = err
+		}
+	})
+	return p.closeErr
+}
