@@ -25,6 +25,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/internal/bugs"
 )
 
 var (
@@ -91,8 +93,8 @@ type Keeper struct {
 	epoch    *Epoch
 	gone     error
 	orphans  map[string]int64 // key -> create revision: keys on this lease to delete
-	goneC    chan struct{} // closed when gone is set
-	changed  chan struct{} // closed and replaced at every state change
+	goneC    chan struct{}    // closed when gone is set
+	changed  chan struct{}    // closed and replaced at every state change
 }
 
 // Start starts keeping lease id alive. Stop must be called to release it.
@@ -239,6 +241,9 @@ func (k *Keeper) run(ctx context.Context) {
 			r := probeResult{sent: sent, err: err}
 			if err == nil {
 				r.ttl = time.Duration(resp.TTL) * time.Second
+				if bugs.ReceiveTimeDeadline.Load() {
+					r.sent = time.Now() // planted bug: the stock client's receive time
+				}
 				k.deleteOrphans(pctx)
 			}
 			ch <- r

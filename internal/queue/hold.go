@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
 
@@ -60,7 +61,12 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 }
 
 // Token returns the hold's fencing token.
-func (h *Hold) Token() fencing.Token { return h.token }
+func (h *Hold) Token() fencing.Token {
+	if bugs.LeaseIDToken.Load() {
+		return fencing.Token{Key: h.token.Key, Revision: int64(h.k.ID())} // planted bug
+	}
+	return h.token
+}
 
 // Context returns a context cancelled when the hold is lost or released;
 // its cause is a *LostError or ErrReleased.
@@ -201,7 +207,11 @@ func (h *Hold) Release(ctx context.Context) error {
 	if released {
 		return fmt.Errorf("%w: already released", ErrNotHeld)
 	}
-	resp, err := h.q.Client.Txn(ctx).If(h.token.Cmp()).Then(clientv3.OpDelete(h.token.Key)).Commit()
+	cmps := []clientv3.Cmp{h.token.Cmp()}
+	if bugs.UnlockByName.Load() {
+		cmps = nil // planted bug: delete by name, whatever its revision
+	}
+	resp, err := h.q.Client.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(h.token.Key)).Commit()
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
@@ -103,6 +104,9 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 	var verdict Verdict
 	for attempt := 0; ; attempt++ {
 		w.key = keys.Waiter(q.Prefix, k.ID())
+		if bugs.UnlockByName.Load() {
+			w.key = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())) // planted bug: etcd's key naming
+		}
 		txn := q.Client.Txn(ctx)
 		var cmps []clientv3.Cmp
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(w.key), "=", 0))
