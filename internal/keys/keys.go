@@ -119,3 +119,16 @@ func Holder() string {
 	}
 	return h + ":" + strconv.Itoa(os.Getpid())
 }
+
+// Slot returns the key of slot n of a pool of lease under prefix. Slots are
+// reused once their key is gone, so a long-lived process does not leave a
+// trail of distinct deleted keys (each of which etcd keeps, and every range
+// over the queue walks, until compaction). pool is random per pool, so that
+// two pools on one lease (two Mutex values on one session) never make the
+// same key.
+func Slot(prefix string, lease clientv3.LeaseID, pool uint32, n int64) string {
+	return fmt.Sprintf("%s%016x-%08x%x", prefix, int64(lease), pool, n)
+}
+
+// NewPool returns a random pool number for Slot.
+func NewPool() uint32 { return rand.Uint32() }

@@ -59,21 +59,29 @@ type Config struct {
 // renewal starts a new Epoch. A hold belongs to the epoch in which it was
 // granted.
 type Epoch struct {
-	done chan struct{}
-	err  error
+	ctx    context.Context // cancelled, with the reason as cause, when the epoch ends
+	cancel context.CancelCauseFunc
 }
 
+func newEpoch() *Epoch {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Epoch{ctx: ctx, cancel: cancel}
+}
+
+func (e *Epoch) end(err error) { e.cancel(err) }
+
 // Done is closed when the epoch ends.
-func (e *Epoch) Done() <-chan struct{} { return e.done }
+func (e *Epoch) Done() <-chan struct{} { return e.ctx.Done() }
+
+// Context is cancelled when the epoch ends.
+func (e *Epoch) Context() context.Context { return e.ctx }
 
 // Err returns ErrDeadline or ErrExpired once Done is closed, and nil before.
 func (e *Epoch) Err() error {
-	select {
-	case <-e.done:
-		return e.err
-	default:
+	if e.ctx.Err() == nil {
 		return nil
 	}
+	return context.Cause(e.ctx)
 }
 
 // Keeper renews one lease and tracks its conservative deadline. A Keeper is
@@ -92,9 +100,9 @@ type Keeper struct {
 	deadline time.Time
 	epoch    *Epoch
 	gone     error
-	orphans  map[string]int64 // key -> create revision: keys on this lease to delete
-	goneC    chan struct{}    // closed when gone is set
-	changed  chan struct{}    // closed and replaced at every state change
+	orphans  map[string]orphan // keys on this lease to delete
+	goneC    chan struct{}     // closed when gone is set
+	changed  chan struct{}     // closed and replaced at every state change
 }
 
 // Start starts keeping lease id alive. Stop must be called to release it.
@@ -114,14 +122,13 @@ func Start(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) *Keeper {
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 		goneC:   make(chan struct{}),
-		epoch:   &Epoch{done: make(chan struct{})},
+		epoch:   newEpoch(),
 	}
 	if cfg.TTL > 0 && !cfg.Sent.IsZero() {
 		k.ttl = cfg.TTL
 		k.deadline = cfg.Sent.Add(cfg.TTL - k.margin(cfg.TTL))
 	} else {
-		close(k.epoch.done) // no deadline known yet: the first probe opens an epoch
-		k.epoch.err = ErrDeadline
+		k.epoch.end(ErrDeadline) // no deadline known yet: the first probe opens an epoch
 	}
 	go k.run(ctx)
 	return k
@@ -303,7 +310,7 @@ func (k *Keeper) renewed(sent time.Time, ttl time.Duration) time.Time {
 	}
 	k.ttl = ttl
 	if k.epoch.Err() != nil && time.Now().Before(k.deadline) {
-		k.epoch = &Epoch{done: make(chan struct{})}
+		k.epoch = newEpoch()
 		k.lg.Info("lease renewed after its deadline had passed")
 	}
 	k.notify()
@@ -316,8 +323,7 @@ func (k *Keeper) jeopardy() {
 	if time.Now().Before(k.deadline) || k.epoch.Err() != nil {
 		return
 	}
-	k.epoch.err = ErrDeadline
-	close(k.epoch.done)
+	k.epoch.end(ErrDeadline)
 	k.lg.Warn("lease renewal deadline passed; holds on this lease are lost", zap.Time("deadline", k.deadline))
 	k.notify()
 }
@@ -331,46 +337,63 @@ func (k *Keeper) setGone() {
 	k.gone = ErrExpired
 	close(k.goneC)
 	if k.epoch.Err() == nil {
-		k.epoch.err = ErrExpired
-		close(k.epoch.done)
+		k.epoch.end(ErrExpired)
 	}
 	k.lg.Warn("lease is gone")
 	k.notify()
 }
 
+type orphan struct {
+	rev   int64     // create revision, or 0 when unknown
+	since time.Time // when it was handed over
+}
+
 // Orphan hands the keeper a key on its lease that a failed cleanup could not
 // delete. Left alone it would stay as long as the lease lives and block its
-// queue; the keeper deletes it (if its create revision is still rev) after
-// its next successful renewal, when etcd is reachable again.
+// queue. The keeper deletes it (if its create revision is still rev) at
+// once and after each successful renewal. With rev 0 (the put's outcome is
+// unknown and it may still land) it keeps trying for one TTL.
 func (k *Keeper) Orphan(key string, rev int64) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	if k.orphans == nil {
-		k.orphans = make(map[string]int64)
+		k.orphans = make(map[string]orphan)
 	}
-	k.orphans[key] = rev
+	k.orphans[key] = orphan{rev: rev, since: time.Now()}
+	k.mu.Unlock()
+	select { // renew now: the renewal's probe also deletes orphans
+	case k.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (k *Keeper) deleteOrphans(ctx context.Context) {
 	k.mu.Lock()
-	todo := make(map[string]int64, len(k.orphans))
-	for key, rev := range k.orphans {
-		todo[key] = rev
+	todo := make(map[string]orphan, len(k.orphans))
+	for key, o := range k.orphans {
+		todo[key] = o
 	}
+	ttl := k.ttl
 	k.mu.Unlock()
-	for key, rev := range todo {
+	for key, o := range todo {
 		var cmp clientv3.Cmp
-		if rev > 0 {
-			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", rev)
-		} else { // revision unknown: the key is random and only ever ours
+		if o.rev > 0 {
+			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", o.rev)
+		} else { // revision unknown: the key is only ever this lease's
 			cmp = clientv3.Compare(clientv3.LeaseValue(key), "=", k.id)
 		}
-		if _, err := k.cli.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).Commit(); err != nil {
+		resp, err := k.cli.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
 			return
 		}
-		k.mu.Lock()
-		delete(k.orphans, key)
-		k.mu.Unlock()
-		k.lg.Info("deleted a key left by a failed cleanup", zap.String("key", key))
+		if resp.Succeeded {
+			k.lg.Info("deleted a key left by a failed cleanup", zap.String("key", key))
+		}
+		if o.rev > 0 || time.Since(o.since) > ttl {
+			k.mu.Lock()
+			if k.orphans[key] == o {
+				delete(k.orphans, key)
+			}
+			k.mu.Unlock()
+		}
 	}
 }

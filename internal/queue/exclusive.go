@@ -18,7 +18,7 @@ func (Exclusive) Reads(prefix string, maxRev int64) []clientv3.Op {
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))}
 	}
 	return []clientv3.Op{clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithMaxCreateRev(maxRev-1),
+		clientv3.WithMaxCreateRev(maxRev-1), clientv3.WithSerializable(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1))}
 }
 

@@ -15,6 +15,10 @@ import (
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
 
+// ownWatchDelay is how long a hold granted without waiting goes before it
+// opens the watch on its own key.
+const ownWatchDelay = 20 * time.Millisecond
+
 // Hold is one granted place in a queue. Its goroutine watches for loss until
 // the hold is lost or released. A Hold is safe for concurrent use.
 type Hold struct {
@@ -27,6 +31,7 @@ type Hold struct {
 	stop   chan struct{}
 	done   chan struct{}
 	onEnd  func(*Hold)
+	free   func() // returns the key's slot for reuse, once the key is gone
 
 	mu        sync.Mutex
 	lost      error // *LostError, once lost
@@ -38,11 +43,6 @@ type Hold struct {
 func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 	own := w.own
 	w.own = nil
-	if own == nil {
-		// Admitted by the enqueue Txn: watch from the next revision. Nothing
-		// else was written since, in the common case, so the watcher is synced.
-		own = w.q.openWatchFrom(w.key, w.rev+1)
-	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	h := &Hold{
 		q:      w.q,
@@ -54,6 +54,7 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		onEnd:  onEnd,
+		free:   w.free,
 	}
 	w.q.logger().Debug("acquired", zap.Stringer("token", h.token))
 	go h.monitor(own)
@@ -102,6 +103,33 @@ func (h *Hold) monitor(own *watch) {
 			h.onEnd(h)
 		}
 	}()
+	if own == nil {
+		// Admitted by the enqueue Txn: watch the own key from the next
+		// revision, so no event is missed. clientv3's Watch blocks until the
+		// server has created the watch, so it is done here, off Lock's path,
+		// and only after ownWatchDelay: most short holds end before, and
+		// never pay for a watch. A delete in that window is reported at its
+		// end; loss of the lease is reported by the epoch meanwhile.
+		t := time.NewTimer(ownWatchDelay)
+		select {
+		case <-h.stop:
+			t.Stop()
+			return
+		case <-h.epoch.Done():
+			t.Stop()
+			h.lose(h.epoch.Err())
+			return
+		case <-t.C:
+		}
+		// Watch blocks until created: let the end of the epoch (etcd
+		// unreachable) or of the hold cancel it.
+		wctx, wcancel := context.WithCancel(h.ctx)
+		stopW := context.AfterFunc(h.epoch.Context(), wcancel)
+		own = h.q.openWatchFrom(wctx, h.token.Key, h.token.Revision+1)
+		stopW()
+		inner := own.cancel
+		own.cancel = func() { inner(); wcancel() }
+	}
 	b := newBackoff()
 	for {
 		select {
@@ -114,9 +142,13 @@ func (h *Hold) monitor(own *watch) {
 			if ok && wr.Err() == nil {
 				if hasDelete(wr.Events) {
 					h.lose(ErrDeleted)
+					h.freeSlot()
 					return
 				}
 				continue
+			}
+			if h.ctx.Err() != nil {
+				return // released or lost: the watch was cancelled with it
 			}
 			// The watch broke (compaction, leader loss, stream error): open
 			// a new one at the current revision and check the key is still
@@ -132,6 +164,17 @@ func (h *Hold) monitor(own *watch) {
 				return
 			}
 		}
+	}
+}
+
+// freeSlot returns the key's slot once the key is known to be gone.
+func (h *Hold) freeSlot() {
+	h.mu.Lock()
+	free := h.free
+	h.free = nil
+	h.mu.Unlock()
+	if free != nil {
+		free()
 	}
 }
 
@@ -203,7 +246,9 @@ func (h *Hold) Release(ctx context.Context) error {
 	}
 	h.attempted = true
 	h.mu.Unlock()
-	<-h.done
+	// The monitor goroutine stops on its own (it may be finishing the
+	// creation of its watch); its owner, the Primitive, waits for it at
+	// Close. Release does not, so that Unlock costs only its round trip.
 	if released {
 		return fmt.Errorf("%w: already released", ErrNotHeld)
 	}
@@ -215,6 +260,7 @@ func (h *Hold) Release(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	h.freeSlot() // deleted now, or gone before
 	if resp.Succeeded {
 		h.mu.Lock()
 		h.released = true

@@ -40,7 +40,7 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, opts []con
 	lg := cfg.Logger.With(zap.String(kind, name))
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: keys.Prefix(cfg.Namespace, kind, name), Rule: rule, Logger: lg},
+		Q:        Queue{Client: cli, Prefix: keys.Prefix(cfg.Namespace, kind, name), Rule: rule, Logger: lg, Slots: &Slots{}},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,

@@ -69,13 +69,16 @@ type Rule interface {
 	// Reads returns the read ops that feed Judge. With maxRev 0 they run in
 	// the enqueue Txn, where the new key is the newest in the queue; else
 	// they run in a confirm read and must ignore keys created after maxRev.
+	// Confirm reads should be serializable (clientv3.WithSerializable): the
+	// waiter checks the response's revision (see waiter.confirm).
 	Reads(prefix string, maxRev int64) []clientv3.Op
 	// Judge decides for the waiter self from the Reads' responses; it must
 	// ignore self and anything newer.
 	Judge(self Entry, resps []*pb.RangeResponse) Verdict
 	// TryIf returns comparisons that hold when a new waiter would be
 	// admitted at once, so a try-acquire is one Txn that puts nothing when
-	// they fail; nil if the rule cannot say.
+	// they fail, and an acquire on an idle queue needs no reads; nil if the
+	// rule cannot say.
 	TryIf(prefix string) []clientv3.Cmp
 }
 
@@ -85,6 +88,9 @@ type Queue struct {
 	Prefix string
 	Rule   Rule
 	Logger *zap.Logger
+	// Slots, if set, makes waiter keys reuse names (see Slots); else each
+	// waiter gets a random key.
+	Slots *Slots
 }
 
 // Acquire enqueues a waiter with value on k's lease and blocks until the
@@ -103,38 +109,71 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 	w := &waiter{q: q, k: k}
 	var verdict Verdict
 	for attempt := 0; ; attempt++ {
-		w.key = keys.Waiter(q.Prefix, k.ID())
+		w.key, w.free = keys.Waiter(q.Prefix, k.ID()), nil
+		if q.Slots != nil {
+			w.key, w.free = q.Slots.take(q.Prefix, k.ID())
+		}
 		if bugs.UnlockByName.Load() {
-			w.key = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())) // planted bug: etcd's key naming
+			w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())), nil // planted bug: etcd's key naming
 		}
-		txn := q.Client.Txn(ctx)
-		var cmps []clientv3.Cmp
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(w.key), "=", 0))
-		tryIf := q.Rule.TryIf(q.Prefix)
-		if try && tryIf != nil {
-			cmps = append(cmps, tryIf...)
+		var (
+			absent = clientv3.Compare(clientv3.CreateRevision(w.key), "=", 0)
+			put    = clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()))
+			getOwn = clientv3.OpGet(w.key, clientv3.WithKeysOnly())
+			tryIf  = q.Rule.TryIf(q.Prefix)
+			resp   *clientv3.TxnResponse
+			err    error
+		)
+		switch {
+		case tryIf != nil:
+			// When the rule's comparisons say a newcomer is admitted at once
+			// (an idle lock), the Txn is a compare and a put: no range read
+			// and no sort. Otherwise a try fails there, and a wait falls
+			// through to the usual put and reads, in the same Txn.
+			els := []clientv3.Op{getOwn}
+			if !try {
+				els = []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{absent},
+					append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...), []clientv3.Op{getOwn})}
+			}
+			resp, err = q.Client.Txn(ctx).If(append([]clientv3.Cmp{absent}, tryIf...)...).Then(put).Else(els...).Commit()
+		default:
+			resp, err = q.Client.Txn(ctx).If(absent).Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).Else(getOwn).Commit()
 		}
-		ops := append([]clientv3.Op{clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()))}, q.Rule.Reads(q.Prefix, 0)...)
-		resp, err := txn.If(cmps...).Then(ops...).Else(clientv3.OpGet(w.key, clientv3.WithCountOnly())).Commit()
 		if err != nil {
-			// The put may have landed: remove it if so.
+			// The put may have landed, or may still land: remove it now and
+			// again after the next renewal (the key's slot is not reused).
 			w.removeByKey()
 			return nil, err
 		}
-		if !resp.Succeeded {
-			if resp.Responses[0].GetResponseRange().Count == 0 {
-				return nil, ErrLocked // try: the rule's comparisons failed
-			}
-			if attempt < 3 {
-				continue // astronomically unlikely key collision: new key
-			}
-			return nil, fmt.Errorf("etcdlock: waiter key %s already exists", w.key)
-		}
 		w.rev = resp.Header.Revision
-		verdict = q.Rule.Judge(w.self(), ranges(resp.Responses[1:]))
-		break
+		if resp.Succeeded && tryIf != nil {
+			verdict = Verdict{Admitted: true}
+			break
+		}
+		succeeded, rs := resp.Succeeded, resp.Responses
+		if inner := rs[0].GetResponseTxn(); inner != nil {
+			succeeded, rs = inner.Succeeded, inner.Responses
+		}
+		if succeeded {
+			verdict = q.Rule.Judge(w.self(), ranges(rs[1:]))
+			break
+		}
+		stray := rs[0].GetResponseRange().Kvs
+		if len(stray) == 0 {
+			if w.free != nil {
+				w.free()
+			}
+			return nil, ErrLocked // try: the rule's comparisons failed
+		}
+		// The key exists: a put of an earlier, failed enqueue that landed
+		// late. Have it deleted and take another key.
+		k.Orphan(w.key, stray[0].CreateRevision)
+		if attempt < 3 {
+			continue
+		}
+		return nil, fmt.Errorf("etcdlock: waiter key %s already exists", w.key)
 	}
-	w.readRev = w.rev
+	w.readRev, w.needRev = w.rev, w.rev
 	if verdict.Err != nil {
 		w.remove()
 		return nil, verdict.Err

@@ -22,7 +22,9 @@ type waiter struct {
 	key     string
 	rev     int64
 	readRev int64  // revision of the last read that judged this waiter
+	needRev int64  // a confirm read must see at least this revision
 	own     *watch // watch on the waiter's own key, kept into the hold
+	free    func() // returns the key's slot to the queue's pool
 }
 
 func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: 1} }
@@ -45,36 +47,38 @@ func (x *watch) stop() {
 // openWatch watches deletes of target (a key, or a prefix) from the server's
 // current revision, and waits for the created reply, so that no event after
 // x.created is missed and the watcher starts synced.
+//
+// The watch outlives ctx (a waiter's own watch goes on into its hold), but
+// ctx can end its creation: clientv3's Watch blocks until the server has
+// answered, which it never does while etcd is unreachable.
 func (q *Queue) openWatch(ctx context.Context, target string, prefix bool) (*watch, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	stop := context.AfterFunc(ctx, cancel)
 	opts := []clientv3.OpOption{clientv3.WithCreatedNotify(), clientv3.WithFilterPut()}
 	if prefix {
 		opts = append(opts, clientv3.WithPrefix())
 	}
 	x := &watch{ch: q.Client.Watch(wctx, target, opts...), cancel: cancel, target: target, prefix: prefix}
-	select {
-	case wr, ok := <-x.ch:
-		if !ok || wr.Err() != nil || !wr.Created {
-			cancel()
-			if ok && wr.Err() != nil {
-				return nil, wr.Err()
-			}
-			return nil, errors.New("etcdlock: watch closed before it was created")
-		}
-		x.created = wr.Header.Revision
-		return x, nil
-	case <-ctx.Done():
+	wr, ok := <-x.ch
+	if !stop() { // ctx ended meanwhile
 		cancel()
 		return nil, context.Cause(ctx)
 	}
+	if !ok || wr.Err() != nil || !wr.Created {
+		cancel()
+		if ok && wr.Err() != nil {
+			return nil, wr.Err()
+		}
+		return nil, errors.New("etcdlock: watch closed before it was created")
+	}
+	x.created = wr.Header.Revision
+	return x, nil
 }
 
-// openWatchFrom watches deletes of key from revision rev on, without waiting
-// for the created reply. Used for a hold's own key right after an
-// uncontended acquire, when nothing has been written since rev-1 and the
-// watcher is therefore synced.
-func (q *Queue) openWatchFrom(key string, rev int64) *watch {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+// openWatchFrom watches deletes of key from revision rev on, until ctx ends.
+// It blocks until the server has created the watch (clientv3's Watch does).
+func (q *Queue) openWatchFrom(ctx context.Context, key string, rev int64) *watch {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	ch := q.Client.Watch(wctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut())
 	return &watch{ch: ch, cancel: cancel, created: rev - 1, target: key}
 }
@@ -122,6 +126,7 @@ func (w *waiter) wait(ctx context.Context, v Verdict) error {
 		// The watches deliver every delete after their created revision. If
 		// both were created no later than the read that judged us, nothing
 		// can have been missed; otherwise read again.
+		w.needRev = max(w.needRev, blk.created, w.own.created)
 		if blk.created > w.readRev || w.own.created > w.readRev {
 			var err error
 			if v, err = w.confirm(ctx); err != nil {
@@ -190,6 +195,7 @@ func (w *waiter) await(ctx context.Context, v Verdict, blk *watch) error {
 				w.own = nil
 				return errWatchBroken
 			}
+			w.needRev = max(w.needRev, wr.Header.Revision)
 			if hasDelete(wr.Events) {
 				return w.ownDeleted()
 			}
@@ -198,6 +204,7 @@ func (w *waiter) await(ctx context.Context, v Verdict, blk *watch) error {
 				w.readRev = -1
 				return errWatchBroken
 			}
+			w.needRev = max(w.needRev, wr.Header.Revision)
 			for _, ev := range wr.Events {
 				if ev.Type != mvccpb.DELETE {
 					continue
@@ -238,18 +245,38 @@ func (w *waiter) ownDeleted() error {
 
 // confirm reads, in one read-only Txn, the waiter's own key and the rule's
 // reads bounded by the waiter's revision, and judges it again.
+//
+// The read may be serializable (the rules' confirm reads are): it is then
+// served by the member from its own state, with no raft round and without
+// waiting behind writes in flight. That is as good as a linearizable read
+// here, provided the member's state is at least at w.needRev, the revision
+// of the watch events that woke us: the state it returns is then etcd's true
+// state at a revision committed during this Lock call, which is when the
+// grant takes effect. A member that is behind is simply asked again.
 func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
-	ops := append([]clientv3.Op{clientv3.OpGet(w.key, clientv3.WithKeysOnly())}, w.q.Rule.Reads(w.q.Prefix, w.rev)...)
-	resp, err := w.q.Client.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return Verdict{}, err
+	ops := append([]clientv3.Op{clientv3.OpGet(w.key, clientv3.WithKeysOnly(), clientv3.WithSerializable())}, w.q.Rule.Reads(w.q.Prefix, w.rev)...)
+	var b *backoff
+	for {
+		resp, err := w.q.Client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return Verdict{}, err
+		}
+		if resp.Header.Revision < w.needRev {
+			if b == nil {
+				b = &backoff{d: time.Millisecond}
+			}
+			if err := b.sleep(ctx); err != nil {
+				return Verdict{}, err
+			}
+			continue
+		}
+		own := resp.Responses[0].GetResponseRange()
+		if len(own.Kvs) == 0 || own.Kvs[0].CreateRevision != w.rev {
+			return Verdict{}, w.ownDeleted()
+		}
+		w.readRev = resp.Header.Revision
+		return w.q.Rule.Judge(w.self(), ranges(resp.Responses[1:])), nil
 	}
-	own := resp.Responses[0].GetResponseRange()
-	if len(own.Kvs) == 0 || own.Kvs[0].CreateRevision != w.rev {
-		return Verdict{}, w.ownDeleted()
-	}
-	w.readRev = resp.Header.Revision
-	return w.q.Rule.Judge(w.self(), ranges(resp.Responses[1:])), nil
 }
 
 // retryable returns nil after a pause when err is a transient etcd or watch
@@ -290,6 +317,10 @@ func (w *waiter) remove() {
 	if err != nil {
 		w.k.Orphan(w.key, w.rev)
 		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
+		return
+	}
+	if w.free != nil {
+		w.free()
 	}
 }
 

@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/integration"
+)
+
+// benchCmd is "etcdlock bench".
+var benchCmd = &command{
+	name:    "bench",
+	summary: "throughput and latency of etcdlock against etcd's concurrency.Mutex",
+	usage:   "etcdlock bench [flags]",
+	help: `
+Bench starts one embedded etcd server (one member, fsync on unless
+--fsync=false) and measures, in this process, cell by cell:
+
+	put          serial raw Puts by one client: the floor.
+	uncontended  Lock+Unlock cycles by one client; ops/s, p50 and p99 of
+	             the cycle, and the ratio of its time to two raw Puts.
+	contended    N contenders on one lock, each with its own client and its
+	             own lock (for concurrency.Mutex, its own session), looping
+	             Lock, an empty critical section, Unlock; ops/s are critical
+	             sections per second, p50 and p99 the wait from calling Lock
+	             to holding the lock; the ratio is to concurrency.Mutex's
+	             critical sections per second.
+
+Implementations: etcdlock (lock.Mutex) and concurrency (etcd's
+concurrency.Mutex). Cells that are compared run one after the other, in
+alternating order, --rounds times each, so that they share the machine's
+mood; with more than one round each figure is the median over the rounds.
+Each cell uses keys of its own, and leaves none behind.
+
+The output is a table (or, with --json, one JSON array of objects with keys
+impl, scenario, contenders, ops_per_sec, p50_ms, p99_ms, and more), preceded
+by the machine and the etcd version. Progress goes to stderr.`,
+	setup: setupBench,
+}
+
+// benchConfig is bench's parsed flags.
+type benchConfig struct {
+	duration   time.Duration // per cell and round
+	fsync      bool
+	contenders []int
+	json       bool
+	rounds     int
+}
+
+// setupBench defines bench's flags.
+func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
+	cfg := benchConfig{contenders: []int{2, 8, 32}}
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "measured time per cell and round")
+	fs.BoolVar(&cfg.fsync, "fsync", true, "fsync etcd's WAL and database (false: etcd's unsafe-no-fsync)")
+	fs.Func("contenders", "comma-separated `list` of contender counts for the contended cells (default 2,8,32; empty: none)", func(s string) error {
+		var err error
+		cfg.contenders, err = parseCounts(s)
+		return err
+	})
+	fs.BoolVar(&cfg.json, "json", false, "print one JSON array of result objects instead of the table")
+	fs.IntVar(&cfg.rounds, "rounds", 1, "times to run each cell, alternating with the cells it is compared with; figures are medians")
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		switch {
+		case cfg.duration <= 0:
+			return badUsage(stderr, "bench", "--duration must be positive, not %v", cfg.duration)
+		case cfg.rounds < 1:
+			return badUsage(stderr, "bench", "--rounds must be at least 1, not %d", cfg.rounds)
+		}
+		return runBench(ctx, cfg, stdout, stderr)
+	}
+}
+
+// parseCounts parses a comma-separated list of distinct positive integers;
+// the empty string is the empty list.
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		if slices.Contains(out, n) {
+			return nil, fmt.Errorf("%d given twice", n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// benchEnv is what every cell runs against: the embedded server and a
+// client of the bench's own, for checks and cleanup.
+type benchEnv struct {
+	srv   *integration.Server
+	admin *clientv3.Client
+	seq   int // numbers the cells' namespaces
+}
+
+// newClient returns a new client of the server; the caller closes it.
+func (e *benchEnv) newClient() (*clientv3.Client, error) { return e.srv.NewClient() }
+
+// namespace returns a key prefix no other cell run uses.
+func (e *benchEnv) namespace(c *cell) string {
+	e.seq++
+	return fmt.Sprintf("etcdlock-bench/%d-%s-%s-%d/", e.seq, c.impl, c.scenario, c.contenders)
+}
+
+// checkEmpty returns an error if any key is left under ns, after deleting
+// them so that later cells start clean.
+func (e *benchEnv) checkEmpty(ns string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	resp, err := e.admin.Delete(ctx, ns, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("checking for leftover keys under %s: %w", ns, err)
+	}
+	if resp.Deleted > 0 {
+		return fmt.Errorf("%d keys left under %s", resp.Deleted, ns)
+	}
+	return nil
+}
+
+// runBench runs the bench and prints the results; it returns the exit
+// status.
+func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) int {
+	plan := benchPlan(cfg)
+	var opts []integration.Option
+	if !cfg.fsync {
+		opts = append(opts, integration.WithoutFsync())
+	}
+	srv, err := integration.StartServer(opts...)
+	if err != nil {
+		fmt.Fprintf(stderr, "etcdlock bench: starting etcd: %v\n", err)
+		return exitFailure
+	}
+	env := &benchEnv{srv: srv}
+	rows, info, err := env.run(ctx, cfg, plan, stderr)
+	if cerr := srv.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("closing etcd: %w", cerr))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
+		return exitFailure
+	}
+	if cfg.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
+			return exitFailure
+		}
+		return exitOK
+	}
+	printTable(stdout, cfg, info, rows)
+	return exitOK
+}
+
+// benchInfo describes where the bench ran.
+type benchInfo struct {
+	cpus        int
+	goos, arch  string
+	cpuModel    string // "" if unknown
+	etcdVersion string
+}
+
+// run measures every group of the plan and returns one row per cell.
+func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progress io.Writer) (rows []row, info benchInfo, err error) {
+	if e.admin, err = e.newClient(); err != nil {
+		return nil, info, fmt.Errorf("creating client: %w", err)
+	}
+	defer func() {
+		if cerr := closeClient(e.admin)(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing client: %w", cerr))
+		}
+	}()
+	info = benchInfo{cpus: runtime.NumCPU(), goos: runtime.GOOS, arch: runtime.GOARCH, cpuModel: cpuModel()}
+	sctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+	st, err := e.admin.Status(sctx, e.srv.Endpoints()[0])
+	cancel()
+	if err != nil {
+		return nil, info, fmt.Errorf("reading etcd's status: %w", err)
+	}
+	info.etcdVersion = st.Version
+	fsync := "on"
+	if !cfg.fsync {
+		fsync = "off"
+	}
+	fmt.Fprintf(progress, "etcdlock bench: %v per cell, %d round(s), fsync %s, etcd %s, %d CPUs\n",
+		cfg.duration, cfg.rounds, fsync, info.etcdVersion, info.cpus)
+
+	results := make(map[cellKey][]sample)
+	for _, g := range plan {
+		for r := range cfg.rounds {
+			order := slices.Clone(g.cells)
+			if r%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, c := range order {
+				if err := ctx.Err(); err != nil {
+					return nil, info, context.Cause(ctx)
+				}
+				fmt.Fprintf(progress, "  %-12s %-12s %3d  round %d/%d\n", c.impl, c.scenario, c.contenders, r+1, cfg.rounds)
+				ns := e.namespace(c)
+				s, err := c.measure(ctx, e, ns, cfg.duration)
+				if cerr := e.checkEmpty(ns); cerr != nil {
+					err = errors.Join(err, cerr)
+				}
+				if err != nil {
+					return nil, info, fmt.Errorf("%s %s/%d: %w", c.impl, c.scenario, c.contenders, err)
+				}
+				results[c.key()] = append(results[c.key()], s)
+			}
+		}
+	}
+	rows = summarize(plan, results)
+	for i := range rows {
+		r := &rows[i]
+		r.DurationS, r.Fsync = cfg.duration.Seconds(), cfg.fsync
+		r.EtcdVersion, r.CPUs, r.CPUModel = info.etcdVersion, info.cpus, info.cpuModel
+		r.Platform = info.goos + "/" + info.arch
+	}
+	return rows, info, nil
+}
+
+// cpuModel returns the CPU model named in /proc/cpuinfo, or "".
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// row is one line of the bench's output, and one object of its JSON.
+type row struct {
+	Impl       string  `json:"impl"`
+	Scenario   string  `json:"scenario"`
+	Contenders int     `json:"contenders"`
+	OpsPerSec  float64 `json:"ops_per_sec"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	// Ratio compares the row to its baseline as RatioOf says; absent for
+	// rows without a baseline.
+	Ratio   *float64 `json:"ratio,omitempty"`
+	RatioOf string   `json:"ratio_of,omitempty"`
+	// Ops is the number of operations measured, over all rounds.
+	Ops int `json:"ops"`
+	// Rounds is the number of rounds the figures are the median of.
+	Rounds int `json:"rounds"`
+	// Measures says what an operation and the latencies are.
+	Measures string `json:"measures"`
+	// Where and how the row was measured, so that saved results describe
+	// themselves.
+	DurationS   float64 `json:"duration_s"` // per cell and round
+	Fsync       bool    `json:"fsync"`
+	EtcdVersion string  `json:"etcd_version"`
+	CPUs        int     `json:"cpus"`
+	Platform    string  `json:"platform"` // GOOS/GOARCH
+	CPUModel    string  `json:"cpu_model,omitempty"`
+}
+
+// summarize turns the samples of every cell into rows, in plan order, with
+// the median over rounds of each figure and the ratio to the baseline.
+func summarize(plan []group, results map[cellKey][]sample) []row {
+	var rows []row
+	byKey := make(map[cellKey]*row)
+	for _, g := range plan {
+		for _, c := range g.cells {
+			ss := results[c.key()]
+			r := row{
+				Impl:       c.impl,
+				Scenario:   c.scenario,
+				Contenders: c.contenders,
+				Rounds:     len(ss),
+				Measures:   c.measures,
+			}
+			var ops, p50, p99 []float64
+			for _, s := range ss {
+				r.Ops += s.ops
+				ops = append(ops, s.opsPerSec())
+				p50 = append(p50, ms(percentile(s.lat, 50)))
+				p99 = append(p99, ms(percentile(s.lat, 99)))
+			}
+			r.OpsPerSec, r.P50Ms, r.P99Ms = median(ops), median(p50), median(p99)
+			rows = append(rows, r)
+		}
+	}
+	for i := range rows {
+		byKey[cellKey{rows[i].Impl, rows[i].Scenario, rows[i].Contenders}] = &rows[i]
+	}
+	for _, g := range plan {
+		for _, c := range g.cells {
+			if c.base == nil {
+				continue
+			}
+			r, b := byKey[c.key()], byKey[c.base.key]
+			if b == nil || r.OpsPerSec == 0 || b.OpsPerSec == 0 {
+				continue
+			}
+			var ratio float64
+			switch c.base.kind {
+			case ratioSpeed:
+				ratio = r.OpsPerSec / b.OpsPerSec
+			case ratioTime:
+				ratio = b.OpsPerSec / (float64(c.base.per) * r.OpsPerSec)
+			}
+			r.Ratio, r.RatioOf = &ratio, c.base.label
+		}
+	}
+	return rows
+}
+
+// printTable writes the human form of the results.
+func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
+	fsync := "on"
+	if !cfg.fsync {
+		fsync = "off"
+	}
+	model := info.cpuModel
+	if model == "" {
+		model = "unknown CPU"
+	}
+	fmt.Fprintf(w, "machine: %d CPUs, %s/%s, %s\n", info.cpus, info.goos, info.arch, model)
+	fmt.Fprintf(w, "etcd:    %s, embedded, 1 member, fsync %s\n", info.etcdVersion, fsync)
+	rounds := "1 round"
+	if cfg.rounds > 1 {
+		rounds = fmt.Sprintf("median of %d rounds", cfg.rounds)
+	}
+	fmt.Fprintf(w, "cells:   %v each, %s\n\n", cfg.duration, rounds)
+	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "ratio"}}
+	for _, r := range rows {
+		ratio := "-"
+		if r.Ratio != nil {
+			ratio = fmt.Sprintf("%.2fx %s", *r.Ratio, r.RatioOf)
+		}
+		cells = append(cells, []string{r.Impl, r.Scenario, strconv.Itoa(r.Contenders),
+			fmt.Sprintf("%.0f", r.OpsPerSec), fmt.Sprintf("%.2f", r.P50Ms), fmt.Sprintf("%.2f", r.P99Ms), ratio})
+	}
+	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
+	writeTable(w, cells, []bool{false, false, true, true, true, true, false})
+	fmt.Fprint(w, "\nput: one Put; uncontended: one Lock+Unlock cycle, latency of the cycle;\n")
+	fmt.Fprint(w, "contended: one critical section, latency = wait from calling Lock to holding.\n")
+	fmt.Fprint(w, "ratio: uncontended = cycle time / time of 2 puts (lower is better);\n")
+	fmt.Fprint(w, "       contended = critical sections/s / concurrency's (higher is better).\n")
+}
+
+// writeTable writes cells as columns separated by two spaces, each
+// right-aligned where right says so and left-aligned otherwise, with no
+// trailing spaces.
+func writeTable(w io.Writer, cells [][]string, right []bool) {
+	widths := make([]int, len(right))
+	for _, r := range cells {
+		for i, c := range r {
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	for _, r := range cells {
+		var b strings.Builder
+		for i, c := range r {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			pad := strings.Repeat(" ", widths[i]-len(c))
+			if right[i] {
+				b.WriteString(pad + c)
+			} else {
+				b.WriteString(c + pad)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+}
+
+// percentile returns the p-th percentile (nearest rank) of ds, or 0 for
+// none. It sorts ds.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	i := int(math.Ceil(p/100*float64(len(ds)))) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+// median returns the median of xs, or 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+// ms converts d to milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,364 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/etcdlock/etcdlock/lock"
+)
+
+// Bounds of the bench's requests outside the measured loops.
+const (
+	// cleanupTimeout bounds each unlock, close and check.
+	cleanupTimeout = 10 * time.Second
+	// cellSlack is how long a cell may run past its duration (draining the
+	// waiters, closing) before it is abandoned as hung.
+	cellSlack = 2 * time.Minute
+	// benchTTL is the lease TTL of both implementations' locks, in seconds.
+	benchTTL = 10
+)
+
+// cellKey names a cell, and a row of the output.
+type cellKey struct {
+	impl       string
+	scenario   string
+	contenders int
+}
+
+// cell is one measured combination of an implementation and a scenario:
+// one row of the output. New rows (election handoff, RW locks, semaphores,
+// etcd's recipes) are new cells, usually made by uncontended or contended
+// from a lockImpl, or by a measure function of their own.
+type cell struct {
+	impl       string // "put", "etcdlock", "concurrency", ...
+	scenario   string // "put", "uncontended", "contended", ...
+	contenders int
+	measures   string    // what an operation and a latency are
+	base       *baseline // what the ratio column compares with; nil for none
+	// measure runs the cell for d against env's server using only keys
+	// under ns, and returns what it measured. It waits for every goroutine
+	// it starts and closes every client, session and lock it makes, also
+	// on error; keys it leaves behind are reported as an error.
+	measure func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (sample, error)
+}
+
+// key returns the cell's name.
+func (c *cell) key() cellKey { return cellKey{c.impl, c.scenario, c.contenders} }
+
+// group is cells compared with one another. They run one after the other,
+// in alternating order from round to round.
+type group struct {
+	cells []*cell
+}
+
+// ratioKind says how a ratio is computed.
+type ratioKind int
+
+const (
+	// ratioSpeed is the cell's ops/s over the baseline's: higher is better.
+	ratioSpeed ratioKind = iota
+	// ratioTime is the cell's time per operation over the time of per
+	// operations of the baseline: lower is better.
+	ratioTime
+)
+
+// baseline is what a cell's ratio compares it with.
+type baseline struct {
+	key   cellKey
+	kind  ratioKind
+	per   int    // for ratioTime: baseline operations per cell operation
+	label string // what the ratio is of, shown after it
+}
+
+// sample is what one run of a cell measured.
+type sample struct {
+	ops     int             // operations completed within the duration
+	elapsed time.Duration   // the measured time
+	lat     []time.Duration // one latency per operation
+}
+
+// opsPerSec returns the sample's throughput.
+func (s sample) opsPerSec() float64 {
+	if s.elapsed <= 0 {
+		return 0
+	}
+	return float64(s.ops) / s.elapsed.Seconds()
+}
+
+// locker is one contender's lock, with its own client (and session). It is
+// used by one goroutine at a time.
+type locker interface {
+	// lock blocks until the lock is held and returns the function that
+	// unlocks it.
+	lock(ctx context.Context) (unlock func(context.Context) error, err error)
+	// close releases everything the locker made: lock, session, client.
+	close() error
+}
+
+// lockImpl is a lock implementation the bench compares.
+type lockImpl struct {
+	name string
+	// newLocker makes a contender of the lock called name under ns.
+	newLocker func(env *benchEnv, ns, name string) (locker, error)
+}
+
+// The implementations measured.
+var (
+	etcdlockImpl    = lockImpl{name: "etcdlock", newLocker: newEtcdlockLocker}
+	concurrencyImpl = lockImpl{name: "concurrency", newLocker: newConcurrencyLocker}
+)
+
+// Descriptions of what each scenario measures.
+const (
+	measuresPut         = "one Put; latency of the Put"
+	measuresUncontended = "one Lock+Unlock cycle; latency of the cycle"
+	measuresContended   = "one empty critical section; latency is the wait from calling Lock to holding"
+)
+
+// benchPlan returns the groups of cells to run for cfg.
+func benchPlan(cfg benchConfig) []group {
+	put := &cell{impl: "put", scenario: "put", contenders: 1, measures: measuresPut, measure: measurePut}
+	twoPuts := &baseline{key: put.key(), kind: ratioTime, per: 2, label: "time of 2 puts"}
+	plan := []group{{cells: []*cell{
+		put,
+		uncontended(etcdlockImpl, twoPuts),
+		uncontended(concurrencyImpl, twoPuts),
+	}}}
+	for _, n := range cfg.contenders {
+		base := &baseline{
+			key:   cellKey{concurrencyImpl.name, "contended", n},
+			kind:  ratioSpeed,
+			label: "cs/s of concurrency",
+		}
+		plan = append(plan, group{cells: []*cell{
+			contended(etcdlockImpl, n, base),
+			contended(concurrencyImpl, n, nil),
+		}})
+	}
+	return plan
+}
+
+// measurePut measures serial Puts of one key by one client.
+func measurePut(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
+	cli, err := env.newClient()
+	if err != nil {
+		return s, err
+	}
+	defer func() { err = errors.Join(err, closeClient(cli)()) }()
+	// A value about the size of a lock key's holder description.
+	key, val := ns+"put", strings.Repeat("v", 24)
+	if _, err := cli.Put(ctx, key, val); err != nil { // warm-up: connection
+		return s, err
+	}
+	start := time.Now()
+	for time.Since(start) < d {
+		t0 := time.Now()
+		if _, err := cli.Put(ctx, key, val); err != nil {
+			return s, err
+		}
+		s.lat = append(s.lat, time.Since(t0))
+	}
+	s.elapsed, s.ops = time.Since(start), len(s.lat)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_, err = cli.Delete(dctx, key)
+	return s, err
+}
+
+// uncontended returns the cell of Lock+Unlock cycles of impl by one client.
+func uncontended(impl lockImpl, base *baseline) *cell {
+	c := &cell{impl: impl.name, scenario: "uncontended", contenders: 1, measures: measuresUncontended, base: base}
+	c.measure = func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
+		ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
+		defer cancel()
+		l, err := impl.newLocker(env, ns, "lock")
+		if err != nil {
+			return s, err
+		}
+		defer func() { err = errors.Join(err, l.close()) }()
+		if err := cycle(ctx, l); err != nil { // warm-up: lease grant, connection
+			return s, err
+		}
+		start := time.Now()
+		for time.Since(start) < d {
+			t0 := time.Now()
+			if err := cycle(ctx, l); err != nil {
+				return s, err
+			}
+			s.lat = append(s.lat, time.Since(t0))
+		}
+		s.elapsed, s.ops = time.Since(start), len(s.lat)
+		return s, nil
+	}
+	return c
+}
+
+// cycle locks and unlocks l once.
+func cycle(ctx context.Context, l locker) error {
+	unlock, err := l.lock(ctx)
+	if err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	if err := unlock(ctx); err != nil {
+		return fmt.Errorf("unlock: %w", err)
+	}
+	return nil
+}
+
+// contended returns the cell of n contenders of impl on one lock, each with
+// its own client and lock, looping Lock, an empty critical section, Unlock.
+func contended(impl lockImpl, n int, base *baseline) *cell {
+	c := &cell{impl: impl.name, scenario: "contended", contenders: n, measures: measuresContended, base: base}
+	c.measure = func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
+		ls := make([]locker, 0, n)
+		defer func() {
+			for _, l := range ls {
+				err = errors.Join(err, l.close())
+			}
+		}()
+		ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
+		defer cancel()
+		for range n {
+			l, err := impl.newLocker(env, ns, "lock")
+			if err != nil {
+				return s, err
+			}
+			ls = append(ls, l)
+			if err := cycle(ctx, l); err != nil { // warm-up: lease grant, connection
+				return s, err
+			}
+		}
+		return runContenders(ctx, ls, d)
+	}
+	return c
+}
+
+// runContenders runs one goroutine per locker, all on one lock, from the
+// same instant for d, and waits for all of them. A contender still waiting
+// at the deadline waits on until it holds the lock and unlocks, so that no
+// Lock is cancelled; only grants before the deadline are counted. The first
+// error stops every contender and is returned.
+func runContenders(ctx context.Context, ls []locker, d time.Duration) (sample, error) {
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var (
+		wg       sync.WaitGroup
+		start    = make(chan struct{})
+		deadline time.Time // set before start is closed
+		lats     = make([][]time.Duration, len(ls))
+	)
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				unlock, err := l.lock(ctx)
+				if err != nil {
+					stop(fmt.Errorf("contender %d: lock: %w", i, err))
+					return
+				}
+				if held := time.Now(); held.Before(deadline) {
+					lats[i] = append(lats[i], held.Sub(t0))
+				}
+				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+				err = unlock(uctx)
+				cancel()
+				if err != nil {
+					stop(fmt.Errorf("contender %d: unlock: %w", i, err))
+					return
+				}
+			}
+		}()
+	}
+	deadline = time.Now().Add(d)
+	close(start)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return sample{}, context.Cause(ctx)
+	}
+	s := sample{elapsed: d}
+	for _, l := range lats {
+		s.lat = append(s.lat, l...)
+	}
+	s.ops = len(s.lat)
+	return s, nil
+}
+
+// etcdlockLocker is a contender using lock.Mutex.
+type etcdlockLocker struct {
+	cli *clientv3.Client
+	m   *lock.Mutex
+}
+
+// newEtcdlockLocker makes a contender with its own client and lock.Mutex.
+func newEtcdlockLocker(env *benchEnv, ns, name string) (locker, error) {
+	cli, err := env.newClient()
+	if err != nil {
+		return nil, err
+	}
+	m, err := lock.NewMutex(cli, name, lock.WithNamespace(ns), lock.WithTTL(benchTTL*time.Second))
+	if err != nil {
+		return nil, errors.Join(err, closeClient(cli)())
+	}
+	return &etcdlockLocker{cli: cli, m: m}, nil
+}
+
+// lock implements locker.
+func (l *etcdlockLocker) lock(ctx context.Context) (func(context.Context) error, error) {
+	h, err := l.m.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return h.Unlock, nil
+}
+
+// close implements locker: it closes the Mutex (revoking its lease) and the
+// client.
+func (l *etcdlockLocker) close() error {
+	return errors.Join(l.m.Close(), closeClient(l.cli)())
+}
+
+// concurrencyLocker is a contender using etcd's concurrency.Mutex, with a
+// session of its own.
+type concurrencyLocker struct {
+	cli *clientv3.Client
+	s   *concurrency.Session
+	m   *concurrency.Mutex
+}
+
+// newConcurrencyLocker makes a contender with its own client, session and
+// concurrency.Mutex.
+func newConcurrencyLocker(env *benchEnv, ns, name string) (locker, error) {
+	cli, err := env.newClient()
+	if err != nil {
+		return nil, err
+	}
+	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
+	if err != nil {
+		return nil, errors.Join(err, closeClient(cli)())
+	}
+	return &concurrencyLocker{cli: cli, s: s, m: concurrency.NewMutex(s, ns+name)}, nil
+}
+
+// lock implements locker.
+func (l *concurrencyLocker) lock(ctx context.Context) (func(context.Context) error, error) {
+	if err := l.m.Lock(ctx); err != nil {
+		return nil, err
+	}
+	return l.m.Unlock, nil
+}
+
+// close implements locker: it closes the session (revoking its lease) and
+// the client.
+func (l *concurrencyLocker) close() error {
+	return errors.Join(l.s.Close(), closeClient(l.cli)())
+}

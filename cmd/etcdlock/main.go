@@ -1,0 +1,196 @@
+// Command etcdlock demonstrates and measures etcdlock's locks against an
+// embedded etcd server.
+//
+// Usage:
+//
+//	etcdlock <command> [flags]
+//
+// The commands are:
+//
+//	demo    a paused lock holder is fenced off by the resource it protects
+//	bench   throughput and latency of etcdlock against etcd's concurrency.Mutex
+//	help    list the commands, or show one command's help
+//
+// Run "etcdlock help <command>" for a command's flags. Exit status is 0 on
+// success, 2 for bad usage and 1 for any other failure.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+)
+
+// Exit statuses of every command.
+const (
+	exitOK      = 0 // success
+	exitFailure = 1 // the command ran and failed
+	exitUsage   = 2 // bad command line
+)
+
+// command is one subcommand of etcdlock. A new subcommand is a file that
+// defines a *command and one line in commands.
+type command struct {
+	// name is what selects the command: "etcdlock <name>".
+	name string
+	// summary is the one-line description "etcdlock help" lists.
+	summary string
+	// usage is the synopsis, e.g. "etcdlock demo [flags]".
+	usage string
+	// help is the description printed under the synopsis by
+	// "etcdlock help <name>" and "etcdlock <name> --help", before the flags.
+	help string
+	// setup defines the command's flags on fs and returns the function
+	// that runs the command once fs has parsed the arguments. run writes
+	// its results to stdout and its diagnostics to stderr, stops early when
+	// ctx ends, and returns the exit status.
+	setup func(fs *flag.FlagSet) (run func(ctx context.Context, stdout, stderr io.Writer) int)
+}
+
+// commands lists the subcommands in the order "etcdlock help" shows them.
+var commands = []*command{
+	demoCmd,
+	benchCmd,
+}
+
+// main runs the command line with SIGINT and SIGTERM cancelling the
+// command's context, and exits with its status.
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the command line args (without the program name) and returns the
+// exit status. It is main without the process: tests call it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		printCommands(stderr)
+		return exitUsage
+	}
+	switch name := args[0]; name {
+	case "help", "-h", "-help", "--help":
+		return runHelp(args[1:], stdout, stderr)
+	default:
+		cmd := lookup(name)
+		if cmd == nil {
+			fmt.Fprintf(stderr, "etcdlock: unknown command %q\nRun 'etcdlock help' for the list of commands.\n", name)
+			return exitUsage
+		}
+		return cmd.exec(ctx, args[1:], stdout, stderr)
+	}
+}
+
+// lookup returns the command called name, or nil.
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// runHelp implements "etcdlock help [command]".
+func runHelp(args []string, stdout, stderr io.Writer) int {
+	switch len(args) {
+	case 0:
+		printCommands(stdout)
+		return exitOK
+	case 1:
+		cmd := lookup(args[0])
+		if cmd == nil {
+			fmt.Fprintf(stderr, "etcdlock help: unknown command %q\nRun 'etcdlock help' for the list of commands.\n", args[0])
+			return exitUsage
+		}
+		fs, _ := cmd.flagSet(io.Discard)
+		cmd.printHelp(stdout, fs)
+		return exitOK
+	default:
+		fmt.Fprintln(stderr, "usage: etcdlock help [command]")
+		return exitUsage
+	}
+}
+
+// printCommands writes the list of commands to w.
+func printCommands(w io.Writer) {
+	fmt.Fprint(w, "etcdlock demonstrates and measures etcdlock's locks on an embedded etcd.\n\n")
+	fmt.Fprint(w, "Usage:\n\n\tetcdlock <command> [flags]\n\nThe commands are:\n\n")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "\t%s\t%s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(tw, "\t%s\t%s\n", "help", "list the commands, or show one command's help")
+	_ = tw.Flush()
+	fmt.Fprint(w, "\nRun 'etcdlock help <command>' for a command's flags.\n")
+	fmt.Fprint(w, "Exit status: 0 success, 2 bad usage, 1 any other failure.\n")
+}
+
+// flagSet returns a new flag set with the command's flags, reporting parse
+// errors to errOut.
+func (c *command) flagSet(errOut io.Writer) (*flag.FlagSet, func(ctx context.Context, stdout, stderr io.Writer) int) {
+	fs := flag.NewFlagSet("etcdlock "+c.name, flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	fs.Usage = func() {} // exec prints help itself, to stdout for --help
+	return fs, c.setup(fs)
+}
+
+// printHelp writes the command's synopsis, description and flags to w.
+func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: %s\n\n%s\n", c.usage, strings.TrimSpace(c.help))
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			fmt.Fprint(w, "\nFlags:\n")
+			first = false
+		}
+		// Like flag.PrintDefaults, with the "--" spelling used in the help.
+		arg, usage := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  --%s", f.Name)
+		if arg != "" {
+			fmt.Fprintf(w, " %s", arg)
+		}
+		fmt.Fprintf(w, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
+		switch f.DefValue {
+		case "", "false", "0":
+		default:
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+// exec parses args and runs the command. --help prints the help to stdout
+// and returns 0; a bad flag or a stray argument returns 2.
+func (c *command) exec(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, runFn := c.flagSet(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			c.printHelp(stdout, fs)
+			return exitOK
+		}
+		// flag has already written the error to stderr.
+		fmt.Fprintf(stderr, "Run 'etcdlock help %s' for usage.\n", c.name)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "etcdlock %s: unexpected argument %q\nRun 'etcdlock help %s' for usage.\n", c.name, fs.Arg(0), c.name)
+		return exitUsage
+	}
+	return runFn(ctx, stdout, stderr)
+}
+
+// badUsage reports an invalid flag value of the command called name to
+// stderr and returns exitUsage.
+func badUsage(stderr io.Writer, name, format string, args ...any) int {
+	fmt.Fprintf(stderr, "etcdlock %s: %s\nRun 'etcdlock help %s' for usage.\n", name, fmt.Sprintf(format, args...), name)
+	return exitUsage
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/etcdlock/etcdlock/integration"
+)
+
+// TestMain fails the package's tests if they leave goroutines behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, integration.GoleakOptions()...)
+}
+
+// runCmd runs the etcdlock command line args in-process and returns its exit
+// status, stdout and stderr.
+func runCmd(t *testing.T, timeout time.Duration, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// TestDemo runs the demo in-process: it must exit 0 with the stale write
+// rejected and no update lost.
+func TestDemo(t *testing.T) {
+	code, out, errOut := runCmd(t, 2*time.Minute, "demo")
+	t.Logf("stdout:\n%s", out)
+	if code != exitOK {
+		t.Fatalf("demo exited %d, want 0; stderr:\n%s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "demo: ") || !strings.Contains(last, "1 stale write rejected") || !strings.Contains(last, ", 0 lost updates") {
+		t.Errorf("last line = %q, want the summary with 1 stale write rejected and 0 lost updates", last)
+	}
+	for _, want := range []string{"TAKEOVER", "REJECTED: fencing: stale token", "Done had closed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+// TestBenchJSON runs a short bench in-process and checks the shape of its
+// JSON, never the speeds.
+func TestBenchJSON(t *testing.T) {
+	code, out, errOut := runCmd(t, 5*time.Minute, "bench", "--duration", "300ms", "--contenders", "2", "--json")
+	if code != exitOK {
+		t.Fatalf("bench exited %d, want 0; stderr:\n%s", code, errOut)
+	}
+	var rows []struct {
+		Impl       string   `json:"impl"`
+		Scenario   string   `json:"scenario"`
+		Contenders int      `json:"contenders"`
+		OpsPerSec  float64  `json:"ops_per_sec"`
+		P50Ms      *float64 `json:"p50_ms"`
+		P99Ms      *float64 `json:"p99_ms"`
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("stdout is not one JSON array: %v\n%s", err, out)
+	}
+	type key struct {
+		impl, scenario string
+		contenders     int
+	}
+	got := make(map[key]bool)
+	for _, r := range rows {
+		if r.OpsPerSec <= 0 || r.P50Ms == nil || r.P99Ms == nil {
+			t.Errorf("row %+v: want positive ops_per_sec and p50_ms, p99_ms present", r)
+		}
+		got[key{r.Impl, r.Scenario, r.Contenders}] = true
+	}
+	for _, want := range []key{
+		{"put", "put", 1},
+		{"etcdlock", "uncontended", 1},
+		{"concurrency", "uncontended", 1},
+		{"etcdlock", "contended", 2},
+		{"concurrency", "contended", 2},
+	} {
+		if !got[want] {
+			t.Errorf("no row for %+v in %s", want, out)
+		}
+	}
+}
+
+// TestUsage checks the exit statuses and help of the command line.
+func TestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string // in stdout, if not ""
+	}{
+		{nil, exitUsage, ""},
+		{[]string{"help"}, exitOK, "bench"},
+		{[]string{"--help"}, exitOK, "demo"},
+		{[]string{"help", "bench"}, exitOK, "--contenders"},
+		{[]string{"help", "nope"}, exitUsage, ""},
+		{[]string{"nope"}, exitUsage, ""},
+		{[]string{"demo", "--help"}, exitOK, "usage: etcdlock demo"},
+		{[]string{"demo", "extra"}, exitUsage, ""},
+		{[]string{"bench", "--nope"}, exitUsage, ""},
+		{[]string{"bench", "--contenders", "2,x"}, exitUsage, ""},
+		{[]string{"bench", "--contenders", "2,2"}, exitUsage, ""},
+		{[]string{"bench", "--duration", "0s"}, exitUsage, ""},
+		{[]string{"bench", "--rounds", "0"}, exitUsage, ""},
+	} {
+		code, out, errOut := runCmd(t, time.Minute, tc.args...)
+		if code != tc.code {
+			t.Errorf("etcdlock %q exited %d, want %d; stderr: %s", tc.args, code, tc.code, errOut)
+		}
+		if !strings.Contains(out, tc.out) {
+			t.Errorf("etcdlock %q: stdout lacks %q:\n%s", tc.args, tc.out, out)
+		}
+	}
+}
+
+// TestPercentileMedian checks the bench's statistics.
+func TestPercentileMedian(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	if got := percentile(ds, 50); got != 5 {
+		t.Errorf("p50 = %v, want 5", got)
+	}
+	if got := percentile(ds, 99); got != 10 {
+		t.Errorf("p99 = %v, want 10", got)
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of none = %v, want 0", got)
+	}
+	if got := median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("median = %v, want 2", got)
+	}
+	if got := median([]float64{4, 1, 2, 3}); got != 2.5 {
+		t.Errorf("median = %v, want 2.5", got)
+	}
+}
