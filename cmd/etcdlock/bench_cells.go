@@ -142,6 +142,14 @@ func benchPlan(cfg benchConfig) []group {
 			contended(concurrencyImpl, n, nil),
 		}})
 	}
+	plan = append(plan, group{cells: []*cell{
+		handoff(etcdlockElection, &baseline{
+			key:   cellKey{concurrencyElection.name, "handoff", 2},
+			kind:  ratioSpeed,
+			label: "handoffs/s of concurrency-election",
+		}),
+		handoff(concurrencyElection, nil),
+	}})
 	return plan
 }
 
