@@ -19,6 +19,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/internal/bugs"
+	"github.com/etcdlock/etcdlock/internal/config"
 )
 
 var (
@@ -94,15 +96,17 @@ type Keeper struct {
 	kick   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
+	probes sync.WaitGroup // probe goroutines, which may outlive their result
 
-	mu       sync.Mutex
-	ttl      time.Duration
-	deadline time.Time
-	epoch    *Epoch
-	gone     error
-	orphans  map[string]orphan // keys on this lease to delete
-	goneC    chan struct{}     // closed when gone is set
-	changed  chan struct{}     // closed and replaced at every state change
+	mu        sync.Mutex
+	ttl       time.Duration
+	deadline  time.Time
+	epoch     *Epoch
+	gone      error
+	badMargin error             // the configured margin does not fit the granted TTL
+	orphans   map[string]orphan // keys on this lease to delete
+	goneC     chan struct{}     // closed when gone is set
+	changed   chan struct{}     // closed and replaced at every state change
 }
 
 // Start starts keeping lease id alive. Stop must be called to release it.
@@ -183,11 +187,14 @@ func (k *Keeper) Deadline() (time.Time, time.Duration) {
 func (k *Keeper) Current(ctx context.Context) (*Epoch, error) {
 	for {
 		k.mu.Lock()
-		e, gone, changed := k.epoch, k.gone, k.changed
+		e, gone, changed, bad := k.epoch, k.gone, k.changed, k.badMargin
 		open := e.Err() == nil && time.Now().Before(k.deadline)
 		k.mu.Unlock()
 		if gone != nil {
 			return nil, gone
+		}
+		if bad != nil {
+			return nil, bad
 		}
 		if open {
 			return e, nil
@@ -215,6 +222,7 @@ type probeResult struct {
 
 func (k *Keeper) run(ctx context.Context) {
 	defer close(k.done)
+	defer k.probes.Wait() // each ends soon once ctx is cancelled
 	var (
 		probeT    = time.NewTimer(0)
 		deadlineT = time.NewTimer(time.Hour)
@@ -236,11 +244,13 @@ func (k *Keeper) run(ctx context.Context) {
 		}
 		ch := make(chan probeResult, 1)
 		inflight = ch
+		k.probes.Add(1)
 		timeout := 5 * time.Second
 		if _, ttl := k.Deadline(); ttl > 0 {
 			timeout = ttl
 		}
 		go func() {
+			defer k.probes.Done()
 			sent := time.Now()
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
@@ -251,9 +261,11 @@ func (k *Keeper) run(ctx context.Context) {
 				if bugs.ReceiveTimeDeadline.Load() {
 					r.sent = time.Now() // planted bug: the stock client's receive time
 				}
+			}
+			ch <- r // first the renewal's result, so orphans never delay it
+			if err == nil {
 				k.deleteOrphans(pctx)
 			}
-			ch <- r
 		}()
 	}
 	for {
@@ -304,6 +316,9 @@ func (k *Keeper) notify() {
 func (k *Keeper) renewed(sent time.Time, ttl time.Duration) time.Time {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.cfg.Margin > 0 && 2*k.cfg.Margin >= ttl && k.badMargin == nil {
+		k.badMargin = fmt.Errorf("%w: safety margin %v is not less than half the lease's TTL %v", config.ErrInvalidOption, k.cfg.Margin, ttl)
+	}
 	d := sent.Add(ttl - k.margin(ttl))
 	if d.After(k.deadline) {
 		k.deadline = d

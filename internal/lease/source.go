@@ -32,6 +32,8 @@ type Source struct {
 	keeper  *Keeper
 	release func() // for a session's keeper: drop this Source's reference
 	closed  bool
+	// granting is closed when the grant in flight ends; nil when none is.
+	granting chan struct{}
 }
 
 // Keepers of callers' sessions are shared by every Source on the same client
@@ -86,45 +88,86 @@ func NewSource(cli *clientv3.Client, session *concurrency.Session, ttl, margin t
 }
 
 // Get returns the keeper of a live lease, granting one if needed. It blocks
-// for one Grant round trip when it grants.
+// for one Grant round trip when it grants; callers that arrive meanwhile
+// wait for that grant, each only as long as its own ctx allows.
 func (s *Source) Get(ctx context.Context) (*Keeper, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrClosed
-	}
-	if s.keeper != nil && s.keeper.Gone() == nil {
-		return s.keeper, nil
-	}
-	if s.session != nil {
-		if s.keeper != nil {
-			return nil, ErrExpired // a caller's session does not come back
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
 		}
-		select {
-		case <-s.session.Done():
-			return nil, ErrExpired
-		default:
+		if s.keeper != nil && s.keeper.Gone() == nil {
+			k := s.keeper
+			s.mu.Unlock()
+			return k, nil
 		}
-		s.keeper, s.release = acquireShared(s.cli, s.session.Lease(), Config{Margin: s.margin, SessionDone: s.session.Done(), Logger: s.lg})
-		return s.keeper, nil
-	}
-	if s.keeper != nil {
-		s.keeper.Stop()
+		if s.session != nil {
+			defer s.mu.Unlock()
+			if s.keeper != nil {
+				return nil, ErrExpired // a caller's session does not come back
+			}
+			select {
+			case <-s.session.Done():
+				return nil, ErrExpired
+			default:
+			}
+			s.keeper, s.release = acquireShared(s.cli, s.session.Lease(), Config{Margin: s.margin, SessionDone: s.session.Done(), Logger: s.lg})
+			return s.keeper, nil
+		}
+		if s.granting != nil { // another caller is granting: wait for it
+			ch := s.granting
+			s.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		}
+		old := s.keeper
 		s.keeper = nil
+		s.granting = make(chan struct{})
+		s.mu.Unlock()
+		if old != nil {
+			old.Stop()
+		}
+		k, err := s.grant(ctx)
+		s.mu.Lock()
+		close(s.granting)
+		s.granting = nil
+		closed := s.closed
+		if err == nil && !closed {
+			s.keeper = k
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if closed { // Close ran during the grant: undo it
+			k.Stop()
+			rctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
+			defer cancel()
+			_, _ = s.cli.Revoke(rctx, k.ID())
+			return nil, ErrClosed
+		}
+		return k, nil
 	}
+}
+
+func (s *Source) grant(ctx context.Context) (*Keeper, error) {
 	sent := time.Now()
 	resp, err := s.cli.Grant(ctx, int64(s.ttl/time.Second))
 	if err != nil {
 		return nil, err
 	}
-	s.keeper = Start(s.cli, resp.ID, Config{
+	s.lg.Debug("lease granted", zap.String("lease", leaseHex(resp.ID)), zap.Int64("ttl", resp.TTL))
+	return Start(s.cli, resp.ID, Config{
 		TTL:    time.Duration(resp.TTL) * time.Second,
 		Sent:   sent,
 		Margin: s.margin,
 		Logger: s.lg,
-	})
-	s.lg.Debug("lease granted", zap.String("lease", leaseHex(resp.ID)), zap.Int64("ttl", resp.TTL))
-	return s.keeper, nil
+	}), nil
 }
 
 // Close stops renewing. A lease the Source granted is revoked, on a bounded

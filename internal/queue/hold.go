@@ -140,7 +140,7 @@ func (h *Hold) monitor(own *watch) {
 			return
 		case wr, ok := <-own.ch:
 			if ok && wr.Err() == nil {
-				if hasDelete(wr.Events) {
+				if hasDelete(wr.Events, h.token.Revision) {
 					h.lose(ErrDeleted)
 					h.freeSlot()
 					return
@@ -156,11 +156,14 @@ func (h *Hold) monitor(own *watch) {
 			own.stop()
 			var err error
 			own, err = h.rewatch(b)
-			if errors.Is(err, ErrDeleted) || errors.Is(err, lease.ErrExpired) {
+			switch {
+			case errors.Is(err, ErrDeleted) || errors.Is(err, lease.ErrExpired):
 				h.lose(err)
 				return
-			}
-			if err != nil { // stopped
+			case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
+				h.lose(h.epoch.Err())
+				return
+			case err != nil: // released
 				return
 			}
 		}
@@ -224,6 +227,12 @@ func (h *Hold) lose(cause error) {
 	h.lost = &LostError{Token: h.token, Cause: cause}
 	h.cancel(h.lost)
 	h.q.logger().Warn("hold lost", zap.Stringer("token", h.token), zap.Error(cause))
+	if errors.Is(cause, lease.ErrDeadline) {
+		// The lease may outlive the deadline, and with it the key, which
+		// would block the queue while the holder has been told it lost:
+		// have the keeper delete it (guarded by revision) once etcd answers.
+		h.k.Orphan(h.token.Key, h.token.Revision)
+	}
 }
 
 // Release deletes the hold's key if it is still this hold's (a Txn guarded
@@ -281,7 +290,11 @@ func (h *Hold) Release(ctx context.Context) error {
 		h.mu.Unlock()
 		return nil
 	default:
-		return fmt.Errorf("%w: %w", ErrNotHeld, &LostError{Token: h.token, Cause: ErrDeleted})
+		cause := ErrDeleted
+		if h.k.Gone() != nil {
+			cause = lease.ErrExpired
+		}
+		return fmt.Errorf("%w: %w", ErrNotHeld, &LostError{Token: h.token, Cause: cause})
 	}
 }
 

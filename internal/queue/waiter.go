@@ -90,8 +90,12 @@ func blockerTarget(q *Queue, v Verdict) (string, bool) {
 	return q.Prefix, true
 }
 
-// errWatchBroken makes wait reopen its watches and read again.
-var errWatchBroken = errors.New("etcdlock: watch broken")
+// errWatchBroken makes wait reopen its watches and read again;
+// errBlockerBroken says the blockers' watch is the broken one.
+var (
+	errWatchBroken   = errors.New("etcdlock: watch broken")
+	errBlockerBroken = errors.New("etcdlock: blockers' watch broken")
+)
 
 // wait blocks until the waiter is admitted. On return with an error the
 // caller removes the key.
@@ -146,6 +150,12 @@ func (w *waiter) wait(ctx context.Context, v Verdict) error {
 			}
 		}
 		err := w.await(ctx, v, blk)
+		if errors.Is(err, errBlockerBroken) {
+			// Reopen it (at the current revision) and read again.
+			blk.stop()
+			blk = nil
+			err = errWatchBroken
+		}
 		if errors.Is(err, errWatchBroken) {
 			if err := w.retryable(ctx, err, backoff); err != nil {
 				return err
@@ -177,10 +187,10 @@ func (w *waiter) wait(ctx context.Context, v Verdict) error {
 // await blocks until the blockers still present weigh at most the threshold.
 // It costs no round trip: it only counts delete events.
 func (w *waiter) await(ctx context.Context, v Verdict, blk *watch) error {
-	remaining := make(map[string]int64, len(v.Blockers))
+	remaining := make(map[string]Entry, len(v.Blockers))
 	var sum int64
 	for _, b := range v.Blockers {
-		remaining[b.Key] = b.Weight
+		remaining[b.Key] = b
 		sum += b.Weight
 	}
 	for sum > v.Threshold {
@@ -196,22 +206,23 @@ func (w *waiter) await(ctx context.Context, v Verdict, blk *watch) error {
 				return errWatchBroken
 			}
 			w.needRev = max(w.needRev, wr.Header.Revision)
-			if hasDelete(wr.Events) {
+			if hasDelete(wr.Events, w.rev) {
 				return w.ownDeleted()
 			}
 		case wr, ok := <-blk.ch:
 			if !ok || wr.Err() != nil {
-				w.readRev = -1
-				return errWatchBroken
+				return errBlockerBroken
 			}
 			w.needRev = max(w.needRev, wr.Header.Revision)
 			for _, ev := range wr.Events {
 				if ev.Type != mvccpb.DELETE {
 					continue
 				}
-				if wt, ok := remaining[string(ev.Kv.Key)]; ok {
+				// A delete at or before the blocker's creation is of an
+				// earlier key of the same (reused) name.
+				if b, ok := remaining[string(ev.Kv.Key)]; ok && ev.Kv.ModRevision > b.Rev {
 					delete(remaining, string(ev.Kv.Key))
-					sum -= wt
+					sum -= b.Weight
 				}
 			}
 		}
@@ -219,9 +230,12 @@ func (w *waiter) await(ctx context.Context, v Verdict, blk *watch) error {
 	return nil
 }
 
-func hasDelete(evs []*clientv3.Event) bool {
+// hasDelete reports whether evs delete a key created at rev. Key names are
+// reused, and a member that lags behind may still deliver the delete of an
+// earlier key of the same name: a delete at or before rev is that.
+func hasDelete(evs []*clientv3.Event, rev int64) bool {
 	for _, ev := range evs {
-		if ev.Type == mvccpb.DELETE {
+		if ev.Type == mvccpb.DELETE && ev.Kv.ModRevision > rev {
 			return true
 		}
 	}

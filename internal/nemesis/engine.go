@@ -1,0 +1,435 @@
+package nemesis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/integration"
+)
+
+// porcupineTimeout bounds each linearizability check.
+const porcupineTimeout = time.Minute
+
+// env is what a run shares: the cluster, its fault injector, a healthy
+// client straight to the members, and the healthy watcher.
+type env struct {
+	cfg     Config
+	lg      *zap.Logger
+	cluster *integration.Cluster
+	faults  *integration.Faults
+	direct  *clientv3.Client
+	w       *watcher
+	start   time.Time
+	root    string
+	log     integration.FaultLog
+}
+
+// Run runs the nemesis suite: each fault phase of cfg with every workload,
+// then the checkers, then the seeded-bug scenarios, and returns the
+// report. It returns an error only when the suite could not run (a bad
+// Config, a cluster that does not start); violations and invalid runs are
+// in the report. On a run with violations or invalid, it writes the
+// histories to Report.OutDir. It blocks for about cfg.Duration plus the
+// checks and the seeded bugs (about a minute); ctx cuts it short.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger.Named("nemesis")
+	lg.Info("nemesis run", zap.Int64("seed", cfg.Seed), zap.String("tier", string(cfg.Tier)),
+		zap.Duration("duration", cfg.Duration), zap.Strings("faults", cfg.phases()), zap.Strings("workloads", cfg.workloads()))
+	e := &env{cfg: cfg, lg: lg, cluster: cfg.Cluster, start: time.Now(),
+		root: fmt.Sprintf("nemesis/%d-%d/", cfg.Seed, time.Now().UnixNano()%1e6)}
+	if e.cluster == nil {
+		c, err := integration.StartCluster(3, integration.WithoutFsync())
+		if err != nil {
+			return nil, fmt.Errorf("nemesis: starting cluster: %w", err)
+		}
+		defer c.Close()
+		e.cluster = c
+	}
+	if e.faults, err = integration.NewFaults(e.cluster, lg); err != nil {
+		return nil, err
+	}
+	defer e.faults.Close()
+	if e.direct, err = e.cluster.NewClient(); err != nil {
+		return nil, err
+	}
+	defer e.direct.Close()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := e.direct.Get(sctx, "\x00", clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("nemesis: reading the start revision: %w", err)
+	}
+	e.w = startWatcher(e.direct, e.root, resp.Header.Revision+1, e.start)
+	defer e.w.stop()
+
+	rep := &Report{Seed: cfg.Seed, Tier: cfg.Tier, Duration: cfg.Duration, TTL: cfg.TTL, Valid: true}
+	phases := cfg.phases()
+	phaseDur := cfg.Duration / time.Duration(len(phases))
+	for i, ph := range phases {
+		if ctx.Err() != nil {
+			break
+		}
+		rows, err := e.runPhase(ctx, ph, phaseDur, mix(uint64(cfg.Seed), uint64(i)))
+		if err != nil {
+			rep.InvalidReasons = append(rep.InvalidReasons, fmt.Sprintf("phase %s: %v", ph, err))
+		}
+		rep.Rows = append(rep.Rows, rows...)
+	}
+	if !cfg.SkipSeededBugs && ctx.Err() == nil {
+		rep.SeededBugs = e.runSeededBugs(ctx)
+	}
+	if err := e.w.err(); err != nil {
+		rep.InvalidReasons = append(rep.InvalidReasons, err.Error())
+	}
+	if ctx.Err() != nil {
+		rep.InvalidReasons = append(rep.InvalidReasons, "run cut short: "+ctx.Err().Error())
+	}
+	rep.Faults = e.log.Records()
+	rep.total()
+	if rep.Violations > 0 || !rep.Valid {
+		rep.OutDir, err = e.writeArtifacts(rep)
+		if err != nil {
+			lg.Warn("could not write the histories", zap.Error(err))
+		}
+	}
+	return rep, nil
+}
+
+// mix derives a seed for part i of a run from the run's seed (splitmix64).
+func mix(seed, i uint64) uint64 {
+	z := seed + (i+1)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+func (r *Report) total() {
+	r.Valid = len(r.InvalidReasons) == 0
+	for _, row := range r.Rows {
+		r.CriticalSections += row.CriticalSections
+		r.StaleRejected += row.StaleRejected
+		r.LeaseExpiries += row.LeaseExpiries
+		r.ControlLostUpdates += row.ControlLostUpdates
+		for _, n := range row.Violations {
+			r.Violations += n
+		}
+		for _, f := range row.findings {
+			if len(r.Findings) < 50 {
+				r.Findings = append(r.Findings, f)
+			}
+		}
+		if !row.Valid {
+			r.Valid = false
+		}
+	}
+	for _, b := range r.SeededBugs {
+		r.SeededBugsTotal++
+		if b.Caught {
+			r.SeededBugsCaught++
+		}
+		if !b.CleanWithoutBug {
+			r.Violations++
+			if len(r.Findings) < 50 {
+				r.Findings = append(r.Findings, Finding{"seeded-bug", b.Bug + ": the scenario failed a checker without the bug"})
+			}
+		}
+	}
+}
+
+// runPhase runs every workload under one fault phase and checks them.
+func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, seed uint64) ([]Row, error) {
+	lg := e.lg.With(zap.String("phase", phase))
+	lg.Info("phase start", zap.Duration("duration", dur), zap.Uint64("seed", seed))
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	var wls []*workload
+	var startErr error
+	for i, name := range e.cfg.workloads() {
+		ns := e.root + phase + "/" + name + "/"
+		data := ""
+		if name == WorkloadMutexEtcd || name == WorkloadSemaphore || name == WorkloadElection {
+			data = e.root + "data/" + phase + "/" + name
+		}
+		wl := e.newWorkload(name, ns, data)
+		wls = append(wls, wl)
+		if err := wl.start(wctx, mix(seed, uint64(100+i))); err != nil {
+			startErr = fmt.Errorf("starting workload %s: %w", name, err)
+			break
+		}
+	}
+	var phaseFaults []integration.FaultRecord
+	warm := make([]int64, len(wls))
+	if startErr == nil {
+		sleepCtx(ctx, e.cfg.Warmup)
+		for i, wl := range wls {
+			warm[i] = wl.cs.Load()
+		}
+		phaseFaults = e.runFaults(ctx, phase, dur-e.cfg.Warmup, seed, wls)
+	}
+	stopWorkers()
+	var stopErrs []error
+	for _, wl := range wls {
+		if err := wl.stop(); err != nil {
+			stopErrs = append(stopErrs, fmt.Errorf("closing workload %s: %w", wl.name, err))
+		}
+	}
+	stopped := time.Now()
+	rows := make([]Row, len(wls))
+	for i, wl := range wls {
+		rows[i] = e.checkWorkload(wl, phase, int(warm[i]), phaseFaults)
+	}
+	lg.Info("phase end", zap.Int("faults", len(phaseFaults)), zap.Duration("checks", time.Since(stopped)))
+	return rows, errors.Join(append([]error{startErr}, stopErrs...)...)
+}
+
+// runFaults runs the phase's schedules for d and returns what they did.
+func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed uint64, wls []*workload) []integration.FaultRecord {
+	fctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	ttl := e.cfg.TTL
+	f := e.faults
+	var log integration.FaultLog
+	var lanes []*integration.Schedule
+	member := func(faults ...integration.Fault) {
+		lanes = append(lanes, &integration.Schedule{Faults: faults, MinGap: 300 * time.Millisecond, MaxGap: time.Second})
+	}
+	client := func(fault func(*workload) integration.Fault, more ...func(*workload) integration.Fault) {
+		for _, wl := range wls {
+			fs := []integration.Fault{fault(wl)}
+			for _, m := range more {
+				fs = append(fs, m(wl))
+			}
+			lanes = append(lanes, &integration.Schedule{Faults: fs, MinGap: 200 * time.Millisecond, MaxGap: time.Second})
+		}
+	}
+	pause := func(wl *workload) integration.Fault { return wl.pauseHolderFault(ttl) }
+	blackhole := func(wl *workload) integration.Fault { return wl.blackholeFault(ttl) }
+	restart := f.RestartMemberFault(200*time.Millisecond, 1500*time.Millisecond)
+	partition := f.PartitionLeaderFault(500*time.Millisecond, 2*time.Second)
+	move := f.MoveLeaderFault()
+	pauseMember := f.PauseMemberFault(300*time.Millisecond, 1500*time.Millisecond)
+	compact := false
+	switch phase {
+	case FaultClientPause:
+		client(pause)
+	case FaultBlackholeClient:
+		client(blackhole)
+	case FaultRestartMember:
+		member(restart)
+	case FaultPartitionLeader:
+		member(partition)
+	case FaultMoveLeader:
+		lanes = append(lanes, &integration.Schedule{Faults: []integration.Fault{move}, MinGap: 100 * time.Millisecond, MaxGap: 600 * time.Millisecond})
+	case FaultPauseMember:
+		member(pauseMember)
+	case FaultCompaction:
+		compact = true
+	case FaultMixed:
+		member(restart, partition, move, pauseMember)
+		client(pause, blackhole)
+		compact = true
+	}
+	var wg sync.WaitGroup
+	for i, s := range lanes {
+		s.Seed = mix(seed, uint64(i))
+		s.Log = &log
+		s.Logger = e.lg.With(zap.String("phase", phase))
+		wg.Go(func() { s.Run(fctx) })
+	}
+	if compact {
+		wg.Go(func() {
+			start := time.Now()
+			n, err := f.Compactor(fctx, CompactionPeriod, e.w.Consumed)
+			r := integration.FaultRecord{Name: "compactor", Target: fmt.Sprintf("%d compactions every %v", n, CompactionPeriod),
+				Start: start, End: time.Now()}
+			if err != nil {
+				r.Err = err.Error()
+			}
+			if n > 0 {
+				log.Add(r)
+			}
+		})
+	}
+	wg.Wait()
+	recs := log.Records()
+	for i := range recs {
+		recs[i].Name = phase + ": " + recs[i].Name
+		e.log.Add(recs[i])
+	}
+	return recs
+}
+
+// checkWorkload runs the checkers over one workload of one phase.
+func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []integration.FaultRecord) Row {
+	row := Row{Workload: wl.name, Fault: phase, WarmupSections: warm, Violations: map[string]int{},
+		CriticalSections: int(wl.cs.Load()), Porcupine: LinNone, strict: wl.strict}
+	for _, c := range checkers {
+		row.Violations[c] = 0
+	}
+	add := func(fs ...Finding) {
+		for _, f := range fs {
+			row.Violations[f.Checker]++
+			row.findings = append(row.findings, Finding{f.Checker, phase + "/" + wl.name + ": " + f.What})
+		}
+	}
+	invalid := func(s string) { row.Invalid = append(row.Invalid, s) }
+	if wl.fenced {
+		row.StaleRejected = int(wl.stale.Load())
+	}
+	for _, f := range faults {
+		if f.Err == "" && (!strings.Contains(f.Name, "holder") && !strings.Contains(f.Name, "client") ||
+			strings.HasPrefix(f.Target, wl.name+"/")) {
+			row.FaultsInjected++
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// The register's final value, then remove its key.
+	var final int64
+	if wl.reg != nil {
+		final = wl.reg.value
+	} else if wl.data != "" {
+		resp, err := e.direct.Get(ctx, wl.data)
+		if err != nil {
+			invalid("reading the final value: " + err.Error())
+		} else if len(resp.Kvs) == 1 {
+			fmt.Sscan(string(resp.Kvs[0].Value), &final)
+		}
+		if _, err := e.direct.Delete(ctx, wl.data); err != nil {
+			invalid("removing the register: " + err.Error())
+		}
+	}
+	// No key may be left: leases of closed primitives are revoked, and any
+	// other key's lease expires within a TTL.
+	if left := e.waitEmpty(ctx, wl.ns, 3*e.cfg.TTL+3*time.Second); left != "" {
+		add(Finding{CheckCleanup, "keys left: " + left})
+	}
+	if err := e.w.catchUp(ctx); err != nil {
+		invalid("watcher: " + err.Error())
+	}
+	grants, accesses, observed := wl.hist.snapshot()
+	row.grants, row.accesses, row.observed = grants, accesses, observed
+	row.HolderPauses = wl.hist.pauses
+	events := e.w.Events()
+	lives := replay(events, wl.spec)
+	gr := checkGrants(wl.spec, lives, grants, leaseUse(events))
+	row.LeaseExpiries = gr.expiries
+	add(gr.findings...)
+	if wl.name == WorkloadElection {
+		add(checkObserve(lives, observed)...)
+	}
+	if wl.counter {
+		cr := checkCounter(accesses, final)
+		if wl.name == WorkloadControl {
+			row.ControlLostUpdates = cr.lost
+		} else {
+			add(cr.findings...)
+		}
+	}
+	if wl.name != WorkloadSemaphore {
+		res, err := checkLinearizable(accesses, wl.strict, porcupineTimeout, "")
+		if err != nil {
+			invalid("porcupine: " + err.Error())
+		}
+		row.Porcupine = res
+		switch {
+		case res == LinTimeout:
+			invalid("porcupine timed out")
+		case wl.name == WorkloadControl && res == LinIllegal:
+			row.Porcupine = LinExpected
+		case res == LinIllegal:
+			add(Finding{CheckLinearizable, fmt.Sprintf("the register's history of %d accesses is not linearizable", len(accesses))})
+		}
+	}
+
+	// Validity.
+	if warm < MinWarmupSections {
+		invalid(fmt.Sprintf("%d critical sections before the first fault", warm))
+	}
+	if row.FaultsInjected == 0 {
+		invalid("no fault ran")
+	}
+	if row.HolderPauses > 0 && row.LeaseExpiries == 0 {
+		invalid(fmt.Sprintf("%d holder pauses let no lease expire", row.HolderPauses))
+	}
+	row.Valid = len(row.Invalid) == 0
+	return row
+}
+
+// waitEmpty waits up to d for no key to be left under prefix, and returns
+// the keys left otherwise ("" when none).
+func (e *env) waitEmpty(ctx context.Context, prefix string, d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, opTimeout)
+		resp, err := e.direct.Get(rctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(10))
+		cancel()
+		if err == nil && resp.Count == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return "cannot read: " + err.Error()
+			}
+			keys := make([]string, len(resp.Kvs))
+			for i, kv := range resp.Kvs {
+				keys[i] = string(kv.Key)
+			}
+			return fmt.Sprintf("%d: %s", resp.Count, strings.Join(keys, " "))
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+// writeArtifacts writes the report, the fault log, the watcher's events,
+// each row's history and findings, and porcupine's visualization of each
+// non-linearizable history to a new directory named after the seed.
+func (e *env) writeArtifacts(rep *Report) (string, error) {
+	base := e.cfg.OutDir
+	if base == "" {
+		base = os.TempDir()
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(base, fmt.Sprintf("etcdlock-nemesis-seed%d-", rep.Seed))
+	if err != nil {
+		return "", err
+	}
+	write := func(name string, v any) error {
+		b, err := json.MarshalIndent(v, "", " ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	errs := []error{write("report.json", rep), write("events.json", e.w.Events())}
+	for _, row := range rep.Rows {
+		name := row.Fault + "-" + row.Workload
+		errs = append(errs, write(name+".json", map[string]any{
+			"row": row, "findings": row.findings, "grants": row.grants, "accesses": row.accesses, "observed": row.observed,
+		}))
+		if row.Porcupine == LinIllegal || row.Porcupine == LinExpected {
+			_, err := checkLinearizable(row.accesses, row.strict, porcupineTimeout, filepath.Join(dir, name+".html"))
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, os.WriteFile(filepath.Join(dir, "REPLAY"),
+		[]byte(fmt.Sprintf("seed %d tier %s duration %v ttl %v\n", rep.Seed, rep.Tier, rep.Duration, rep.TTL)), 0o644))
+	return dir, errors.Join(errs...)
+}

@@ -1,0 +1,99 @@
+package nemesis_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/internal/nemesis"
+)
+
+var (
+	seed     = flag.Int64("nemesis.seed", 0, "seed to replay (0: a new one)")
+	duration = flag.Duration("nemesis.duration", 0, "time in fault phases (0: the tier's default)")
+	tier     = flag.String("nemesis.tier", "short", "tier: short or full")
+	outDir   = flag.String("nemesis.out", "", "directory for the histories of a failed run (default: the temporary directory)")
+	verbose  = flag.Bool("nemesis.v", false, "log every fault")
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, integration.GoleakOptions()...)
+}
+
+// TestShortTier runs every workload under client pauses and member
+// restarts, then the seeded bugs, and requires a valid run without
+// violations, lost updates in the unfenced control under client pauses,
+// and every seeded bug caught. About three minutes (-short: under one).
+func TestShortTier(t *testing.T) {
+	d := *duration
+	if d == 0 {
+		d = 100 * time.Second
+		if testing.Short() {
+			d = 30 * time.Second
+		}
+	}
+	level := zap.WarnLevel
+	if *verbose {
+		level = zap.InfoLevel
+	}
+	c := integration.NewCluster(t, 3, integration.WithoutFsync())
+	cfg := nemesis.Config{
+		Duration: d,
+		Seed:     *seed,
+		Tier:     nemesis.Tier(*tier),
+		OutDir:   *outDir,
+		Logger:   zaptest.NewLogger(t, zaptest.Level(level)),
+		Cluster:  c,
+	}
+	start := time.Now()
+	rep, err := nemesis.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := rep.Table(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d (replay with -nemesis.seed %d), took %v\n%s", rep.Seed, rep.Seed, time.Since(start).Round(time.Second), b.String())
+	js, err := json.Marshal(map[string]any{
+		"seed": rep.Seed, "critical_sections": rep.CriticalSections, "stale_rejected": rep.StaleRejected,
+		"lease_expiries": rep.LeaseExpiries, "violations": rep.Violations, "control_lost_updates": rep.ControlLostUpdates,
+		"seeded_bugs_caught": rep.SeededBugsCaught, "seeded_bugs_total": rep.SeededBugsTotal, "valid": rep.Valid,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("summary: %s", js)
+
+	if !rep.Valid {
+		t.Errorf("run invalid: %v", rep.InvalidReasons)
+	}
+	if rep.Violations != 0 {
+		t.Errorf("%d violations", rep.Violations)
+	}
+	for _, row := range rep.Rows {
+		if row.Workload == nemesis.WorkloadControl && row.Fault == nemesis.FaultClientPause && row.ControlLostUpdates == 0 {
+			t.Errorf("the unfenced control lost no update under client pauses (%d pauses, %d lease expiries)",
+				row.HolderPauses, row.LeaseExpiries)
+		}
+	}
+	if rep.SeededBugsTotal != 4 || rep.SeededBugsCaught != rep.SeededBugsTotal {
+		t.Errorf("%d of %d seeded bugs caught", rep.SeededBugsCaught, rep.SeededBugsTotal)
+	}
+	for _, bug := range rep.SeededBugs {
+		if !bug.Caught || !bug.CleanWithoutBug {
+			t.Errorf("seeded bug %s: caught %v, clean without it %v, %s", bug.Bug, bug.Caught, bug.CleanWithoutBug, bug.Err)
+		}
+	}
+	if t.Failed() && rep.OutDir != "" {
+		t.Logf("histories in %s", rep.OutDir)
+	}
+}

@@ -1,0 +1,148 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/lock"
+)
+
+// A hold lost to its deadline while its lease lives on (renewals delayed,
+// not lost) must not leave its key blocking the lock: the holder was told it
+// lost, and will not unlock.
+func TestDeadlineLossDoesNotWedgeLock(t *testing.T) {
+	e := newEnv(t)
+	srv := integration.Shared(t)
+	p := integration.NewProxy(t, srv.Endpoint())
+	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	defer p.Unpause()
+
+	holder := e.mutex(cli, "wedge", lock.WithTTL(4*time.Second), lock.WithSafetyMargin(1900*time.Millisecond))
+	h := mustLock(t, holder)
+	d0 := h.Deadline()
+	for h.Deadline().Equal(d0) { // just after a renewal
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Pause() // the next renewal is held: delivered late, but before the lease expires
+	waitClosed(t, h.Done(), 4*time.Second, "hold lost to its deadline")
+	p.Unpause()
+	if !errors.Is(h.Err(), lock.ErrDeadline) {
+		t.Fatalf("Err = %v, want ErrDeadline", h.Err())
+	}
+	// The holder does not Unlock. Someone else must get the lock long
+	// before the lease (renewed again) would expire.
+	other := e.mutex(e.cli, "wedge")
+	h2, err := other.Lock(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatalf("lock wedged after a deadline loss: %v", err)
+	}
+	if h2.Token().Revision <= h.Token().Revision {
+		t.Fatalf("tokens %v then %v", h.Token(), h2.Token())
+	}
+	mustUnlock(t, h2)
+}
+
+// A Lock waiting for another caller's lease grant still honours its own
+// context.
+func TestLockHonoursCtxWhileAnotherGrants(t *testing.T) {
+	e := newEnv(t)
+	srv := integration.Shared(t)
+	p := integration.NewProxy(t, srv.Endpoint())
+	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	m := e.mutex(cli, "grant")
+	p.Blackhole()
+	defer p.Unblackhole()
+	bg, cancelBg := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { _, err := m.Lock(bg); first <- err }() // blocks in Grant
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := m.Lock(ctx); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("second Lock = %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second Lock ignored its context while another caller granted a lease")
+	}
+	cancelBg()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first Lock = %v, want Canceled", err)
+	}
+	p.Unblackhole()
+}
+
+// A waiter whose predecessor watch breaks (its member lost the leader)
+// reopens it, instead of falling back to polling.
+func TestWaiterReopensBrokenWatch(t *testing.T) {
+	c := integration.NewCluster(t, 3, integration.WithoutFsync())
+	ctx := ctxT(t, 60*time.Second)
+	lead, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := (lead + 1) % 3
+	wcli, err := c.Members()[f].NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wcli.Close() })
+	core, logs := observer.New(zap.DebugLevel)
+	hcli := c.Client(t)
+	hm, err := lock.NewMutex(hcli, "blk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hm.Close()
+	wm, err := lock.NewMutex(wcli, "blk", lock.WithTTL(30*time.Second), lock.WithLogger(zap.New(core)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wm.Close()
+	h, err := hm.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		h2, err := wm.Lock(ctx)
+		if err == nil {
+			err = h2.Unlock(ctx)
+		}
+		got <- err
+	}()
+	waitKeys(t, hcli, hm.Prefix(), 2)
+	c.Isolate(f)
+	time.Sleep(1500 * time.Millisecond) // the member loses its leader: its watches are cancelled
+	c.Heal(f)
+	time.Sleep(time.Second) // the waiter recovers
+	n0 := logs.FilterMessage("retrying wait").Len()
+	time.Sleep(2500 * time.Millisecond)
+	if n := logs.FilterMessage("retrying wait").Len() - n0; n > 0 {
+		t.Errorf("%d wait retries after the cluster healed: the waiter polls instead of watching", n)
+	}
+	if err := h.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
