@@ -1,5 +1,7 @@
 // Package lock provides fair (FIFO) distributed locks on etcd whose every
-// grant carries a fencing token.
+// grant carries a fencing token: a Mutex, a writer-fair RWMutex, and a
+// counting Semaphore whose holders take k of N permits. All three are one
+// queue mechanism with three admission rules.
 //
 // A Mutex is a queue of keys under one prefix, each attached to an etcd
 // lease; the key with the lowest create revision holds the lock. Lock blocks

@@ -24,7 +24,9 @@ type Hold struct {
 }
 
 // Token returns the hold's fencing token: its key and the key's create
-// revision, greater than the token of every earlier hold of the same lock.
+// revision. A Mutex's (or an RWMutex writer's) token is greater than the
+// token of every earlier hold of the same lock; for read holds and
+// semaphore permits, see RWMutex and Semaphore for what a token orders.
 func (h *Hold) Token() fencing.Token { return h.h.Token() }
 
 // Done returns a channel closed when the hold is lost or unlocked.

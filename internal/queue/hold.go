@@ -141,7 +141,7 @@ func (h *Hold) monitor(own *watch) {
 		case wr, ok := <-own.ch:
 			if ok && wr.Err() == nil {
 				if hasDelete(wr.Events, h.token.Revision) {
-					h.lose(ErrDeleted)
+					h.lose(h.q.whyDeleted(h.k))
 					h.freeSlot()
 					return
 				}

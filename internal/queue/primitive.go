@@ -91,6 +91,11 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 	})
 	if err != nil {
 		p.wg.Done()
+		if ctx.Err() != nil {
+			// A request cut short by ctx reports a bare context error;
+			// say why ctx ended (the caller's cause, or ErrClosed).
+			return nil, context.Cause(ctx)
+		}
 		return nil, err
 	}
 	p.mu.Lock()

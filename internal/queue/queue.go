@@ -27,11 +27,13 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -143,6 +145,9 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			// The put may have landed, or may still land: remove it now and
 			// again after the next renewal (the key's slot is not reused).
 			w.removeByKey()
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return nil, lease.ErrExpired // the keeper has not noticed yet
+			}
 			return nil, err
 		}
 		w.rev = resp.Header.Revision

@@ -245,16 +245,25 @@ func hasDelete(evs []*clientv3.Event, rev int64) bool {
 // ownDeleted tells why the waiter's key vanished: its lease is gone, or
 // another client deleted it. It costs one TimeToLive, on this rare path only.
 func (w *waiter) ownDeleted() error {
-	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
-	defer cancel()
-	if w.k.Gone() != nil {
+	if err := w.q.whyDeleted(w.k); errors.Is(err, lease.ErrExpired) {
+		return err
+	}
+	return fmt.Errorf("%w: waiter key %s", ErrDeleted, w.key)
+}
+
+// whyDeleted tells why a key on k's lease vanished: ErrExpired if the lease
+// is gone, else ErrDeleted. One TimeToLive, on a bounded context.
+func (q *Queue) whyDeleted(k *lease.Keeper) error {
+	if k.Gone() != nil {
 		return lease.ErrExpired
 	}
-	resp, err := w.q.Client.TimeToLive(ctx, w.k.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+	defer cancel()
+	resp, err := q.Client.TimeToLive(ctx, k.ID())
 	if err == nil && resp.TTL <= 0 {
 		return lease.ErrExpired
 	}
-	return fmt.Errorf("%w: waiter key %s", ErrDeleted, w.key)
+	return ErrDeleted
 }
 
 // confirm reads, in one read-only Txn, the waiter's own key and the rule's

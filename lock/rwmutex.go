@@ -1,0 +1,280 @@
+package lock
+
+import (
+	"context"
+	"sync"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/queue"
+)
+
+// RWMutex is a fair distributed reader-writer lock: any number of readers,
+// or one writer. Readers and writers wait in one queue, in the order they
+// asked (their keys' create revisions), and the queue is writer-fair:
+//
+//   - a reader waits only for the writers queued before it, so readers
+//     already holding do not keep a queued writer out, and the readers
+//     queued behind one writer all hold together once it unlocks;
+//   - a writer waits for everyone queued before it, readers and writers.
+//
+// So writers never starve, and neither do readers.
+//
+// Every hold, read or write, is a *Hold: a fencing token, Done and Context
+// that end at the first sign the hold may be lost (as for Mutex), and a
+// guarded, retryable Unlock. A waiter confirms with a fresh read, after
+// waiting, that its own key is still there and that nobody it must wait for
+// is left, so a waiter whose session ends while it waits returns
+// ErrSessionExpired and is never granted on a key it no longer has: the
+// double writer of etcd's recipes.RWMutex (etcd #16221) cannot happen. (A
+// lease that ends just after the grant ends the hold like any other loss.)
+//
+// # Fencing read and write tokens
+//
+// A hold's token is its key's create revision. A write hold's token is
+// greater than the token of every hold, read or write, granted before it; a
+// read hold's token is greater than that of every write hold granted before
+// it. Tokens of read holds are not ordered among themselves: readers queued
+// together are granted together. A resource guarded by an RWMutex keeps two
+// numbers, the highest token it has seen from anyone and the highest token
+// it has seen from a writer, and
+//
+//   - accepts a write iff its token is at least the highest token seen of
+//     either kind (so a stale writer is refused after any newer hold acted);
+//   - accepts a read iff its token is at least the highest writer token
+//     seen (so a stale reader is refused after a newer writer acted).
+//
+// RWFence implements exactly this for a resource in the same process as the
+// check. Inside etcd, fence with fencing.Commit, which holds only while the
+// hold's key is current, for reads as well as writes.
+//
+// The lock is not reentrant: a hold of either kind followed by Lock on the
+// same name waits for itself until ctx ends, as does a read hold followed by
+// RLock while a writer is queued between them. There is no upgrade or
+// downgrade.
+//
+// An RWMutex is safe for concurrent use: each call is its own waiter, and
+// holds through one RWMutex (or one session) are separate holders, sharing
+// or excluding each other by the rules above. Close it when done.
+//
+// # Round trips
+//
+// RLock, Lock and Unlock uncontended: one Txn each (plus a lease grant the
+// first time). TryRLock and TryLock: one Txn, granted or not. A reader
+// queued behind a writer watches only that writer's key, and when it
+// unlocks, each reader behind it gets one watch event and makes one
+// read-only Txn, which admits it. A writer watches the key just ahead of it
+// and makes one read-only Txn each time that key goes: behind k readers,
+// between one and k. The read-only Txns after a wake-up are serializable:
+// the member answers them without a raft round.
+type RWMutex struct {
+	p      *queue.Primitive
+	name   string
+	prefix string
+	reader queue.Queue // keys under prefix+"r/"
+	writer queue.Queue // keys under prefix+"w/"
+}
+
+// NewRWMutex returns the reader-writer lock called name on cli. Its keys are
+// under Prefix(): readers' under Prefix()+"r/", writers' under
+// Prefix()+"w/". It does no I/O. It returns ErrNilClient, ErrInvalidName,
+// ErrInvalidNamespace or ErrInvalidOption for bad arguments.
+func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex, error) {
+	p, err := queue.NewPrimitive(cli, "rw", name, writerRule{}, opts(options))
+	if err != nil {
+		return nil, err
+	}
+	base := p.Q.Prefix
+	m := &RWMutex{p: p, name: name, prefix: base, reader: p.Q, writer: p.Q}
+	m.reader.Prefix, m.reader.Rule = base+"r/", readerRule{base: base}
+	m.writer.Prefix, m.writer.Rule = base+"w/", writerRule{base: base}
+	p.Q = m.writer // so that p.Acquire, if ever used, is a write lock
+	return m, nil
+}
+
+// RLock blocks until a read hold is granted: when no writer queued before
+// this call still holds or waits. Uncontended, it costs one round trip to
+// etcd (plus a lease grant the first time).
+//
+// If ctx ends first, RLock removes its waiting key (on a bounded context of
+// its own) and returns ctx's error (context.Cause). It returns
+// ErrSessionExpired if the lease ends while waiting, ErrDeleted if another
+// client deleted the waiting key, ErrClosed after or during Close, or etcd's
+// error.
+func (m *RWMutex) RLock(ctx context.Context) (*Hold, error) {
+	return m.acquire(ctx, &m.reader, false)
+}
+
+// Lock blocks until a write hold is granted: when every reader and writer
+// queued before this call has unlocked, given up or lost its hold. Its cost
+// and errors are RLock's.
+func (m *RWMutex) Lock(ctx context.Context) (*Hold, error) {
+	return m.acquire(ctx, &m.writer, false)
+}
+
+// TryRLock takes a read hold if no writer holds or waits, in one round trip,
+// and returns ErrLocked at once otherwise, leaving no key behind. Its other
+// errors are RLock's.
+func (m *RWMutex) TryRLock(ctx context.Context) (*Hold, error) {
+	return m.acquire(ctx, &m.reader, true)
+}
+
+// TryLock takes a write hold if nobody holds or waits, in one round trip,
+// and returns ErrLocked at once otherwise, leaving no key behind. Its other
+// errors are RLock's.
+func (m *RWMutex) TryLock(ctx context.Context) (*Hold, error) {
+	return m.acquire(ctx, &m.writer, true)
+}
+
+func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, try bool) (*Hold, error) {
+	h, err := m.p.AcquireWith(ctx, q, "", try)
+	if err != nil {
+		return nil, err
+	}
+	return &Hold{h}, nil
+}
+
+// RDo takes a read hold, runs fn with a context that is cancelled when the
+// hold is lost (or ctx ends) and the hold's fencing token, then unlocks. It
+// returns fn's error joined with Unlock's, or RLock's error if fn never ran.
+// If the hold was lost while fn ran, the error matches ErrLost even when fn
+// returned nil.
+func (m *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
+	h, err := m.RLock(ctx)
+	if err != nil {
+		return err
+	}
+	return h.run(ctx, fn)
+}
+
+// Do is RDo with a write hold.
+func (m *RWMutex) Do(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
+	h, err := m.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	return h.run(ctx, fn)
+}
+
+// Name returns the lock's name.
+func (m *RWMutex) Name() string { return m.name }
+
+// Prefix returns the etcd key prefix of the lock's queue, which holds every
+// reader and writer key.
+func (m *RWMutex) Prefix() string { return m.prefix }
+
+// Close ends waits in progress (they return ErrClosed), unlocks every hold
+// still held through this RWMutex, and revokes the lease the RWMutex
+// granted, if any (a session given with WithSession stays open). Each
+// request runs on a bounded context. Later calls return ErrClosed. Close is
+// idempotent.
+func (m *RWMutex) Close() error { return m.p.Close() }
+
+// readerRule admits a reader when no writer is older; a waiting reader
+// watches the newest older writer, so all readers behind one writer wake on
+// its delete.
+type readerRule struct{ base string }
+
+func (r readerRule) Reads(_ string, maxRev int64) []clientv3.Op {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1)}
+	if maxRev != 0 { // else: in the enqueue Txn every writer key is older than ours
+		opts = append(opts, clientv3.WithMaxCreateRev(maxRev-1), clientv3.WithSerializable())
+	}
+	return []clientv3.Op{clientv3.OpGet(r.base+"w/", opts...)}
+}
+
+func (readerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
+	older := queue.Older(self, resps[0].Kvs, nil)
+	if len(older) == 0 {
+		return queue.Verdict{Admitted: true}
+	}
+	return queue.Verdict{Blockers: older[:1]}
+}
+
+func (r readerRule) TryIf(string) []clientv3.Cmp {
+	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(r.base+"w/"), "=", 0).WithPrefix()}
+}
+
+// writerRule is the mutex's rule (queue.Exclusive) over every key of the
+// lock, readers' and writers': a writer waits for the key just ahead of it.
+type writerRule struct{ base string }
+
+func (r writerRule) Reads(_ string, maxRev int64) []clientv3.Op {
+	return queue.Exclusive{}.Reads(r.base, maxRev)
+}
+
+func (writerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
+	return queue.Exclusive{}.Judge(self, resps)
+}
+
+func (r writerRule) TryIf(string) []clientv3.Cmp { return queue.Exclusive{}.TryIf(r.base) }
+
+// RWFence is the fence of a resource guarded by an RWMutex: it admits the
+// accesses of current holders and refuses those of stale ones, by the rule
+// in RWMutex's doc. For each resource it keeps the highest token revision
+// admitted from anyone and the highest admitted from a writer.
+//
+// Admit every access, reads as well as writes, atomically with the access:
+// call AdmitWrite while holding the resource's own exclusive lock for the
+// write, and AdmitRead while holding at least its shared lock for the read,
+// so that no admitted write can slip between a read's admission and the
+// read.
+//
+// The zero RWFence is empty and ready to use. An RWFence is safe for
+// concurrent use and never blocks on I/O. It forgets nothing.
+type RWFence struct {
+	mu sync.Mutex
+	m  map[string]rwMarks
+}
+
+type rwMarks struct{ all, write int64 }
+
+// AdmitWrite accepts t, a write hold's token, for resource if it is at least
+// every token admitted so far for resource, and records it. Otherwise it
+// returns a *fencing.StaleError matching fencing.ErrStale. A zero token is
+// always refused.
+func (f *RWFence) AdmitWrite(resource string, t fencing.Token) error {
+	return f.admit(resource, t, true)
+}
+
+// AdmitRead accepts t, a read hold's token, for resource if it is at least
+// every write token admitted so far for resource, and records it. Otherwise
+// it returns a *fencing.StaleError matching fencing.ErrStale. A zero token
+// is always refused.
+func (f *RWFence) AdmitRead(resource string, t fencing.Token) error {
+	return f.admit(resource, t, false)
+}
+
+func (f *RWFence) admit(resource string, t fencing.Token, write bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.m[resource]
+	floor := h.write
+	if write {
+		floor = h.all
+	}
+	if t.IsZero() || t.Revision < floor {
+		return &fencing.StaleError{Resource: resource, Token: t, Highest: floor}
+	}
+	if f.m == nil {
+		f.m = make(map[string]rwMarks)
+	}
+	h.all = max(h.all, t.Revision)
+	if write {
+		h.write = t.Revision
+	}
+	f.m[resource] = h
+	return nil
+}
+
+// Highest returns the highest token revision admitted for resource from
+// anyone, and from a writer; zero for none.
+func (f *RWFence) Highest(resource string) (all, write int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.m[resource]
+	return h.all, h.write
+}

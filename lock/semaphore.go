@@ -1,0 +1,244 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/queue"
+)
+
+// MaxSemaphoreLimit is the largest number of permits a Semaphore may have.
+// It keeps every sum of permits far from overflow: an int64 sum would need
+// more than two billion keys in one queue to overflow.
+const MaxSemaphoreLimit int64 = 1 << 32
+
+var (
+	// ErrInvalidPermits is returned by Acquire and TryAcquire for a number
+	// of permits below 1 or above the semaphore's limit, without any I/O.
+	ErrInvalidPermits = errors.New("etcdlock: invalid number of permits")
+	// ErrLimitMismatch is matched by the error of an Acquire or TryAcquire
+	// that found a holder or waiter ahead of it that opened the semaphore
+	// with a different limit (a *LimitMismatchError), or a key under the
+	// semaphore's prefix that is not a semaphore entry at all.
+	ErrLimitMismatch = errors.New("etcdlock: semaphore limit mismatch")
+)
+
+// LimitMismatchError reports that a holder or waiter of the semaphore opened
+// it with a different limit. It matches ErrLimitMismatch.
+type LimitMismatchError struct {
+	Name   string // the semaphore's name
+	Limit  int64  // the limit of the Semaphore that was asked to acquire
+	Stored int64  // the limit stored with Key
+	Key    string // the key of the holder or waiter ahead
+}
+
+func (e *LimitMismatchError) Error() string {
+	return fmt.Sprintf("etcdlock: semaphore %q opened with limit %d, but %s holds or waits with limit %d",
+		e.Name, e.Limit, e.Key, e.Stored)
+}
+
+// Is reports whether target is ErrLimitMismatch.
+func (e *LimitMismatchError) Is(target error) bool { return target == ErrLimitMismatch }
+
+// Semaphore is a fair distributed counting semaphore: Limit permits, of
+// which a holder takes one or more at once. Waiters are served strictly in
+// the order they asked (their keys' create revisions), without barging: a
+// request at the head that does not fit yet is not overtaken by later
+// requests that would, so a large request never starves.
+//
+// The limit is stored with the semaphore, in every holder's and waiter's
+// key (no key outlives its holders). An Acquire that finds a holder or
+// waiter ahead of it with a different limit fails with a *LimitMismatchError
+// instead of counting with a different limit; when the semaphore has no
+// holders or waiters, the first to come sets the limit.
+//
+// Every grant is a *Hold for its permits: a fencing token, Done and Context
+// that end at the first sign the hold may be lost (as for Mutex), and
+// Unlock, a guarded, retryable release of all its permits. Tokens of holds
+// that overlap in time are not ordered by grant time, so a resource cannot
+// fence semaphore holds with a high-water mark (fencing.Fence): check that a
+// hold is still current with fencing.Commit instead.
+//
+// A Semaphore is safe for concurrent use: each call is its own waiter. Close
+// it when done.
+//
+// # Round trips
+//
+// Acquire uncontended: one Txn, which writes the key and reads every key
+// ahead (plus a lease grant the first time). Unlock: one Txn. TryAcquire: one
+// Txn when granted, two (enqueue and remove) when refused. A waiter with
+// more than one key ahead watches the semaphore's whole prefix for deletes
+// and counts the permits still ahead of it from the events alone, so a
+// release costs each waiter behind it no round trip until its own count
+// says it may fit, and then one read-only Txn (serializable: no raft
+// round), which normally admits it. With a single key ahead, it watches
+// only that key. That Txn and the enqueue read every key ahead of the
+// waiter, values included: their size grows with the queue.
+type Semaphore struct {
+	p     *queue.Primitive
+	name  string
+	limit int64
+}
+
+// NewSemaphore returns the semaphore called name on cli, with limit permits
+// (1 <= limit <= MaxSemaphoreLimit). It does no I/O: a different limit
+// stored with the semaphore is reported by Acquire. It returns
+// ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
+// bad arguments, a bad limit included.
+func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Option) (*Semaphore, error) {
+	if limit < 1 || limit > MaxSemaphoreLimit {
+		return nil, fmt.Errorf("%w: semaphore limit %d is not in [1, %d]", ErrInvalidOption, limit, MaxSemaphoreLimit)
+	}
+	p, err := queue.NewPrimitive(cli, "sem", name, semRule{k: 1, limit: limit, name: name}, opts(options))
+	if err != nil {
+		return nil, err
+	}
+	return &Semaphore{p: p, name: name, limit: limit}, nil
+}
+
+// Acquire blocks until k permits are granted, 1 <= k <= Limit(), and
+// returns the hold of all k; Unlock releases them together. A request is
+// granted when the permits of every holder and waiter ahead of it, plus k,
+// fit in the limit. Uncontended, it costs one round trip to etcd (plus a
+// lease grant the first time).
+//
+// It returns ErrInvalidPermits for a bad k, without I/O, and an error
+// matching ErrLimitMismatch when a holder or waiter ahead opened the
+// semaphore with a different limit. If ctx ends first, Acquire removes its
+// waiting key (on a bounded context of its own) and returns ctx's error
+// (context.Cause). It returns ErrSessionExpired if the lease ends while
+// waiting, ErrDeleted if another client deleted the waiting key, ErrClosed
+// after or during Close, or etcd's error. On every error its key is removed
+// (if etcd cannot be reached, after the lease's next renewal, or with the
+// lease).
+func (s *Semaphore) Acquire(ctx context.Context, k int64) (*Hold, error) {
+	return s.acquire(ctx, k, false)
+}
+
+// TryAcquire takes k permits if they fit beside the holders now and no
+// waiter is ahead, and returns ErrLocked at once otherwise, leaving no key
+// behind. It costs one
+// round trip when granted and two when refused (it enqueues, judges, and
+// removes its key). Its other errors are Acquire's.
+func (s *Semaphore) TryAcquire(ctx context.Context, k int64) (*Hold, error) {
+	return s.acquire(ctx, k, true)
+}
+
+func (s *Semaphore) acquire(ctx context.Context, k int64, try bool) (*Hold, error) {
+	if k < 1 || k > s.limit {
+		return nil, fmt.Errorf("%w: %d permits of semaphore %q with limit %d", ErrInvalidPermits, k, s.name, s.limit)
+	}
+	q := s.p.Q // one queue per call: the rule knows this call's k
+	q.Rule = semRule{k: k, limit: s.limit, name: s.name}
+	h, err := s.p.AcquireWith(ctx, &q, semValue(k, s.limit, s.p.Value), try)
+	if err != nil {
+		return nil, err
+	}
+	return &Hold{h}, nil
+}
+
+// Do acquires k permits, runs fn with a context that is cancelled when the
+// hold is lost (or ctx ends) and the hold's fencing token, then releases
+// them. It returns fn's error joined with Unlock's, or Acquire's error if fn
+// never ran. If the hold was lost while fn ran, the error matches ErrLost
+// even when fn returned nil.
+func (s *Semaphore) Do(ctx context.Context, k int64, fn func(ctx context.Context, token fencing.Token) error) error {
+	h, err := s.Acquire(ctx, k)
+	if err != nil {
+		return err
+	}
+	return h.run(ctx, fn)
+}
+
+// Limit returns the number of permits this Semaphore was opened with.
+func (s *Semaphore) Limit() int64 { return s.limit }
+
+// Name returns the semaphore's name.
+func (s *Semaphore) Name() string { return s.name }
+
+// Prefix returns the etcd key prefix of the semaphore's queue.
+func (s *Semaphore) Prefix() string { return s.p.Q.Prefix }
+
+// Close ends waits in progress (they return ErrClosed), releases every hold
+// still held through this Semaphore, and revokes the lease the Semaphore
+// granted, if any (a session given with WithSession stays open). Each
+// request runs on a bounded context. Later calls return ErrClosed. Close is
+// idempotent.
+func (s *Semaphore) Close() error { return s.p.Close() }
+
+// The value of a semaphore key is "v1 <permits> <limit> <holder>".
+const semFormat = "v1"
+
+func semValue(k, limit int64, holder string) string {
+	return semFormat + " " + strconv.FormatInt(k, 10) + " " + strconv.FormatInt(limit, 10) + " " + holder
+}
+
+// parseSemValue returns the permits and limit stored in a semaphore key's
+// value, and false if the value is not a semaphore entry.
+func parseSemValue(v []byte) (k, limit int64, ok bool) {
+	f := strings.SplitN(string(v), " ", 4)
+	if len(f) != 4 || f[0] != semFormat {
+		return 0, 0, false
+	}
+	k, err1 := strconv.ParseInt(f[1], 10, 64)
+	limit, err2 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil || limit < 1 || limit > MaxSemaphoreLimit || k < 1 || k > limit {
+		return 0, 0, false
+	}
+	return k, limit, true
+}
+
+// semRule admits a request for k permits when the permits of every older
+// key, holding or waiting, plus k fit in the limit. Counting older waiters
+// as if they held is what stops barging. A waiter that does not fit waits
+// for the older keys' summed permits to drop to limit-k.
+type semRule struct {
+	k, limit int64
+	name     string
+}
+
+func (semRule) Reads(prefix string, maxRev int64) []clientv3.Op {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
+	if maxRev != 0 { // else: in the enqueue Txn, where Judge skips our own key
+		opts = append(opts, clientv3.WithMaxCreateRev(maxRev-1), clientv3.WithSerializable())
+	}
+	return []clientv3.Op{clientv3.OpGet(prefix, opts...)}
+}
+
+func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
+	var (
+		older []queue.Entry
+		sum   int64
+	)
+	for _, kv := range resps[0].Kvs {
+		if kv.CreateRevision >= self.Rev {
+			continue
+		}
+		k, limit, ok := parseSemValue(kv.Value)
+		if !ok {
+			v := kv.Value[:min(len(kv.Value), 64)]
+			return queue.Verdict{Err: fmt.Errorf("%w: key %s of semaphore %q holds %q, not a semaphore entry",
+				ErrLimitMismatch, kv.Key, r.name, v)}
+		}
+		if limit != r.limit {
+			return queue.Verdict{Err: &LimitMismatchError{Name: r.name, Limit: r.limit, Stored: limit, Key: string(kv.Key)}}
+		}
+		older = append(older, queue.Entry{Key: string(kv.Key), Rev: kv.CreateRevision, Weight: k})
+		sum += k
+	}
+	if sum+r.k <= r.limit {
+		return queue.Verdict{Admitted: true}
+	}
+	return queue.Verdict{Blockers: older, Threshold: r.limit - r.k}
+}
+
+// TryIf is nil: whether k permits fit is a sum etcd cannot compare, so a
+// try enqueues, judges, and removes its key when refused.
+func (semRule) TryIf(string) []clientv3.Cmp { return nil }
