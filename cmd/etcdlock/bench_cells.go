@@ -142,6 +142,7 @@ func benchPlan(cfg benchConfig) []group {
 			contended(concurrencyImpl, n, nil),
 		}})
 	}
+	plan = append(plan, rwAndSemaphorePlan()...)
 	plan = append(plan, group{cells: []*cell{
 		handoff(etcdlockElection, &baseline{
 			key:   cellKey{concurrencyElection.name, "handoff", 2},
@@ -223,7 +224,15 @@ func cycle(ctx context.Context, l locker) error {
 // contended returns the cell of n contenders of impl on one lock, each with
 // its own client and lock, looping Lock, an empty critical section, Unlock.
 func contended(impl lockImpl, n int, base *baseline) *cell {
-	c := &cell{impl: impl.name, scenario: "contended", contenders: n, measures: measuresContended, base: base}
+	return contendedWith(impl.name, "contended", n, func(env *benchEnv, ns string, _ int) (locker, error) {
+		return impl.newLocker(env, ns, "lock")
+	}, base)
+}
+
+// contendedWith returns the cell of n contenders made by mk (contender i of
+// n), on one lock, looping lock, an empty critical section, unlock.
+func contendedWith(impl, scenario string, n int, mk func(env *benchEnv, ns string, i int) (locker, error), base *baseline) *cell {
+	c := &cell{impl: impl, scenario: scenario, contenders: n, measures: measuresContended, base: base}
 	c.measure = func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
 		ls := make([]locker, 0, n)
 		defer func() {
@@ -233,8 +242,8 @@ func contended(impl lockImpl, n int, base *baseline) *cell {
 		}()
 		ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
 		defer cancel()
-		for range n {
-			l, err := impl.newLocker(env, ns, "lock")
+		for i := range n {
+			l, err := mk(env, ns, i)
 			if err != nil {
 				return s, err
 			}
