@@ -194,8 +194,10 @@ func (r *grantResult) add(format string, args ...any) {
 // creation if never admitted) until its deletion, are no more than the
 // lock allows; that a grant made after another's key was deleted has a
 // larger token; that a reported hold's key is deleted only by its own
-// unlock or by the end of its lease (a key deleted while its lease was
-// still used afterwards was deleted by someone else: a stale unlock); and
+// unlock, by the end of its lease, or by the library once it had told the
+// holder the hold was lost (a key deleted while its holder still believed
+// it held and its lease was still used afterwards was deleted by someone
+// else: a stale unlock); and
 // that a holder whose key was deleted by its lease's end was told (Done
 // closed) no later than the watcher saw the deletion (give or take
 // lateTolerance). Such a deletion, of a hold whose worker had not asked to
@@ -345,6 +347,11 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 			continue // its own unlock, or its lease ending after it asked
 		}
 		if leases[l.lease] > l.del {
+			if g.DoneAt > 0 && g.DoneAt <= l.delAt && g.DoneCause == causeDeadline {
+				// The library had given the hold up (its deadline passed)
+				// and deleted its key itself, guarded by its revision.
+				continue
+			}
 			res.add("%s: hold %d@%s deleted at revision %d by someone else: its lease %x was still alive at revision %d",
 				g.Worker, g.Token, g.Key, l.del, l.lease, leases[l.lease])
 			continue

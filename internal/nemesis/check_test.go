@@ -81,8 +81,18 @@ func TestGrantsDeletions(t *testing.T) {
 	// a deleted while its lease lives on (b is created on it later), and
 	// not by its holder: a stale or foreign delete.
 	evs = append(evs, put(13, pfx+"b", 1, "", 600*ms))
-	r = findings(t, spec, evs, grant(pfx+"a", 10, 10, ms, 700*ms, 500*ms))
+	r = findings(t, spec, evs, grant(pfx+"a", 10, 10, ms, 700*ms, 700*ms))
 	wantFinding(t, r, "by someone else")
+	told := grant(pfx+"a", 10, 10, ms, 700*ms, 450*ms) // told by the delete itself
+	told.DoneCause = "deleted"
+	wantFinding(t, findings(t, spec, evs, told), "by someone else")
+	// Deleted by the library after it told the holder it lost the hold.
+	given := grant(pfx+"a", 10, 10, ms, 700*ms, 450*ms)
+	given.DoneCause = causeDeadline
+	r = findings(t, spec, evs, given)
+	if len(r.findings) != 0 || r.expiries != 0 {
+		t.Fatalf("key of a hold given up deleted by the library: %v, %d expiries", r.findings, r.expiries)
+	}
 	// Deleted after its holder asked to unlock: its own unlock.
 	r = findings(t, spec, evs, grant(pfx+"a", 10, 10, ms, 400*ms, 400*ms))
 	if len(r.findings) != 0 || r.expiries != 0 {

@@ -53,8 +53,12 @@ type Grant struct {
 	// DoneAt is when the hold's Done channel closed (ns since start), 0 if
 	// it never did before the workload ended.
 	DoneAt int64 `json:"done_at"`
+	// DoneCause is why Done closed: "deadline", "deleted", "expired",
+	// "released" or the error's text.
+	DoneCause string `json:"done_cause,omitempty"`
 
-	doneAt atomic.Int64
+	doneAt    atomic.Int64
+	doneCause atomic.Pointer[string]
 }
 
 // Access is one access to a fenced (or, in the control, unfenced) register.
@@ -134,6 +138,9 @@ func (h *History) snapshot() ([]*Grant, []Access, []Observation) {
 	defer h.mu.Unlock()
 	for _, g := range h.grants {
 		g.DoneAt = g.doneAt.Load()
+		if c := g.doneCause.Load(); c != nil {
+			g.DoneCause = *c
+		}
 	}
 	return append([]*Grant(nil), h.grants...), append([]Access(nil), h.accesses...), append([]Observation(nil), h.observed...)
 }

@@ -54,6 +54,9 @@ type Report struct {
 	Faults []integration.FaultRecord `json:"faults"`
 	// Findings lists violations (at most 50).
 	Findings []Finding `json:"findings,omitempty"`
+	// Notes lists what went wrong without bearing on the verdict, such as
+	// a Close that failed through a connection a fault had broken.
+	Notes []string `json:"notes,omitempty"`
 	// OutDir is where a failed run wrote its histories, or "".
 	OutDir string `json:"out_dir,omitempty"`
 }
@@ -163,6 +166,9 @@ func (r *Report) Table(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nseed %d, %s tier, %v of faults, TTL %v: %d violations, %d/%d seeded bugs caught, valid %v\n",
 		r.Seed, r.Tier, r.Duration, r.TTL, r.Violations, r.SeededBugsCaught, r.SeededBugsTotal, r.Valid)
+	for _, s := range r.Notes {
+		fmt.Fprintf(w, "  note: %s\n", s)
+	}
 	for _, s := range r.InvalidReasons {
 		fmt.Fprintf(w, "  invalid: %s\n", s)
 	}

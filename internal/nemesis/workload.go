@@ -363,7 +363,11 @@ func (e *env) granted(hist *History, worker string, h holdLike, invoke int64, we
 	tok := h.Token()
 	g := &Grant{Worker: worker, Key: tok.Key, Token: tok.Revision, Lease: h.lease(), Weight: weight, Writer: writer,
 		Invoke: invoke, Return: ret}
-	context.AfterFunc(h.Context(), func() { g.doneAt.Store(hist.now()) })
+	context.AfterFunc(h.Context(), func() {
+		g.doneAt.Store(hist.now())
+		cause := causeName(context.Cause(h.Context()))
+		g.doneCause.Store(&cause)
+	})
 	rctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	if resp, err := e.direct.Get(rctx, "\x00", clientv3.WithCountOnly()); err == nil {
 		g.RPost = resp.Header.Revision
@@ -372,6 +376,25 @@ func (e *env) granted(hist *History, worker string, h holdLike, invoke int64, we
 	hist.addGrant(g)
 	return g
 }
+
+// causeName names why a hold ended.
+func causeName(err error) string {
+	switch {
+	case errors.Is(err, lock.ErrDeadline):
+		return causeDeadline
+	case errors.Is(err, lock.ErrDeleted):
+		return "deleted"
+	case errors.Is(err, lock.ErrSessionExpired):
+		return "expired"
+	case errors.Is(err, lock.ErrReleased):
+		return "released"
+	case err == nil:
+		return ""
+	}
+	return err.Error()
+}
+
+const causeDeadline = "deadline"
 
 // release unlocks (or resigns) h, retrying a few times on errors whose
 // outcome is unknown; it records when the worker first asked.

@@ -1,0 +1,283 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/integration"
+)
+
+func TestFaultsOnCluster(t *testing.T) {
+	c := integration.NewCluster(t, 3, integration.WithoutFsync())
+	f, err := integration.NewFaults(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Errorf("Faults.Close: %v", err)
+		}
+	})
+	cli := c.Client(t)
+	ctx := ctxT(t, 60*time.Second)
+	putRetry(t, cli, "k", "v0")
+
+	// Restart the leader: another member leads meanwhile, and the old one
+	// is back and serving when RestartLeader returns.
+	lead, err := f.RestartLeader(ctx, 300*time.Millisecond)
+	if err != nil {
+		t.Fatalf("RestartLeader: %v", err)
+	}
+	if !c.Member(lead).Running() {
+		t.Fatalf("member %d not running after RestartLeader", lead)
+	}
+	putRetry(t, cli, "k", "v1")
+
+	// MoveLeader goes to the next member.
+	from, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := f.MoveLeader(ctx)
+	if err != nil || to != (from+1)%3 {
+		t.Fatalf("MoveLeader from %d = %d, %v; want %d", from, to, err, (from+1)%3)
+	}
+
+	// Partition the leader: a new leader is elected while it lasts, and the
+	// old one is healed afterwards (it can lead again).
+	var wg sync.WaitGroup
+	var part int
+	var perr error
+	wg.Go(func() { part, perr = f.PartitionLeader(ctx, 1500*time.Millisecond) })
+	time.Sleep(100 * time.Millisecond)
+	deadline := time.Now().Add(1300 * time.Millisecond)
+	for {
+		l, err := c.WaitLeader(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l != to {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leader %d still leads while partitioned", to)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	if perr != nil || part != to {
+		t.Fatalf("PartitionLeader = %d, %v; want %d", part, perr, to)
+	}
+	if err := c.MoveLeader(ctx, part); err != nil {
+		t.Fatalf("healed member cannot lead: %v", err)
+	}
+
+	// PauseMember of the leader: it loses leadership, then rejoins.
+	lead, err = c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.PauseMember(ctx, lead, time.Second); err != nil {
+		t.Fatalf("PauseMember: %v", err)
+	}
+	putRetry(t, cli, "k", "v2")
+	if err := c.MoveLeader(ctx, lead); err != nil {
+		t.Fatalf("resumed member cannot lead: %v", err)
+	}
+
+	// Compact and Compactor: old revisions are gone, and the floor holds.
+	resp, err := cli.Put(ctx, "k", "v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := resp.Header.Revision
+	putRetry(t, cli, "k", "v4")
+	rev, err := f.Compact(ctx, old)
+	if err != nil || rev != old {
+		t.Fatalf("Compact(floor %d) = %d, %v", old, rev, err)
+	}
+	if _, err := cli.Get(ctx, "k", clientv3.WithRev(old-1)); !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Fatalf("Get below the compaction: %v, want ErrCompacted", err)
+	}
+	if _, err := cli.Get(ctx, "k", clientv3.WithRev(old)); err != nil {
+		t.Fatalf("Get at the compaction floor: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 350*time.Millisecond)
+	n, err := f.Compactor(cctx, 100*time.Millisecond, func() int64 { return old + 1 })
+	cancel()
+	if n != 1 || err != nil { // the floor only allows one new compaction
+		t.Fatalf("Compactor = %d, %v; want 1 compaction", n, err)
+	}
+}
+
+// TestFaultEndsWithContext checks that a fault whose context ends early is
+// undone at once.
+func TestFaultEndsWithContext(t *testing.T) {
+	srv := integration.Shared(t)
+	p := integration.NewProxy(t, srv.Endpoint())
+	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ns := integration.Namespace(t)
+	mustPut(t, cli, ns+"k", "v")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	start := time.Now()
+	err = integration.PauseClient(ctx, time.Minute, p)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Fatalf("PauseClient with an ending context = %v after %v", err, time.Since(start))
+	}
+	mustGet(t, cli, ns+"k") // unpaused
+	if _, err := cli.Delete(ctxT(t, 5*time.Second), ns+"k"); err != nil {
+		t.Fatal(err)
+	}
+	integration.RequireEmpty(t, cli, ns)
+}
+
+func TestClientFaults(t *testing.T) {
+	srv := integration.Shared(t)
+	p := integration.NewProxy(t, srv.Endpoint())
+	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ns := integration.Namespace(t)
+	mustPut(t, cli, ns+"k", "v")
+	ctx := ctxT(t, 30*time.Second)
+
+	// during runs fault for d on its own goroutine and returns the error
+	// of a short Get made while it lasts.
+	during := func(name string, fault func(context.Context, time.Duration, ...*integration.Proxy) error) error {
+		t.Helper()
+		var wg sync.WaitGroup
+		var ferr error
+		wg.Go(func() { ferr = fault(ctx, 600*time.Millisecond, p) })
+		time.Sleep(100 * time.Millisecond)
+		gctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, err := cli.Get(gctx, ns+"k")
+		cancel()
+		wg.Wait()
+		if ferr != nil {
+			t.Fatalf("%s: %v", name, ferr)
+		}
+		return err
+	}
+	if err := during("PauseClient", integration.PauseClient); err == nil {
+		t.Fatal("Get through a paused client succeeded")
+	}
+	mustGet(t, cli, ns+"k")
+	if err := during("BlackholeClient", integration.BlackholeClient); err == nil {
+		t.Fatal("Get through a blackholed client succeeded")
+	}
+	getRetry(t, cli, ns+"k") // the connection may need to be re-established
+
+	// Responses are late by the latency; requests still arrive at once.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := integration.DelayClientResponses(ctx, 1500*time.Millisecond, 400*time.Millisecond, p); err != nil {
+			t.Errorf("DelayClientResponses: %v", err)
+		}
+	})
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	if _, err := cli.Put(ctx, ns+"k", "delayed"); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("Put answered after %v through a 400ms response delay", took)
+	}
+	wg.Wait()
+	if got := mustGet(t, cli, ns+"k"); got != "delayed" {
+		t.Fatalf("k = %q", got)
+	}
+
+	// Dropped requests never reach the server.
+	direct := srv.Client(t)
+	wg.Go(func() {
+		if err := integration.DropClientRequests(ctx, 600*time.Millisecond, p); err != nil {
+			t.Errorf("DropClientRequests: %v", err)
+		}
+	})
+	time.Sleep(100 * time.Millisecond)
+	pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = cli.Put(pctx, ns+"k", "dropped")
+	cancel()
+	wg.Wait()
+	if err == nil {
+		t.Fatal("Put through dropped requests succeeded")
+	}
+	if got := mustGet(t, direct, ns+"k"); got != "delayed" {
+		t.Fatalf("k = %q after a dropped Put", got)
+	}
+	if _, err := direct.Delete(ctx, ns+"k"); err != nil {
+		t.Fatal(err)
+	}
+	integration.RequireEmpty(t, direct, ns)
+}
+
+func getRetry(t *testing.T, cli *clientv3.Client, k string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := cli.Get(ctx, k)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("get %q: %v", k, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestScheduleReplaysFromSeed(t *testing.T) {
+	run := func(seed uint64) []integration.FaultRecord {
+		var faults []integration.Fault
+		for _, name := range []string{"a", "b", "c"} {
+			faults = append(faults, integration.Fault{Name: name, Inject: func(ctx context.Context, rng *rand.Rand) (string, error) {
+				return fmt.Sprint(rng.IntN(1000)), nil
+			}})
+		}
+		var log integration.FaultLog
+		s := integration.Schedule{Seed: seed, Faults: faults, MinGap: time.Millisecond, MaxGap: 2 * time.Millisecond, Log: &log}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		recs := s.Run(ctx)
+		if got := log.Records(); len(got) != len(recs) {
+			t.Fatalf("log has %d records, Run returned %d", len(got), len(recs))
+		}
+		return recs
+	}
+	a, b, c := run(7), run(7), run(8)
+	if len(a) < 5 || len(b) < 5 {
+		t.Fatalf("only %d and %d faults in 100ms", len(a), len(b))
+	}
+	same := func(x, y []integration.FaultRecord) bool {
+		for i := range min(len(x), len(y)) {
+			if x[i].Name != y[i].Name || x[i].Target != y[i].Target {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(a, b) {
+		t.Fatalf("same seed, different schedules:\n%v\n%v", a, b)
+	}
+	if same(a, c) {
+		t.Fatalf("different seeds, same schedule:\n%v\n%v", a, c)
+	}
+}
