@@ -32,7 +32,7 @@ type Election struct {
 // ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
 // bad arguments.
 func New(cli *clientv3.Client, name string, options ...Option) (*Election, error) {
-	p, err := queue.NewPrimitive(cli, "election", name, queue.Exclusive{}, opts(options))
+	p, err := queue.NewPrimitive(cli, "election", name, queue.Exclusive{}, false, opts(options))
 	if err != nil {
 		return nil, err
 	}

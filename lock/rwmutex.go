@@ -24,9 +24,10 @@ import (
 //
 // Every hold, read or write, is a *Hold: a fencing token, Done and Context
 // that end at the first sign the hold may be lost (as for Mutex), and a
-// guarded, retryable Unlock. A waiter confirms with a fresh read, after
-// waiting, that its own key is still there and that nobody it must wait for
-// is left, so a waiter whose session ends while it waits returns
+// guarded, retryable Unlock. A waiter is granted only once it has seen,
+// from a watch that misses no delete after its enqueue, every key it must
+// wait for deleted while its own key was not (or, after the watch broke,
+// by a fresh read), so a waiter whose session ends while it waits returns
 // ErrSessionExpired and is never granted on a key it no longer has: the
 // double writer of etcd's recipes.RWMutex (etcd #16221) cannot happen. (A
 // lease that ends just after the grant ends the hold like any other loss.)
@@ -62,13 +63,15 @@ import (
 // # Round trips
 //
 // RLock, Lock and Unlock uncontended: one Txn each (plus a lease grant the
-// first time). TryRLock and TryLock: one Txn, granted or not. A reader
-// queued behind a writer watches only that writer's key, and when it
-// unlocks, each reader behind it gets one watch event and makes one
-// read-only Txn, which admits it. A writer watches the key just ahead of it
-// and makes one read-only Txn each time that key goes: behind k readers,
-// between one and k. The read-only Txns after a wake-up are serializable:
-// the member answers them without a raft round.
+// first time). TryRLock and TryLock: one Txn, granted or not. Each
+// RWMutex keeps one watch on the lock's keys while it is in use (opened by
+// its first acquire, closed after 30s unused), which tells its waiters and
+// holds of deletes. A waiter reads, in its enqueue Txn, every key it must
+// wait for (a reader: the writers ahead; a writer: everyone ahead) and is
+// granted when the watch has seen them all deleted, with no further round
+// trip: the readers behind one writer all hold at its delete. The price is
+// that every unlock of the lock reaches every RWMutex using it, as one watch
+// event each.
 type RWMutex struct {
 	p      *queue.Primitive
 	name   string
@@ -82,7 +85,7 @@ type RWMutex struct {
 // Prefix()+"w/". It does no I/O. It returns ErrNilClient, ErrInvalidName,
 // ErrInvalidNamespace or ErrInvalidOption for bad arguments.
 func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex, error) {
-	p, err := queue.NewPrimitive(cli, "rw", name, writerRule{}, opts(options))
+	p, err := queue.NewPrimitive(cli, "rw", name, writerRule{}, true, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -173,13 +176,12 @@ func (m *RWMutex) Prefix() string { return m.prefix }
 func (m *RWMutex) Close() error { return m.p.Close() }
 
 // readerRule admits a reader when no writer is older; a waiting reader
-// watches the newest older writer, so all readers behind one writer wake on
-// its delete.
+// waits for every older writer (all readers behind one writer wake on its
+// delete), and, seeing every delete, needs no read once they are gone.
 type readerRule struct{ base string }
 
 func (r readerRule) Reads(_ string, maxRev int64) []clientv3.Op {
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1)}
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
 	if maxRev != 0 { // else: in the enqueue Txn every writer key is older than ours
 		opts = append(opts, clientv3.WithMaxCreateRev(maxRev-1), clientv3.WithSerializable())
 	}
@@ -191,23 +193,31 @@ func (readerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdi
 	if len(older) == 0 {
 		return queue.Verdict{Admitted: true}
 	}
-	return queue.Verdict{Blockers: older[:1]}
+	return queue.Verdict{Blockers: older, Complete: true}
 }
 
 func (r readerRule) TryIf(string) []clientv3.Cmp {
 	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(r.base+"w/"), "=", 0).WithPrefix()}
 }
 
-// writerRule is the mutex's rule (queue.Exclusive) over every key of the
-// lock, readers' and writers': a writer waits for the key just ahead of it.
+// writerRule admits a writer when no key of the lock, reader's or writer's,
+// is older; a waiting writer waits for every older key.
 type writerRule struct{ base string }
 
 func (r writerRule) Reads(_ string, maxRev int64) []clientv3.Op {
-	return queue.Exclusive{}.Reads(r.base, maxRev)
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+	if maxRev != 0 { // else: in the enqueue Txn every other key is older than ours
+		opts = append(opts, clientv3.WithMaxCreateRev(maxRev-1), clientv3.WithSerializable())
+	}
+	return []clientv3.Op{clientv3.OpGet(r.base, opts...)}
 }
 
 func (writerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
-	return queue.Exclusive{}.Judge(self, resps)
+	older := queue.Older(self, resps[0].Kvs, nil)
+	if len(older) == 0 {
+		return queue.Verdict{Admitted: true}
+	}
+	return queue.Verdict{Blockers: older, Complete: true}
 }
 
 func (r writerRule) TryIf(string) []clientv3.Cmp { return queue.Exclusive{}.TryIf(r.base) }

@@ -73,14 +73,14 @@ func (e *LimitMismatchError) Is(target error) bool { return target == ErrLimitMi
 //
 // Acquire uncontended: one Txn, which writes the key and reads every key
 // ahead (plus a lease grant the first time). Unlock: one Txn. TryAcquire: one
-// Txn when granted, two (enqueue and remove) when refused. A waiter with
-// more than one key ahead watches the semaphore's whole prefix for deletes
-// and counts the permits still ahead of it from the events alone, so a
-// release costs each waiter behind it no round trip until its own count
-// says it may fit, and then one read-only Txn (serializable: no raft
-// round), which normally admits it. With a single key ahead, it watches
-// only that key. That Txn and the enqueue read every key ahead of the
-// waiter, values included: their size grows with the queue.
+// Txn when granted, two (enqueue and remove) when refused. Each Semaphore
+// keeps one watch on the semaphore's keys while it is in use (opened by its
+// first Acquire, closed after 30s unused), which tells its waiters and
+// holds of deletes. A waiter counts the permits still ahead of it from the
+// delete events alone, and is granted when they fit, with no further round
+// trip. The enqueue reads every key ahead of the waiter, values included:
+// its size grows with the queue. Every release reaches every Semaphore
+// using the semaphore, as one watch event each.
 type Semaphore struct {
 	p     *queue.Primitive
 	name  string
@@ -96,7 +96,7 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 	if limit < 1 || limit > MaxSemaphoreLimit {
 		return nil, fmt.Errorf("%w: semaphore limit %d is not in [1, %d]", ErrInvalidOption, limit, MaxSemaphoreLimit)
 	}
-	p, err := queue.NewPrimitive(cli, "sem", name, semRule{k: 1, limit: limit, name: name}, opts(options))
+	p, err := queue.NewPrimitive(cli, "sem", name, semRule{k: 1, limit: limit, name: name}, true, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +236,7 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 	if sum+r.k <= r.limit {
 		return queue.Verdict{Admitted: true}
 	}
-	return queue.Verdict{Blockers: older, Threshold: r.limit - r.k}
+	return queue.Verdict{Blockers: older, Threshold: r.limit - r.k, Complete: true}
 }
 
 // TryIf is nil: whether k permits fit is a sum etcd cannot compare, so a

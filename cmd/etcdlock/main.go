@@ -1,18 +1,30 @@
-// Command etcdlock demonstrates and measures etcdlock's locks against an
-// embedded etcd server.
+// Command etcdlock runs programs under etcd locks or as an elected leader,
+// shows the state of locks and elections, and demonstrates and measures
+// etcdlock's locks.
 //
 // Usage:
 //
-//	etcdlock <command> [flags]
+//	etcdlock <command> [flags] [arguments]
 //
 // The commands are:
 //
-//	demo    a paused lock holder is fenced off by the resource it protects
-//	bench   throughput and latency of etcdlock against etcd's concurrency.Mutex
-//	help    list the commands, or show one command's help
+//	run      run a command while holding a lock; stop it if the lock is lost
+//	elect    run a command only while this process leads an election
+//	status   show who holds and who waits for a lock, or leads and campaigns in an election
+//	observe  print a line at every change of an election's leader
+//	dev      run a throwaway single-member etcd server to try etcdlock on
+//	demo     a paused lock holder is fenced off by the resource it protects
+//	bench    throughput and latency of etcdlock against etcd's concurrency.Mutex
+//	nemesis  the fault-injection suite on an embedded 3-member cluster
+//	help     list the commands, or show one command's help
 //
 // Run "etcdlock help <command>" for a command's flags. Exit status is 0 on
-// success, 2 for bad usage and 1 for any other failure.
+// success, 2 for bad usage, 120 when etcd cannot be reached, and 1 for any
+// other failure; but run and elect exit with their command's own status,
+// and have statuses of their own for what can go wrong around it: 121 lock
+// lost (the command was stopped), 124 lock not acquired within --timeout,
+// 125 other failure, 126 and 127 command not executable or not found, 128+N
+// interrupted by signal N (see exitcodes.go, or "etcdlock help run").
 package main
 
 import (
@@ -52,12 +64,22 @@ type command struct {
 	// its results to stdout and its diagnostics to stderr, stops early when
 	// ctx ends, and returns the exit status.
 	setup func(fs *flag.FlagSet) (run func(ctx context.Context, stdout, stderr io.Writer) int)
+	// takesArgs says that the command takes arguments after its flags,
+	// which its run function finds in fs.Args(); exec rejects them for
+	// the other commands.
+	takesArgs bool
 }
 
 // commands lists the subcommands in the order "etcdlock help" shows them.
 var commands = []*command{
+	runLockedCmd,
+	electCmd,
+	statusCmd,
+	observeCmd,
+	devCmd,
 	demoCmd,
 	benchCmd,
+	nemesisCmd,
 }
 
 // main runs the command line with SIGINT and SIGTERM cancelling the
@@ -122,8 +144,9 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 
 // printCommands writes the list of commands to w.
 func printCommands(w io.Writer) {
-	fmt.Fprint(w, "etcdlock demonstrates and measures etcdlock's locks on an embedded etcd.\n\n")
-	fmt.Fprint(w, "Usage:\n\n\tetcdlock <command> [flags]\n\nThe commands are:\n\n")
+	fmt.Fprint(w, "etcdlock runs programs under etcd locks or as an elected leader, shows\n")
+	fmt.Fprint(w, "the state of locks and elections, and demonstrates and measures etcdlock.\n\n")
+	fmt.Fprint(w, "Usage:\n\n\tetcdlock <command> [flags] [arguments]\n\nThe commands are:\n\n")
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	for _, c := range commands {
 		fmt.Fprintf(tw, "\t%s\t%s\n", c.name, c.summary)
@@ -131,7 +154,8 @@ func printCommands(w io.Writer) {
 	fmt.Fprintf(tw, "\t%s\t%s\n", "help", "list the commands, or show one command's help")
 	_ = tw.Flush()
 	fmt.Fprint(w, "\nRun 'etcdlock help <command>' for a command's flags.\n")
-	fmt.Fprint(w, "Exit status: 0 success, 2 bad usage, 1 any other failure.\n")
+	fmt.Fprint(w, "Exit status: 0 success, 2 bad usage, 120 etcd unreachable, 1 any other failure;\n")
+	fmt.Fprint(w, "run and elect exit with their command's status (see 'etcdlock help run').\n")
 }
 
 // flagSet returns a new flag set with the command's flags, reporting parse
@@ -181,7 +205,7 @@ func (c *command) exec(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintf(stderr, "Run 'etcdlock help %s' for usage.\n", c.name)
 		return exitUsage
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && !c.takesArgs {
 		fmt.Fprintf(stderr, "etcdlock %s: unexpected argument %q\nRun 'etcdlock help %s' for usage.\n", c.name, fs.Arg(0), c.name)
 		return exitUsage
 	}

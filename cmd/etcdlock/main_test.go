@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +16,25 @@ import (
 )
 
 // TestMain fails the package's tests if they leave goroutines behind.
+//
+// With $ETCDLOCK_TEST_AS_MAIN set to 1 the test binary is etcdlock itself:
+// the end-to-end tests run it as a separate process (see e2e_test.go).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, integration.GoleakOptions()...)
+	if os.Getenv(asMainEnv) == "1" {
+		main() // never returns
+	}
+	code := m.Run()
+	if err := closeE2E(); err != nil {
+		fmt.Fprintf(os.Stderr, "closing the end-to-end tests' etcd server: %v\n", err)
+		code = max(code, 1)
+	}
+	if code == 0 {
+		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // runCmd runs the etcdlock command line args in-process and returns its exit

@@ -16,7 +16,7 @@ import (
 )
 
 // ownWatchDelay is how long a hold granted without waiting goes before it
-// opens the watch on its own key.
+// opens the watch on its own key (without a dispatcher).
 const ownWatchDelay = 20 * time.Millisecond
 
 // Hold is one granted place in a queue. Its goroutine watches for loss until
@@ -43,6 +43,7 @@ type Hold struct {
 func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 	own := w.own
 	w.own = nil
+	w.close()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	h := &Hold{
 		q:      w.q,
@@ -57,7 +58,11 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		free:   w.free,
 	}
 	w.q.logger().Debug("acquired", zap.Stringer("token", h.token))
-	go h.monitor(own)
+	if w.q.disp != nil {
+		go h.monitorShared(w.readRev)
+	} else {
+		go h.monitorWatching(own)
+	}
 	return h
 }
 
@@ -95,7 +100,68 @@ func (h *Hold) Deadline() time.Time {
 // Lease returns the hold's lease ID.
 func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
 
-func (h *Hold) monitor(own *watch) {
+// monitorShared watches for loss, with the Primitive's dispatcher, until
+// the hold is lost or released. The key was present at readRev; the hold
+// registers it as of then, so that no delete after readRev goes unseen.
+func (h *Hold) monitorShared(readRev int64) {
+	var s *sub
+	defer func() {
+		s.close()
+		close(h.done)
+		if h.onEnd != nil {
+			h.onEnd(h)
+		}
+	}()
+	b := newBackoff()
+	own := Entry{Key: h.token.Key, Rev: h.token.Revision}
+	for {
+		if s == nil {
+			s = h.q.disp.register(readRev, own, nil)
+		}
+		if s == nil {
+			// The watch is not up, or may have missed a delete since
+			// readRev: wait for it and read the key again. Until then the
+			// epoch deadline still guards the hold.
+			var err error
+			readRev, err = h.recheck(b)
+			switch {
+			case errors.Is(err, ErrDeleted) || errors.Is(err, lease.ErrExpired):
+				h.lose(err)
+				return
+			case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
+				h.lose(h.epoch.Err())
+				return
+			case err != nil: // released, or the Primitive closed
+				return
+			}
+			continue
+		}
+		st := s.state()
+		if st.ownGone {
+			h.lose(h.q.whyDeleted(h.k))
+			h.freeSlot()
+			return
+		}
+		if st.broken {
+			s.close()
+			s = nil
+			readRev = -1
+			continue
+		}
+		select {
+		case <-h.stop:
+			return
+		case <-h.epoch.Done():
+			h.lose(h.epoch.Err())
+			return
+		case <-s.c:
+		}
+	}
+}
+
+// monitorWatching watches for loss, with a watch on the hold's key, until
+// the hold is lost or released.
+func (h *Hold) monitorWatching(own *watch) {
 	defer func() {
 		own.stop()
 		close(h.done)
@@ -178,6 +244,38 @@ func (h *Hold) freeSlot() {
 	h.mu.Unlock()
 	if free != nil {
 		free()
+	}
+}
+
+// recheck waits for the dispatcher's watch and verifies the key with a read
+// after the watch's creation. It returns the read's revision, or
+// ErrDeleted/ErrExpired when the key is gone, or another error when the
+// hold was stopped meanwhile (or the Primitive closed).
+func (h *Hold) recheck(b *backoff) (int64, error) {
+	ctx, cancel := context.WithCancel(h.ctx) // ends at Release
+	defer cancel()
+	defer context.AfterFunc(h.epoch.Context(), cancel)()
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := b.sleep(ctx); err != nil {
+				return 0, err
+			}
+		}
+		if _, err := h.q.disp.waitUp(ctx); err != nil {
+			if errors.Is(err, errDispatcherClosed) || ctx.Err() != nil {
+				return 0, err
+			}
+			continue
+		}
+		// A linearizable read: its revision is at least the watch's.
+		resp, err := h.q.Client.Get(ctx, h.token.Key, clientv3.WithKeysOnly())
+		if err != nil {
+			continue
+		}
+		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {
+			return 0, h.q.whyDeleted(h.k)
+		}
+		return resp.Header.Revision, nil
 	}
 }
 

@@ -32,15 +32,28 @@ type Primitive struct {
 
 // NewPrimitive validates the options and builds a Primitive of kind
 // ("mutex", "rw", "sem", "election") named name.
-func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, opts []config.Option) (*Primitive, error) {
+//
+// With sharedWatch, its waiters and holds learn of deletes from one watch
+// on the whole prefix, kept open while the Primitive is in use (see
+// dispatcher): a wait opens no watch and needs no read after opening one,
+// but every delete under the prefix reaches every client. That suits
+// queues where many hold at once (read locks, semaphores). Without it,
+// each waiter watches its own key and its blockers (for a mutex, the one
+// key just ahead: no herd), and each hold its key.
+func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, sharedWatch bool, opts []config.Option) (*Primitive, error) {
 	cfg, err := config.Build(cli, name, opts)
 	if err != nil {
 		return nil, err
 	}
 	lg := cfg.Logger.With(zap.String(kind, name))
 	ctx, cancel := context.WithCancel(context.Background())
+	prefix := keys.Prefix(cfg.Namespace, kind, name)
+	var disp *dispatcher
+	if sharedWatch {
+		disp = newDispatcher(ctx, cli, prefix, lg)
+	}
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: keys.Prefix(cfg.Namespace, kind, name), Rule: rule, Logger: lg, Slots: &Slots{}},
+		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,
@@ -139,6 +152,9 @@ func (p *Primitive) Close() error {
 		cancel()
 	}
 	p.wg.Wait()
+	if p.Q.disp != nil {
+		p.Q.disp.close()
+	}
 	errs = append(errs, p.Src.Close())
 	return errors.Join(errs...)
 }

@@ -4,19 +4,32 @@
 // A waiter puts a key with its lease under the queue's prefix; the key's
 // create revision is its place in line and its fencing token. A Rule decides,
 // from reads of the older keys, whether the waiter is admitted and, if not,
-// which older keys must go first. The waiter then watches only those keys
-// (one key for a mutex, so no herd) and its own key, and when enough of them
-// are gone confirms its admission with one linearizable read.
+// which older keys must go first.
+//
+// A Primitive learns of deletes in one of two ways (see NewPrimitive):
+//
+//   - Per-key watches (mutex, election): the waiter watches only its
+//     blockers (one key for a mutex, so no herd) and its own key, and when
+//     enough of them are gone confirms its admission with one read.
+//   - One shared watch (read-write lock, semaphore): the Primitive's
+//     dispatcher watches the whole prefix from before the enqueue, and
+//     waiters and holds register the keys they care about with it. A wait
+//     opens no watch, and a rule that names every key that can keep the
+//     waiter out (Verdict.Complete) needs no read after the enqueue at all:
+//     the ordered deletes tell when the waiter is admitted.
 //
 // # Round trips
 //
 //   - Uncontended acquire: one Txn (put own key + the rule's reads).
 //   - Release: one Txn (delete own key if its create revision is still ours).
-//   - A waiter: after the enqueue Txn, it opens its watches at the server's
-//     current revision and waits for the "created" reply (stream messages,
-//     no raft round), then does one read-only Txn, which it skips when the
-//     watches were created at the enqueue revision. Each wake-up costs one
-//     read-only Txn.
+//   - A waiter with per-key watches: after the enqueue Txn, it opens its
+//     watches at the server's current revision and waits for the "created"
+//     reply (stream messages, no raft round), then does one read-only Txn,
+//     which it skips when the watches were created at the enqueue revision.
+//     Each wake-up costs one read-only Txn.
+//   - A waiter with the shared watch: none after the enqueue for a complete
+//     rule, else one read-only Txn per wake-up; one more read when the watch
+//     was not up since the enqueue (first use, or it broke).
 //
 // Watches are never started at a revision the server has already passed:
 // such a watcher is "unsynced" and etcd only catches those up every 100 ms,
@@ -62,6 +75,14 @@ type Verdict struct {
 	// present is at most Threshold.
 	Blockers  []Entry
 	Threshold int64
+	// Complete says Blockers lists every older key that can keep the
+	// waiter out, with its weight: once those still present weigh at most
+	// Threshold, the waiter is admitted. Older keys can only go, never
+	// come, so a waiter that sees every delete in order (the dispatcher's
+	// watch) then knows it is admitted, at the revision of the last delete,
+	// provided its own key was not deleted by then: it needs no confirm
+	// read.
+	Complete bool
 	// Err, if set, fails the acquire (e.g. a semaphore limit mismatch).
 	Err error
 }
@@ -93,6 +114,11 @@ type Queue struct {
 	// Slots, if set, makes waiter keys reuse names (see Slots); else each
 	// waiter gets a random key.
 	Slots *Slots
+
+	// disp, if set, routes the deletes under the Primitive's prefix to
+	// waiters and holds; copies of a Primitive's Queue share it (see
+	// NewPrimitive).
+	disp *dispatcher
 }
 
 // Acquire enqueues a waiter with value on k's lease and blocks until the
@@ -107,6 +133,12 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 	epoch, err := k.Current(ctx)
 	if err != nil {
 		return nil, err
+	}
+	// A hold or a wait will want the dispatcher's watch: have it created
+	// (if it is not open) while the Txn is on its way, normally before the
+	// enqueue's revision, so that neither needs a read of its own.
+	if q.disp != nil {
+		q.disp.kick()
 	}
 	w := &waiter{q: q, k: k}
 	var verdict Verdict

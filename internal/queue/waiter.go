@@ -23,11 +23,24 @@ type waiter struct {
 	rev     int64
 	readRev int64  // revision of the last read that judged this waiter
 	needRev int64  // a confirm read must see at least this revision
-	own     *watch // watch on the waiter's own key, kept into the hold
+	sub     *sub   // with a dispatcher: the key's and blockers' registration
+	own     *watch // without: watch on the own key, kept into the hold
 	free    func() // returns the key's slot to the queue's pool
 }
 
 func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: 1} }
+
+// errWatchBroken makes a waiter read again once its watch is back.
+var errWatchBroken = errors.New("etcdlock: watch broken")
+
+// wait blocks until the waiter is admitted. On return with an error the
+// caller removes the key (and closes the waiter).
+func (w *waiter) wait(ctx context.Context, v Verdict) error {
+	if w.q.disp != nil {
+		return w.waitShared(ctx, v)
+	}
+	return w.waitWatching(ctx, v)
+}
 
 // watch is one etcd watch that this package opened and must cancel.
 type watch struct {
@@ -90,16 +103,117 @@ func blockerTarget(q *Queue, v Verdict) (string, bool) {
 	return q.Prefix, true
 }
 
-// errWatchBroken makes wait reopen its watches and read again;
 // errBlockerBroken says the blockers' watch is the broken one.
-var (
-	errWatchBroken   = errors.New("etcdlock: watch broken")
-	errBlockerBroken = errors.New("etcdlock: blockers' watch broken")
-)
+var errBlockerBroken = errors.New("etcdlock: blockers' watch broken")
 
-// wait blocks until the waiter is admitted. On return with an error the
-// caller removes the key.
-func (w *waiter) wait(ctx context.Context, v Verdict) error {
+// waitShared is wait with the Primitive's dispatcher. The waiter registers its key and its blockers with the Primitive's
+// dispatcher. Its watch was normally created before the enqueue, so a
+// registration as of the enqueue's read misses nothing and needs no read;
+// when it was not (first use, or the watch broke), the waiter waits for the
+// watch and reads again.
+func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
+	backoff := newBackoff()
+	d := w.q.disp
+	for {
+		if w.sub == nil {
+			w.sub = d.register(w.readRev, w.self(), v.Blockers)
+		}
+		if w.sub == nil {
+			floor, err := d.waitUp(ctx)
+			if err != nil {
+				if err := w.retryable(ctx, err, backoff); err != nil {
+					return err
+				}
+				continue
+			}
+			w.needRev = max(w.needRev, floor)
+			if v, err = w.confirm(ctx); err != nil {
+				if err := w.retryable(ctx, err, backoff); err != nil {
+					return err
+				}
+				continue
+			}
+			if v.Admitted {
+				return nil
+			}
+			if v.Err != nil {
+				return v.Err
+			}
+			continue
+		}
+		at, err := w.await(ctx, v)
+		if errors.Is(err, errWatchBroken) {
+			// Read again (at or after the new watch's creation).
+			w.sub.close()
+			w.sub = nil
+			w.readRev = -1
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if v.Complete {
+			// The watch delivered every delete up to at, in order: at that
+			// revision the waiter's key was present and the blockers left
+			// weighed at most the threshold. The hold takes over the key
+			// as of at.
+			w.readRev = at
+			return nil
+		}
+		backoff = newBackoff()
+		if bugs.SkipOwnershipCheck.Load() {
+			return nil // planted bug: trust the delete event alone
+		}
+		w.sub.close()
+		w.sub = nil
+		if v, err = w.confirm(ctx); err != nil {
+			if err := w.retryable(ctx, err, backoff); err != nil {
+				return err
+			}
+			continue
+		}
+		if v.Admitted {
+			return nil
+		}
+		if v.Err != nil {
+			return v.Err
+		}
+	}
+}
+
+// await blocks until the blockers still present weigh at most the
+// threshold, and returns the revision of the last delete that told so. It
+// costs no round trip: the dispatcher counts delete events.
+func (w *waiter) await(ctx context.Context, v Verdict) (int64, error) {
+	var sum int64
+	for _, b := range v.Blockers {
+		sum += b.Weight
+	}
+	for {
+		st := w.sub.state()
+		if st.broken {
+			return 0, errWatchBroken
+		}
+		w.needRev = max(w.needRev, st.rev)
+		if st.ownGone {
+			return 0, w.ownDeleted()
+		}
+		if sum-st.gone <= v.Threshold {
+			return st.rev, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		case <-w.k.GoneCh():
+			return 0, lease.ErrExpired
+		case <-w.sub.c:
+		}
+	}
+}
+
+// waitWatching is wait with watches of the waiter's own: one on its key,
+// one on its blockers (the key just ahead, for a mutex: no herd).
+func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	var blk *watch
 	defer func() { blk.stop() }()
 	backoff := newBackoff()
@@ -149,7 +263,7 @@ func (w *waiter) wait(ctx context.Context, v Verdict) error {
 				continue
 			}
 		}
-		err := w.await(ctx, v, blk)
+		err := w.awaitWatch(ctx, v, blk)
 		if errors.Is(err, errBlockerBroken) {
 			// Reopen it (at the current revision) and read again.
 			blk.stop()
@@ -184,9 +298,9 @@ func (w *waiter) wait(ctx context.Context, v Verdict) error {
 	}
 }
 
-// await blocks until the blockers still present weigh at most the threshold.
-// It costs no round trip: it only counts delete events.
-func (w *waiter) await(ctx context.Context, v Verdict, blk *watch) error {
+// awaitWatch blocks until the blockers still present weigh at most the
+// threshold. It costs no round trip: it only counts delete events.
+func (w *waiter) awaitWatch(ctx context.Context, v Verdict, blk *watch) error {
 	remaining := make(map[string]Entry, len(v.Blockers))
 	var sum int64
 	for _, b := range v.Blockers {
@@ -323,8 +437,10 @@ func (q *Queue) logger() *zap.Logger {
 	return q.Logger
 }
 
-// close stops the waiter's watches.
+// close removes the waiter's registration and stops its watch.
 func (w *waiter) close() {
+	w.sub.close()
+	w.sub = nil
 	w.own.stop()
 	w.own = nil
 }
@@ -348,13 +464,16 @@ func (w *waiter) remove() {
 }
 
 // removeByKey deletes the waiter's key whatever its revision, for when the
-// enqueue Txn failed and its outcome is unknown. Waiter keys are random and
-// never reused, so the key can only be this waiter's.
+// enqueue Txn failed and its outcome is unknown. The key's slot is never
+// given back, so the key can only be this waiter's. The put may still land
+// after the delete (a Txn cut short by its context can still be applied),
+// so the keeper deletes the key again after its renewals, for one TTL.
 func (w *waiter) removeByKey() {
 	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
 	defer cancel()
-	if _, err := w.q.Client.Delete(ctx, w.key); err != nil {
-		w.k.Orphan(w.key, 0)
+	_, err := w.q.Client.Delete(ctx, w.key)
+	w.k.Orphan(w.key, 0)
+	if err != nil {
 		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
 	}
 }

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/internal/keys"
+)
+
+// Connection defaults, as etcdctl's.
+const (
+	defaultEndpoint    = "127.0.0.1:2379"
+	defaultDialTimeout = 2 * time.Second
+	// keepAliveTime and keepAliveTimeout are the gRPC keep-alive pings of
+	// the client: a dead connection is noticed within their sum.
+	keepAliveTime    = 10 * time.Second
+	keepAliveTimeout = 3 * time.Second
+)
+
+// connFlags are the connection flags every command that talks to etcd
+// shares, named as etcdctl's.
+type connFlags struct {
+	endpoints   string
+	cacert      string
+	cert        string
+	key         string
+	user        string
+	dialTimeout time.Duration
+	namespace   string
+
+	fs     *flag.FlagSet
+	getenv func(string) string // os.Getenv; tests replace it
+}
+
+// connHelp is the part of the help of every command that connects.
+const connHelp = `
+Connection flags default from the environment as etcdctl's do: --endpoints
+from $ETCDLOCK_ENDPOINTS, then $ETCDCTL_ENDPOINTS; --cacert, --cert, --key,
+--user and --dial-timeout from $ETCDCTL_CACERT, $ETCDCTL_CERT, $ETCDCTL_KEY,
+$ETCDCTL_USER and $ETCDCTL_DIAL_TIMEOUT; --namespace from
+$ETCDLOCK_NAMESPACE. A flag on the command line wins. With --user NAME,
+the password comes from $ETCDLOCK_PASSWORD or $ETCDCTL_PASSWORD, or else is
+asked for on the terminal, without echo (--user NAME:PASSWORD works too, but
+shows the password to every user of ps).`
+
+// register defines the connection flags on fs.
+func (c *connFlags) register(fs *flag.FlagSet) {
+	c.fs = fs
+	fs.StringVar(&c.endpoints, "endpoints", "", "comma-separated `list` of etcd endpoints (default "+defaultEndpoint+")")
+	fs.StringVar(&c.cacert, "cacert", "", "verify etcd's TLS certificate with the CA bundle in `file`")
+	fs.StringVar(&c.cert, "cert", "", "TLS client certificate `file`")
+	fs.StringVar(&c.key, "key", "", "TLS client key `file`")
+	fs.StringVar(&c.user, "user", "", "etcd user `name` (or name:password)")
+	fs.DurationVar(&c.dialTimeout, "dial-timeout", defaultDialTimeout, "give up reaching etcd after this `duration`")
+	fs.StringVar(&c.namespace, "namespace", keys.DefaultNamespace, "`prefix` of every key etcdlock reads or writes")
+}
+
+// resolve fills in the flags not given on the command line from the
+// environment, and validates them.
+func (c *connFlags) resolve() error {
+	getenv := c.getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	given := make(map[string]bool)
+	c.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	fromEnv := func(dst *string, flagName string, vars ...string) {
+		if given[flagName] {
+			return
+		}
+		for _, v := range vars {
+			if s := getenv(v); s != "" {
+				*dst = s
+				return
+			}
+		}
+	}
+	fromEnv(&c.endpoints, "endpoints", "ETCDLOCK_ENDPOINTS", "ETCDCTL_ENDPOINTS")
+	fromEnv(&c.cacert, "cacert", "ETCDCTL_CACERT")
+	fromEnv(&c.cert, "cert", "ETCDCTL_CERT")
+	fromEnv(&c.key, "key", "ETCDCTL_KEY")
+	fromEnv(&c.user, "user", "ETCDCTL_USER")
+	fromEnv(&c.namespace, "namespace", "ETCDLOCK_NAMESPACE")
+	if !given["dial-timeout"] {
+		if s := getenv("ETCDCTL_DIAL_TIMEOUT"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return usageError("$ETCDCTL_DIAL_TIMEOUT=%q is not a duration", s)
+			}
+			c.dialTimeout = d
+		}
+	}
+	if c.endpoints == "" {
+		c.endpoints = defaultEndpoint
+	}
+	switch {
+	case len(c.endpointList()) == 0:
+		return usageError("--endpoints %q names no endpoint", c.endpoints)
+	case c.dialTimeout <= 0:
+		return usageError("--dial-timeout must be positive, not %v", c.dialTimeout)
+	case (c.cert == "") != (c.key == ""):
+		return usageError("--cert and --key go together")
+	}
+	if err := keys.ValidateNamespace(c.namespace); err != nil {
+		return usageError("--namespace: %v", err)
+	}
+	return nil
+}
+
+// endpointList returns the endpoints, split and trimmed.
+func (c *connFlags) endpointList() []string {
+	var eps []string
+	for _, ep := range strings.Split(c.endpoints, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	return eps
+}
+
+// config returns the client configuration, asking for the password on the
+// terminal if it is needed and nowhere else.
+func (c *connFlags) config(ctx context.Context) (clientv3.Config, error) {
+	cfg := clientv3.Config{
+		Endpoints:            c.endpointList(),
+		DialTimeout:          c.dialTimeout,
+		DialKeepAliveTime:    keepAliveTime,
+		DialKeepAliveTimeout: keepAliveTimeout,
+		Logger:               zap.NewNop(),
+		Context:              context.WithoutCancel(ctx),
+	}
+	if c.cacert != "" || c.cert != "" {
+		info := transport.TLSInfo{CertFile: c.cert, KeyFile: c.key, TrustedCAFile: c.cacert}
+		tlsCfg, err := info.ClientConfig()
+		if err != nil {
+			return cfg, usageError("TLS: %v", err)
+		}
+		cfg.TLS = tlsCfg
+	}
+	if c.user != "" {
+		user, pass, ok := strings.Cut(c.user, ":")
+		if !ok {
+			pass = c.password()
+		}
+		if user == "" {
+			return cfg, usageError("--user %q has no user name", c.user)
+		}
+		if !ok && pass == "" {
+			var err error
+			if pass, err = promptPassword(ctx, user); err != nil {
+				return cfg, err
+			}
+		}
+		cfg.Username, cfg.Password = user, pass
+	}
+	return cfg, nil
+}
+
+// password returns the password from the environment, or "".
+func (c *connFlags) password() string {
+	getenv := c.getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	for _, v := range []string{"ETCDLOCK_PASSWORD", "ETCDCTL_PASSWORD"} {
+		if s := getenv(v); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// connect returns a client of etcd that has answered a linearizable read
+// of probe (a key prefix), within --dial-timeout. It returns a *failure
+// with exitUsage for bad settings and exitUnreachable when etcd did not
+// answer in time; ctx's cause if ctx ended first; or etcd's error (a
+// refused login, say).
+func (c *connFlags) connect(ctx context.Context, probe string) (*clientv3.Client, error) {
+	cfg, err := c.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, c.classify(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	_, err = cli.Get(pctx, probe, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		_ = cli.Close()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, c.classify(err)
+	}
+	return cli, nil
+}
+
+// classify turns a failure to reach etcd into an exitUnreachable failure,
+// and reports other errors (etcd's refusals) as they are.
+func (c *connFlags) classify(err error) error {
+	// clientv3 reports a request that found no connection before its
+	// deadline as the context's error.
+	if errors.Is(err, context.DeadlineExceeded) {
+		return failf(exitUnreachable, "cannot reach etcd at %s within %v", strings.Join(c.endpointList(), ","), c.dialTimeout)
+	}
+	if errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) {
+		return failf(exitUnreachable, "etcd at %s has no leader: %v", strings.Join(c.endpointList(), ","), err)
+	}
+	if errors.Is(err, rpctypes.ErrAuthFailed) {
+		return fmt.Errorf("etcd refused the login of user %q: wrong user name or password", strings.SplitN(c.user, ":", 2)[0])
+	}
+	return fmt.Errorf("etcd: %w", err)
+}
+
+// closeQuietly closes cli, for defers: by then an error closing a client
+// changes nothing.
+func closeQuietly(cli *clientv3.Client) { _ = cli.Close() }

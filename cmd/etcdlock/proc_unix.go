@@ -1,0 +1,203 @@
+//go:build unix
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+)
+
+// forwardedSignals are the signals etcdlock passes on to CMD's process
+// group while CMD runs.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// stopSignals are the forwarded signals that make etcdlock give up when
+// they come before CMD runs.
+var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
+
+// droppedSignals are caught and dropped. SIGTSTP (Ctrl-Z) would stop
+// etcdlock while CMD ran on: the lease would expire with nobody stopping
+// CMD.
+var droppedSignals = []os.Signal{syscall.SIGTSTP}
+
+// guardName is argv[0] of the guard: etcdlock re-executed to lead CMD's
+// process group (see startChild).
+const guardName = "etcdlock-guard"
+
+// The guard is this same program, told apart by its argv[0] before any
+// command runs.
+func init() {
+	if len(os.Args) > 0 && os.Args[0] == guardName {
+		os.Exit(guardMain(os.Args[1:]))
+	}
+}
+
+// child is CMD, running under its guard in a process group of its own.
+//
+// The guard is etcdlock itself, re-executed as "etcdlock-guard PATH ARGV...".
+// It leads the process group, starts CMD in it, and exits with CMD's status
+// (128+N if signal N killed it). It holds the read end of a pipe, the
+// lifeline, whose only write end is in etcdlock: when etcdlock dies, even
+// by SIGKILL, the kernel closes that end, the guard reads EOF and kills the
+// whole process group with SIGKILL, CMD's own children included. A
+// parent-death signal alone (Linux's PR_SET_PDEATHSIG, which CMD gets too,
+// for the case the guard itself is killed) reaches only the direct child,
+// and "sh -c" or a script would leave its children running unguarded.
+type child struct {
+	guard    *exec.Cmd
+	pgid     int
+	lifeline *os.File      // the write end
+	exited   chan struct{} // closed once the guard has exited
+	reaped   bool          // the guard was reaped when exited closed (not on Linux)
+	waitErr  error
+}
+
+// startChild starts CMD (the executable path, with argv) with env, in a new
+// process group under its guard. CMD's stdin is etcdlock's unless that is a
+// terminal (then /dev/null: CMD is not in the terminal's foreground process
+// group, and a read from the terminal would stop it); stdout and stderr are
+// the given writers.
+func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*child, error) {
+	self, err := selfPath()
+	if err != nil {
+		return nil, fmt.Errorf("finding etcdlock's own executable: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	var stdin io.Reader
+	if !isTerminal(os.Stdin) {
+		stdin = os.Stdin
+	}
+	g := &exec.Cmd{
+		Path:        self,
+		Args:        append([]string{guardName, path}, argv...),
+		Env:         env,
+		Stdin:       stdin,
+		Stdout:      stdout,
+		Stderr:      stderr,
+		ExtraFiles:  []*os.File{r}, // fd 3 in the guard
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	err = g.Start()
+	_ = r.Close()
+	if err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	c := &child{guard: g, pgid: g.Process.Pid, lifeline: w, exited: make(chan struct{})}
+	// Owned by finish, which waits for exited.
+	go func() {
+		defer close(c.exited)
+		if !waitExited(g.Process.Pid) {
+			c.waitErr = g.Wait()
+			c.reaped = true
+		}
+	}()
+	return c, nil
+}
+
+// signal sends sig to CMD's process group. The guard, a member, drops it.
+func (c *child) signal(sig os.Signal) {
+	if s, ok := sig.(syscall.Signal); ok {
+		_ = syscall.Kill(-c.pgid, s)
+	}
+}
+
+// finish waits for the guard to exit, kills whatever CMD left running in
+// its process group, reaps the guard and returns CMD's exit status.
+func (c *child) finish() int {
+	<-c.exited
+	if !c.reaped {
+		// The guard is a zombie, not reaped yet, so the group's ID cannot
+		// have been reused: kill the leftovers, then reap.
+		_ = syscall.Kill(-c.pgid, syscall.SIGKILL)
+		c.waitErr = c.guard.Wait()
+	}
+	_ = c.lifeline.Close()
+	return exitStatus(c.guard.ProcessState)
+}
+
+// signalNames name the signals etcdlock catches.
+var signalNames = map[syscall.Signal]string{
+	syscall.SIGINT: "SIGINT", syscall.SIGTERM: "SIGTERM", syscall.SIGHUP: "SIGHUP",
+	syscall.SIGQUIT: "SIGQUIT", syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2",
+}
+
+// signalName returns sig's name, "SIGINT" say.
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok && signalNames[s] != "" {
+		return signalNames[s]
+	}
+	return sig.String()
+}
+
+// signalNumber returns the number of sig, or 0.
+func signalNumber(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return int(s)
+	}
+	return 0
+}
+
+// guardMain is the guard: it runs CMD (args: path, then argv) in its own
+// process group and returns CMD's exit status.
+func guardMain(args []string) int {
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "etcdlock-guard: for etcdlock's internal use")
+		return exitUsage
+	}
+	// Only as etcdlock starts it: leading a process group of its own (the
+	// guard kills its whole group), with a pipe on fd 3.
+	var st syscall.Stat_t
+	if syscall.Getpgrp() != os.Getpid() || syscall.Fstat(3, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+		fmt.Fprintln(os.Stderr, "etcdlock-guard: for etcdlock's internal use")
+		return exitUsage
+	}
+	lifeline := os.NewFile(3, "lifeline")
+	syscall.CloseOnExec(3) // CMD does not need it
+	// etcdlock signals the whole group: CMD gets each signal directly, and
+	// the guard must live on. Catching (not ignoring) the signals keeps
+	// them at their default in CMD. A signal ignored when etcdlock started
+	// (SIGHUP under nohup) stays ignored, CMD included.
+	caught := make(chan os.Signal, 16) // overflow is dropped, which is fine
+	for _, sig := range forwardedSignals {
+		if !signal.Ignored(sig) {
+			signal.Notify(caught, sig)
+		}
+	}
+	// Linux's parent-death signal is sent when the thread that started the
+	// child exits: keep this goroutine on its thread to the end.
+	runtime.LockOSThread()
+	cmd := &exec.Cmd{
+		Path:        args[0],
+		Args:        args[1:],
+		Stdin:       os.Stdin,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		SysProcAttr: cmdProcAttr(),
+	}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "etcdlock: cannot run %s: %v\n", args[0], err)
+		if errors.Is(err, fs.ErrNotExist) {
+			return exitNotFound
+		}
+		return exitCannotExec
+	}
+	// The lifeline: EOF means etcdlock is gone. This goroutine ends with
+	// the process.
+	go func() {
+		_, _ = io.Copy(io.Discard, lifeline)
+		_ = syscall.Kill(0, syscall.SIGKILL) // the guard's whole process group, itself included
+	}()
+	_ = cmd.Wait()
+	return exitStatus(cmd.ProcessState)
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/lock"
+)
+
+// runLockedCmd is "etcdlock run" (runCmd is a test helper).
+var runLockedCmd = &command{
+	name:      "run",
+	summary:   "run a command while holding a lock; stop it if the lock is lost",
+	usage:     "etcdlock run [flags] NAME [--] CMD [ARGS...]",
+	takesArgs: true,
+	help: `
+Run acquires the lock NAME, runs CMD with ARGS while it holds it, and
+releases it when CMD exits; it exits with CMD's status. CMD finds in its
+environment:
+
+	ETCDLOCK_NAME   NAME
+	ETCDLOCK_KEY    the etcd key of the hold
+	ETCDLOCK_TOKEN  the fencing token: the key's create revision, larger
+	                than that of every earlier hold of NAME
+	ETCDLOCK_LEASE  the key's lease ID, in hex
+
+By default the hold is exclusive: the write side of the reader-writer lock
+NAME (keys under <namespace>rw/NAME/). With --shared it is a read hold of
+the same lock: --shared runs hold it together, never with an exclusive run.
+Waiters are served in the order they came, and a waiting writer is not
+overtaken by later readers. With -n N the hold is one of N permits of the
+semaphore NAME (keys under <namespace>sem/NAME/): at most N runs at once;
+every run of NAME must give the same N. A Go program shares these locks with
+lock.NewRWMutex (Lock, RLock) or lock.NewSemaphore (Acquire(ctx, 1)) of the
+same name and namespace.
+
+Run waits for the lock as long as it takes, or up to --timeout. The lock's
+lease has a TTL of --ttl, renewed every third of it; if the machine running
+etcdlock dies, the lock is free again within --ttl. Flags may come before
+or after NAME; everything after "--" (or after CMD) is CMD's.
+` + graceHelp + "\n" + connHelp + "\n" + exitStatusHelp,
+	setup: setupRun,
+}
+
+// runConfig is run's parsed flags.
+type runConfig struct {
+	conn    connFlags
+	shared  bool
+	permits int64
+	timeout optDuration
+	ttl     time.Duration
+	grace   optDuration
+	verbose bool
+}
+
+// errWaitTimeout is the cause of a wait that --timeout ended.
+var errWaitTimeout = errors.New("--timeout passed")
+
+// setupRun defines run's flags.
+func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
+	cfg := &runConfig{}
+	cfg.conn.register(fs)
+	fs.BoolVar(&cfg.shared, "shared", false, "take a shared (read) hold: --shared runs of NAME hold it together")
+	fs.Int64Var(&cfg.permits, "n", 0, "take one of `N` permits of the semaphore NAME: at most N runs at once")
+	fs.Var(&cfg.timeout, "timeout", "give up (exit 124) unless the lock is acquired within this `duration`\n(default: wait as long as it takes)")
+	fs.DurationVar(&cfg.ttl, "ttl", lock.DefaultTTL, "`TTL` of the lock's lease, in whole seconds")
+	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when the lock is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
+	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when waiting, acquired and released")
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		names, argv, err := positional(fs, 1, "NAME")
+		if err == nil && len(argv) == 0 {
+			err = usageError("missing CMD")
+		}
+		if err != nil {
+			return argsFailed("run", fs, err, stdout, stderr)
+		}
+		return cfg.run(ctx, names[0], argv, stdout, stderr)
+	}
+}
+
+// check validates the flags and NAME, and returns the timing.
+func (cfg *runConfig) check(name string) (timing, error) {
+	switch {
+	case cfg.shared && cfg.permits != 0:
+		return timing{}, usageError("--shared and -n do not go together")
+	case cfg.permits < 0 || cfg.permits > lock.MaxSemaphoreLimit:
+		return timing{}, usageError("-n must be between 1 and %d, not %d", int64(lock.MaxSemaphoreLimit), cfg.permits)
+	case cfg.timeout.set && cfg.timeout.d <= 0:
+		return timing{}, usageError("--timeout must be positive, not %v", cfg.timeout.d)
+	}
+	if err := keys.ValidateName(name); err != nil {
+		return timing{}, usageError("NAME: %v", err)
+	}
+	tm, err := newTiming(cfg.ttl, cfg.grace)
+	if err != nil {
+		return timing{}, err
+	}
+	return tm, cfg.conn.resolve()
+}
+
+// kind returns the kind of lock run takes: "rw" or "sem".
+func (cfg *runConfig) kind() string {
+	if cfg.permits > 0 {
+		return "sem"
+	}
+	return "rw"
+}
+
+// what names the hold run takes, for messages.
+func (cfg *runConfig) what(name string) string {
+	switch {
+	case cfg.permits > 0:
+		return fmt.Sprintf("semaphore %q (1 of %d permits)", name, cfg.permits)
+	case cfg.shared:
+		return fmt.Sprintf("lock %q (shared)", name)
+	default:
+		return fmt.Sprintf("lock %q", name)
+	}
+}
+
+// runLock is the lock run takes: how to acquire it and to close it.
+type runLock struct {
+	acquire func(context.Context) (*lock.Hold, error)
+	close   func() error
+}
+
+// open returns the lock run takes.
+func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc string) (runLock, error) {
+	opts := []lock.Option{
+		lock.WithTTL(tm.ttl),
+		lock.WithSafetyMargin(tm.margin),
+		lock.WithNamespace(cfg.conn.namespace),
+		lock.WithHolder(desc),
+	}
+	if cfg.permits > 0 {
+		s, err := lock.NewSemaphore(cli, name, cfg.permits, opts...)
+		if err != nil {
+			return runLock{}, err
+		}
+		return runLock{
+			acquire: func(ctx context.Context) (*lock.Hold, error) { return s.Acquire(ctx, 1) },
+			close:   s.Close,
+		}, nil
+	}
+	m, err := lock.NewRWMutex(cli, name, opts...)
+	if err != nil {
+		return runLock{}, err
+	}
+	acquire := m.Lock
+	if cfg.shared {
+		acquire = m.RLock
+	}
+	return runLock{acquire: acquire, close: m.Close}, nil
+}
+
+// run is "etcdlock run NAME CMD...": acquire, run CMD under the hold,
+// release. It returns the exit status.
+func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdout, stderr io.Writer) int {
+	start := time.Now()
+	log := &cmdLog{w: stderr, name: "run", verbose: cfg.verbose}
+	tm, err := cfg.check(name)
+	if err != nil {
+		return report(stderr, "run", err, exitUsage)
+	}
+	path, err := lookCmd(argv[0])
+	if err != nil {
+		return report(stderr, "run", err, exitRunFailure)
+	}
+
+	sigs := watchSignals(ctx)
+	defer sigs.stop()
+	actx, stopWatch := cancelOnStop(ctx, sigs.C)
+	watching := true
+	endWatch := func() *interrupted {
+		if !watching {
+			return nil
+		}
+		watching = false
+		return stopWatch()
+	}
+	defer endWatch()
+
+	prefix := keys.Prefix(cfg.conn.namespace, cfg.kind(), name)
+	cli, err := cfg.conn.connect(actx, prefix)
+	if intr := interruptedBy(err); intr != nil {
+		return report(stderr, "run", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.status())
+	}
+	if err != nil {
+		return report(stderr, "run", err, exitRunFailure)
+	}
+	defer closeQuietly(cli)
+	l, err := cfg.open(cli, name, tm, holderDesc(start))
+	if err != nil {
+		return report(stderr, "run", err, exitRunFailure)
+	}
+	closeLock := func() {
+		if err := l.close(); err != nil {
+			log.errorf("closing %s: %v", cfg.what(name), err)
+		}
+	}
+
+	wctx := actx
+	if cfg.timeout.set {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeoutCause(actx, cfg.timeout.d, errWaitTimeout)
+		defer cancel()
+	}
+	log.infof("waiting for %s", cfg.what(name))
+	h, err := l.acquire(wctx)
+	intr := endWatch()
+	switch {
+	case err != nil:
+		closeLock()
+		switch {
+		case intr != nil:
+			return report(stderr, "run", fmt.Errorf("%w while waiting for %s; CMD did not run", intr, cfg.what(name)), intr.status())
+		case errors.Is(err, errWaitTimeout):
+			return report(stderr, "run", failf(exitTimeout, "%s not acquired within %v%s", cfg.what(name), cfg.timeout.d, heldBy(cli, prefix)), 0)
+		default:
+			return report(stderr, "run", fmt.Errorf("acquiring %s: %w", cfg.what(name), err), exitRunFailure)
+		}
+	case intr != nil:
+		cfg.release(ctx, log, h, name)
+		closeLock()
+		return report(stderr, "run", fmt.Errorf("%w as %s was acquired; CMD did not run", intr, cfg.what(name)), intr.status())
+	}
+	if err := h.Err(); err != nil {
+		log.errorf("%s lost before CMD started (%s)", cfg.what(name), lossReason(err))
+		closeLock()
+		return exitLost
+	}
+	tok := h.Token()
+	log.infof("acquired %s: token %d, key %s, lease %s", cfg.what(name), tok.Revision, tok.Key, leaseHex(h.Lease()))
+
+	c, err := startChild(path, argv, childEnv(name, tok, h.Lease()), stdout, stderr)
+	if err != nil {
+		cfg.release(ctx, log, h, name)
+		closeLock()
+		return report(stderr, "run", fmt.Errorf("starting CMD: %w", err), exitRunFailure)
+	}
+	o := supervise(c, h, tm.grace, sigs.C)
+	if o.lost != nil {
+		log.errorf("%s lost while CMD ran (%s); %s", cfg.what(name), lossReason(o.lost), o.stopped(tm.grace))
+		closeLock() // revokes the lease, if it is still there
+		return exitLost
+	}
+	cfg.release(ctx, log, h, name)
+	closeLock()
+	return o.status
+}
+
+// release unlocks h once CMD has exited, on a bounded context, and says so
+// on stderr if it could not.
+func (cfg *runConfig) release(ctx context.Context, log *cmdLog, h *lock.Hold, name string) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	switch err := h.Unlock(uctx); {
+	case err == nil:
+		log.infof("released %s", cfg.what(name))
+	case errors.Is(err, lock.ErrNotHeld):
+		var lost *lock.LostError
+		if errors.As(err, &lost) {
+			log.errorf("%s was lost as CMD ended (%s); CMD was not stopped", cfg.what(name), lossReason(lost))
+		}
+	default:
+		log.errorf("releasing %s: %v; it ends when its lease expires, within %v", cfg.what(name), err, cfg.ttl)
+	}
+}
+
+// interruptedBy returns the interruption err reports, or nil.
+func interruptedBy(err error) *interrupted {
+	var intr *interrupted
+	if errors.As(err, &intr) {
+		return intr
+	}
+	return nil
+}
+
+// heldBy describes the oldest key under prefix, "; held by <value> (token
+// N)", or returns "" if it cannot tell within a second.
+func heldBy(cli *clientv3.Client, prefix string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, prefix, clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return ""
+	}
+	kv := resp.Kvs[0]
+	return fmt.Sprintf("; held by %s (token %d)", holderOf(string(kv.Value)), kv.CreateRevision)
+}

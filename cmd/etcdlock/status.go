@@ -1,0 +1,359 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/internal/keys"
+)
+
+// statusCmd is "etcdlock status".
+var statusCmd = &command{
+	name:      "status",
+	summary:   "show who holds and who waits for a lock, or leads and campaigns in an election",
+	usage:     "etcdlock status [flags] NAME",
+	takesArgs: true,
+	help: `
+Status reads, in one transaction, every queue called NAME: the mutex
+(lock.NewMutex), the reader-writer lock (etcdlock run, lock.NewRWMutex), the
+semaphore (etcdlock run -n, lock.NewSemaphore) and the election (etcdlock
+elect, package election), or only the one --kind names. For each queue that
+has keys it lists them in queue order (by token), one line each:
+
+	STATE    holding or waiting; for an election, leader or candidate.
+	         A waiter just admitted shows as holding before it knows.
+	MODE     (reader-writer lock) read or write
+	PERMITS  (semaphore) the permits the entry holds or waits for
+	TOKEN    the key's create revision: the fencing token of its hold
+	LEASE    the key's lease ID, in hex
+	TTL      what is left of the lease's TTL ("gone" once it expired)
+	AGE      time since the holder started, by the holder's own clock, for
+	         keys written by etcdlock run and elect ("-" for others)
+	VALUE    the holder's description (host:pid ...), or the candidate's
+	         value
+
+With --json it prints one JSON object instead:
+
+	{"name": NAME, "namespace": "etcdlock/", "revision": <etcd revision read>,
+	 "queues": [{"kind": "mutex"|"rw"|"sem"|"election", "prefix": "...",
+	   "limit": <semaphore limit; sem only>,
+	   "entries": [{"state": "holding"|"waiting"|"leader"|"candidate",
+	     "mode": "read"|"write" (rw only), "permits": <n> (sem only),
+	     "key": "...", "token": <n>, "lease": "<hex>",
+	     "ttl_seconds": <n, -1 if the lease is gone>,
+	     "age_seconds": <n or null>, "value": "..."}]}]}
+
+Queues without keys are left out; nothing at all prints "no holders,
+waiters or candidates". The exit status is 0, 2 for bad usage, 120 if etcd
+cannot be reached, and 1 for other failures.
+` + connHelp,
+	setup: setupStatus,
+}
+
+// statusKinds are the queue kinds status reads, in the order it shows them.
+var statusKinds = []string{"mutex", "rw", "sem", "election"}
+
+// statusTimeout bounds status's reads once connected.
+const statusTimeout = 10 * time.Second
+
+// setupStatus defines status's flags.
+func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
+	var (
+		conn   connFlags
+		kind   string
+		asJSON bool
+	)
+	conn.register(fs)
+	fs.StringVar(&kind, "kind", "all", "the `kind` of queue to read: mutex, rw, sem, election or all")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		names, code, ok := parseArgs("status", fs, 1, stdout, stderr, "NAME")
+		if !ok {
+			return code
+		}
+		name := names[0]
+		kinds := statusKinds
+		if kind != "all" {
+			if !slices.Contains(statusKinds, kind) {
+				return badUsage(stderr, "status", "--kind must be mutex, rw, sem, election or all, not %q", kind)
+			}
+			kinds = []string{kind}
+		}
+		if err := keys.ValidateName(name); err != nil {
+			return badUsage(stderr, "status", "NAME: %v", err)
+		}
+		if err := conn.resolve(); err != nil {
+			return report(stderr, "status", err, exitUsage)
+		}
+		cli, err := conn.connect(ctx, keys.Prefix(conn.namespace, kinds[0], name))
+		if err != nil {
+			return report(stderr, "status", err, exitFailure)
+		}
+		defer closeQuietly(cli)
+		rctx, cancel := context.WithTimeout(ctx, statusTimeout)
+		defer cancel()
+		st, err := readStatus(rctx, cli, conn.namespace, name, kinds, time.Now)
+		if err != nil {
+			return report(stderr, "status", err, exitFailure)
+		}
+		if asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(st); err != nil {
+				return report(stderr, "status", err, exitFailure)
+			}
+			return exitOK
+		}
+		st.print(stdout)
+		return exitOK
+	}
+}
+
+// lockStatus is status's result, as --json prints it.
+type lockStatus struct {
+	Name      string        `json:"name"`
+	Namespace string        `json:"namespace"`
+	Revision  int64         `json:"revision"`
+	Queues    []queueStatus `json:"queues"`
+}
+
+// queueStatus is one queue called the name.
+type queueStatus struct {
+	Kind    string        `json:"kind"`
+	Prefix  string        `json:"prefix"`
+	Limit   int64         `json:"limit,omitempty"`
+	Entries []entryStatus `json:"entries"`
+}
+
+// entryStatus is one key of a queue.
+type entryStatus struct {
+	State   string   `json:"state"`
+	Mode    string   `json:"mode,omitempty"`
+	Permits int64    `json:"permits,omitempty"`
+	Key     string   `json:"key"`
+	Token   int64    `json:"token"`
+	Lease   string   `json:"lease"`
+	TTL     int64    `json:"ttl_seconds"`
+	Age     *float64 `json:"age_seconds"`
+	Value   string   `json:"value"`
+
+	leaseID clientv3.LeaseID
+}
+
+// readStatus reads the queues of name of the given kinds in one
+// transaction, and the TTL of each lease they use.
+func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kinds []string, now func() time.Time) (*lockStatus, error) {
+	ops := make([]clientv3.Op, len(kinds))
+	for i, kind := range kinds {
+		ops[i] = clientv3.OpGet(keys.Prefix(ns, kind, name), clientv3.WithPrefix(),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	}
+	resp, err := cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("reading the queues of %q: %w", name, err)
+	}
+	st := &lockStatus{Name: name, Namespace: ns, Revision: resp.Header.Revision, Queues: []queueStatus{}}
+	t := now()
+	for i, kind := range kinds {
+		kvs := resp.Responses[i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		q := queueStatus{Kind: kind, Prefix: keys.Prefix(ns, kind, name)}
+		q.judge(kvs, t)
+		if len(q.Entries) > 0 {
+			st.Queues = append(st.Queues, q)
+		}
+	}
+	ttls := make(map[clientv3.LeaseID]int64)
+	for qi := range st.Queues {
+		for ei := range st.Queues[qi].Entries {
+			e := &st.Queues[qi].Entries[ei]
+			ttl, ok := ttls[e.leaseID]
+			if !ok {
+				ttl = -1
+				if e.leaseID != 0 {
+					r, err := cli.TimeToLive(ctx, e.leaseID)
+					if err != nil {
+						return nil, fmt.Errorf("reading the TTL of lease %s: %w", e.Lease, err)
+					}
+					ttl = r.TTL
+				}
+				ttls[e.leaseID] = ttl
+			}
+			e.TTL = ttl
+		}
+	}
+	return st, nil
+}
+
+// judge fills q.Entries from the queue's keys, sorted by create revision,
+// deciding who holds as the queue's rule does.
+func (q *queueStatus) judge(kvs []*mvccpb.KeyValue, now time.Time) {
+	var (
+		olderWriter bool  // rw: a writer key older than this one
+		sum         int64 // sem: permits of every older key, holding or waiting
+	)
+	for _, kv := range kvs {
+		first := len(q.Entries) == 0
+		e := entryStatus{
+			Key:     string(kv.Key),
+			Token:   kv.CreateRevision,
+			Lease:   leaseHex(clientv3.LeaseID(kv.Lease)),
+			Value:   string(kv.Value),
+			leaseID: clientv3.LeaseID(kv.Lease),
+		}
+		hold := false
+		switch q.Kind {
+		case "mutex":
+			hold = first
+		case "election":
+			e.State = "candidate"
+			if first {
+				e.State = "leader"
+			}
+		case "rw":
+			switch rest := strings.TrimPrefix(e.Key, q.Prefix); {
+			case strings.HasPrefix(rest, "r/"):
+				e.Mode = "read"
+				hold = !olderWriter
+			case strings.HasPrefix(rest, "w/"):
+				e.Mode = "write"
+				hold = first
+				olderWriter = true
+			default:
+				continue // not a key of the lock
+			}
+		case "sem":
+			k, limit, holder, ok := parseSemValue(e.Value)
+			if !ok || (q.Limit != 0 && limit != q.Limit) {
+				e.State = "invalid" // acquires behind it fail with a limit mismatch
+				break
+			}
+			q.Limit = limit
+			e.Permits, e.Value = k, holder
+			hold = sum+k <= limit
+			sum += k
+		}
+		if e.State == "" {
+			e.State = "waiting"
+			if hold {
+				e.State = "holding"
+			}
+		}
+		if since, ok := parseSince(e.Value); ok {
+			age := now.Sub(since).Seconds()
+			e.Age = &age
+		}
+		q.Entries = append(q.Entries, e)
+	}
+}
+
+// parseSemValue parses the value of a semaphore key, "v1 <permits> <limit>
+// <holder>" (lock/semaphore.go).
+func parseSemValue(v string) (k, limit int64, holder string, ok bool) {
+	f := strings.SplitN(v, " ", 4)
+	if len(f) != 4 || f[0] != "v1" {
+		return 0, 0, "", false
+	}
+	k, err1 := strconv.ParseInt(f[1], 10, 64)
+	limit, err2 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil || limit < 1 || k < 1 || k > limit {
+		return 0, 0, "", false
+	}
+	return k, limit, f[3], true
+}
+
+// holderOf returns the holder description in a key's value: the value
+// itself, or its holder part for a semaphore key.
+func holderOf(v string) string {
+	if _, _, holder, ok := parseSemValue(v); ok {
+		return holder
+	}
+	return v
+}
+
+// kindTitle names a queue kind in status's text output.
+var kindTitle = map[string]string{
+	"mutex":    "mutex",
+	"rw":       "reader-writer lock",
+	"sem":      "semaphore",
+	"election": "election",
+}
+
+// print writes st as text.
+func (st *lockStatus) print(w io.Writer) {
+	if len(st.Queues) == 0 {
+		fmt.Fprintf(w, "no holders, waiters or candidates for %q under %q (revision %d)\n", st.Name, st.Namespace, st.Revision)
+		return
+	}
+	for i, q := range st.Queues {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		extra := ""
+		if q.Kind == "sem" {
+			held := int64(0)
+			for _, e := range q.Entries {
+				if e.State == "holding" {
+					held += e.Permits
+				}
+			}
+			extra = fmt.Sprintf(", %d of %d permits held", held, q.Limit)
+		}
+		fmt.Fprintf(w, "%s %q (%s%s), revision %d:\n", kindTitle[q.Kind], st.Name, q.Prefix, extra, st.Revision)
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		cols := []string{"STATE"}
+		switch q.Kind {
+		case "rw":
+			cols = append(cols, "MODE")
+		case "sem":
+			cols = append(cols, "PERMITS")
+		}
+		cols = append(cols, "TOKEN", "LEASE", "TTL", "AGE", "VALUE")
+		fmt.Fprintf(tw, "  %s\n", strings.Join(cols, "\t"))
+		for _, e := range q.Entries {
+			row := []string{e.State}
+			switch q.Kind {
+			case "rw":
+				row = append(row, e.Mode)
+			case "sem":
+				row = append(row, strconv.FormatInt(e.Permits, 10))
+			}
+			row = append(row, strconv.FormatInt(e.Token, 10), e.Lease, ttlText(e.TTL), ageText(e.Age), e.Value)
+			fmt.Fprintf(tw, "  %s\n", strings.Join(row, "\t"))
+		}
+		_ = tw.Flush()
+	}
+}
+
+// ttlText shows a remaining TTL in seconds.
+func ttlText(ttl int64) string {
+	if ttl < 0 {
+		return "gone"
+	}
+	return (time.Duration(ttl) * time.Second).String()
+}
+
+// ageText shows an age in seconds, or "-" if unknown.
+func ageText(age *float64) string {
+	if age == nil {
+		return "-"
+	}
+	d := time.Duration(*age * float64(time.Second))
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}

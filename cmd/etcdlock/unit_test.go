@@ -1,0 +1,196 @@
+//go:build unix
+
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TestPositional checks how names, flags after them and CMD are split.
+func TestPositional(t *testing.T) {
+	for _, tc := range []struct {
+		args       []string
+		name       string
+		rest       []string
+		ttl        time.Duration
+		shared     bool
+		wantErr    bool
+		wantHelp   bool
+		wantBadFlg bool
+	}{
+		{args: []string{"x", "--", "cmd", "-a"}, name: "x", rest: []string{"cmd", "-a"}},
+		{args: []string{"x", "cmd", "--ttl", "3s"}, name: "x", rest: []string{"cmd", "--ttl", "3s"}},
+		{args: []string{"--ttl", "2s", "x", "--shared", "--", "cmd"}, name: "x", rest: []string{"cmd"}, ttl: 2 * time.Second, shared: true},
+		{args: []string{"x", "--ttl", "3s", "cmd", "--", "y"}, name: "x", rest: []string{"cmd", "--", "y"}, ttl: 3 * time.Second},
+		{args: []string{"--", "-x", "cmd"}, name: "-x", rest: []string{"cmd"}},
+		{args: []string{}, wantErr: true},
+		{args: []string{"x", "-h"}, wantHelp: true},
+		{args: []string{"x", "--bogus"}, wantBadFlg: true},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		ttl := fs.Duration("ttl", 0, "")
+		shared := fs.Bool("shared", false, "")
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		names, rest, err := positional(fs, 1, "NAME")
+		switch {
+		case tc.wantHelp:
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Errorf("%q: err %v, want ErrHelp", tc.args, err)
+			}
+		case tc.wantBadFlg:
+			if !errors.Is(err, errFlagParse) {
+				t.Errorf("%q: err %v, want errFlagParse", tc.args, err)
+			}
+		case tc.wantErr:
+			if err == nil {
+				t.Errorf("%q: no error", tc.args)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", tc.args, err)
+		case names[0] != tc.name || !slices.Equal(rest, tc.rest) || *ttl != tc.ttl || *shared != tc.shared:
+			t.Errorf("%q: name %q rest %q ttl %v shared %v; want %q %q %v %v",
+				tc.args, names[0], rest, *ttl, *shared, tc.name, tc.rest, tc.ttl, tc.shared)
+		}
+	}
+}
+
+// TestConnFlags checks the environment fallbacks and the password sources.
+func TestConnFlags(t *testing.T) {
+	parse := func(env map[string]string, args ...string) (*connFlags, error) {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		c := &connFlags{getenv: func(k string) string { return env[k] }}
+		c.register(fs)
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		return c, c.resolve()
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		eps  []string
+		ns   string
+	}{
+		{nil, nil, []string{"127.0.0.1:2379"}, "etcdlock/"},
+		{map[string]string{"ETCDCTL_ENDPOINTS": "a:1"}, nil, []string{"a:1"}, "etcdlock/"},
+		{map[string]string{"ETCDCTL_ENDPOINTS": "a:1", "ETCDLOCK_ENDPOINTS": "b:1, c:1"}, nil, []string{"b:1", "c:1"}, "etcdlock/"},
+		{map[string]string{"ETCDLOCK_ENDPOINTS": "b:1", "ETCDLOCK_NAMESPACE": "app/"}, []string{"--endpoints", "d:1"}, []string{"d:1"}, "app/"},
+	} {
+		c, err := parse(tc.env, tc.args...)
+		if err != nil {
+			t.Fatalf("%v %q: %v", tc.env, tc.args, err)
+		}
+		if !slices.Equal(c.endpointList(), tc.eps) || c.namespace != tc.ns {
+			t.Errorf("%v %q: endpoints %q namespace %q, want %q %q", tc.env, tc.args, c.endpointList(), c.namespace, tc.eps, tc.ns)
+		}
+	}
+	ctx := context.Background()
+	c, err := parse(map[string]string{"ETCDCTL_USER": "root", "ETCDCTL_PASSWORD": "p1", "ETCDCTL_DIAL_TIMEOUT": "7s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.config(ctx)
+	if err != nil || cfg.Username != "root" || cfg.Password != "p1" || cfg.DialTimeout != 7*time.Second {
+		t.Errorf("user from the environment: %+v, %v", cfg, err)
+	}
+	c, _ = parse(map[string]string{"ETCDLOCK_PASSWORD": "p2", "ETCDCTL_PASSWORD": "p1"}, "--user", "u")
+	if cfg, err := c.config(ctx); err != nil || cfg.Username != "u" || cfg.Password != "p2" {
+		t.Errorf("--user u with $ETCDLOCK_PASSWORD: %+v, %v", cfg, err)
+	}
+	c, _ = parse(nil, "--user", "u:p:3")
+	if cfg, err := c.config(ctx); err != nil || cfg.Username != "u" || cfg.Password != "p:3" {
+		t.Errorf("--user u:p:3: %+v, %v", cfg, err)
+	}
+	for _, args := range [][]string{{"--endpoints", " , "}, {"--dial-timeout", "0s"}, {"--cert", "x"}} {
+		if _, err := parse(nil, args...); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+}
+
+// TestNewTiming checks the grace period's default and bounds.
+func TestNewTiming(t *testing.T) {
+	for _, tc := range []struct {
+		ttl   time.Duration
+		grace optDuration
+		want  time.Duration
+		ok    bool
+	}{
+		{10 * time.Second, optDuration{}, time.Second, true},
+		{time.Second, optDuration{}, 100 * time.Millisecond, true},
+		{5 * time.Second, optDuration{}, 500 * time.Millisecond, true},
+		{10 * time.Second, optDuration{d: 1999 * time.Millisecond, set: true}, 1999 * time.Millisecond, true},
+		{10 * time.Second, optDuration{d: 0, set: true}, 0, true},
+		{10 * time.Second, optDuration{d: 2 * time.Second, set: true}, 0, false},
+		{10 * time.Second, optDuration{d: -time.Second, set: true}, 0, false},
+		{1500 * time.Millisecond, optDuration{}, 0, false},
+		{0, optDuration{}, 0, false},
+	} {
+		tm, err := newTiming(tc.ttl, tc.grace)
+		if (err == nil) != tc.ok || (tc.ok && (tm.grace != tc.want || tm.grace >= tm.margin || tm.margin != tc.ttl/5)) {
+			t.Errorf("newTiming(%v, %+v) = %+v, %v; want grace %v, ok %v", tc.ttl, tc.grace, tm, err, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestHolderDesc checks that status can read back the start time run and
+// elect write, and the lease elect reads from a key.
+func TestHolderDesc(t *testing.T) {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 678e6, time.FixedZone("x", 3600))
+	got, ok := parseSince(holderDesc(start))
+	if !ok || !got.Equal(start.Truncate(time.Millisecond)) {
+		t.Errorf("parseSince(holderDesc(%v)) = %v, %v", start, got, ok)
+	}
+	if _, ok := parseSince("host:42"); ok {
+		t.Error("parseSince of a plain holder succeeded")
+	}
+	if got := holderOf("v1 2 3 host:1 since x"); got != "host:1 since x" {
+		t.Errorf("holderOf of a semaphore value = %q", got)
+	}
+	if got := keyLease("ns/election/x/000000000000abcd-1234", "ns/election/x/"); got != clientv3.LeaseID(0xabcd) {
+		t.Errorf("keyLease = %x", int64(got))
+	}
+	if got := keyLease("ns/election/x/abcd-1234", "ns/election/x/"); got != 0 {
+		t.Errorf("keyLease of a short lease = %x", int64(got))
+	}
+}
+
+// TestCausedBySignal checks that the cause signal.NotifyContext gives is
+// recognized, and nothing else.
+func TestCausedBySignal(t *testing.T) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGUSR2)
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("signal context not cancelled")
+	}
+	if !causedBySignal(ctx) {
+		t.Errorf("cause %v not recognized as a signal", context.Cause(ctx))
+	}
+	c2, cancel := context.WithCancel(context.Background())
+	cancel()
+	c3, cancel3 := context.WithTimeout(context.Background(), 0)
+	defer cancel3()
+	<-c3.Done()
+	if causedBySignal(c2) || causedBySignal(c3) {
+		t.Error("cancel or timeout taken for a signal")
+	}
+}

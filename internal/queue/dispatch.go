@@ -1,0 +1,400 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// A Primitive's waiters and holds learn of deletes from one watch: the
+// dispatcher's, on the Primitive's whole prefix, kept open while it is used.
+// They register the keys they care about (a waiter: its own key and its
+// blockers; a hold: its key) and the dispatcher routes deletes to them.
+//
+// A wait thus opens no watch of its own: no gRPC stream (clientv3 closes a
+// stream with its last watch, so one watch per wait meant one stream per
+// wait), no created round trip, and no read after creation, since the
+// watch was created before the enqueue and misses nothing after it. The
+// price is fan-out: every delete under the prefix reaches every client
+// using the lock, where a per-key watch gets only the deletes it waits for;
+// a client still reads only when its own blockers are gone.
+
+// watchIdle is how long the dispatcher's watch stays open with nothing
+// registered and no acquire begun, before it is closed to spare etcd a
+// watcher; the next acquire reopens it.
+const watchIdle = 30 * time.Second
+
+// deleteLogCap bounds the deletes the dispatcher remembers for registrations
+// that arrive after them (a waiter registers once its enqueue Txn has
+// answered; the delete of a blocker may have been delivered before).
+const deleteLogCap = 1024
+
+// errDispatcherClosed is returned by waitUp once the Primitive is closed.
+var errDispatcherClosed = errors.New("etcdlock: watch closed")
+
+// dispatcher owns the watch of one prefix and routes its delete events to
+// registrations. It is safe for concurrent use.
+type dispatcher struct {
+	cli    *clientv3.Client
+	prefix string
+	lg     *zap.Logger
+	ctx    context.Context // cancelled at Close
+	wg     sync.WaitGroup  // the run goroutine
+
+	mu      sync.Mutex
+	closed  bool
+	running bool          // a run goroutine exists
+	up      bool          // the watch is created and delivering
+	changed chan struct{} // closed, and replaced, when up changes
+	floor   int64         // while up: every delete after floor was routed, is logged, or will be
+	last    time.Time     // last use
+	keys    map[string][]*interest
+	nsubs   int
+	dels    map[string]int64 // key -> mod revision of its latest logged delete
+	log     []logged         // ring of logged deletes, oldest at head
+	head    int
+}
+
+type logged struct {
+	key string
+	rev int64
+}
+
+// sub is one registration: a waiter's own key and blockers, or a hold's key.
+type sub struct {
+	d      *dispatcher
+	c      chan struct{} // signalled (cap 1) when an interest goes or the watch breaks
+	ins    []*interest   // ins[0] is the registrant's own key
+	broken bool          // the watch broke: the registration is void
+	rev    int64         // mod revision of the latest delete routed here
+	gone   int64         // summed weight of the blockers gone
+}
+
+type interest struct {
+	Entry
+	s    *sub
+	gone bool
+}
+
+func newDispatcher(ctx context.Context, cli *clientv3.Client, prefix string, lg *zap.Logger) *dispatcher {
+	return &dispatcher{
+		cli:     cli,
+		prefix:  prefix,
+		lg:      lg,
+		ctx:     ctx,
+		changed: make(chan struct{}),
+		keys:    make(map[string][]*interest),
+		dels:    make(map[string]int64),
+	}
+}
+
+// kickLocked records a use, and starts the watch if it is not running.
+func (d *dispatcher) kickLocked() {
+	d.last = time.Now()
+	if d.running || d.closed || d.ctx.Err() != nil {
+		return
+	}
+	d.running = true
+	d.wg.Add(1)
+	go d.run()
+}
+
+// kick is kickLocked for callers not holding mu: an acquire calls it before
+// its enqueue, so the watch is usually created before the enqueue's
+// revision.
+func (d *dispatcher) kick() {
+	d.mu.Lock()
+	d.kickLocked()
+	d.mu.Unlock()
+}
+
+// waitUp blocks until the watch delivers, and returns the revision after
+// which it misses no delete: a read at or after it, followed by register,
+// leaves no gap.
+func (d *dispatcher) waitUp(ctx context.Context) (int64, error) {
+	for {
+		d.mu.Lock()
+		if d.closed || d.ctx.Err() != nil {
+			d.mu.Unlock()
+			return 0, errDispatcherClosed
+		}
+		d.kickLocked()
+		if d.up {
+			floor := d.floor
+			d.mu.Unlock()
+			return floor, nil
+		}
+		changed := d.changed
+		d.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+	}
+}
+
+// register registers own (weight ignored) and blockers, as read at readRev:
+// each was present at readRev. It returns nil when the watch may have
+// missed a delete after readRev (it is down, or was opened or has
+// forgotten deletes since); the caller then waits for it (waitUp), reads
+// again, and registers with that read's revision.
+func (d *dispatcher) register(readRev int64, own Entry, blockers []Entry) *sub {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.kickLocked()
+	if !d.up || readRev < d.floor {
+		return nil
+	}
+	s := &sub{d: d, c: make(chan struct{}, 1), ins: make([]*interest, 0, 1+len(blockers))}
+	add := func(e Entry) {
+		in := &interest{Entry: e, s: s}
+		if r, ok := d.dels[e.Key]; ok && r > e.Rev {
+			in.gone = true
+			s.rev = max(s.rev, r)
+		} else {
+			d.keys[e.Key] = append(d.keys[e.Key], in)
+		}
+		s.ins = append(s.ins, in)
+	}
+	add(own)
+	for _, b := range blockers {
+		add(b)
+		if s.ins[len(s.ins)-1].gone {
+			s.gone += b.Weight
+		}
+	}
+	d.nsubs++
+	return s
+}
+
+// state is what a sub has learnt.
+type state struct {
+	broken  bool
+	ownGone bool
+	gone    int64 // summed weight of the blockers gone
+	rev     int64 // mod revision of the latest delete routed to the sub
+}
+
+func (s *sub) state() state {
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	return state{broken: s.broken, ownGone: s.ins[0].gone, gone: s.gone, rev: s.rev}
+}
+
+// close removes the registration. It is idempotent, and a nil sub is fine.
+func (s *sub) close() {
+	if s == nil {
+		return
+	}
+	d := s.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s.ins == nil {
+		return
+	}
+	if !s.broken {
+		for _, in := range s.ins {
+			if !in.gone {
+				d.unlinkLocked(in)
+			}
+		}
+		d.nsubs--
+		d.last = time.Now()
+	}
+	s.ins = nil
+}
+
+func (d *dispatcher) unlinkLocked(in *interest) {
+	l := d.keys[in.Key]
+	for i, x := range l {
+		if x == in {
+			l[i] = l[len(l)-1]
+			l[len(l)-1] = nil
+			l = l[:len(l)-1]
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(d.keys, in.Key)
+	} else {
+		d.keys[in.Key] = l
+	}
+}
+
+func (s *sub) signal() {
+	select {
+	case s.c <- struct{}{}:
+	default:
+	}
+}
+
+// run opens the watch, serves it, and reopens it when it breaks, until the
+// Primitive is closed, the client is, or the watch has been idle.
+func (d *dispatcher) run() {
+	defer d.wg.Done()
+	b := newBackoff()
+	for {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(d.ctx))
+		ch := d.cli.Watch(wctx, d.prefix, clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+		idle, healthy := d.serve(ch)
+		cancel()
+		d.mu.Lock()
+		d.downLocked()
+		if idle || d.closed || d.ctx.Err() != nil || d.cli.Ctx().Err() != nil {
+			d.running = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		if healthy {
+			b = newBackoff()
+		}
+		d.lg.Debug("reopening watch", zap.String("prefix", d.prefix))
+		if b.sleep(d.ctx) != nil {
+			d.mu.Lock()
+			d.running = false
+			d.mu.Unlock()
+			return
+		}
+	}
+}
+
+// serve routes ch's events until it breaks, or until the watch has been
+// idle for watchIdle (idle is then true). healthy says the watch was
+// created.
+func (d *dispatcher) serve(ch clientv3.WatchChan) (idle, healthy bool) {
+	var (
+		t  *time.Timer
+		tc <-chan time.Time
+	)
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		select {
+		case wr, ok := <-ch:
+			if !ok || wr.Err() != nil || wr.Canceled {
+				if ok && wr.Err() != nil {
+					d.lg.Debug("watch broken", zap.String("prefix", d.prefix), zap.Error(wr.Err()))
+				}
+				return false, healthy
+			}
+			if wr.Created && !healthy {
+				healthy = true
+				t = time.NewTimer(watchIdle)
+				tc = t.C
+				d.mu.Lock()
+				d.upLocked(wr.Header.Revision)
+				d.mu.Unlock()
+			}
+			if !healthy {
+				continue
+			}
+			d.mu.Lock()
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					d.deletedLocked(string(ev.Kv.Key), ev.Kv.ModRevision)
+				}
+			}
+			d.mu.Unlock()
+		case <-tc:
+			d.mu.Lock()
+			quiet := d.nsubs == 0 && time.Since(d.last) >= watchIdle
+			wait := watchIdle - time.Since(d.last)
+			d.mu.Unlock()
+			if quiet {
+				return true, healthy
+			}
+			t.Reset(max(wait, time.Second))
+		}
+	}
+}
+
+func (d *dispatcher) upLocked(created int64) {
+	d.up = true
+	d.floor = created
+	clear(d.dels)
+	d.log = d.log[:0]
+	d.head = 0
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+// downLocked voids every registration: their owners must read again once
+// the watch is back.
+func (d *dispatcher) downLocked() {
+	for _, l := range d.keys {
+		for _, in := range l {
+			s := in.s
+			if !s.broken {
+				s.broken = true
+				d.nsubs--
+				s.signal()
+			}
+		}
+	}
+	clear(d.keys)
+	if d.up {
+		d.up = false
+		close(d.changed)
+		d.changed = make(chan struct{})
+	}
+}
+
+// deletedLocked routes the delete of key at rev, and logs it.
+func (d *dispatcher) deletedLocked(key string, rev int64) {
+	if l, ok := d.keys[key]; ok {
+		n := 0
+		for _, in := range l {
+			// A delete at or before the key's creation is of an earlier key
+			// of the same (reused) name.
+			if rev <= in.Rev {
+				l[n] = in
+				n++
+				continue
+			}
+			in.gone = true
+			s := in.s
+			s.rev = max(s.rev, rev)
+			if in != s.ins[0] {
+				s.gone += in.Weight
+			}
+			s.signal()
+		}
+		clear(l[n:])
+		if n == 0 {
+			delete(d.keys, key)
+		} else {
+			d.keys[key] = l[:n]
+		}
+	}
+	if len(d.log) < deleteLogCap {
+		d.log = append(d.log, logged{key, rev})
+	} else {
+		old := d.log[d.head]
+		if d.dels[old.key] == old.rev {
+			delete(d.dels, old.key)
+		}
+		d.floor = max(d.floor, old.rev)
+		d.log[d.head] = logged{key, rev}
+		d.head = (d.head + 1) % deleteLogCap
+	}
+	d.dels[key] = rev
+}
+
+// close stops the run goroutine (the Primitive's context is cancelled
+// first) and waits for it.
+func (d *dispatcher) close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.wg.Wait()
+}
