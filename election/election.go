@@ -175,6 +175,9 @@ func (t *Term) Err() error { return t.h.Err() }
 // its lease is renewed first.
 func (t *Term) Deadline() time.Time { return t.h.Deadline() }
 
+// Lease returns the ID of the term's lease.
+func (t *Term) Lease() clientv3.LeaseID { return t.h.Lease() }
+
 // Proclaim publishes a new value for this term, in one transaction that
 // succeeds only while the term's key is current. It returns ErrNotLeader
 // (wrapping the loss, if known) when the term has ended, ErrInvalidValue,

@@ -6,12 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/internal/keys"
@@ -169,7 +166,7 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 			continue
 		}
 		log.infof("leading election %q: token %d, key %s", name, tok.Revision, tok.Key)
-		c, err := startChild(path, argv, childEnv(name, tok, keyLease(tok.Key, prefix)), stdout, stderr)
+		c, err := startChild(path, argv, childEnv(name, tok, term.Lease()), stdout, stderr)
 		if err != nil {
 			cfg.resign(ctx, log, term, name)
 			return report(stderr, "elect", fmt.Errorf("starting CMD: %w", err), exitRunFailure)
@@ -214,23 +211,4 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-}
-
-// keyLease returns the lease of a queue key under prefix, which the key
-// names: "<prefix><lease, 16 hex digits>-<...>" (package keys). It returns
-// 0 for a key of another form.
-func keyLease(key, prefix string) clientv3.LeaseID {
-	rest, ok := strings.CutPrefix(key, prefix)
-	if !ok {
-		return 0
-	}
-	hex, _, ok := strings.Cut(rest, "-")
-	if !ok || len(hex) != 16 {
-		return 0
-	}
-	id, err := strconv.ParseUint(hex, 16, 64)
-	if err != nil {
-		return 0
-	}
-	return clientv3.LeaseID(id)
 }

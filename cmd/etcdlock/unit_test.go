@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestPositional checks how names, flags after them and CMD are split.
@@ -160,12 +158,6 @@ func TestHolderDesc(t *testing.T) {
 	}
 	if got := holderOf("v1 2 3 host:1 since x"); got != "host:1 since x" {
 		t.Errorf("holderOf of a semaphore value = %q", got)
-	}
-	if got := keyLease("ns/election/x/000000000000abcd-1234", "ns/election/x/"); got != clientv3.LeaseID(0xabcd) {
-		t.Errorf("keyLease = %x", int64(got))
-	}
-	if got := keyLease("ns/election/x/abcd-1234", "ns/election/x/"); got != 0 {
-		t.Errorf("keyLease of a short lease = %x", int64(got))
 	}
 }
 

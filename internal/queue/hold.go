@@ -32,6 +32,9 @@ type Hold struct {
 	done   chan struct{}
 	onEnd  func(*Hold)
 	free   func() // returns the key's slot for reuse, once the key is gone
+	// stopEpoch unregisters the loss on the epoch's end; the monitor calls
+	// it on its way out.
+	stopEpoch func() bool
 
 	mu        sync.Mutex
 	lost      error // *LostError, once lost
@@ -58,6 +61,9 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		free:   w.free,
 	}
 	w.q.logger().Debug("acquired", zap.Stringer("token", h.token))
+	// The end of the epoch closes Done by itself, whatever the monitor
+	// goroutine is busy with (opening a watch, re-reading after a break).
+	h.stopEpoch = context.AfterFunc(epoch.Context(), func() { h.lose(epoch.Err()) })
 	if w.q.disp != nil {
 		go h.monitorShared(w.readRev)
 	} else {
@@ -106,6 +112,7 @@ func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
 func (h *Hold) monitorShared(readRev int64) {
 	var s *sub
 	defer func() {
+		h.stopEpoch()
 		s.close()
 		close(h.done)
 		if h.onEnd != nil {
@@ -163,6 +170,7 @@ func (h *Hold) monitorShared(readRev int64) {
 // the hold is lost or released.
 func (h *Hold) monitorWatching(own *watch) {
 	defer func() {
+		h.stopEpoch()
 		own.stop()
 		close(h.done)
 		if h.onEnd != nil {
