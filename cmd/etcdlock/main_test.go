@@ -103,6 +103,14 @@ func TestBenchJSON(t *testing.T) {
 		{"concurrency", "uncontended", 1},
 		{"etcdlock", "contended", 2},
 		{"concurrency", "contended", 2},
+		{"etcdlock", "contended", 9},
+		{"etcdlock", "contended", 16},
+		{"etcdlock-rw", "readers", 9},
+		{"etcdlock-rw", "writers", 8},
+		{"recipes-rw", "writers", 8},
+		{"etcdlock-sem", "contended", 16},
+		{"etcdlock-election", "handoff", 2},
+		{"concurrency-election", "handoff", 2},
 	} {
 		if !got[want] {
 			t.Errorf("no row for %+v in %s", want, out)
