@@ -39,6 +39,13 @@
 // start it again on the same URLs and data, and [Cluster.MoveLeader]
 // transfers leadership.
 //
+// [Faults] bundles these into faults that undo themselves when they end
+// (restart a member or the leader, partition the leader, move leadership,
+// pause a member's sending, compact), and [PauseClient],
+// [BlackholeClient], [DelayClientResponses] and [DropClientRequests] act on
+// clients' proxies. A [Schedule] runs a random sequence of [Fault]s from a
+// logged seed.
+//
 // # Test suites
 //
 // A package's TestMain calls [Main]; tests then share one lazily started
