@@ -146,3 +146,51 @@ func TestWaiterReopensBrokenWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A waiter whose client is closed under it stops waiting, for the Mutex
+// (per-predecessor watch) and for the RWMutex (shared watch) alike.
+func TestWaiterStopsWhenClientCloses(t *testing.T) {
+	e := newEnv(t)
+	for _, kind := range []string{"mutex", "rw"} {
+		t.Run(kind, func(t *testing.T) {
+			holderCli, waiterCli := e.client(), e.client()
+			var hold, wait func(context.Context) (*lock.Hold, error)
+			switch kind {
+			case "mutex":
+				hold = e.mutex(holderCli, "closing").Lock
+				wait = e.mutex(waiterCli, "closing").Lock
+			default:
+				a, err := lock.NewRWMutex(holderCli, "closing", lock.WithNamespace(e.ns), lock.WithTTL(2*time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := lock.NewRWMutex(waiterCli, "closing", lock.WithNamespace(e.ns), lock.WithTTL(2*time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { b.Close(); a.Close() })
+				hold, wait = a.Lock, b.RLock
+			}
+			h, err := hold(ctxT(t, 5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := wait(context.Background()); done <- err }()
+			waitKeys(t, e.cli, e.ns, 2)
+			waiterCli.Close()
+			closed := time.Now()
+			select {
+			case err := <-done:
+				t.Logf("waiter returned %v after %v", err, time.Since(closed))
+				if err == nil {
+					t.Fatal("waiter granted after its client closed")
+				}
+			case <-time.After(8 * time.Second): // the lease TTL is 2s
+				t.Fatal("waiter still blocked after its client was closed")
+			}
+			mustUnlock(t, h)
+			waitKeys(t, e.cli, e.ns, 0) // the waiter's key went with its lease
+		})
+	}
+}

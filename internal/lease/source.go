@@ -196,5 +196,8 @@ func (s *Source) Close() error {
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return nil // expired already
 	}
+	if s.cli.Ctx().Err() != nil {
+		return nil // the client was closed first: the lease ends with its TTL
+	}
 	return err
 }

@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
+	"github.com/etcdlock/etcdlock/internal/lease"
 	"sync"
 	"time"
 
@@ -116,12 +118,16 @@ func (d *dispatcher) kick() {
 // waitUp blocks until the watch delivers, and returns the revision after
 // which it misses no delete: a read at or after it, followed by register,
 // leaves no gap.
-func (d *dispatcher) waitUp(ctx context.Context) (int64, error) {
+func (d *dispatcher) waitUp(ctx context.Context, gone <-chan struct{}) (int64, error) {
 	for {
 		d.mu.Lock()
 		if d.closed || d.ctx.Err() != nil {
 			d.mu.Unlock()
 			return 0, errDispatcherClosed
+		}
+		if err := d.cli.Ctx().Err(); err != nil {
+			d.mu.Unlock()
+			return 0, fmt.Errorf("etcdlock: etcd client closed: %w", err)
 		}
 		d.kickLocked()
 		if d.up {
@@ -133,6 +139,8 @@ func (d *dispatcher) waitUp(ctx context.Context) (int64, error) {
 		d.mu.Unlock()
 		select {
 		case <-changed:
+		case <-gone:
+			return 0, lease.ErrExpired
 		case <-ctx.Done():
 			return 0, context.Cause(ctx)
 		}
@@ -342,11 +350,11 @@ func (d *dispatcher) downLocked() {
 		}
 	}
 	clear(d.keys)
-	if d.up {
-		d.up = false
-		close(d.changed)
-		d.changed = make(chan struct{})
-	}
+	// Wake whoever waits for the watch, also when it never came up: a
+	// waiter in waitUp must see the client closed or the dispatcher gone.
+	d.up = false
+	close(d.changed)
+	d.changed = make(chan struct{})
 }
 
 // deletedLocked routes the delete of key at rev, and logs it.

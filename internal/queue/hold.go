@@ -132,7 +132,11 @@ func (h *Hold) monitorShared(readRev int64) {
 			var err error
 			readRev, err = h.recheck(b)
 			switch {
-			case errors.Is(err, ErrDeleted) || errors.Is(err, lease.ErrExpired):
+			case errors.Is(err, ErrDeleted):
+				h.lose(err)
+				h.freeSlot() // the key is gone: its name can be reused
+				return
+			case errors.Is(err, lease.ErrExpired):
 				h.lose(err)
 				return
 			case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
@@ -269,8 +273,8 @@ func (h *Hold) recheck(b *backoff) (int64, error) {
 				return 0, err
 			}
 		}
-		if _, err := h.q.disp.waitUp(ctx); err != nil {
-			if errors.Is(err, errDispatcherClosed) || ctx.Err() != nil {
+		if _, err := h.q.disp.waitUp(ctx, h.k.GoneCh()); err != nil {
+			if errors.Is(err, errDispatcherClosed) || errors.Is(err, lease.ErrExpired) || ctx.Err() != nil {
 				return 0, err
 			}
 			continue

@@ -119,7 +119,7 @@ func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
 			w.sub = d.register(w.readRev, w.self(), v.Blockers)
 		}
 		if w.sub == nil {
-			floor, err := d.waitUp(ctx)
+			floor, err := d.waitUp(ctx, w.k.GoneCh())
 			if err != nil {
 				if err := w.retryable(ctx, err, backoff); err != nil {
 					return err
@@ -425,6 +425,12 @@ func (w *waiter) retryable(ctx context.Context, err error, b *backoff) error {
 	if errors.Is(err, lease.ErrExpired) || errors.Is(err, ErrDeleted) || errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return err
 	}
+	if w.k.Gone() != nil {
+		return lease.ErrExpired
+	}
+	if cerr := w.q.Client.Ctx().Err(); cerr != nil {
+		return fmt.Errorf("etcdlock: etcd client closed: %w", cerr)
+	}
 	w.readRev = -1
 	w.q.logger().Debug("retrying wait", zap.String("key", w.key), zap.Error(err))
 	return b.sleep(ctx)
@@ -448,6 +454,9 @@ func (w *waiter) close() {
 // remove deletes the waiter's key if it is still this waiter's, on a bounded
 // context (never the client's own, which may never end).
 func (w *waiter) remove() {
+	if w.q.Client.Ctx().Err() != nil {
+		return // the client is closed: the key goes with its lease
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
 	defer cancel()
 	_, err := w.q.Client.Txn(ctx).
