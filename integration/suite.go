@@ -187,3 +187,28 @@ func GoleakOptions() []goleak.Option {
 // goleakIgnores lists the goroutines that outlive closed servers, clients
 // and proxies by design. None do with etcd v3.7.3 and grpc v1.83.
 var goleakIgnores []goleak.Option
+
+// WaitKeyCount blocks until exactly n keys exist under prefix, watching the
+// prefix rather than polling, and fails tb if that takes longer than
+// timeout. Tests use it to know that n waiters have queued.
+func WaitKeyCount(tb testing.TB, cli *clientv3.Client, prefix string, n int64, timeout time.Duration) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	w := cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	<-w // created: every change from here on wakes the loop
+	for {
+		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			tb.Fatalf("integration: counting keys under %s: %v", prefix, err)
+		}
+		if resp.Count == n {
+			return
+		}
+		select {
+		case <-w:
+		case <-ctx.Done():
+			tb.Fatalf("integration: waiting for %d keys under %s: have %d after %v", n, prefix, resp.Count, timeout)
+		}
+	}
+}

@@ -85,23 +85,7 @@ func mustUnlock(t *testing.T, h *lock.Hold) {
 // waitKeys blocks until n keys exist under prefix.
 func waitKeys(t *testing.T, cli *clientv3.Client, prefix string, n int64) {
 	t.Helper()
-	ctx := ctxT(t, 10*time.Second)
-	w := cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	<-w
-	for {
-		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			t.Fatalf("Get: %v", err)
-		}
-		if resp.Count == n {
-			return
-		}
-		select {
-		case <-w:
-		case <-ctx.Done():
-			t.Fatalf("waiting for %d keys under %s: have %d", n, prefix, resp.Count)
-		}
-	}
+	integration.WaitKeyCount(t, cli, prefix, n, 10*time.Second)
 }
 
 func waitClosed(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {

@@ -127,17 +127,9 @@ func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
 				continue
 			}
 			w.needRev = max(w.needRev, floor)
-			if v, err = w.confirm(ctx); err != nil {
-				if err := w.retryable(ctx, err, backoff); err != nil {
-					return err
-				}
-				continue
-			}
-			if v.Admitted {
-				return nil
-			}
-			if v.Err != nil {
-				return v.Err
+			var done bool
+			if v, done, err = w.reconfirm(ctx, v, backoff); done {
+				return err
 			}
 			continue
 		}
@@ -166,17 +158,9 @@ func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
 		}
 		w.sub.close()
 		w.sub = nil
-		if v, err = w.confirm(ctx); err != nil {
-			if err := w.retryable(ctx, err, backoff); err != nil {
-				return err
-			}
-			continue
-		}
-		if v.Admitted {
-			return nil
-		}
-		if v.Err != nil {
-			return v.Err
+		var done bool
+		if v, done, err = w.reconfirm(ctx, v, backoff); done {
+			return err
 		}
 	}
 }
@@ -283,17 +267,9 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 		if bugs.SkipOwnershipCheck.Load() {
 			return nil // planted bug: trust the delete event alone
 		}
-		if v, err = w.confirm(ctx); err != nil {
-			if err := w.retryable(ctx, err, backoff); err != nil {
-				return err
-			}
-			continue
-		}
-		if v.Admitted {
-			return nil
-		}
-		if v.Err != nil {
-			return v.Err
+		var done bool
+		if v, done, err = w.reconfirm(ctx, v, backoff); done {
+			return err
 		}
 	}
 }
@@ -414,6 +390,26 @@ func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 		w.readRev = resp.Header.Revision
 		return w.q.Rule.Judge(w.self(), ranges(resp.Responses[1:])), nil
 	}
+}
+
+// reconfirm reads again (see confirm). It reports done, with the wait's
+// result, once the waiter is admitted (nil) or failed; otherwise it returns
+// the verdict to go on waiting with: the new one, or after a transient
+// error and a pause, the old one.
+func (w *waiter) reconfirm(ctx context.Context, v Verdict, b *backoff) (Verdict, bool, error) {
+	nv, err := w.confirm(ctx)
+	switch {
+	case err != nil:
+		if err := w.retryable(ctx, err, b); err != nil {
+			return v, true, err
+		}
+		return v, false, nil
+	case nv.Admitted:
+		return nv, true, nil
+	case nv.Err != nil:
+		return nv, true, nv.Err
+	}
+	return nv, false, nil
 }
 
 // retryable returns nil after a pause when err is a transient etcd or watch
