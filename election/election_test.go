@@ -208,11 +208,7 @@ func TestResignRetry(t *testing.T) {
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
-	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() }) // after the cleanups registered later
+	cli := p.Client(t)
 	el := e.election(cli, election.WithTTL(10*time.Second))
 	term := mustCampaign(t, el, "a")
 

@@ -123,17 +123,13 @@ func TestFaultsOnCluster(t *testing.T) {
 func TestFaultEndsWithContext(t *testing.T) {
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
-	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := p.Client(t)
 	ns := integration.Namespace(t)
 	mustPut(t, cli, ns+"k", "v")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	start := time.Now()
-	err = integration.PauseClient(ctx, time.Minute, p)
+	err := integration.PauseClient(ctx, time.Minute, p)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 		t.Fatalf("PauseClient with an ending context = %v after %v", err, time.Since(start))
@@ -148,11 +144,7 @@ func TestFaultEndsWithContext(t *testing.T) {
 func TestClientFaults(t *testing.T) {
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
-	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := p.Client(t)
 	ns := integration.Namespace(t)
 	mustPut(t, cli, ns+"k", "v")
 	ctx := ctxT(t, 30*time.Second)
@@ -212,7 +204,7 @@ func TestClientFaults(t *testing.T) {
 	})
 	time.Sleep(100 * time.Millisecond)
 	pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	_, err = cli.Put(pctx, ns+"k", "dropped")
+	_, err := cli.Put(pctx, ns+"k", "dropped")
 	cancel()
 	wg.Wait()
 	if err == nil {

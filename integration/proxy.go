@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -192,4 +193,19 @@ func (p *Proxy) Close() error {
 		}
 	})
 	return p.closeErr
+}
+
+// Client returns a new client that reaches the endpoint through the proxy,
+// with the settings of [Server.NewClient], closed at tb cleanup (before the
+// proxy, which [NewProxy] registered earlier). Errors from closing it are
+// not reported: after a pause or blackhole its connection may well be
+// broken. It fails tb if the client cannot be created.
+func (p *Proxy) Client(tb testing.TB) *clientv3.Client {
+	tb.Helper()
+	cli, err := newClient([]string{p.Endpoint()}, nil)
+	if err != nil {
+		tb.Fatalf("integration: creating client through proxy %s: %v", p.Endpoint(), err)
+	}
+	tb.Cleanup(func() { _ = cli.Close() })
+	return cli
 }

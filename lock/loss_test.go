@@ -18,12 +18,8 @@ func TestLossBeforeServerExpiry(t *testing.T) {
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
-	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() }) // after the cleanups registered later
-	defer p.Unblackhole()             // before the deferred Close and the Mutex's cleanup
+	cli := p.Client(t)
+	defer p.Unblackhole() // before the deferred Close and the Mutex's cleanup
 
 	const ttl = 2 * time.Second
 	holder := e.mutex(cli, "cut", lock.WithTTL(ttl))

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -21,11 +20,7 @@ func TestDeadlineLossDoesNotWedgeLock(t *testing.T) {
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
-	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := p.Client(t)
 	defer p.Unpause()
 
 	holder := e.mutex(cli, "wedge", lock.WithTTL(4*time.Second), lock.WithSafetyMargin(1900*time.Millisecond))
@@ -59,11 +54,7 @@ func TestLockHonoursCtxWhileAnotherGrants(t *testing.T) {
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
-	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := p.Client(t)
 	m := e.mutex(cli, "grant")
 	p.Blackhole()
 	defer p.Unblackhole()

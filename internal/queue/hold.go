@@ -295,17 +295,9 @@ func (h *Hold) recheck(b *backoff) (int64, error) {
 // non-nil watch, or ErrDeleted/ErrExpired when the key is gone, or another
 // error when the hold was stopped meanwhile.
 func (h *Hold) rewatch(b *backoff) (*watch, error) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(h.ctx) // ends at Release or loss
 	defer cancel()
-	go func() {
-		select {
-		case <-h.stop:
-			cancel()
-		case <-h.epoch.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	defer context.AfterFunc(h.epoch.Context(), cancel)()
 	for {
 		if err := b.sleep(ctx); err != nil {
 			return nil, err
