@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -183,5 +184,49 @@ func TestWaiterStopsWhenClientCloses(t *testing.T) {
 			mustUnlock(t, h)
 			waitKeys(t, e.cli, e.ns, 0) // the waiter's key went with its lease
 		})
+	}
+}
+
+// An enqueue that finds its key already there (the put of an earlier,
+// failed enqueue landing late) must treat it as a stray: never adopt its
+// older create revision as its token, have it deleted, and take another
+// key. Both the waiting and the try path.
+func TestEnqueueOverStrayKey(t *testing.T) {
+	e := newEnv(t)
+	m := e.mutex(e.cli, "stray", lock.WithTTL(time.Second))
+	for _, try := range []bool{false, true} {
+		h := mustLock(t, m)
+		key, leaseID := h.Token().Key, h.Lease()
+		mustUnlock(t, h) // the key's name is reused by the next enqueue
+		put, err := e.cli.Put(ctxT(t, 5*time.Second), key, "late", clientv3.WithLease(leaseID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h2 *lock.Hold
+		if try {
+			// The stray is ahead of any new key: TryLock fails, and leaves
+			// nothing of its own.
+			if _, err := m.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+				t.Fatalf("TryLock over a stray = %v, want ErrLocked", err)
+			}
+			integration.WaitKeyCount(t, e.cli, e.ns, 0, 5*time.Second) // the stray is deleted
+			h2 = mustLock(t, m)
+		} else {
+			h2, err = m.Lock(ctxT(t, 10*time.Second)) // waits for the stray's deletion
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h2.Token().Revision <= put.Header.Revision {
+			t.Fatalf("try=%v: token %v not newer than the stray (rev %d)", try, h2.Token(), put.Header.Revision)
+		}
+		resp, err := e.cli.Get(ctxT(t, 5*time.Second), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) != 0 && resp.Kvs[0].CreateRevision == put.Header.Revision {
+			t.Fatalf("try=%v: the stray is still there while %v holds", try, h2.Token())
+		}
+		mustUnlock(t, h2)
 	}
 }

@@ -35,6 +35,10 @@ type Hold struct {
 	// stopEpoch unregisters the loss on the epoch's end; the monitor calls
 	// it on its way out.
 	stopEpoch func() bool
+	// delay, if set, starts the monitor after ownWatchDelay. Release stops
+	// it when it has not fired, and then ends the hold itself: a short
+	// uncontended hold never starts a goroutine.
+	delay *time.Timer
 
 	mu        sync.Mutex
 	lost      error // *LostError, once lost
@@ -64,12 +68,29 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 	// The end of the epoch closes Done by itself, whatever the monitor
 	// goroutine is busy with (opening a watch, re-reading after a break).
 	h.stopEpoch = context.AfterFunc(epoch.Context(), func() { h.lose(epoch.Err()) })
-	if w.q.disp != nil {
+	switch {
+	case w.q.disp != nil:
 		go h.monitorShared(w.readRev)
-	} else {
+	case own != nil:
 		go h.monitorWatching(own)
+	default:
+		// Admitted by the enqueue Txn: the watch on the own key is opened
+		// only after ownWatchDelay (see monitorWatching). Until then the
+		// epoch reports the loss of the lease, and no goroutine runs.
+		h.mu.Lock()
+		h.delay = time.AfterFunc(ownWatchDelay, func() { h.monitorWatching(nil) })
+		h.mu.Unlock()
 	}
 	return h
+}
+
+// finish ends the hold once its monitor is done (or was never started).
+func (h *Hold) finish() {
+	h.stopEpoch()
+	close(h.done)
+	if h.onEnd != nil {
+		h.onEnd(h)
+	}
 }
 
 // Token returns the hold's fencing token.
@@ -112,12 +133,8 @@ func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
 func (h *Hold) monitorShared(readRev int64) {
 	var s *sub
 	defer func() {
-		h.stopEpoch()
 		s.close()
-		close(h.done)
-		if h.onEnd != nil {
-			h.onEnd(h)
-		}
+		h.finish()
 	}()
 	b := newBackoff()
 	own := Entry{Key: h.token.Key, Rev: h.token.Revision}
@@ -174,30 +191,24 @@ func (h *Hold) monitorShared(readRev int64) {
 // the hold is lost or released.
 func (h *Hold) monitorWatching(own *watch) {
 	defer func() {
-		h.stopEpoch()
 		own.stop()
-		close(h.done)
-		if h.onEnd != nil {
-			h.onEnd(h)
-		}
+		h.finish()
 	}()
 	if own == nil {
-		// Admitted by the enqueue Txn: watch the own key from the next
-		// revision, so no event is missed. clientv3's Watch blocks until the
-		// server has created the watch, so it is done here, off Lock's path,
-		// and only after ownWatchDelay: most short holds end before, and
-		// never pay for a watch. A delete in that window is reported at its
-		// end; loss of the lease is reported by the epoch meanwhile.
-		t := time.NewTimer(ownWatchDelay)
+		// Admitted by the enqueue Txn, and ownWatchDelay has passed: watch
+		// the own key from the next revision, so no event is missed.
+		// clientv3's Watch blocks until the server has created the watch,
+		// so it is done here, off Lock's path, and only after the delay:
+		// most short holds end before, and never pay for a watch. A delete
+		// in that window is reported now; loss of the lease is reported by
+		// the epoch meanwhile.
 		select {
 		case <-h.stop:
-			t.Stop()
 			return
 		case <-h.epoch.Done():
-			t.Stop()
 			h.lose(h.epoch.Err())
 			return
-		case <-t.C:
+		default:
 		}
 		// Watch blocks until created: let the end of the epoch (etcd
 		// unreachable) or of the hold cancel it.
@@ -356,8 +367,13 @@ func (h *Hold) Release(ctx context.Context) error {
 		}
 	}
 	h.attempted = true
+	unstarted := h.delay != nil && h.delay.Stop()
+	h.delay = nil
 	h.mu.Unlock()
-	// The monitor goroutine stops on its own (it may be finishing the
+	if unstarted {
+		h.finish() // the monitor never ran
+	}
+	// A monitor goroutine stops on its own (it may be finishing the
 	// creation of its watch); its owner, the Primitive, waits for it at
 	// Close. Release does not, so that Unlock costs only its round trip.
 	if released {

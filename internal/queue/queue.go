@@ -143,9 +143,10 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 	w := &waiter{q: q, k: k}
 	var verdict Verdict
 	for attempt := 0; ; attempt++ {
-		w.key, w.free = keys.Waiter(q.Prefix, k.ID()), nil
 		if q.Slots != nil {
 			w.key, w.free = q.Slots.take(q.Prefix, k.ID())
+		} else {
+			w.key, w.free = keys.Waiter(q.Prefix, k.ID()), nil
 		}
 		if bugs.UnlockByName.Load() {
 			w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())), nil // planted bug: etcd's key naming
@@ -159,17 +160,20 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			err    error
 		)
 		switch {
-		case tryIf != nil:
+		case tryIf != nil && try:
 			// When the rule's comparisons say a newcomer is admitted at once
 			// (an idle lock), the Txn is a compare and a put: no range read
-			// and no sort. Otherwise a try fails there, and a wait falls
-			// through to the usual put and reads, in the same Txn.
-			els := []clientv3.Op{getOwn}
-			if !try {
-				els = []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{absent},
-					append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...), []clientv3.Op{getOwn})}
-			}
-			resp, err = q.Client.Txn(ctx).If(append([]clientv3.Cmp{absent}, tryIf...)...).Then(put).Else(els...).Commit()
+			// and no sort. Otherwise a try fails, putting nothing.
+			resp, err = q.Client.Txn(ctx).If(append([]clientv3.Cmp{absent}, tryIf...)...).Then(put).Else(getOwn).Commit()
+		case tryIf != nil:
+			// As for a try, but a wait falls through to the put and the
+			// rule's reads, in the same Txn. The Else branch is flat (a
+			// nested Txn there costs the server more than the put): its put
+			// cannot check that the key is new, so it asks for the previous
+			// value instead, which says if it overwrote a stray key.
+			putPrev := clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()), clientv3.WithPrevKV())
+			resp, err = q.Client.Txn(ctx).If(append([]clientv3.Cmp{absent}, tryIf...)...).Then(put).
+				Else(append([]clientv3.Op{putPrev}, q.Rule.Reads(q.Prefix, 0)...)...).Commit()
 		default:
 			resp, err = q.Client.Txn(ctx).If(absent).Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).Else(getOwn).Commit()
 		}
@@ -183,28 +187,35 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			return nil, err
 		}
 		w.rev = resp.Header.Revision
-		if resp.Succeeded && tryIf != nil {
+		rs := resp.Responses
+		var strayRev int64 // create revision of a key found under our name
+		switch {
+		case resp.Succeeded && tryIf != nil:
 			verdict = Verdict{Admitted: true}
-			break
-		}
-		succeeded, rs := resp.Succeeded, resp.Responses
-		if inner := rs[0].GetResponseTxn(); inner != nil {
-			succeeded, rs = inner.Succeeded, inner.Responses
-		}
-		if succeeded {
+		case resp.Succeeded:
 			verdict = q.Rule.Judge(w.self(), ranges(rs[1:]))
-			break
-		}
-		stray := rs[0].GetResponseRange().Kvs
-		if len(stray) == 0 {
-			if w.free != nil {
-				w.free()
+		case tryIf != nil && !try:
+			if prev := rs[0].GetResponsePut().GetPrevKv(); prev != nil {
+				strayRev = prev.CreateRevision // overwritten: still a stray
+				break
 			}
-			return nil, ErrLocked // try: the rule's comparisons failed
+			verdict = q.Rule.Judge(w.self(), ranges(rs[1:]))
+		default:
+			stray := rs[0].GetResponseRange().Kvs
+			if len(stray) == 0 {
+				if w.free != nil {
+					w.free()
+				}
+				return nil, ErrLocked // try: the rule's comparisons failed
+			}
+			strayRev = stray[0].CreateRevision
+		}
+		if strayRev == 0 {
+			break
 		}
 		// The key exists: a put of an earlier, failed enqueue that landed
 		// late. Have it deleted and take another key.
-		k.Orphan(w.key, stray[0].CreateRevision)
+		k.Orphan(w.key, strayRev)
 		if attempt < 3 {
 			continue
 		}
