@@ -363,10 +363,13 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	}
 	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
 	writeTable(w, cells, []bool{false, false, true, true, true, true, false})
-	fmt.Fprint(w, "\nput: one Put; uncontended: one Lock+Unlock cycle, latency of the cycle;\n")
-	fmt.Fprint(w, "contended: one critical section, latency = wait from calling Lock to holding.\n")
-	fmt.Fprint(w, "ratio: uncontended = cycle time / time of 2 puts (lower is better);\n")
-	fmt.Fprint(w, "       contended = critical sections/s / concurrency's (higher is better).\n")
+	fmt.Fprint(w, "\nput put: one Put by one client. put parallel: Puts by as many clients as the\n")
+	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
+	fmt.Fprint(w, "  half this rate is the most those rows can reach on this server.\n")
+	fmt.Fprint(w, "uncontended: one Lock+Unlock cycle, latency of the cycle. contended, readers,\n")
+	fmt.Fprint(w, "  writers: one hold, latency = wait from calling Lock to holding.\n")
+	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
+	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }
 
 // writeTable writes cells as columns separated by two spaces, each

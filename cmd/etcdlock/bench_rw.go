@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,12 +21,18 @@ import (
 //   - etcdlock-rw writers (8 writers) against etcd's recipes.RWMutex;
 //   - etcdlock-sem contended (16 contenders on 4 permits, 1 each) against
 //     the mutex with the same 16.
+//
+// Beside the readers and the semaphore runs put parallel: as many clients,
+// each putting its own key in a loop. A read hold or a permit is two writes
+// (the enqueue and the release), so half that row's rate is what the
+// server can give those rows at most.
 func rwAndSemaphorePlan() []group {
 	mutexRow := func(n int) cellKey { return cellKey{etcdlockImpl.name, "contended", n} }
 	return []group{
 		{cells: []*cell{
 			contendedWith("etcdlock-rw", "readers", 9, newRWLocker(8), &baseline{key: mutexRow(9), kind: ratioSpeed, label: "holds/s of etcdlock mutex"}),
 			contended(etcdlockImpl, 9, nil),
+			parallelPuts(9),
 		}},
 		{cells: []*cell{
 			contendedWith("etcdlock-rw", "writers", 8, newRWLocker(0), &baseline{key: cellKey{"recipes-rw", "writers", 8}, kind: ratioSpeed, label: "holds/s of recipes-rw"}),
@@ -34,6 +41,7 @@ func rwAndSemaphorePlan() []group {
 		{cells: []*cell{
 			contendedWith("etcdlock-sem", "contended", 16, newSemLocker(4), &baseline{key: mutexRow(16), kind: ratioSpeed, label: "holds/s of etcdlock mutex"}),
 			contended(etcdlockImpl, 16, nil),
+			parallelPuts(16),
 		}},
 	}
 }
@@ -134,3 +142,44 @@ func (l *semLocker) lock(ctx context.Context) (func(context.Context) error, erro
 }
 
 func (l *semLocker) close() error { return errors.Join(l.s.Close(), closeClient(l.cli)()) }
+
+// measuresParallelPut says what a put parallel row measures.
+const measuresParallelPut = "one Put, each client putting its own key in a loop; latency of the Put"
+
+// parallelPuts returns the cell of n clients putting in a loop: the
+// server's write rate with as many clients as the row beside it.
+func parallelPuts(n int) *cell {
+	c := contendedWith("put", "parallel", n, newPutLocker, nil)
+	c.measures = measuresParallelPut
+	return c
+}
+
+// putLocker is a client putting its own key: its "lock" is one Put and its
+// unlock does nothing.
+type putLocker struct {
+	cli *clientv3.Client
+	key string
+}
+
+func newPutLocker(env *benchEnv, ns string, i int) (locker, error) {
+	cli, err := env.newClient()
+	if err != nil {
+		return nil, err
+	}
+	return &putLocker{cli: cli, key: fmt.Sprintf("%sput-%d", ns, i)}, nil
+}
+
+func (l *putLocker) lock(ctx context.Context) (func(context.Context) error, error) {
+	// A value about the size of a lock key's holder description.
+	if _, err := l.cli.Put(ctx, l.key, "vvvvvvvvvvvvvvvvvvvvvvvv"); err != nil {
+		return nil, err
+	}
+	return func(context.Context) error { return nil }, nil
+}
+
+func (l *putLocker) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	_, err := l.cli.Delete(ctx, l.key)
+	return errors.Join(err, closeClient(l.cli)())
+}

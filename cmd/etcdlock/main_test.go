@@ -109,6 +109,8 @@ func TestBenchJSON(t *testing.T) {
 		{"etcdlock-rw", "writers", 8},
 		{"recipes-rw", "writers", 8},
 		{"etcdlock-sem", "contended", 16},
+		{"put", "parallel", 9},
+		{"put", "parallel", 16},
 		{"etcdlock-election", "handoff", 2},
 		{"concurrency-election", "handoff", 2},
 	} {
