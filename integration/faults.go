@@ -122,9 +122,9 @@ func (f *Faults) member(i int) error {
 // its peers ([Cluster.Isolate]), so that they lose it abruptly and, if it
 // led, elect a new leader after an election timeout; then it is stopped
 // ([Member.Stop], which no longer hands over leadership since the member
-// no longer leads), and healed. [Member.HardStop] is not used: it closes
-// the member's storage while its gRPC server may still be serving a read,
-// which can crash the whole process (a nil pointer in bbolt).
+// no longer leads), and healed. The graceful stop lets requests already
+// in flight on the member finish, as a crash would not; [Member.HardStop]
+// fails them instead.
 //
 // The restart happens even when ctx has ended, bounded by
 // [FaultUndoTimeout]. It returns ctx's error if ctx ended first, else the

@@ -510,3 +510,44 @@ func TestRequireEmptyReadError(t *testing.T) {
 		t.Fatalf("RequireEmpty with a closed client: errors %q, want one", rec.errs)
 	}
 }
+
+// HardStop while clients read and write must not crash the process: the
+// member stops serving before its storage closes. Restart then serves the
+// data written before.
+func TestHardStopUnderLoad(t *testing.T) {
+	s := integration.NewServer(t, integration.WithoutFsync())
+	cli := s.Client(t)
+	mustPut(t, cli, "k", "v")
+	for round := range 4 { // each round waits about 1 s for the client to reconnect
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					rctx, rcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+					if i%2 == 0 {
+						_, _ = cli.Get(rctx, "k", clientv3.WithSerializable())
+					} else {
+						_, _ = cli.Put(rctx, fmt.Sprintf("w%d", i), "x")
+					}
+					rcancel()
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond) // requests in flight
+		if err := s.Member().HardStop(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		wg.Wait()
+		if err := s.Member().Restart(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+
+		if got := mustGet(t, cli, "k"); got != "v" {
+			t.Fatalf("round %d: after restart: get k = %q, want v", round, got)
+		}
+	}
+}

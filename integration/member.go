@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver"
+	"google.golang.org/grpc"
 )
 
 const (
@@ -86,6 +87,10 @@ type Member struct {
 	mu        sync.Mutex
 	etcd      *embed.Etcd // nil while stopped
 	clientURL url.URL
+	// grpcs are the running member's gRPC servers, made with
+	// grpc.WaitForHandlers so that stopping one waits for its handlers: a
+	// hard stop stops them before the storage closes under a handler.
+	grpcs []*grpc.Server
 }
 
 func (m *Member) embedConfig() *embed.Config {
@@ -106,6 +111,12 @@ func (m *Member) embedConfig() *embed.Config {
 	cfg.InitialClusterToken = m.token
 	cfg.ClusterState = embed.ClusterStateFlagNew // ignored once the data dir is initialized
 	cfg.EnableGRPCGateway = m.gateway
+	cfg.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.WaitForHandlers(true)}
+	cfg.ServiceRegister = func(gs *grpc.Server) { // etcd makes its servers once ready
+		m.mu.Lock()
+		m.grpcs = append(m.grpcs, gs)
+		m.mu.Unlock()
+	}
 	return cfg
 }
 
@@ -127,6 +138,7 @@ func (m *Member) launch() (*embed.Etcd, error) {
 	}
 	m.mu.Lock()
 	m.etcd = e
+	m.grpcs = nil // servers of an earlier launch are stopped
 	if m.id == 0 {
 		m.id = e.Server.MemberID()
 	}
@@ -159,6 +171,21 @@ func (m *Member) stop(final, hard bool) {
 		return
 	}
 	if hard {
+		// Stop serving clients first: no new connection (the listeners),
+		// then no request (the gRPC servers, each waiting for its handlers
+		// to return), so that no handler reads the storage that HardStop
+		// closes. A server etcd makes after this (it makes them once ready)
+		// finds its listener closed.
+		for _, l := range e.Clients {
+			_ = l.Close()
+		}
+		m.mu.Lock()
+		grpcs := m.grpcs
+		m.grpcs = nil
+		m.mu.Unlock()
+		for _, gs := range grpcs {
+			gs.Stop()
+		}
 		e.Server.HardStop()
 	}
 	// Close stops the gRPC servers (waiting up to the request timeout for
@@ -251,11 +278,14 @@ func (m *Member) Stop() error {
 }
 
 // HardStop stops the member like [Member.Stop] but without coordinating with
-// its peers: raft stops at once, a leader does not hand over leadership
-// first, and the others notice the loss by their election timeout. On-disk
-// state stays consistent, so [Member.Restart] works. It blocks until every
-// goroutine of the member has exited. Stopping a stopped member does
-// nothing. HardStop always returns nil; the error is for future use.
+// its peers or waiting for clients: it closes the client listeners and
+// connections at once (requests in flight fail; their handlers finish
+// before the storage closes), raft stops at once, a leader does not hand
+// over leadership first, and the others notice the loss by their election
+// timeout. On-disk state stays consistent, so [Member.Restart] works. It
+// blocks until every goroutine of the member has exited. Stopping a stopped
+// member does nothing. HardStop always returns nil; the error is for future
+// use.
 func (m *Member) HardStop() error {
 	m.stop(false, true)
 	return nil
