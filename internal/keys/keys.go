@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -130,5 +131,12 @@ func Slot(prefix string, lease clientv3.LeaseID, pool uint32, n int64) string {
 	return fmt.Sprintf("%s%016x-%08x%x", prefix, int64(lease), pool, n)
 }
 
-// NewPool returns a random pool number for Slot.
-func NewPool() uint32 { return rand.Uint32() }
+// NewPool returns a pool number for Slot: never the same twice in one
+// process (until 2^32 pools), and starting at a random number so that
+// processes sharing a lease are unlikely to collide either.
+func NewPool() uint32 { return poolBase + nextPool.Add(1) }
+
+var (
+	poolBase = rand.Uint32()
+	nextPool atomic.Uint32
+)

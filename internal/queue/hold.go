@@ -19,8 +19,10 @@ import (
 // opens the watch on its own key (without a dispatcher).
 const ownWatchDelay = 20 * time.Millisecond
 
-// Hold is one granted place in a queue. Its goroutine watches for loss until
-// the hold is lost or released. A Hold is safe for concurrent use.
+// Hold is one granted place in a queue. Its monitor goroutine watches for
+// loss until the hold is lost or released; a hold admitted at once starts
+// it only after ownWatchDelay, so a short one never does. A Hold is safe for
+// concurrent use.
 type Hold struct {
 	q      *Queue
 	k      *lease.Keeper
@@ -32,8 +34,7 @@ type Hold struct {
 	done   chan struct{}
 	onEnd  func(*Hold)
 	free   func() // returns the key's slot for reuse, once the key is gone
-	// stopEpoch unregisters the loss on the epoch's end; the monitor calls
-	// it on its way out.
+	// stopEpoch unregisters the loss on the epoch's end; finish calls it.
 	stopEpoch func() bool
 	// delay, if set, starts the monitor after ownWatchDelay. Release stops
 	// it when it has not fired, and then ends the hold itself: a short
@@ -423,5 +424,6 @@ func (h *Hold) Stopped() bool {
 	return h.stopped
 }
 
-// Wait blocks until the hold's goroutine has exited (after loss or Release).
+// Wait blocks until the hold has ended: its monitor goroutine, if it
+// started one, has exited (after loss or Release) and onEnd has run.
 func (h *Hold) Wait() { <-h.done }

@@ -27,7 +27,7 @@ type Primitive struct {
 	mu     sync.Mutex
 	holds  map[*Hold]struct{}
 	closed bool
-	wg     sync.WaitGroup // one per live hold's goroutine
+	wg     sync.WaitGroup // one per live hold: its monitor goroutine, if any, and onEnd
 }
 
 // NewPrimitive validates the options and builds a Primitive of kind
@@ -81,7 +81,7 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	p.wg.Add(1) // for the hold's goroutine, or undone below
+	p.wg.Add(1) // for the hold, done when it ends (onEnd), or undone below
 	p.mu.Unlock()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

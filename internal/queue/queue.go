@@ -170,7 +170,11 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			// rule's reads, in the same Txn. The Else branch is flat (a
 			// nested Txn there costs the server more than the put): its put
 			// cannot check that the key is new, so it asks for the previous
-			// value instead, which says if it overwrote a stray key.
+			// value instead, which says if it overwrote a stray key. Only
+			// a write from outside etcdlock can leave one (a failed
+			// enqueue's slot is never reused, and no two pools in a process
+			// share a number): its value is then overwritten, which a watch
+			// on the queue sees as a put, before the key is deleted.
 			putPrev := clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()), clientv3.WithPrevKV())
 			resp, err = q.Client.Txn(ctx).If(append([]clientv3.Cmp{absent}, tryIf...)...).Then(put).
 				Else(append([]clientv3.Op{putPrev}, q.Rule.Reads(q.Prefix, 0)...)...).Commit()
