@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -89,4 +90,73 @@ func ExampleMutex_Lock() {
 	// second: etcdlock: held by another holder
 	// token grew: true
 	// first's context: etcdlock: released
+}
+
+// Inspect shows who holds a lock and who waits for it, as the lock's own
+// rules decide: here a Mutex held by one host while another waits. The
+// answer is a snapshot, for display and monitoring, not for deciding who may
+// act.
+func ExampleInspect() {
+	srv, err := integration.StartServer(integration.WithoutFsync())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := srv.NewClient()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+
+	a, err := lock.NewMutex(cli, "backup", lock.WithHolder("host-a"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close()
+	b, err := lock.NewMutex(cli, "backup", lock.WithHolder("host-b"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+	h, err := a.Lock(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	waitCtx, stopWaiting := context.WithCancel(ctx)
+	waited := make(chan error)
+	go func() {
+		_, err := b.Lock(waitCtx)
+		waited <- err
+	}()
+
+	var st *lock.Status
+	for { // until host-b's key is queued
+		if st, err = lock.Inspect(ctx, cli, "backup"); err != nil {
+			log.Fatal(err)
+		}
+		if len(st.Queue(lock.KindMutex).Entries) == 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, q := range st.Queues {
+		for _, e := range q.Entries {
+			state := "waiting"
+			if e.Holding {
+				state = "holding"
+			}
+			fmt.Println(q.Kind, e.Holder, state)
+		}
+	}
+
+	stopWaiting()
+	fmt.Println("host-b:", <-waited)
+	if err := h.Unlock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// mutex host-a holding
+	// mutex host-b waiting
+	// host-b: context canceled
 }

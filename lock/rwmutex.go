@@ -85,14 +85,14 @@ type RWMutex struct {
 // Prefix()+"w/". It does no I/O. It returns ErrNilClient, ErrInvalidName,
 // ErrInvalidNamespace or ErrInvalidOption for bad arguments.
 func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex, error) {
-	p, err := queue.NewPrimitive(cli, "rw", name, writerRule{}, true, opts(options))
+	p, err := queue.NewPrimitive(cli, rwKind, name, writerRule{}, true, opts(options))
 	if err != nil {
 		return nil, err
 	}
 	base := p.Q.Prefix
 	m := &RWMutex{p: p, name: name, prefix: base, reader: p.Q, writer: p.Q}
-	m.reader.Prefix, m.reader.Rule = base+"r/", readerRule{base: base}
-	m.writer.Prefix, m.writer.Rule = base+"w/", writerRule{base: base}
+	m.reader.Prefix, m.reader.Rule = rwReader(base)
+	m.writer.Prefix, m.writer.Rule = rwWriter(base)
 	p.Q = m.writer // so that p.Acquire, if ever used, is a write lock
 	return m, nil
 }
@@ -174,6 +174,12 @@ func (m *RWMutex) Prefix() string { return m.prefix }
 // request runs on a bounded context. Later calls return ErrClosed. Close is
 // idempotent.
 func (m *RWMutex) Close() error { return m.p.Close() }
+
+// rwReader returns the key prefix and the rule of the readers of the lock
+// whose keys are under base; rwWriter, of its writers.
+func rwReader(base string) (string, queue.Rule) { return base + "r/", readerRule{base: base} }
+
+func rwWriter(base string) (string, queue.Rule) { return base + "w/", writerRule{base: base} }
 
 // readerRule admits a reader when no writer is older; a waiting reader
 // waits for every older writer (all readers behind one writer wake on its

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/fencing"
@@ -96,7 +97,7 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 	if limit < 1 || limit > MaxSemaphoreLimit {
 		return nil, fmt.Errorf("%w: semaphore limit %d is not in [1, %d]", ErrInvalidOption, limit, MaxSemaphoreLimit)
 	}
-	p, err := queue.NewPrimitive(cli, "sem", name, semRule{k: 1, limit: limit, name: name}, true, opts(options))
+	p, err := queue.NewPrimitive(cli, semKind, name, semRule{k: 1, limit: limit, name: name}, true, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -180,19 +181,29 @@ func semValue(k, limit int64, holder string) string {
 	return semFormat + " " + strconv.FormatInt(k, 10) + " " + strconv.FormatInt(limit, 10) + " " + holder
 }
 
-// parseSemValue returns the permits and limit stored in a semaphore key's
-// value, and false if the value is not a semaphore entry.
-func parseSemValue(v []byte) (k, limit int64, ok bool) {
+// ParseSemaphoreValue parses the value of a semaphore's key, "v1 <permits>
+// <limit> <holder>", into the permits the key holds or waits for, the limit
+// of the Semaphore that wrote it, and its holder description (WithHolder).
+// It returns ok false if v is not such a value: another format, or numbers
+// out of range (1 <= permits <= limit <= MaxSemaphoreLimit).
+func ParseSemaphoreValue(v []byte) (permits, limit int64, holder string, ok bool) {
 	f := strings.SplitN(string(v), " ", 4)
 	if len(f) != 4 || f[0] != semFormat {
-		return 0, 0, false
+		return 0, 0, "", false
 	}
 	k, err1 := strconv.ParseInt(f[1], 10, 64)
 	limit, err2 := strconv.ParseInt(f[2], 10, 64)
 	if err1 != nil || err2 != nil || limit < 1 || limit > MaxSemaphoreLimit || k < 1 || k > limit {
-		return 0, 0, false
+		return 0, 0, "", false
 	}
-	return k, limit, true
+	return k, limit, f[3], true
+}
+
+// notSemEntry is the error of meeting kv, which is not a semaphore entry,
+// in the queue of the semaphore called name.
+func notSemEntry(name string, kv *mvccpb.KeyValue) error {
+	v := kv.Value[:min(len(kv.Value), 64)]
+	return fmt.Errorf("%w: key %s of semaphore %q holds %q, not a semaphore entry", ErrLimitMismatch, kv.Key, name, v)
 }
 
 // semRule admits a request for k permits when the permits of every older
@@ -221,11 +232,9 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 		if kv.CreateRevision >= self.Rev {
 			continue
 		}
-		k, limit, ok := parseSemValue(kv.Value)
+		k, limit, _, ok := ParseSemaphoreValue(kv.Value)
 		if !ok {
-			v := kv.Value[:min(len(kv.Value), 64)]
-			return queue.Verdict{Err: fmt.Errorf("%w: key %s of semaphore %q holds %q, not a semaphore entry",
-				ErrLimitMismatch, kv.Key, r.name, v)}
+			return queue.Verdict{Err: notSemEntry(r.name, kv)}
 		}
 		if limit != r.limit {
 			return queue.Verdict{Err: &LimitMismatchError{Name: r.name, Limit: r.limit, Stored: limit, Key: string(kv.Key)}}

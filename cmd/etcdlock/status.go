@@ -12,10 +12,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/lock"
 )
 
 // statusCmd is "etcdlock status".
@@ -25,14 +25,18 @@ var statusCmd = &command{
 	usage:     "etcdlock status [flags] NAME",
 	takesArgs: true,
 	help: `
-Status reads, in one transaction, every queue called NAME: the mutex
+Status reads, at one revision, every queue called NAME: the mutex
 (lock.NewMutex), the reader-writer lock (etcdlock run, lock.NewRWMutex), the
 semaphore (etcdlock run -n, lock.NewSemaphore) and the election (etcdlock
-elect, package election), or only the one --kind names. For each queue that
+elect, package election), or only the one --kind names. Who holds is
+decided by the lock package's own rules (lock.Inspect). For each queue that
 has keys it lists them in queue order (by token), one line each:
 
 	STATE    holding or waiting; for an election, leader or candidate.
 	         A waiter just admitted shows as holding before it knows.
+	         invalid: a key the lock's rules reject (one no lock wrote, or
+	         a semaphore entry behind one of another limit); it neither
+	         holds nor waits.
 	MODE     (reader-writer lock) read or write
 	PERMITS  (semaphore) the permits the entry holds or waits for
 	TOKEN    the key's create revision: the fencing token of its hold
@@ -48,7 +52,7 @@ With --json it prints one JSON object instead:
 	{"name": NAME, "namespace": "etcdlock/", "revision": <etcd revision read>,
 	 "queues": [{"kind": "mutex"|"rw"|"sem"|"election", "prefix": "...",
 	   "limit": <semaphore limit; sem only>,
-	   "entries": [{"state": "holding"|"waiting"|"leader"|"candidate",
+	   "entries": [{"state": "holding"|"waiting"|"invalid"|"leader"|"candidate",
 	     "mode": "read"|"write" (rw only), "permits": <n> (sem only),
 	     "key": "...", "token": <n>, "lease": "<hex>",
 	     "ttl_seconds": <n, -1 if the lease is gone>,
@@ -151,30 +155,48 @@ type entryStatus struct {
 	leaseID clientv3.LeaseID
 }
 
-// readStatus reads the queues of name of the given kinds in one
-// transaction, and the TTL of each lease they use.
+// lockKinds maps the kinds of lock.Inspect to status's names of them.
+var lockKinds = map[lock.Kind]string{lock.KindMutex: "mutex", lock.KindRWMutex: "rw", lock.KindSemaphore: "sem"}
+
+// readStatus reads the queues of name of the given kinds at one revision,
+// and the TTL of each lease they use. The locks' queues come from
+// lock.Inspect, which judges who holds by the lock package's own rules; the
+// election's queue is read at the same revision (its leader is its oldest
+// key).
 func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kinds []string, now func() time.Time) (*lockStatus, error) {
-	ops := make([]clientv3.Op, len(kinds))
-	for i, kind := range kinds {
-		ops[i] = clientv3.OpGet(keys.Prefix(ns, kind, name), clientv3.WithPrefix(),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	st := &lockStatus{Name: name, Namespace: ns, Queues: []queueStatus{}}
+	byKind := make(map[string]queueStatus)
+	if slices.ContainsFunc(kinds, func(k string) bool { return k != "election" }) {
+		ls, err := lock.Inspect(ctx, cli, name, lock.WithNamespace(ns))
+		if err != nil {
+			return nil, err
+		}
+		st.Revision = ls.Revision
+		for _, q := range ls.Queues {
+			byKind[lockKinds[q.Kind]] = lockQueue(q)
+		}
 	}
-	resp, err := cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("reading the queues of %q: %w", name, err)
+	if slices.Contains(kinds, "election") {
+		q, rev, err := readElection(ctx, cli, keys.Prefix(ns, "election", name), st.Revision)
+		if err != nil {
+			return nil, err
+		}
+		st.Revision = rev
+		byKind["election"] = q
 	}
-	st := &lockStatus{Name: name, Namespace: ns, Revision: resp.Header.Revision, Queues: []queueStatus{}}
 	t := now()
-	for i, kind := range kinds {
-		kvs := resp.Responses[i].GetResponseRange().Kvs
-		if len(kvs) == 0 {
+	for _, kind := range kinds {
+		q := byKind[kind]
+		if len(q.Entries) == 0 {
 			continue
 		}
-		q := queueStatus{Kind: kind, Prefix: keys.Prefix(ns, kind, name)}
-		q.judge(kvs, t)
-		if len(q.Entries) > 0 {
-			st.Queues = append(st.Queues, q)
+		for i := range q.Entries {
+			if since, ok := parseSince(q.Entries[i].Value); ok {
+				age := t.Sub(since).Seconds()
+				q.Entries[i].Age = &age
+			}
 		}
+		st.Queues = append(st.Queues, q)
 	}
 	ttls := make(map[clientv3.LeaseID]int64)
 	for qi := range st.Queues {
@@ -198,87 +220,68 @@ func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kind
 	return st, nil
 }
 
-// judge fills q.Entries from the queue's keys, sorted by create revision,
-// deciding who holds as the queue's rule does.
-func (q *queueStatus) judge(kvs []*mvccpb.KeyValue, now time.Time) {
-	var (
-		olderWriter bool  // rw: a writer key older than this one
-		sum         int64 // sem: permits of every older key, holding or waiting
-	)
-	for _, kv := range kvs {
-		first := len(q.Entries) == 0
-		e := entryStatus{
+// lockQueue is status's view of a lock's queue as lock.Inspect judged it.
+func lockQueue(q lock.Queue) queueStatus {
+	qs := queueStatus{Kind: lockKinds[q.Kind], Prefix: q.Prefix, Limit: q.Limit}
+	for _, e := range q.Entries {
+		state := "waiting"
+		switch {
+		case e.Err != nil:
+			state = "invalid" // its acquire fails, or it is no entry at all
+		case e.Holding:
+			state = "holding"
+		}
+		qs.Entries = append(qs.Entries, entryStatus{
+			State:   state,
+			Mode:    e.Mode,
+			Permits: e.Permits,
+			Key:     e.Key,
+			Token:   e.Token.Revision,
+			Lease:   leaseHex(e.Lease),
+			Value:   e.Holder,
+			leaseID: e.Lease,
+		})
+	}
+	return qs
+}
+
+// readElection reads the election's queue under prefix, at revision rev
+// unless it is 0, and returns it with the revision read: its oldest key
+// leads, the others are candidates.
+func readElection(ctx context.Context, cli *clientv3.Client, prefix string, rev int64) (queueStatus, int64, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := cli.Get(ctx, prefix, opts...)
+	if err != nil {
+		return queueStatus{}, 0, fmt.Errorf("reading the election queue %s: %w", prefix, err)
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision
+	}
+	q := queueStatus{Kind: "election", Prefix: prefix}
+	for i, kv := range resp.Kvs {
+		state := "candidate"
+		if i == 0 {
+			state = "leader"
+		}
+		q.Entries = append(q.Entries, entryStatus{
+			State:   state,
 			Key:     string(kv.Key),
 			Token:   kv.CreateRevision,
 			Lease:   leaseHex(clientv3.LeaseID(kv.Lease)),
 			Value:   string(kv.Value),
 			leaseID: clientv3.LeaseID(kv.Lease),
-		}
-		hold := false
-		switch q.Kind {
-		case "mutex":
-			hold = first
-		case "election":
-			e.State = "candidate"
-			if first {
-				e.State = "leader"
-			}
-		case "rw":
-			switch rest := strings.TrimPrefix(e.Key, q.Prefix); {
-			case strings.HasPrefix(rest, "r/"):
-				e.Mode = "read"
-				hold = !olderWriter
-			case strings.HasPrefix(rest, "w/"):
-				e.Mode = "write"
-				hold = first
-				olderWriter = true
-			default:
-				continue // not a key of the lock
-			}
-		case "sem":
-			k, limit, holder, ok := parseSemValue(e.Value)
-			if !ok || (q.Limit != 0 && limit != q.Limit) {
-				e.State = "invalid" // acquires behind it fail with a limit mismatch
-				break
-			}
-			q.Limit = limit
-			e.Permits, e.Value = k, holder
-			hold = sum+k <= limit
-			sum += k
-		}
-		if e.State == "" {
-			e.State = "waiting"
-			if hold {
-				e.State = "holding"
-			}
-		}
-		if since, ok := parseSince(e.Value); ok {
-			age := now.Sub(since).Seconds()
-			e.Age = &age
-		}
-		q.Entries = append(q.Entries, e)
+		})
 	}
-}
-
-// parseSemValue parses the value of a semaphore key, "v1 <permits> <limit>
-// <holder>" (lock/semaphore.go).
-func parseSemValue(v string) (k, limit int64, holder string, ok bool) {
-	f := strings.SplitN(v, " ", 4)
-	if len(f) != 4 || f[0] != "v1" {
-		return 0, 0, "", false
-	}
-	k, err1 := strconv.ParseInt(f[1], 10, 64)
-	limit, err2 := strconv.ParseInt(f[2], 10, 64)
-	if err1 != nil || err2 != nil || limit < 1 || k < 1 || k > limit {
-		return 0, 0, "", false
-	}
-	return k, limit, f[3], true
+	return q, rev, nil
 }
 
 // holderOf returns the holder description in a key's value: the value
 // itself, or its holder part for a semaphore key.
 func holderOf(v string) string {
-	if _, _, holder, ok := parseSemValue(v); ok {
+	if _, _, holder, ok := lock.ParseSemaphoreValue([]byte(v)); ok {
 		return holder
 	}
 	return v

@@ -145,6 +145,58 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+// TestStatusInvalidKeys checks that status judges keys as the lock package
+// does: a stray key under a reader-writer lock keeps writers out but not
+// readers, and a semaphore entry behind one of another limit is invalid.
+func TestStatusInvalidKeys(t *testing.T) {
+	e := newE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns := lock.WithNamespace(e.ns)
+	rw, err := lock.NewRWMutex(e.cli, "bad", ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	s, err := lock.NewSemaphore(e.cli, "bad", 3, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func(key string) {
+		if _, err := e.cli.Put(ctx, key, "v1 1 5 elsewhere"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = e.cli.Delete(context.Background(), key) })
+	}
+	put(rw.Prefix() + "stray")
+	if _, err := rw.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	put(s.Prefix() + "other") // an entry of limit 5 behind one of limit 3
+
+	code, out, errOut := runCmd(t, time.Minute, "status", "--endpoints", e.srv.Endpoint(), "--namespace", e.ns, "--json", "bad")
+	if code != exitOK {
+		t.Fatalf("status exited %d: %s", code, errOut)
+	}
+	var st lockStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	var got []string
+	for _, q := range st.Queues {
+		for _, en := range q.Entries {
+			got = append(got, q.Kind+":"+en.State+":"+en.Mode)
+		}
+	}
+	if want := "rw:invalid: rw:holding:read sem:holding: sem:invalid:"; strings.Join(got, " ") != want {
+		t.Errorf("status shows %q, want %q:\n%s", got, want, out)
+	}
+}
+
 // TestObserve follows an election through a leader, a successor and no
 // leader, as JSON lines from the binary.
 func TestObserve(t *testing.T) {
