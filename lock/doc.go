@@ -11,6 +11,9 @@
 // hold may be lost, and Unlock, a delete guarded by the key's create revision
 // that can never remove someone else's hold.
 //
+// Inspect reads the queues of a name and says who holds and who waits, by
+// the same rules: a snapshot for display and monitoring.
+//
 // # Safety model
 //
 // A lease-based lock cannot stop a paused holder from acting after its lease

@@ -44,6 +44,9 @@ Implementations: etcdlock (lock.Mutex) and concurrency (etcd's
 concurrency.Mutex). Cells that are compared run one after the other, in
 alternating order, --rounds times each, so that they share the machine's
 mood; with more than one round each figure is the median over the rounds.
+The put and uncontended cells run interleaved: one operation of each in
+turn, until each has had --duration of its own time, so that a drift in
+the disk's latency hits them all alike.
 Each cell uses keys of its own, and leaves none behind.
 
 The output is a table (or, with --json, one JSON array of objects with keys
@@ -208,6 +211,12 @@ func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progr
 	results := make(map[cellKey][]sample)
 	for _, g := range plan {
 		for r := range cfg.rounds {
+			if g.interleaved {
+				if err := e.runGroupInterleaved(ctx, g, r, cfg, progress, results); err != nil {
+					return nil, info, err
+				}
+				continue
+			}
 			order := slices.Clone(g.cells)
 			if r%2 == 1 {
 				slices.Reverse(order)
@@ -237,6 +246,34 @@ func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progr
 		r.Platform = info.goos + "/" + info.arch
 	}
 	return rows, info, nil
+}
+
+// runGroupInterleaved runs round r of an interleaved group and adds its
+// samples to results.
+func (e *benchEnv) runGroupInterleaved(ctx context.Context, g group, r int, cfg benchConfig, progress io.Writer, results map[cellKey][]sample) error {
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	var names []string
+	nss := make([]string, len(g.cells))
+	for i, c := range g.cells {
+		names = append(names, c.impl+" "+c.scenario)
+		nss[i] = e.namespace(c)
+	}
+	fmt.Fprintf(progress, "  %s, interleaved  round %d/%d\n", strings.Join(names, ", "), r+1, cfg.rounds)
+	ss, err := runInterleaved(ctx, e, g.cells, nss, cfg.duration)
+	for _, ns := range nss {
+		if cerr := e.checkEmpty(ns); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for i, c := range g.cells {
+		results[c.key()] = append(results[c.key()], ss[i])
+	}
+	return nil
 }
 
 // cpuModel returns the CPU model named in /proc/cpuinfo, or "".

@@ -47,15 +47,21 @@ type cell struct {
 	// it starts and closes every client, session and lock it makes, also
 	// on error; keys it leaves behind are reported as an error.
 	measure func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (sample, error)
+	// serial, for a cell of an interleaved group instead of measure, sets
+	// up one client's operation under ns: op does one operation; close
+	// releases what serial made, and leaves no keys.
+	serial func(ctx context.Context, env *benchEnv, ns string) (op func(context.Context) error, close func() error, err error)
 }
 
 // key returns the cell's name.
 func (c *cell) key() cellKey { return cellKey{c.impl, c.scenario, c.contenders} }
 
 // group is cells compared with one another. They run one after the other,
-// in alternating order from round to round.
+// in alternating order from round to round; or, if interleaved, all at
+// once, one operation of each in turn (see runInterleaved).
 type group struct {
-	cells []*cell
+	cells       []*cell
+	interleaved bool
 }
 
 // ratioKind says how a ratio is computed.
@@ -124,9 +130,9 @@ const (
 
 // benchPlan returns the groups of cells to run for cfg.
 func benchPlan(cfg benchConfig) []group {
-	put := &cell{impl: "put", scenario: "put", contenders: 1, measures: measuresPut, measure: measurePut}
+	put := &cell{impl: "put", scenario: "put", contenders: 1, measures: measuresPut, serial: serialPut}
 	twoPuts := &baseline{key: put.key(), kind: ratioTime, per: 2, label: "time of 2 puts"}
-	plan := []group{{cells: []*cell{
+	plan := []group{{interleaved: true, cells: []*cell{
 		put,
 		uncontended(etcdlockImpl, twoPuts),
 		uncontended(concurrencyImpl, twoPuts),
@@ -154,59 +160,91 @@ func benchPlan(cfg benchConfig) []group {
 	return plan
 }
 
-// measurePut measures serial Puts of one key by one client.
-func measurePut(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
+// serialPut sets up Puts of one key by one client.
+func serialPut(ctx context.Context, env *benchEnv, ns string) (func(context.Context) error, func() error, error) {
 	cli, err := env.newClient()
 	if err != nil {
-		return s, err
+		return nil, nil, err
 	}
-	defer func() { err = errors.Join(err, closeClient(cli)()) }()
 	// A value about the size of a lock key's holder description.
 	key, val := ns+"put", strings.Repeat("v", 24)
-	if _, err := cli.Put(ctx, key, val); err != nil { // warm-up: connection
-		return s, err
+	op := func(ctx context.Context) error {
+		_, err := cli.Put(ctx, key, val)
+		return err
 	}
-	start := time.Now()
-	for time.Since(start) < d {
-		t0 := time.Now()
-		if _, err := cli.Put(ctx, key, val); err != nil {
-			return s, err
-		}
-		s.lat = append(s.lat, time.Since(t0))
-	}
-	s.elapsed, s.ops = time.Since(start), len(s.lat)
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	_, err = cli.Delete(dctx, key)
-	return s, err
+	return op, func() error {
+		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		_, err := cli.Delete(dctx, key)
+		return errors.Join(err, closeClient(cli)())
+	}, nil
 }
 
 // uncontended returns the cell of Lock+Unlock cycles of impl by one client.
 func uncontended(impl lockImpl, base *baseline) *cell {
 	c := &cell{impl: impl.name, scenario: "uncontended", contenders: 1, measures: measuresUncontended, base: base}
-	c.measure = func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
-		ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
-		defer cancel()
+	c.serial = func(ctx context.Context, env *benchEnv, ns string) (func(context.Context) error, func() error, error) {
 		l, err := impl.newLocker(env, ns, "lock")
 		if err != nil {
-			return s, err
+			return nil, nil, err
 		}
-		defer func() { err = errors.Join(err, l.close()) }()
-		if err := cycle(ctx, l); err != nil { // warm-up: lease grant, connection
-			return s, err
-		}
-		start := time.Now()
-		for time.Since(start) < d {
-			t0 := time.Now()
-			if err := cycle(ctx, l); err != nil {
-				return s, err
-			}
-			s.lat = append(s.lat, time.Since(t0))
-		}
-		s.elapsed, s.ops = time.Since(start), len(s.lat)
-		return s, nil
+		return func(ctx context.Context) error { return cycle(ctx, l) }, l.close, nil
 	}
 	return c
+}
+
+// runInterleaved measures the cells of an interleaved group together: each
+// sets up its client, and then they take turns, one operation each, until
+// every cell has had about d of measured time. A cell's elapsed time is the
+// sum of its own operations' latencies. Taking turns operation by operation
+// makes the cells share every drift of the machine (the disk's fsync
+// latency wanders by tens of percent over seconds here), which the
+// comparison of whole cells run one after the other does not.
+func runInterleaved(ctx context.Context, env *benchEnv, cells []*cell, nss []string, d time.Duration) (out []sample, err error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(len(cells))*d+cellSlack)
+	defer cancel()
+	ops := make([]func(context.Context) error, 0, len(cells))
+	closers := make([]func() error, 0, len(cells))
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			err = errors.Join(err, closers[i]())
+		}
+	}()
+	for i, c := range cells {
+		op, closeFn, err := c.serial(ctx, env, nss[i])
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", c.impl, c.scenario, err)
+		}
+		ops, closers = append(ops, op), append(closers, closeFn)
+		if err := op(ctx); err != nil { // warm-up: connection, lease grant
+			return nil, fmt.Errorf("%s %s: %w", c.impl, c.scenario, err)
+		}
+	}
+	out = make([]sample, len(cells))
+	for turn := 0; ; turn++ {
+		done := true
+		for j := range ops {
+			i := j
+			if turn%2 == 1 { // alternate who goes first
+				i = len(ops) - 1 - j
+			}
+			if out[i].elapsed >= d {
+				continue
+			}
+			done = false
+			t0 := time.Now()
+			if err := ops[i](ctx); err != nil {
+				return nil, fmt.Errorf("%s %s: %w", cells[i].impl, cells[i].scenario, err)
+			}
+			lat := time.Since(t0)
+			out[i].lat = append(out[i].lat, lat)
+			out[i].elapsed += lat
+			out[i].ops++
+		}
+		if done {
+			return out, nil
+		}
+	}
 }
 
 // cycle locks and unlocks l once.
