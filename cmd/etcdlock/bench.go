@@ -32,7 +32,9 @@ Bench starts one embedded etcd server (one member, fsync on unless
 
 	put          serial raw Puts by one client: the floor.
 	uncontended  Lock+Unlock cycles by one client; ops/s, p50 and p99 of
-	             the cycle, and the ratio of its time to two raw Puts.
+	             the cycle, and the ratio of its time to two raw Puts. The
+	             txn row sends the two requests of an etcdlock cycle bare,
+	             with no library: the floor for their shape.
 	contended    N contenders on one lock, each with its own client and its
 	             own lock (for concurrency.Mutex, its own session), looping
 	             Lock, an empty critical section, Unlock; ops/s are critical
@@ -403,7 +405,8 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprint(w, "\nput put: one Put by one client. put parallel: Puts by as many clients as the\n")
 	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
 	fmt.Fprint(w, "  half this rate is the most those rows can reach on this server.\n")
-	fmt.Fprint(w, "uncontended: one Lock+Unlock cycle, latency of the cycle. contended, readers,\n")
+	fmt.Fprint(w, "uncontended: one Lock+Unlock cycle, latency of the cycle; txn: the two requests\n")
+	fmt.Fprint(w, "  of an etcdlock cycle sent bare, with no library. contended, readers,\n")
 	fmt.Fprint(w, "  writers: one hold, latency = wait from calling Lock to holding.\n")
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")

@@ -132,10 +132,12 @@ const (
 func benchPlan(cfg benchConfig) []group {
 	put := &cell{impl: "put", scenario: "put", contenders: 1, measures: measuresPut, serial: serialPut}
 	twoPuts := &baseline{key: put.key(), kind: ratioTime, per: 2, label: "time of 2 puts"}
+	bare := &cell{impl: "txn", scenario: "uncontended", contenders: 1, measures: measuresBareTxns, base: twoPuts, serial: serialBareTxns}
 	plan := []group{{interleaved: true, cells: []*cell{
 		put,
 		uncontended(etcdlockImpl, twoPuts),
 		uncontended(concurrencyImpl, twoPuts),
+		bare,
 	}}}
 	for _, n := range cfg.contenders {
 		base := &baseline{
@@ -176,6 +178,51 @@ func serialPut(ctx context.Context, env *benchEnv, ns string) (func(context.Cont
 		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		_, err := cli.Delete(dctx, key)
+		return errors.Join(err, closeClient(cli)())
+	}, nil
+}
+
+// measuresBareTxns says what the txn uncontended row measures.
+const measuresBareTxns = "the two transactions of an uncontended Lock+Unlock of lock.Mutex, sent bare; latency of the pair"
+
+// serialBareTxns sets up the two requests an uncontended lock.Mutex cycle
+// sends (the enqueue Txn, shaped as the queue's fast path, and the Unlock
+// guarded by the create revision), on one key and lease of a client, with
+// none of the library around them: what the uncontended etcdlock row would
+// cost if the client did no work of its own.
+func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context.Context) error, func() error, error) {
+	cli, err := env.newClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	lg, err := cli.Grant(ctx, benchTTL)
+	if err != nil {
+		return nil, nil, errors.Join(err, closeClient(cli)())
+	}
+	prefix := ns + "lock/"
+	key, val := prefix+fmt.Sprintf("%016x-%08x0", int64(lg.ID), 0), strings.Repeat("v", 24)
+	absent := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	idle := clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithPrefix()
+	put := clientv3.OpPut(key, val, clientv3.WithLease(lg.ID))
+	putPrev := clientv3.OpPut(key, val, clientv3.WithLease(lg.ID), clientv3.WithPrevKV())
+	older := clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))
+	op := func(ctx context.Context) error {
+		r, err := cli.Txn(ctx).If(absent, idle).Then(put).Else(putPrev, older).Commit()
+		if err != nil {
+			return err
+		}
+		if !r.Succeeded {
+			return fmt.Errorf("key %s: the lock was not idle", key)
+		}
+		_, err = cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", r.Header.Revision)).
+			Then(clientv3.OpDelete(key)).Commit()
+		return err
+	}
+	return op, func() error {
+		rctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		_, err := cli.Revoke(rctx, lg.ID)
 		return errors.Join(err, closeClient(cli)())
 	}, nil
 }

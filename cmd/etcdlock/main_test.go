@@ -101,6 +101,7 @@ func TestBenchJSON(t *testing.T) {
 		{"put", "put", 1},
 		{"etcdlock", "uncontended", 1},
 		{"concurrency", "uncontended", 1},
+		{"txn", "uncontended", 1},
 		{"etcdlock", "contended", 2},
 		{"concurrency", "contended", 2},
 		{"etcdlock", "contended", 9},
