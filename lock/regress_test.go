@@ -187,10 +187,10 @@ func TestWaiterStopsWhenClientCloses(t *testing.T) {
 	}
 }
 
-// An enqueue that finds its key already there (the put of an earlier,
-// failed enqueue landing late) must treat it as a stray: never adopt its
-// older create revision as its token, have it deleted, and take another
-// key. Both the waiting and the try path.
+// An enqueue that finds a key already under its name (written by someone
+// else: etcdlock's own failed enqueues never reuse a name) must treat it as
+// a stray: never adopt its older create revision as its token, have it
+// deleted, and take another key. Both the waiting and the try path.
 func TestEnqueueOverStrayKey(t *testing.T) {
 	e := newEnv(t)
 	m := e.mutex(e.cli, "stray", lock.WithTTL(time.Second))

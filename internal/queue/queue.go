@@ -217,8 +217,9 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 		if strayRev == 0 {
 			break
 		}
-		// The key exists: a put of an earlier, failed enqueue that landed
-		// late. Have it deleted and take another key.
+		// A key already has our name. Our own failed enqueues never reuse a
+		// name, so someone else wrote it: have it deleted (guarded by its
+		// revision) and take another key.
 		k.Orphan(w.key, strayRev)
 		if attempt < 3 {
 			continue
