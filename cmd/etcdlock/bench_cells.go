@@ -11,6 +11,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/queue"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -162,14 +165,17 @@ func benchPlan(cfg benchConfig) []group {
 	return plan
 }
 
+// benchValue is the value of the bench's own puts: about the size of a lock
+// key's holder description.
+var benchValue = strings.Repeat("v", 24)
+
 // serialPut sets up Puts of one key by one client.
 func serialPut(ctx context.Context, env *benchEnv, ns string) (func(context.Context) error, func() error, error) {
 	cli, err := env.newClient()
 	if err != nil {
 		return nil, nil, err
 	}
-	// A value about the size of a lock key's holder description.
-	key, val := ns+"put", strings.Repeat("v", 24)
+	key, val := ns+"put", benchValue
 	op := func(ctx context.Context) error {
 		_, err := cli.Put(ctx, key, val)
 		return err
@@ -200,23 +206,23 @@ func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context
 		return nil, nil, errors.Join(err, closeClient(cli)())
 	}
 	prefix := ns + "lock/"
-	key, val := prefix+fmt.Sprintf("%016x-%08x0", int64(lg.ID), 0), strings.Repeat("v", 24)
-	absent := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-	idle := clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithPrefix()
+	key, val := keys.Slot(prefix, lg.ID, 0, 0), benchValue
+	// The mutex's own rule gives the compare and the reads, and the hold's
+	// token the Unlock guard, so the shapes cannot drift apart.
+	rule := queue.Exclusive{}
+	ifs := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, rule.TryIf(prefix)...)
 	put := clientv3.OpPut(key, val, clientv3.WithLease(lg.ID))
-	putPrev := clientv3.OpPut(key, val, clientv3.WithLease(lg.ID), clientv3.WithPrevKV())
-	older := clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))
+	els := append([]clientv3.Op{clientv3.OpPut(key, val, clientv3.WithLease(lg.ID), clientv3.WithPrevKV())}, rule.Reads(prefix, 0)...)
 	op := func(ctx context.Context) error {
-		r, err := cli.Txn(ctx).If(absent, idle).Then(put).Else(putPrev, older).Commit()
+		r, err := cli.Txn(ctx).If(ifs...).Then(put).Else(els...).Commit()
 		if err != nil {
 			return err
 		}
 		if !r.Succeeded {
 			return fmt.Errorf("key %s: the lock was not idle", key)
 		}
-		_, err = cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", r.Header.Revision)).
-			Then(clientv3.OpDelete(key)).Commit()
+		token := fencing.Token{Key: key, Revision: r.Header.Revision}
+		_, err = cli.Txn(ctx).If(token.Cmp()).Then(clientv3.OpDelete(key)).Commit()
 		return err
 	}
 	return op, func() error {

@@ -170,8 +170,7 @@ func newPutLocker(env *benchEnv, ns string, i int) (locker, error) {
 }
 
 func (l *putLocker) lock(ctx context.Context) (func(context.Context) error, error) {
-	// A value about the size of a lock key's holder description.
-	if _, err := l.cli.Put(ctx, l.key, "vvvvvvvvvvvvvvvvvvvvvvvv"); err != nil {
+	if _, err := l.cli.Put(ctx, l.key, benchValue); err != nil {
 		return nil, err
 	}
 	return func(context.Context) error { return nil }, nil
