@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,8 @@ type benchConfig struct {
 	contenders []int
 	json       bool
 	rounds     int
+	only       []string // implementations whose groups run; empty: all
+	cpuProfile string   // file for a CPU profile of the whole run; "": none
 }
 
 // setupBench defines bench's flags.
@@ -78,6 +81,19 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 	})
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON array of result objects instead of the table")
 	fs.IntVar(&cfg.rounds, "rounds", 1, "times to run each cell, alternating with the cells it is compared with; figures are medians")
+	fs.Func("only", "comma-separated `list` of implementations (e.g. etcdlock-sem,etcdlock-rw): run only the groups of cells that measure one of them, with their baselines", func(s string) error {
+		cfg.only = nil
+		for f := range strings.SplitSeq(s, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				cfg.only = append(cfg.only, f)
+			}
+		}
+		if len(cfg.only) == 0 {
+			return errors.New("no implementation named")
+		}
+		return nil
+	})
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server, clients and library together) to `file`")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		switch {
 		case cfg.duration <= 0:
@@ -85,8 +101,22 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		case cfg.rounds < 1:
 			return badUsage(stderr, "bench", "--rounds must be at least 1, not %d", cfg.rounds)
 		}
+		if len(cfg.only) > 0 && len(selectGroups(benchPlan(cfg), cfg.only)) == 0 {
+			return badUsage(stderr, "bench", "--only %s names no implementation the bench measures", strings.Join(cfg.only, ","))
+		}
 		return runBench(ctx, cfg, stdout, stderr)
 	}
+}
+
+// selectGroups returns the groups of plan with a cell of one of impls.
+func selectGroups(plan []group, impls []string) []group {
+	var out []group
+	for _, g := range plan {
+		if slices.ContainsFunc(g.cells, func(c *cell) bool { return slices.Contains(impls, c.impl) }) {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // parseCounts parses a comma-separated list of distinct positive integers;
@@ -146,6 +176,22 @@ func (e *benchEnv) checkEmpty(ns string) error {
 // status.
 func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) int {
 	plan := benchPlan(cfg)
+	if len(cfg.only) > 0 {
+		plan = selectGroups(plan, cfg.only)
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
+			return exitFailure
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
+			return exitFailure
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var opts []integration.Option
 	if !cfg.fsync {
 		opts = append(opts, integration.WithoutFsync())
@@ -309,6 +355,9 @@ type row struct {
 	RatioOf string   `json:"ratio_of,omitempty"`
 	// Ops is the number of operations measured, over all rounds.
 	Ops int `json:"ops"`
+	// OpsByContender is Ops split by contender (for the readers row: 8
+	// readers, then the writer); absent for cells of one client.
+	OpsByContender []int `json:"ops_by_contender,omitempty"`
 	// Rounds is the number of rounds the figures are the median of.
 	Rounds int `json:"rounds"`
 	// Measures says what an operation and the latencies are.
@@ -341,6 +390,14 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 			var ops, p50, p99 []float64
 			for _, s := range ss {
 				r.Ops += s.ops
+				if len(s.byContender) > 1 {
+					if r.OpsByContender == nil {
+						r.OpsByContender = make([]int, len(s.byContender))
+					}
+					for i, n := range s.byContender {
+						r.OpsByContender[i] += n
+					}
+				}
 				ops = append(ops, s.opsPerSec())
 				p50 = append(p50, ms(percentile(s.lat, 50)))
 				p99 = append(p99, ms(percentile(s.lat, 99)))
@@ -408,8 +465,27 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprint(w, "uncontended: one Lock+Unlock cycle, latency of the cycle; txn: the two requests\n")
 	fmt.Fprint(w, "  of an etcdlock cycle sent bare, with no library. contended, readers,\n")
 	fmt.Fprint(w, "  writers: one hold, latency = wait from calling Lock to holding.\n")
+	for _, r := range rows {
+		if r.Impl == "etcdlock-rw" && r.Scenario == "readers" {
+			if reads, writes := readsPerWrite(r.OpsByContender); writes > 0 {
+				fmt.Fprintf(w, "  readers: %d readers and a writer; %.1f read holds per write hold.\n", len(r.OpsByContender)-1, float64(reads)/float64(writes))
+			}
+		}
+	}
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
+}
+
+// readsPerWrite returns the read and write holds of a readers row's
+// OpsByContender: the last contender writes, the others read.
+func readsPerWrite(byContender []int) (reads, writes int) {
+	if len(byContender) < 2 {
+		return 0, 0
+	}
+	for _, n := range byContender[:len(byContender)-1] {
+		reads += n
+	}
+	return reads, byContender[len(byContender)-1]
 }
 
 // writeTable writes cells as columns separated by two spaces, each

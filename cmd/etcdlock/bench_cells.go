@@ -91,6 +91,9 @@ type sample struct {
 	ops     int             // operations completed within the duration
 	elapsed time.Duration   // the measured time
 	lat     []time.Duration // one latency per operation
+	// byContender is the operations of each contender, in order, for cells
+	// of several contenders.
+	byContender []int
 }
 
 // opsPerSec returns the sample's throughput.
@@ -396,6 +399,7 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration) (sample, e
 	s := sample{elapsed: d}
 	for _, l := range lats {
 		s.lat = append(s.lat, l...)
+		s.byContender = append(s.byContender, len(l))
 	}
 	s.ops = len(s.lat)
 	return s, nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,12 +77,13 @@ func TestBenchJSON(t *testing.T) {
 		t.Fatalf("bench exited %d, want 0; stderr:\n%s", code, errOut)
 	}
 	var rows []struct {
-		Impl       string   `json:"impl"`
-		Scenario   string   `json:"scenario"`
-		Contenders int      `json:"contenders"`
-		OpsPerSec  float64  `json:"ops_per_sec"`
-		P50Ms      *float64 `json:"p50_ms"`
-		P99Ms      *float64 `json:"p99_ms"`
+		Impl        string   `json:"impl"`
+		Scenario    string   `json:"scenario"`
+		Contenders  int      `json:"contenders"`
+		OpsPerSec   float64  `json:"ops_per_sec"`
+		P50Ms       *float64 `json:"p50_ms"`
+		P99Ms       *float64 `json:"p99_ms"`
+		ByContender []int    `json:"ops_by_contender"`
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("stdout is not one JSON array: %v\n%s", err, out)
@@ -96,6 +98,12 @@ func TestBenchJSON(t *testing.T) {
 			t.Errorf("row %+v: want positive ops_per_sec and p50_ms, p99_ms present", r)
 		}
 		got[key{r.Impl, r.Scenario, r.Contenders}] = true
+		if r.Impl == "etcdlock-rw" && r.Scenario == "readers" {
+			// Writer-fair: the writer, last, is never starved by the readers.
+			if len(r.ByContender) != 9 || r.ByContender[8] == 0 {
+				t.Errorf("readers row: ops by contender %v, want 9 counts, the writer's (last) not 0", r.ByContender)
+			}
+		}
 	}
 	for _, want := range []key{
 		{"put", "put", 1},
@@ -141,6 +149,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"bench", "--contenders", "2,2"}, exitUsage, ""},
 		{[]string{"bench", "--duration", "0s"}, exitUsage, ""},
 		{[]string{"bench", "--rounds", "0"}, exitUsage, ""},
+		{[]string{"bench", "--only", "nope"}, exitUsage, ""},
+		{[]string{"bench", "--only", ","}, exitUsage, ""},
 	} {
 		code, out, errOut := runCmd(t, time.Minute, tc.args...)
 		if code != tc.code {
@@ -169,5 +179,21 @@ func TestPercentileMedian(t *testing.T) {
 	}
 	if got := median([]float64{4, 1, 2, 3}); got != 2.5 {
 		t.Errorf("median = %v, want 2.5", got)
+	}
+}
+
+// TestBenchOnly checks that --only keeps the groups measuring the named
+// implementations, with the rows their ratios need.
+func TestBenchOnly(t *testing.T) {
+	plan := selectGroups(benchPlan(benchConfig{contenders: []int{2}}), []string{"etcdlock-sem"})
+	var got []cellKey
+	for _, g := range plan {
+		for _, c := range g.cells {
+			got = append(got, c.key())
+		}
+	}
+	want := []cellKey{{"etcdlock-sem", "contended", 16}, {"etcdlock", "contended", 16}, {"put", "parallel", 16}}
+	if !slices.Equal(got, want) {
+		t.Errorf("--only etcdlock-sem runs %v, want %v", got, want)
 	}
 }
