@@ -34,8 +34,8 @@ func WithSession(s *concurrency.Session) Option { return Option{config.Session(s
 func WithTTL(ttl time.Duration) Option { return Option{config.TTL(ttl)} }
 
 // WithSafetyMargin sets how long before the server could expire the lease a
-// term is presumed lost; less than half the TTL. Optional, defaults to a
-// fifth of the granted TTL.
+// term is presumed lost: positive and less than half the TTL. Optional,
+// defaults to a fifth of the granted TTL.
 func WithSafetyMargin(d time.Duration) Option { return Option{config.Margin(d)} }
 
 // WithNamespace sets the prefix of every key. Optional, defaults to

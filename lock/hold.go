@@ -41,7 +41,9 @@ func (h *Hold) Context() context.Context { return h.h.Context() }
 func (h *Hold) Err() error { return h.h.Err() }
 
 // Deadline returns the time at which the hold will be presumed lost unless
-// its lease is renewed first. Renewals move it forward every TTL/3.
+// its lease is renewed first. Renewals move it forward every TTL/3. It reads
+// the lease's current deadline, so after a loss (see Err) it no longer
+// describes this hold.
 func (h *Hold) Deadline() time.Time { return h.h.Deadline() }
 
 // Lease returns the ID of the hold's lease.
@@ -54,7 +56,10 @@ func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
 // It returns nil on success, including when retried after an error whose
 // request may have landed; ErrNotHeld (wrapping the *LostError, if any) when
 // the hold was lost or already unlocked, leaving no key behind; or ctx's or
-// etcd's error, after which Unlock can be called again.
+// etcd's error, after which Unlock can be called again. After such an error
+// the key is also deleted in the background, with the same guard, once the
+// lease's next renewal gets through; until then it keeps later holders
+// waiting.
 func (h *Hold) Unlock(ctx context.Context) error { return h.h.Release(ctx) }
 
 // run runs fn under the hold and unlocks it; see Mutex.Do.

@@ -47,7 +47,9 @@ var ErrForeignKey = errors.New("etcdlock: not a key of the lock")
 
 // Status is what Inspect read: the queues of one name, at one revision.
 type Status struct {
-	Name      string
+	// Name is the lock's name, as passed to Inspect.
+	Name string
+	// Namespace is the key prefix the lock's keys live under (WithNamespace).
 	Namespace string
 	// Revision is the etcd revision the queues were read at.
 	Revision int64
@@ -68,6 +70,7 @@ func (s *Status) Queue(kind Kind) *Queue {
 
 // Queue is the queue of one lock: its holders and waiters.
 type Queue struct {
+	// Kind says which primitive's keys these are.
 	Kind Kind
 	// Prefix is the etcd key prefix of the lock's keys (its Prefix()).
 	Prefix string
@@ -82,6 +85,7 @@ type Queue struct {
 // Entry is one key of a queue: a holder, a waiter, or a key the lock's
 // rules reject.
 type Entry struct {
+	// Key is the etcd key.
 	Key string
 	// Token is the fencing token the key's hold has or will have.
 	Token fencing.Token

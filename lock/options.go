@@ -37,8 +37,8 @@ func WithTTL(ttl time.Duration) Option { return Option{config.TTL(ttl)} }
 
 // WithSafetyMargin sets how long before the server could expire the lease
 // a hold is presumed lost: the hold's deadline is the send time of the last
-// acknowledged renewal plus the TTL minus this margin. It must be less than
-// half the TTL. Optional, defaults to a fifth of the granted TTL.
+// acknowledged renewal plus the TTL minus this margin. It must be positive
+// and less than half the TTL. Optional, defaults to a fifth of the granted TTL.
 func WithSafetyMargin(d time.Duration) Option { return Option{config.Margin(d)} }
 
 // WithNamespace sets the prefix of every key, e.g. "myapp/locks/". Optional,

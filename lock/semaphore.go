@@ -40,6 +40,7 @@ type LimitMismatchError struct {
 	Key    string // the key of the holder or waiter ahead
 }
 
+// Error names the semaphore, both limits and the key that stores the other.
 func (e *LimitMismatchError) Error() string {
 	return fmt.Sprintf("etcdlock: semaphore %q opened with limit %d, but %s holds or waits with limit %d",
 		e.Name, e.Limit, e.Key, e.Stored)
@@ -116,7 +117,8 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 // waiting key (on a bounded context of its own) and returns ctx's error
 // (context.Cause). It returns ErrSessionExpired if the lease ends while
 // waiting, ErrDeleted if another client deleted the waiting key, ErrClosed
-// after or during Close, or etcd's error. On every error its key is removed
+// after or during Close, ErrInvalidOption if the safety margin does not fit
+// the lease's TTL, or etcd's error. On every error its key is removed
 // (if etcd cannot be reached, after the lease's next renewal, or with the
 // lease).
 func (s *Semaphore) Acquire(ctx context.Context, k int64) (*Hold, error) {

@@ -77,8 +77,8 @@ func TTL(d time.Duration) Option {
 // Margin sets the safety margin taken off every lease deadline.
 func Margin(d time.Duration) Option {
 	return func(c *Config) {
-		if d < 0 {
-			c.errs = append(c.errs, fmt.Errorf("%w: negative safety margin %v", ErrInvalidOption, d))
+		if d <= 0 { // 0 would trust the clocks and the network to the nanosecond
+			c.errs = append(c.errs, fmt.Errorf("%w: safety margin %v is not positive", ErrInvalidOption, d))
 		}
 		c.Margin, c.marginSet = d, true
 	}

@@ -245,9 +245,14 @@ func (k *Keeper) run(ctx context.Context) {
 		ch := make(chan probeResult, 1)
 		inflight = ch
 		k.probes.Add(1)
+		// One probe at a time: a probe stuck on a dead connection must not
+		// hold back the next for long, or the lease could expire at the
+		// server although the network came back in time. A third of the
+		// TTL (the renewal period), but at least 1 s, since a slow answer
+		// is still a renewal.
 		timeout := 5 * time.Second
 		if _, ttl := k.Deadline(); ttl > 0 {
-			timeout = ttl
+			timeout = min(max(ttl/3, time.Second), ttl)
 		}
 		go func() {
 			defer k.probes.Done()

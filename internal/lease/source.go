@@ -36,16 +36,19 @@ type Source struct {
 	granting chan struct{}
 }
 
-// Keepers of callers' sessions are shared by every Source on the same client
-// and lease, so all holds on one lease share one renewal probe.
+// Keepers of callers' sessions are shared by every Source on the same client,
+// lease and safety margin, so all holds on one lease share one renewal probe
+// (one per margin: a keeper's deadlines are its margin's). The logger is the
+// first Source's.
 var shared = struct {
 	sync.Mutex
 	m map[sharedKey]*sharedKeeper
 }{m: make(map[sharedKey]*sharedKeeper)}
 
 type sharedKey struct {
-	cli *clientv3.Client
-	id  clientv3.LeaseID
+	cli    *clientv3.Client
+	id     clientv3.LeaseID
+	margin time.Duration
 }
 
 type sharedKeeper struct {
@@ -56,7 +59,7 @@ type sharedKeeper struct {
 func acquireShared(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) (*Keeper, func()) {
 	shared.Lock()
 	defer shared.Unlock()
-	key := sharedKey{cli, id}
+	key := sharedKey{cli, id, cfg.Margin}
 	e := shared.m[key]
 	if e == nil {
 		e = &sharedKeeper{k: Start(cli, id, cfg)}

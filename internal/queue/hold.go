@@ -247,7 +247,11 @@ func (h *Hold) monitorWatching(own *watch) {
 			var err error
 			own, err = h.rewatch(b)
 			switch {
-			case errors.Is(err, ErrDeleted) || errors.Is(err, lease.ErrExpired):
+			case errors.Is(err, ErrDeleted):
+				h.lose(err)
+				h.freeSlot() // the key is gone: its name can be reused
+				return
+			case errors.Is(err, lease.ErrExpired):
 				h.lose(err)
 				return
 			case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
@@ -325,7 +329,7 @@ func (h *Hold) rewatch(b *backoff) (*watch, error) {
 		}
 		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {
 			x.stop()
-			return nil, ErrDeleted
+			return nil, h.q.whyDeleted(h.k)
 		}
 		return x, nil
 	}
@@ -356,7 +360,8 @@ func (h *Hold) lose(cause error) {
 // It returns nil when it deleted the key, or when an earlier attempt may
 // have; ErrNotHeld (wrapping the loss, if known) when the hold had been lost
 // or already released; or etcd's or ctx's error, after which the key may
-// still exist and Release may be called again.
+// still exist: the lease's keeper then deletes it once etcd answers again,
+// and Release may be called again meanwhile.
 func (h *Hold) Release(ctx context.Context) error {
 	h.mu.Lock()
 	lost, attempted, released := h.lost, h.attempted, h.released
@@ -386,6 +391,12 @@ func (h *Hold) Release(ctx context.Context) error {
 	}
 	resp, err := h.q.Client.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(h.token.Key)).Commit()
 	if err != nil {
+		// The hold has ended for its owner, but its key may live on with
+		// the lease, which is still renewed, and block the queue until the
+		// owner retries or closes: have the keeper delete it (guarded by
+		// the revision, so a retry that lands first loses nothing) after
+		// its next renewal. The slot is not reused meanwhile.
+		h.k.Orphan(h.token.Key, h.token.Revision)
 		return err
 	}
 	h.freeSlot() // deleted now, or gone before
