@@ -1,10 +1,17 @@
 package fencing_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/lock"
 )
 
 // A resource outside etcd keeps a Fence and admits every access, reads as
@@ -23,4 +30,49 @@ func ExampleFence() {
 	// <nil>
 	// true
 	// fencing: stale token 17@etcdlock/mutex/db/a for "orders": highest admitted is 23
+}
+
+// Writes into etcd are fenced by Commit: they land only while the hold that
+// issued the token is current. After Unlock (or a lost lease), the same
+// token's writes are refused and nothing is applied.
+func ExampleCommit() {
+	srv, err := integration.StartServer()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := srv.NewClient()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	m, err := lock.NewMutex(cli, "ledger")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Lock(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	token := h.Token()
+	_, err = fencing.Commit(ctx, cli, token, clientv3.OpPut("ledger/balance", "100"))
+	fmt.Println("while held:", err)
+	if err := h.Unlock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	_, err = fencing.Commit(ctx, cli, token, clientv3.OpPut("ledger/balance", "0"))
+	fmt.Println("after unlock:", errors.Is(err, fencing.ErrFenced))
+	resp, err := cli.Get(ctx, "ledger/balance")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("balance: %s\n", resp.Kvs[0].Value)
+	// Output:
+	// while held: <nil>
+	// after unlock: true
+	// balance: 100
 }

@@ -12,11 +12,12 @@ var ErrStale = errors.New("fencing: stale token")
 
 // StaleError is the error Fence.Admit returns; it matches ErrStale.
 type StaleError struct {
-	Resource string
-	Token    Token // the token refused
-	Highest  int64 // the highest revision admitted for Resource
+	Resource string // the resource the token was refused for
+	Token    Token  // the token refused
+	Highest  int64  // the highest revision admitted for Resource
 }
 
+// Error names the token, the resource and the highest revision admitted.
 func (e *StaleError) Error() string {
 	return fmt.Sprintf("fencing: stale token %s for %q: highest admitted is %d", e.Token, e.Resource, e.Highest)
 }

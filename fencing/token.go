@@ -48,7 +48,7 @@ func (t Token) Cmp() clientv3.Cmp {
 // Commit applies ops in one transaction that succeeds only while t's hold is
 // current. It returns ErrFenced, and applies nothing, when the hold is gone.
 // Other errors are etcd's or ctx's. It blocks for one round trip to etcd and
-// is safe for concurrent use.
+// is safe for concurrent use. kv must not be nil (a *clientv3.Client will do).
 func Commit(ctx context.Context, kv clientv3.KV, t Token, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	if t.IsZero() {
 		return nil, fmt.Errorf("%w: zero token", ErrFenced)

@@ -165,6 +165,11 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 	c.members = members
 	c.mu.Unlock()
 
+	// The readiness waiters end when ctx does (at the latest when this
+	// returns, cancel running before Wait) and are waited for, also on an
+	// early return.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.startTimeout)
 	defer cancel()
 	started := make([]chan error, n)
@@ -178,8 +183,9 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 			}
 			return err
 		}
-		started[i] = make(chan error, 1)
-		go func(ch chan<- error) { ch <- waitReady(ctx, e) }(started[i])
+		ch := make(chan error, 1)
+		started[i] = ch
+		wg.Go(func() { ch <- waitReady(ctx, e) })
 	}
 	for i, ch := range started {
 		if err := <-ch; err != nil {

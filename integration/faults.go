@@ -410,11 +410,17 @@ type Fault struct {
 
 // FaultRecord is one fault a schedule injected.
 type FaultRecord struct {
-	Name   string    `json:"name"`
-	Target string    `json:"target"`
-	Start  time.Time `json:"start"`
-	End    time.Time `json:"end"`
-	Err    string    `json:"err,omitempty"`
+	// Name is the Fault's Name.
+	Name string `json:"name"`
+	// Target is what Inject returned: the member, client or value hit.
+	Target string `json:"target"`
+	// Start and End are when Inject was called and when it returned (the
+	// fault undone).
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Err is the text of the error Inject returned, "" if none: the fault
+	// may not have been injected, or not undone cleanly.
+	Err string `json:"err,omitempty"`
 }
 
 // FaultLog collects the records of one or more schedules. The zero value

@@ -84,10 +84,8 @@ func TestServerPutGet(t *testing.T) {
 	start := time.Now()
 	s := integration.NewServer(t)
 	took := time.Since(start)
+	// Logged, not asserted: a test does not judge wall-clock speed.
 	t.Logf("single member (fsync on) ready in %v", took)
-	if took > time.Second {
-		t.Errorf("single member took %v to be ready, want < 1s", took)
-	}
 	eps := s.Endpoints()
 	if len(eps) != 1 {
 		t.Fatalf("Endpoints() = %v, want one", eps)
@@ -197,9 +195,6 @@ func TestClusterStopRestartKeepsData(t *testing.T) {
 	c := integration.NewCluster(t, 3)
 	took := time.Since(start)
 	t.Logf("3 members (fsync on) ready with a leader in %v", took)
-	if took > 3*time.Second {
-		t.Errorf("3 members took %v to be ready, want < 3s", took)
-	}
 	ctx := ctxT(t, 20*time.Second)
 	lead, err := c.WaitLeader(ctx)
 	if err != nil {

@@ -25,7 +25,7 @@ import (
 // benchCmd is "etcdlock bench".
 var benchCmd = &command{
 	name:    "bench",
-	summary: "throughput and latency of etcdlock against etcd's concurrency.Mutex",
+	summary: "throughput and latency of etcdlock's primitives against etcd's own recipes",
 	usage:   "etcdlock bench [flags]",
 	help: `
 Bench starts one embedded etcd server (one member, fsync on unless
@@ -42,11 +42,20 @@ Bench starts one embedded etcd server (one member, fsync on unless
 	             sections per second, p50 and p99 the wait from calling Lock
 	             to holding the lock; the ratio is to concurrency.Mutex's
 	             critical sections per second.
+	readers      lock.RWMutex: 8 readers and 1 writer looping, every hold
+	             counted, against lock.Mutex with the same 9 contenders.
+	writers      lock.RWMutex and etcd's recipes.RWMutex with 8 writers.
+	contended    (etcdlock-sem) lock.Semaphore of 4 permits, 16 contenders
+	             taking 1 each, against lock.Mutex with the same 16.
+	parallel     beside the readers and the semaphore: as many clients,
+	             each putting its own key in a loop; a read hold or a permit
+	             is two writes, so half this rate bounds those rows.
+	handoff      election: a leader resigns and the other candidate takes
+	             over, against etcd's concurrency.Election.
 
-Implementations: etcdlock (lock.Mutex) and concurrency (etcd's
-concurrency.Mutex). Cells that are compared run one after the other, in
-alternating order, --rounds times each, so that they share the machine's
-mood; with more than one round each figure is the median over the rounds.
+Cells that are compared run one after the other, in alternating order,
+--rounds times each, so that they share the machine's mood; with more than
+one round each figure is the median over the rounds.
 The put and uncontended cells run interleaved: one operation of each in
 turn, until each has had --duration of its own time, so that a drift in
 the disk's latency hits them all alike.

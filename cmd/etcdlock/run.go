@@ -232,9 +232,9 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		return report(stderr, "run", fmt.Errorf("%w as %s was acquired; CMD did not run", intr, cfg.what(name)), intr.status())
 	}
 	if err := h.Err(); err != nil {
-		log.errorf("%s lost before CMD started (%s)", cfg.what(name), lossReason(err))
+		// Not exitLost: that says CMD ran and was stopped.
 		closeLock()
-		return exitLost
+		return report(stderr, "run", fmt.Errorf("%s lost before CMD started (%s); CMD did not run", cfg.what(name), lossReason(err)), exitRunFailure)
 	}
 	tok := h.Token()
 	log.infof("acquired %s: token %d, key %s, lease %s", cfg.what(name), tok.Revision, tok.Key, leaseHex(h.Lease()))
