@@ -245,14 +245,16 @@ func (k *Keeper) run(ctx context.Context) {
 		ch := make(chan probeResult, 1)
 		inflight = ch
 		k.probes.Add(1)
-		// One probe at a time: a probe stuck on a dead connection must not
-		// hold back the next for long, or the lease could expire at the
-		// server although the network came back in time. A third of the
-		// TTL (the renewal period), but at least 1 s, since a slow answer
-		// is still a renewal.
+		// One probe at a time, given up after a TTL. Not sooner: a slow
+		// answer is still a renewal that moves the deadline (timed from the
+		// send), and one given up on is lost, so a shorter timeout turns a
+		// slow network into spurious losses. A probe stuck on a dead
+		// connection is cut short by gRPC's keep-alive, which fails every
+		// request on the connection, not by this timeout; a second probe on
+		// the same connection would be stuck alike.
 		timeout := 5 * time.Second
 		if _, ttl := k.Deadline(); ttl > 0 {
-			timeout = min(max(ttl/3, time.Second), ttl)
+			timeout = ttl
 		}
 		go func() {
 			defer k.probes.Done()
