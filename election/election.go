@@ -25,7 +25,8 @@ type Election struct {
 	mu      sync.Mutex
 	terms   map[*Term]struct{} // terms campaigned through this Election and not yet ended
 	running *runState          // Run's current leader work, if any
-	wg      sync.WaitGroup     // Observe goroutines
+	closed  bool               // Close was called: Observe starts no goroutine
+	wg      sync.WaitGroup     // Observe goroutines; Add only under mu while !closed
 }
 
 // New returns the election called name on cli. It does no I/O. It returns
@@ -58,6 +59,7 @@ type Leader struct {
 // IsZero reports whether l means "no leader".
 func (l Leader) IsZero() bool { return l.Token.IsZero() }
 
+// String describes the leader for logs: its value and term, or "no leader".
 func (l Leader) String() string {
 	if l.IsZero() {
 		return "no leader"
@@ -81,10 +83,12 @@ func leaderOf(kv *mvccpb.KeyValue) Leader {
 // that its own key is still alive: a candidate whose lease ended while it
 // waited gets ErrSessionExpired, never a term. If ctx ends first, Campaign
 // removes its key on a bounded context and returns ctx's error. Other
-// errors: ErrInvalidValue, ErrDeleted, ErrClosed, or etcd's.
+// errors: ErrInvalidValue, ErrDeleted, ErrClosed, ErrInvalidOption (a
+// WithSafetyMargin not less than half the TTL of the WithSession session),
+// or etcd's.
 func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
-	if len(value) > MaxValueLen {
-		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidValue, len(value), MaxValueLen)
+	if err := checkValue(value); err != nil {
+		return nil, err
 	}
 	h, err := e.p.Acquire(ctx, value, false)
 	if err != nil {
@@ -101,7 +105,9 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	return t, nil
 }
 
-// Leader returns the current leader, or ErrNoLeader. One linearizable read.
+// Leader returns the current leader, in one linearizable read. It returns
+// ErrNoLeader when nobody leads, ctx's error if ctx ends before etcd
+// answers, or etcd's error if the read fails.
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	resp, err := e.p.Q.Client.Get(ctx, e.p.Q.Prefix, clientv3.WithFirstCreate()...)
 	if err != nil {
@@ -130,10 +136,14 @@ func (e *Election) IsLeader() bool {
 }
 
 // Close ends campaigns in progress (they return ErrClosed), resigns every
-// current term, stops observers started by Observe, and revokes the lease
-// the Election granted, if any. Each request runs on a bounded context.
-// Close is idempotent.
+// current term, stops observers started by Observe (later calls to
+// Observe return a closed channel), and revokes the lease the Election
+// granted, if any. Each request runs on a bounded context. Close is
+// idempotent.
 func (e *Election) Close() error {
+	e.mu.Lock()
+	e.closed = true // no Observe adds to wg from here on
+	e.mu.Unlock()
 	err := e.p.Close()
 	e.wg.Wait()
 	return err
@@ -183,8 +193,8 @@ func (t *Term) Lease() clientv3.LeaseID { return t.h.Lease() }
 // (wrapping the loss, if known) when the term has ended, ErrInvalidValue,
 // or etcd's or ctx's error.
 func (t *Term) Proclaim(ctx context.Context, value string) error {
-	if len(value) > MaxValueLen {
-		return fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidValue, len(value), MaxValueLen)
+	if err := checkValue(value); err != nil {
+		return err
 	}
 	if err := t.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)
@@ -226,6 +236,14 @@ func (t *Term) Resign(ctx context.Context) error {
 		t.e.lg.Info("resigned", zap.Stringer("term", t.Token()))
 	}
 	return err
+}
+
+// checkValue returns ErrInvalidValue for a value longer than MaxValueLen.
+func checkValue(value string) error {
+	if len(value) > MaxValueLen {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidValue, len(value), MaxValueLen)
+	}
+	return nil
 }
 
 func errorsIsNotHeld(err error) bool { return errors.Is(err, queue.ErrNotHeld) }

@@ -74,6 +74,34 @@ func mustCampaign(t *testing.T, el *election.Election, v string) *election.Term 
 	return term
 }
 
+// campaign is the outcome of a Campaign run on another goroutine.
+type campaign struct {
+	value string
+	term  *election.Term
+	err   error
+}
+
+// goCampaign campaigns for v on a new goroutine, which sends the outcome on
+// ch (give it room for every campaign sent to it): the test goroutine checks
+// it with mustTerm, since t.Fatal must not be called from other goroutines.
+func goCampaign(t *testing.T, el *election.Election, v string, ch chan<- campaign) {
+	t.Helper()
+	ctx := ctxT(t, 10*time.Second)
+	go func() {
+		term, err := el.Campaign(ctx, v)
+		ch <- campaign{value: v, term: term, err: err}
+	}()
+}
+
+// mustTerm returns c's term, failing t if the campaign failed.
+func mustTerm(t *testing.T, c campaign) *election.Term {
+	t.Helper()
+	if c.err != nil {
+		t.Fatalf("Campaign(%s): %v", c.value, c.err)
+	}
+	return c.term
+}
+
 func mustResign(t *testing.T, term *election.Term) {
 	t.Helper()
 	if err := term.Resign(ctxT(t, 5*time.Second)); err != nil {
@@ -92,17 +120,16 @@ func TestFIFOLeaders(t *testing.T) {
 	if err != nil || l.Value != "a" || l.Token != ta.Token() {
 		t.Fatalf("Leader = %v, %v", l, err)
 	}
-	got := make(chan *election.Term, 2)
+	got := make(chan campaign, 2)
 	for i, v := range []string{"b", "c"} {
-		el := e.election(e.client())
-		go func() { got <- mustCampaign(t, el, v) }()
+		goCampaign(t, e.election(e.client()), v, got)
 		waitKeys(t, e.cli, a.Prefix(), int64(i+2))
 	}
 	mustResign(t, ta)
 	if a.IsLeader() {
 		t.Fatal("IsLeader true after Resign")
 	}
-	tb := <-got
+	tb := mustTerm(t, <-got)
 	if tb.Value() != "b" || tb.Token().Revision <= ta.Token().Revision {
 		t.Fatalf("second leader %q %v", tb.Value(), tb.Token())
 	}
@@ -112,7 +139,7 @@ func TestFIFOLeaders(t *testing.T) {
 	default:
 	}
 	mustResign(t, tb)
-	tc := <-got
+	tc := mustTerm(t, <-got)
 	if tc.Value() != "c" || tc.Token().Revision <= tb.Token().Revision {
 		t.Fatalf("third leader %q %v", tc.Value(), tc.Token())
 	}
@@ -139,8 +166,8 @@ func TestLeaderSessionRevoked(t *testing.T) {
 	a := e.election(cli, election.WithSession(s))
 	ta := mustCampaign(t, a, "a")
 	b := e.election(e.cli)
-	got := make(chan *election.Term, 1)
-	go func() { got <- mustCampaign(t, b, "b") }()
+	got := make(chan campaign, 1)
+	goCampaign(t, b, "b", got)
 	waitKeys(t, e.cli, a.Prefix(), 2)
 	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), s.Lease()); err != nil {
 		t.Fatal(err)
@@ -153,7 +180,7 @@ func TestLeaderSessionRevoked(t *testing.T) {
 	if !errors.Is(ta.Err(), election.ErrLost) {
 		t.Fatalf("Err = %v", ta.Err())
 	}
-	tb := <-got
+	tb := mustTerm(t, <-got)
 	if tb.Token().Revision <= ta.Token().Revision {
 		t.Fatalf("tokens %v then %v", ta.Token(), tb.Token())
 	}
@@ -285,14 +312,14 @@ func TestObserve(t *testing.T) {
 	}
 	// A waiting candidate is never reported as leader.
 	b := e.election(e.client())
-	got := make(chan *election.Term, 1)
-	go func() { got <- mustCampaign(t, b, "b") }()
+	got := make(chan campaign, 1)
+	goCampaign(t, b, "b", got)
 	waitKeys(t, e.cli, a.Prefix(), 2)
 	mustResign(t, ta)
 	if l := next(); l.Value != "b" {
 		t.Fatalf("event %v, want b", l)
 	}
-	tb := <-got
+	tb := mustTerm(t, <-got)
 	mustResign(t, tb)
 	if l := next(); !l.IsZero() {
 		t.Fatalf("event %v, want no leader", l)
@@ -392,13 +419,20 @@ func TestRunCancelsWorkOnLossAndRecampaigns(t *testing.T) {
 // (it resigns), and terms never overlap.
 func TestRunHandsOver(t *testing.T) {
 	e := newEnv(t)
+	// A TTL long enough that b can only lead before it runs out if a's key
+	// went by its resign, not by its lease expiring.
+	const ttl = 30 * time.Second
+	type lead struct {
+		name string
+		term *election.Term
+	}
 	var (
 		inside atomic.Int32
 		mu     sync.Mutex
 		last   int64
-		leads  = make(chan string, 16)
+		leads  = make(chan lead, 16)
 	)
-	lead := func(name string) func(context.Context, *election.Term) error {
+	leader := func(name string) func(context.Context, *election.Term) error {
 		return func(ctx context.Context, term *election.Term) error {
 			if n := inside.Add(1); n != 1 {
 				t.Errorf("%d leaders at once", n)
@@ -409,7 +443,7 @@ func TestRunHandsOver(t *testing.T) {
 			}
 			last = term.Token().Revision
 			mu.Unlock()
-			leads <- name
+			leads <- lead{name, term}
 			<-ctx.Done()
 			inside.Add(-1)
 			return nil
@@ -418,22 +452,35 @@ func TestRunHandsOver(t *testing.T) {
 	ctxA, cancelA := context.WithCancel(context.Background())
 	ctxB, cancelB := context.WithCancel(context.Background())
 	defer cancelB()
-	a, b := e.election(e.client()), e.election(e.client())
+	a := e.election(e.client(), election.WithTTL(ttl))
+	b := e.election(e.client(), election.WithTTL(ttl))
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = a.Run(ctxA, "a", election.Callbacks{Lead: lead("a")}) })
-	if who := <-leads; who != "a" {
-		t.Fatalf("first leader %s", who)
+	wg.Go(func() { _ = a.Run(ctxA, "a", election.Callbacks{Lead: leader("a")}) })
+	first := <-leads
+	if first.name != "a" {
+		t.Fatalf("first leader %s", first.name)
 	}
-	wg.Go(func() { _ = b.Run(ctxB, "b", election.Callbacks{Lead: lead("b")}) })
+	wg.Go(func() { _ = b.Run(ctxB, "b", election.Callbacks{Lead: leader("b")}) })
 	waitKeys(t, e.cli, a.Prefix(), 2)
 	start := time.Now()
 	cancelA()
-	if who := <-leads; who != "b" {
-		t.Fatalf("second leader %s", who)
+	select {
+	case second := <-leads:
+		if second.name != "b" {
+			t.Fatalf("second leader %s", second.name)
+		}
+	case <-time.After(ttl / 2):
+		t.Fatalf("b not leading %v after a's Run ended (TTL %v): a did not resign", ttl/2, ttl)
 	}
-	// A resigned: b did not have to wait for a's lease (2s TTL) to expire.
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("handover took %v: a did not resign", d)
+	t.Logf("handover took %v", time.Since(start))
+	// a's lease is still alive (the Election renews it until Close): b
+	// leads because a's Run deleted its key, not because its lease expired.
+	ttlResp, err := e.cli.TimeToLive(ctxT(t, 5*time.Second), first.term.Lease())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttlResp.TTL <= 0 {
+		t.Errorf("a's lease expired (TTL %d): the handover did not come from a's resign", ttlResp.TTL)
 	}
 	cancelB()
 	wg.Wait()

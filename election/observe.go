@@ -15,19 +15,34 @@ import (
 // Watch errors and compaction make it read the current leader and go on
 // (it may then skip changes it could not see, but never goes back in time:
 // terms reported only grow, and a term is never reported again after
-// another). The channel is closed only after ctx ends or the Election is
-// closed, once its goroutine has stopped. Receive promptly: the goroutine
+// another). The channel is closed, once its goroutine has stopped, when ctx
+// ends, when the Election is closed, or when the etcd client is closed
+// (nothing more can be observed through it); Observe on a closed Election
+// returns a channel that is already closed. Receive promptly: the goroutine
 // waits for each send.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
+	// Add under mu, and never once Close has set closed: Close's wg.Wait
+	// must not race with an Add.
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		close(ch)
+		return ch
+	}
 	e.wg.Add(1)
+	e.mu.Unlock()
 	go func() {
 		defer e.wg.Done()
 		defer close(ch)
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		stop := context.AfterFunc(e.p.CloseContext(), cancel)
-		defer stop()
+		stopClose := context.AfterFunc(e.p.CloseContext(), cancel)
+		defer stopClose()
+		// A closed client fails every read and watch at once: without
+		// this, the loop would retry every second until ctx ends.
+		stopClient := context.AfterFunc(e.p.Q.Client.Ctx(), cancel)
+		defer stopClient()
 		o := observer{e: e, ch: ch}
 		o.run(ctx)
 	}()

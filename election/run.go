@@ -3,9 +3,11 @@ package election
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/internal/queue"
@@ -46,13 +48,21 @@ type runState struct {
 //
 // Run returns only after every goroutine it started has returned, with
 // ctx's cause once ctx ends, ErrClosed if the Election was closed, or
-// ErrSessionExpired when the session given with WithSession ended. Other
-// campaign errors (etcd unreachable, an own lease that expired) are logged
-// and retried with backoff. Run may be called again after it returns, but
-// not twice at once on one Election.
+// ErrSessionExpired when the session given with WithSession ended. It
+// returns at once, without campaigning, ErrInvalidOption when cb.Lead is nil
+// and ErrInvalidValue for a value longer than MaxValueLen. Campaign errors
+// that retrying cannot cure end Run too, with an error that wraps them:
+// ErrInvalidOption (a WithSafetyMargin not less than half the session's
+// TTL), etcd's permission-denied and request-too-large errors, and any error
+// once the etcd client is closed. Other campaign errors (etcd unreachable,
+// an own lease that expired) are logged and retried with backoff. Run may be
+// called again after it returns, but not twice at once on one Election.
 func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 	if cb.Lead == nil {
-		return errors.New("election: Run needs Callbacks.Lead")
+		return fmt.Errorf("%w: Run needs Callbacks.Lead", ErrInvalidOption)
+	}
+	if err := checkValue(value); err != nil {
+		return err
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -76,6 +86,9 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 			return err
 		case errors.Is(err, ErrSessionExpired) && e.p.Cfg.Session != nil:
 			return err
+		case err != nil && e.permanent(err):
+			e.lg.Error("campaign failed; not retrying", zap.Error(err))
+			return fmt.Errorf("election: Run: campaign: %w", err)
 		case err != nil:
 			e.lg.Warn("campaign failed; retrying", zap.Error(err))
 			if !sleepMax(ctx, &pause, 5*time.Second) {
@@ -90,6 +103,14 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
+		// If lead's resign failed, the old key is still queued ahead of the
+		// next campaign's, on the same lease, which is kept renewed: the
+		// campaign below waits behind it until the key is deleted in the
+		// background (the lease's keeper retries the guarded delete after
+		// each successful renewal) or goes with the lease. Until then no
+		// other candidate can lead either, and the delete lands as soon as
+		// etcd answers the keeper, so campaigning at once is fine: it does
+		// not wait forever.
 		if leadErr != nil {
 			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr))
 			if !sleepMax(ctx, &pause, 5*time.Second) {
@@ -132,7 +153,13 @@ func (e *Election) lead(ctx context.Context, term *Term, work func(context.Conte
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), queue.CleanupTimeout)
 	defer rcancel()
 	if rerr := term.Resign(rctx); rerr != nil && !errors.Is(rerr, ErrNotLeader) {
-		e.lg.Warn("resign failed; the term ends when its lease does", zap.Stringer("term", term.Token()), zap.Error(rerr))
+		// The term has ended for this process all the same (its Context is
+		// cancelled). The lease's keeper, which goes on renewing the lease,
+		// deletes the key, guarded by its revision, once a renewal gets
+		// through; otherwise the key goes with the lease (which Close
+		// revokes, unless it is the caller's session).
+		e.lg.Warn("resign failed; the leader key will be deleted in the background once etcd answers, or go with its lease",
+			zap.Stringer("term", term.Token()), zap.Error(rerr))
 	}
 	return err
 }
@@ -181,6 +208,21 @@ func (e *Election) Check(tolerance time.Duration) error {
 		return errors.Join(ErrUnhealthy, errors.New("election: term deadline passed without renewal"))
 	}
 	return nil
+}
+
+// permanent reports whether a campaign error will recur however often Run
+// retries: bad input or configuration, a request etcd refuses as such, or
+// a closed etcd client.
+func (e *Election) permanent(err error) bool {
+	switch {
+	case errors.Is(err, ErrInvalidValue), errors.Is(err, ErrInvalidOption),
+		errors.Is(err, ErrInvalidName), errors.Is(err, ErrInvalidNamespace),
+		errors.Is(err, ErrNilClient):
+		return true
+	case errors.Is(err, rpctypes.ErrPermissionDenied), errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return true
+	}
+	return e.p.Q.Client.Ctx().Err() != nil
 }
 
 func sleepMax(ctx context.Context, d *time.Duration, limit time.Duration) bool {
