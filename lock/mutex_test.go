@@ -355,16 +355,12 @@ func TestTwoHoldsOnOneSessionExclude(t *testing.T) {
 	if _, err := m1.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
 		t.Fatalf("second hold through one Mutex = %v, want ErrLocked", err)
 	}
-	got := make(chan *lock.Hold, 1)
-	go func() { got <- mustLock(t, m2) }()
+	ctx := ctxT(t, 10*time.Second)
+	second := goAcquire(func() (*lock.Hold, error) { return m2.Lock(ctx) })
 	waitKeys(t, e.cli, m1.Prefix(), 2)
-	select {
-	case <-got:
-		t.Fatal("second hold granted while first is held")
-	default:
-	}
+	stillWaiting(t, second, "second hold on one session, while the first is held")
 	mustUnlock(t, h1)
-	mustUnlock(t, <-got)
+	mustUnlock(t, grantedHold(t, second, "second hold on one session, after the first"))
 }
 
 func TestMutualExclusionAndTokens(t *testing.T) {

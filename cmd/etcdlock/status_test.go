@@ -21,6 +21,7 @@ import (
 // waiters, and checks what status shows, in JSON and as text.
 func TestStatus(t *testing.T) {
 	e := newE2E(t)
+	t.Cleanup(e.requireEmpty) // after the deferred Closes, which release every key
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -150,6 +151,9 @@ func TestStatus(t *testing.T) {
 // readers, and a semaphore entry behind one of another limit is invalid.
 func TestStatusInvalidKeys(t *testing.T) {
 	e := newE2E(t)
+	// After the deferred Closes and the stray keys' deletion (cleanups run
+	// last registered first).
+	t.Cleanup(e.requireEmpty)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ns := lock.WithNamespace(e.ns)
@@ -167,7 +171,13 @@ func TestStatusInvalidKeys(t *testing.T) {
 		if _, err := e.cli.Put(ctx, key, "v1 1 5 elsewhere"); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _, _ = e.cli.Delete(context.Background(), key) })
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := e.cli.Delete(ctx, key); err != nil {
+				t.Errorf("deleting %s: %v", key, err)
+			}
+		})
 	}
 	put(rw.Prefix() + "stray")
 	if _, err := rw.RLock(ctx); err != nil {
@@ -267,6 +277,7 @@ func TestObserve(t *testing.T) {
 	if strings.Join(got, " ") != "- one two -" {
 		t.Errorf("leaders %q, want no leader, one, two, no leader", got)
 	}
+	e.requireEmpty()
 }
 
 // TestDev starts etcdlock dev on a free port, uses it, and stops it.
