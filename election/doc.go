@@ -32,4 +32,7 @@
 // leader's writes with the term's token (fencing.Commit for data in etcd,
 // fencing.Fence or an equivalent check for anything else), so that the
 // resource refuses a deposed leader.
+//
+// Set the client's DialKeepAliveTime and DialKeepAliveTimeout so that a
+// dead connection is noticed well within the TTL (see package lock).
 package election

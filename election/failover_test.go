@@ -43,23 +43,24 @@ func TestFailoverAfterCrash(t *testing.T) {
 	// Deadline - TTL + margin; read it once the cut is in place.
 	lastSent := term.Deadline().Add(margin - ttl)
 	hung := time.After(time.Until(lastSent.Add(hang)))
-	var told time.Time
-	select {
-	case <-term.Done():
-		told = time.Now()
-	case <-hung:
-		t.Fatalf("cut-off leader not told within %v of its last renewal", hang)
+	// Wait for both events at once, so that their order is what happened.
+	var (
+		told, led time.Time
+		t2        *election.Term
+		done      = term.Done()
+	)
+	for told.IsZero() || led.IsZero() {
+		select {
+		case <-done:
+			told, done = time.Now(), nil
+		case c := <-got:
+			t2, led = mustTerm(t, c), time.Now()
+		case <-hung:
+			t.Fatalf("within %v of the leader's last renewal: old leader told %v, standby leading %v", hang, !told.IsZero(), !led.IsZero())
+		}
 	}
-	var t2 *election.Term
-	select {
-	case c := <-got:
-		t2 = mustTerm(t, c)
-	case <-hung:
-		t.Fatalf("standby not leading within %v of the leader's last renewal", hang)
-	}
-	led := time.Now()
 	if !told.Before(led) {
-		t.Fatal("standby led before the old leader was told")
+		t.Fatalf("standby led %v before the old leader was told", told.Sub(led))
 	}
 	failover := led.Sub(lastSent)
 	t.Logf("failover %v after the last renewal (TTL %v); old leader told %v before", failover, ttl, led.Sub(told))

@@ -151,9 +151,10 @@ func TestClientFaults(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 
 	// blocks runs fault on its own goroutine until the test cancels it, and
-	// reports whether a short Get failed while it lasted: the fault takes
-	// effect when its goroutine runs, so Gets are tried until one fails or
-	// the fault's goroutine has surely run (a Get's timeout is far longer).
+	// reports whether a Get failed while it lasted: the fault takes effect
+	// when its goroutine runs, so Gets are tried until one fails or the
+	// fault's goroutine has surely run. Each Get has 2 s, which only a
+	// fault, not a busy server, makes it miss.
 	blocks := func(name string, fault func(context.Context, time.Duration, ...*integration.Proxy) error) bool {
 		t.Helper()
 		fctx, stop := context.WithCancel(ctx)
@@ -162,7 +163,7 @@ func TestClientFaults(t *testing.T) {
 		wg.Go(func() { ferr = fault(fctx, 10*time.Minute, p) })
 		failed := false
 		for range 20 {
-			gctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			_, err := cli.Get(gctx, ns+"k")
 			cancel()
 			if err != nil {
@@ -214,7 +215,7 @@ func TestClientFaults(t *testing.T) {
 	}
 
 	// Dropped requests never reach the server. As above, Puts are made
-	// until one fails; its value must never land.
+	// until one fails (in 2 s); its value must never land.
 	direct := srv.Client(t)
 	pctx0, stopDrop := context.WithCancel(ctx)
 	wg.Go(func() {
@@ -225,7 +226,7 @@ func TestClientFaults(t *testing.T) {
 	dropped := ""
 	for i := range 20 {
 		v := fmt.Sprintf("try-%d", i)
-		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := cli.Put(pctx, ns+"k", v)
 		cancel()
 		if err != nil {

@@ -36,4 +36,13 @@
 //
 // Use the token. Without it, the lock is an efficiency measure, not a
 // correctness guarantee.
+//
+// # Client settings
+//
+// Renewals go over the client's connection, one at a time, each given up
+// after a TTL: set the client's DialKeepAliveTime and DialKeepAliveTimeout
+// (say 10 s and 3 s) so that gRPC notices a dead connection and reconnects
+// well within the TTL. Without keep-alive pings, a connection that died
+// silently holds the renewal until it times out, and the hold is reported
+// lost (safely, but needlessly) where a reconnect would have kept it.
 package lock

@@ -61,12 +61,15 @@ func TestSessionLocksKeepTheirMargins(t *testing.T) {
 	}
 	byDefault := e.mutex(e.cli, "default", lock.WithSession(s)) // TTL/5: 2 s
 	wide := e.mutex(e.cli, "wide", lock.WithSession(s), lock.WithSafetyMargin(4*time.Second))
+	t0 := time.Now()
 	hd := mustLock(t, byDefault)
 	hw := mustLock(t, wide)
-	// Both deadlines come from renewals sent within this test's first
-	// seconds; 2 s of margin apart, unless one lock took the other's.
-	if gap := hd.Deadline().Sub(hw.Deadline()); gap < time.Second {
-		t.Errorf("deadline with a 2s margin %v, with 4s %v: want the second about 2s earlier", hd.Deadline(), hw.Deadline())
+	took := time.Since(t0)
+	// Each deadline is the send time of a renewal, sent between t0 and now,
+	// plus the TTL minus the lock's margin: 2 s apart, give or take took.
+	// One keeper for both would put them 0 s apart.
+	if gap := hd.Deadline().Sub(hw.Deadline()); gap < 2*time.Second-took {
+		t.Errorf("deadline with a 2s margin %v, with 4s %v (locks took %v): want the second about 2s earlier", hd.Deadline(), hw.Deadline(), took)
 	}
 	mustUnlock(t, hd)
 	mustUnlock(t, hw)

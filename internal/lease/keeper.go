@@ -104,7 +104,7 @@ type Keeper struct {
 	epoch     *Epoch
 	gone      error
 	badMargin error             // the configured margin does not fit the granted TTL
-	orphans   map[string]orphan // keys on this lease to delete
+	orphans   map[orphan]time.Time // keys on this lease to delete, and since when
 	goneC     chan struct{}     // closed when gone is set
 	changed   chan struct{}     // closed and replaced at every state change
 }
@@ -281,6 +281,14 @@ func (k *Keeper) run(ctx context.Context) {
 			if inflight != nil {
 				<-inflight
 			}
+			if k.pendingOrphans() {
+				// Stopped with keys still to delete: a caller's session
+				// lives on and would keep them, blocking their queues, so
+				// try once more, on a bounded context.
+				fctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
+				k.deleteOrphans(fctx)
+				cancel()
+			}
 			return
 		case <-k.cfg.SessionDone:
 			k.setGone()
@@ -365,9 +373,12 @@ func (k *Keeper) setGone() {
 	k.notify()
 }
 
+// orphan is a key to delete if its create revision is still rev; with rev
+// 0, if it is on this lease. Keyed by both, an older hold's failed cleanup
+// never displaces a newer one's of the same (reused) name.
 type orphan struct {
-	rev   int64     // create revision, or 0 when unknown
-	since time.Time // when it was handed over
+	key string
+	rev int64
 }
 
 // Orphan hands the keeper a key on its lease that a failed cleanup could not
@@ -378,9 +389,9 @@ type orphan struct {
 func (k *Keeper) Orphan(key string, rev int64) {
 	k.mu.Lock()
 	if k.orphans == nil {
-		k.orphans = make(map[string]orphan)
+		k.orphans = make(map[orphan]time.Time)
 	}
-	k.orphans[key] = orphan{rev: rev, since: time.Now()}
+	k.orphans[orphan{key, rev}] = time.Now()
 	k.mu.Unlock()
 	select { // renew now: the renewal's probe also deletes orphans
 	case k.kick <- struct{}{}:
@@ -390,32 +401,39 @@ func (k *Keeper) Orphan(key string, rev int64) {
 
 func (k *Keeper) deleteOrphans(ctx context.Context) {
 	k.mu.Lock()
-	todo := make(map[string]orphan, len(k.orphans))
-	for key, o := range k.orphans {
-		todo[key] = o
+	todo := make(map[orphan]time.Time, len(k.orphans))
+	for o, since := range k.orphans {
+		todo[o] = since
 	}
 	ttl := k.ttl
 	k.mu.Unlock()
-	for key, o := range todo {
+	for o, since := range todo {
 		var cmp clientv3.Cmp
 		if o.rev > 0 {
-			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", o.rev)
+			cmp = clientv3.Compare(clientv3.CreateRevision(o.key), "=", o.rev)
 		} else { // revision unknown: the key is only ever this lease's
-			cmp = clientv3.Compare(clientv3.LeaseValue(key), "=", k.id)
+			cmp = clientv3.Compare(clientv3.LeaseValue(o.key), "=", k.id)
 		}
-		resp, err := k.cli.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).Commit()
+		resp, err := k.cli.Txn(ctx).If(cmp).Then(clientv3.OpDelete(o.key)).Commit()
 		if err != nil {
 			return
 		}
 		if resp.Succeeded {
-			k.lg.Info("deleted a key left by a failed cleanup", zap.String("key", key))
+			k.lg.Info("deleted a key left by a failed cleanup", zap.String("key", o.key))
 		}
-		if o.rev > 0 || time.Since(o.since) > ttl {
+		if o.rev > 0 || time.Since(since) > ttl {
 			k.mu.Lock()
-			if k.orphans[key] == o {
-				delete(k.orphans, key)
+			if k.orphans[o] == since {
+				delete(k.orphans, o)
 			}
 			k.mu.Unlock()
 		}
 	}
+}
+
+// pendingOrphans reports whether keys await deletion on a live lease.
+func (k *Keeper) pendingOrphans() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.orphans) > 0 && k.gone == nil
 }

@@ -395,8 +395,12 @@ func (h *Hold) Release(ctx context.Context) error {
 		// the lease, which is still renewed, and block the queue until the
 		// owner retries or closes: have the keeper delete it (guarded by
 		// the revision, so a retry that lands first loses nothing) after
-		// its next renewal. The slot is not reused meanwhile.
-		h.k.Orphan(h.token.Key, h.token.Revision)
+		// its next renewal. The slot is not reused meanwhile. A hold lost
+		// before has no key to hand over: lost to its deadline, lose did
+		// so; deleted or expired, the key is gone.
+		if lost == nil {
+			h.k.Orphan(h.token.Key, h.token.Revision)
+		}
 		return err
 	}
 	h.freeSlot() // deleted now, or gone before
