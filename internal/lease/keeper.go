@@ -103,10 +103,10 @@ type Keeper struct {
 	deadline  time.Time
 	epoch     *Epoch
 	gone      error
-	badMargin error             // the configured margin does not fit the granted TTL
+	badMargin error                // the configured margin does not fit the granted TTL
 	orphans   map[orphan]time.Time // keys on this lease to delete, and since when
-	goneC     chan struct{}     // closed when gone is set
-	changed   chan struct{}     // closed and replaced at every state change
+	goneC     chan struct{}        // closed when gone is set
+	changed   chan struct{}        // closed and replaced at every state change
 }
 
 // Start starts keeping lease id alive. Stop must be called to release it.
