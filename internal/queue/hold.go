@@ -195,14 +195,15 @@ func (h *Hold) monitorWatching(own *watch) {
 		own.stop()
 		h.finish()
 	}()
+	b := newBackoff()
 	if own == nil {
-		// Admitted by the enqueue Txn, and ownWatchDelay has passed: watch
-		// the own key from the next revision, so no event is missed.
-		// clientv3's Watch blocks until the server has created the watch,
-		// so it is done here, off Lock's path, and only after the delay:
-		// most short holds end before, and never pay for a watch. A delete
-		// in that window is reported now; loss of the lease is reported by
-		// the epoch meanwhile.
+		// Admitted by the enqueue Txn, and ownWatchDelay has passed: open
+		// the watch on the own key at the server's current revision and
+		// read the key after it is created, as rewatch does. Not a watch
+		// from the token's revision on: the server has passed it, and such
+		// a watcher is only caught up on etcd's 100 ms tick, which would
+		// delay the news of a delete by as much. Until the watch is up the
+		// epoch still reports the loss of the lease.
 		select {
 		case <-h.stop:
 			return
@@ -211,16 +212,23 @@ func (h *Hold) monitorWatching(own *watch) {
 			return
 		default:
 		}
-		// Watch blocks until created: let the end of the epoch (etcd
-		// unreachable) or of the hold cancel it.
-		wctx, wcancel := context.WithCancel(h.ctx)
-		stopW := context.AfterFunc(h.epoch.Context(), wcancel)
-		own = h.q.openWatchFrom(wctx, h.token.Key, h.token.Revision+1)
-		stopW()
-		inner := own.cancel
-		own.cancel = func() { inner(); wcancel() }
+		var err error
+		own, err = h.rewatch(b, false)
+		switch {
+		case errors.Is(err, ErrDeleted):
+			h.lose(err)
+			h.freeSlot() // the key is gone: its name can be reused
+			return
+		case errors.Is(err, lease.ErrExpired):
+			h.lose(err)
+			return
+		case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
+			h.lose(h.epoch.Err())
+			return
+		case err != nil: // released
+			return
+		}
 	}
-	b := newBackoff()
 	for {
 		select {
 		case <-h.stop:
@@ -245,7 +253,7 @@ func (h *Hold) monitorWatching(own *watch) {
 			// ours. Until then the epoch deadline still guards the hold.
 			own.stop()
 			var err error
-			own, err = h.rewatch(b)
+			own, err = h.rewatch(b, true)
 			switch {
 			case errors.Is(err, ErrDeleted):
 				h.lose(err)
@@ -307,16 +315,20 @@ func (h *Hold) recheck(b *backoff) (int64, error) {
 	}
 }
 
-// rewatch reopens the own-key watch and verifies the key. It returns a
-// non-nil watch, or ErrDeleted/ErrExpired when the key is gone, or another
-// error when the hold was stopped meanwhile.
-func (h *Hold) rewatch(b *backoff) (*watch, error) {
+// rewatch (re)opens the own-key watch at the server's current revision and
+// verifies the key with a read after the watch's creation, first after a
+// backoff if pause. It returns a non-nil watch, or ErrDeleted/ErrExpired
+// when the key is gone, or another error when the hold was stopped
+// meanwhile.
+func (h *Hold) rewatch(b *backoff, pause bool) (*watch, error) {
 	ctx, cancel := context.WithCancel(h.ctx) // ends at Release or loss
 	defer cancel()
 	defer context.AfterFunc(h.epoch.Context(), cancel)()
-	for {
-		if err := b.sleep(ctx); err != nil {
-			return nil, err
+	for attempt := 0; ; attempt++ {
+		if pause || attempt > 0 {
+			if err := b.sleep(ctx); err != nil {
+				return nil, err
+			}
 		}
 		x, err := h.q.openWatch(ctx, h.token.Key, false)
 		if err != nil {

@@ -88,14 +88,6 @@ func (q *Queue) openWatch(ctx context.Context, target string, prefix bool) (*wat
 	return x, nil
 }
 
-// openWatchFrom watches deletes of key from revision rev on, until ctx ends.
-// It blocks until the server has created the watch (clientv3's Watch does).
-func (q *Queue) openWatchFrom(ctx context.Context, key string, rev int64) *watch {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	ch := q.Client.Watch(wctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut())
-	return &watch{ch: ch, cancel: cancel, created: rev - 1, target: key}
-}
-
 func blockerTarget(q *Queue, v Verdict) (string, bool) {
 	if len(v.Blockers) == 1 {
 		return v.Blockers[0].Key, false
