@@ -78,44 +78,57 @@ func (o *observer) emit(ctx context.Context) bool {
 }
 
 func (o *observer) run(ctx context.Context) {
-	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
 	pause := 20 * time.Millisecond
 	for ctx.Err() == nil {
-		resp, err := cli.Get(ctx, prefix, clientv3.WithFirstCreate()...)
-		if err != nil {
-			if !sleep(ctx, &pause) {
-				return
-			}
-			continue
-		}
-		o.cur = Leader{}
-		if len(resp.Kvs) > 0 {
-			o.cur = leaderOf(resp.Kvs[0])
-		}
-		if !o.emit(ctx) {
+		if !o.observe(ctx) && !sleep(ctx, &pause) {
 			return
-		}
-		if !o.follow(ctx, resp.Header.Revision+1) {
-			if !sleep(ctx, &pause) {
-				return
-			}
-			continue
 		}
 		pause = 20 * time.Millisecond
 	}
 }
 
-// follow applies watch events from rev on. It returns false when the watch
-// broke and the leader must be read again.
-func (o *observer) follow(ctx context.Context, rev int64) bool {
+// observe opens a watch on the prefix at the server's current revision,
+// reads the leader after the watch is created, and then follows the watch's
+// events. It returns false when the watch broke or could not be opened, or
+// the read failed: the leader must then be read again. A watch started from
+// the read's revision instead would usually start at a revision the server
+// has passed, and etcd catches such watchers up only on a 100 ms tick.
+func (o *observer) observe(ctx context.Context) bool {
 	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+	wch := cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	if wr, ok := <-wch; !ok || wr.Err() != nil || !wr.Created {
+		return false
+	}
+	// A linearizable read: its revision is at least the watch's, so the
+	// events after it are all in the watch.
+	resp, err := cli.Get(ctx, prefix, clientv3.WithFirstCreate()...)
+	if err != nil {
+		return false
+	}
+	o.cur = Leader{}
+	if len(resp.Kvs) > 0 {
+		o.cur = leaderOf(resp.Kvs[0])
+	}
+	if !o.emit(ctx) {
+		return true
+	}
+	return o.follow(ctx, wch, resp.Header.Revision)
+}
+
+// follow applies the watch's events after revision read. It returns false
+// when the watch broke and the leader must be read again.
+func (o *observer) follow(ctx context.Context, wch clientv3.WatchChan, read int64) bool {
+	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
+	for wr := range wch {
 		if wr.Err() != nil {
 			return false
 		}
 		for _, ev := range wr.Events {
+			if ev.Kv.ModRevision <= read {
+				continue // in the read already
+			}
 			key := string(ev.Kv.Key)
 			switch {
 			case ev.Type == mvccpb.PUT && ev.IsCreate():
