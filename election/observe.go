@@ -80,20 +80,21 @@ func (o *observer) emit(ctx context.Context) bool {
 func (o *observer) run(ctx context.Context) {
 	pause := 20 * time.Millisecond
 	for ctx.Err() == nil {
-		if !o.observe(ctx) && !sleep(ctx, &pause) {
+		// Back off (to 1 s) while etcd fails us, e.g. without a leader;
+		// observe resets the pause once it has read the leader.
+		if !o.observe(ctx, &pause) && !sleep(ctx, &pause) {
 			return
 		}
-		pause = 20 * time.Millisecond
 	}
 }
 
 // observe opens a watch on the prefix at the server's current revision,
-// reads the leader after the watch is created, and then follows the watch's
-// events. It returns false when the watch broke or could not be opened, or
+// reads the leader after the watch is created (and then resets *pause), and
+// follows the watch's events. It returns false when the watch broke or could not be opened, or
 // the read failed: the leader must then be read again. A watch started from
 // the read's revision instead would usually start at a revision the server
 // has passed, and etcd catches such watchers up only on a 100 ms tick.
-func (o *observer) observe(ctx context.Context) bool {
+func (o *observer) observe(ctx context.Context, pause *time.Duration) bool {
 	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -107,6 +108,7 @@ func (o *observer) observe(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
+	*pause = 20 * time.Millisecond
 	o.cur = Leader{}
 	if len(resp.Kvs) > 0 {
 		o.cur = leaderOf(resp.Kvs[0])
