@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -202,5 +203,8 @@ func (s *Source) Close() error {
 	if s.cli.Ctx().Err() != nil {
 		return nil // the client was closed first: the lease ends with its TTL
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("etcdlock: revoking lease %s at Close (its keys go when it expires, within %v): %w", leaseHex(s.keeper.ID()), s.ttl, err)
+	}
+	return nil
 }
