@@ -404,7 +404,10 @@ func DropClientRequests(ctx context.Context, d time.Duration, ps ...*Proxy) erro
 // injects the fault, undoes it before returning (also when ctx ends), and
 // returns a description of the target ("m1", "mutex/w2 1.4s", ...).
 type Fault struct {
-	Name   string
+	// Name names the kind of fault in records and logs ("restart-member").
+	Name string
+	// Inject injects one fault and undoes it, as the type's doc says; it
+	// runs on the schedule's goroutine.
 	Inject func(ctx context.Context, rng *rand.Rand) (target string, err error)
 }
 
