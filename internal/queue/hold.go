@@ -148,19 +148,8 @@ func (h *Hold) monitorShared(readRev int64) {
 			// readRev: wait for it and read the key again. Until then the
 			// epoch deadline still guards the hold.
 			var err error
-			readRev, err = h.recheck(b)
-			switch {
-			case errors.Is(err, ErrDeleted):
-				h.lose(err)
-				h.freeSlot() // the key is gone: its name can be reused
-				return
-			case errors.Is(err, lease.ErrExpired):
-				h.lose(err)
-				return
-			case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
-				h.lose(h.epoch.Err())
-				return
-			case err != nil: // released, or the Primitive closed
+			if readRev, err = h.recheck(b); err != nil {
+				h.checkFailed(err)
 				return
 			}
 			continue
@@ -196,40 +185,23 @@ func (h *Hold) monitorWatching(own *watch) {
 		h.finish()
 	}()
 	b := newBackoff()
-	if own == nil {
-		// Admitted by the enqueue Txn, and ownWatchDelay has passed: open
-		// the watch on the own key at the server's current revision and
-		// read the key after it is created, as rewatch does. Not a watch
-		// from the token's revision on: the server has passed it, and such
-		// a watcher is only caught up on etcd's 100 ms tick, which would
-		// delay the news of a delete by as much. Until the watch is up the
-		// epoch still reports the loss of the lease.
-		select {
-		case <-h.stop:
-			return
-		case <-h.epoch.Done():
-			h.lose(h.epoch.Err())
-			return
-		default:
-		}
-		var err error
-		own, err = h.rewatch(b, false)
-		switch {
-		case errors.Is(err, ErrDeleted):
-			h.lose(err)
-			h.freeSlot() // the key is gone: its name can be reused
-			return
-		case errors.Is(err, lease.ErrExpired):
-			h.lose(err)
-			return
-		case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
-			h.lose(h.epoch.Err())
-			return
-		case err != nil: // released
-			return
-		}
-	}
+	pause := false
 	for {
+		if own == nil {
+			// Admitted by the enqueue Txn, and ownWatchDelay has passed, or
+			// the watch broke (compaction, leader loss, stream error): open
+			// a watch on the own key at the server's current revision and
+			// read the key after it is created. Not a watch from the
+			// token's revision on: the server has passed it, and such a
+			// watcher is only caught up on etcd's 100 ms tick, which would
+			// delay the news of a delete by as much. Until the watch is up
+			// the epoch still reports the loss of the lease.
+			var err error
+			if own, err = h.rewatch(b, pause); err != nil {
+				h.checkFailed(err)
+				return
+			}
+		}
 		select {
 		case <-h.stop:
 			return
@@ -248,27 +220,25 @@ func (h *Hold) monitorWatching(own *watch) {
 			if h.ctx.Err() != nil {
 				return // released or lost: the watch was cancelled with it
 			}
-			// The watch broke (compaction, leader loss, stream error): open
-			// a new one at the current revision and check the key is still
-			// ours. Until then the epoch deadline still guards the hold.
 			own.stop()
-			var err error
-			own, err = h.rewatch(b, true)
-			switch {
-			case errors.Is(err, ErrDeleted):
-				h.lose(err)
-				h.freeSlot() // the key is gone: its name can be reused
-				return
-			case errors.Is(err, lease.ErrExpired):
-				h.lose(err)
-				return
-			case err != nil && h.epoch.Err() != nil: // the epoch ended meanwhile
-				h.lose(h.epoch.Err())
-				return
-			case err != nil: // released
-				return
-			}
+			own, pause = nil, true // reopen after a backoff
 		}
+	}
+}
+
+// checkFailed ends a monitor whose check of the key (rewatch or recheck)
+// failed with err: the key is gone (ErrDeleted, lease.ErrExpired), the
+// epoch ended meanwhile, or the hold was released (or the Primitive
+// closed), which needs nothing more.
+func (h *Hold) checkFailed(err error) {
+	switch {
+	case errors.Is(err, ErrDeleted):
+		h.lose(err)
+		h.freeSlot() // the key is gone: its name can be reused
+	case errors.Is(err, lease.ErrExpired):
+		h.lose(err)
+	case h.epoch.Err() != nil:
+		h.lose(h.epoch.Err())
 	}
 }
 
