@@ -176,6 +176,13 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 			cfg.resign(ctx, log, term, name)
 			return o.status
 		}
+		if o.stop != nil {
+			// Asked to stop while CMD ran: the loss does not undo that.
+			log.errorf("leadership of election %q lost while CMD was stopping on %v (%s); %s",
+				name, o.stop, lossReason(o.lost), o.stopped(tm.grace))
+			cfg.resign(ctx, log, term, name)
+			return o.status
+		}
 		log.errorf("leadership of election %q lost while CMD ran (%s); %s; campaigning again",
 			name, lossReason(o.lost), o.stopped(tm.grace))
 		cfg.resign(ctx, log, term, name) // forgets the lost term; deletes nothing newer

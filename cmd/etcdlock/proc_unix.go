@@ -185,12 +185,27 @@ func guardMain(args []string) int {
 		Stderr:      os.Stderr,
 		SysProcAttr: cmdProcAttr(),
 	}
+	// A signal etcdlock sent the group before CMD existed reached only the
+	// guard: hand those to CMD once it runs. (Those sent from here on reach
+	// CMD directly; the few microseconds until Start remain a gap.)
+	var early []os.Signal
+	for drained := false; !drained; {
+		select {
+		case sig := <-caught:
+			early = append(early, sig)
+		default:
+			drained = true
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "etcdlock: cannot run %s: %v\n", args[0], err)
 		if errors.Is(err, fs.ErrNotExist) {
 			return exitNotFound
 		}
 		return exitCannotExec
+	}
+	for _, sig := range early {
+		_ = cmd.Process.Signal(sig)
 	}
 	// The lifeline: EOF means etcdlock is gone. This goroutine ends with
 	// the process.

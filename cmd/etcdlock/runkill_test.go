@@ -41,3 +41,27 @@ func TestRunKilled(t *testing.T) {
 	}
 	e.requireEmpty()
 }
+
+// TestElectStopThenLost: SIGTERM reaches the leader's CMD, which takes its
+// time to exit; leadership is lost meanwhile. elect must still stop, with
+// CMD's status, not campaign again and start CMD anew.
+func TestElectStopThenLost(t *testing.T) {
+	e := newE2E(t)
+	// On SIGTERM, log it and wait for the gate before exiting 7.
+	script := `trap 'echo "term $TAG $$" >> "$LOG"; ` + shGate + `exit 7' TERM; ` + shStart + shForever
+	a := e.start("A", "elect", "--ttl", "5s", "leader", "--", "sh", "-c", script)
+	e.waitEvents(10*time.Second, "start", 1)
+	a.signal(syscall.SIGTERM)
+	e.waitEvents(10*time.Second, "term", 1)
+	e.revoke(e.leaseOf("election/")) // lost while CMD is stopping
+	// CMD's grace is 500ms (a tenth of --ttl): SIGKILL ends it, or the gate.
+	e.openGate()
+	code := a.wait(15 * time.Second)
+	if code != 7 && code != 128+int(syscall.SIGKILL) {
+		t.Errorf("elect exited %d, want CMD's status (7, or 137 if the grace ran out first)\nstderr: %s", code, a.errText())
+	}
+	if n := count(e.events(), "start"); n != 1 {
+		t.Errorf("CMD started %d times, want once:\n%s", n, e.eventText())
+	}
+	e.requireEmpty()
+}

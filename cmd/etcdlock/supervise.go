@@ -88,9 +88,10 @@ type holding interface {
 
 // outcome is how CMD ended.
 type outcome struct {
-	status int   // CMD's exit status, 128+N if signal N killed it
-	lost   error // why the hold ended while CMD ran, if it did
-	killed bool  // SIGKILL was sent because of the loss
+	status int       // CMD's exit status, 128+N if signal N killed it
+	lost   error     // why the hold ended while CMD ran, if it did
+	killed bool      // SIGKILL was sent because of the loss
+	stop   os.Signal // the first stop request (SIGINT, SIGTERM, SIGHUP, SIGQUIT) forwarded, if any
 }
 
 // supervise waits for CMD to exit, forwarding the signals that arrive on
@@ -109,6 +110,9 @@ func supervise(c *child, h holding, grace time.Duration, sigs <-chan os.Signal) 
 			return o
 		case sig := <-sigs:
 			c.signal(sig)
+			if o.stop == nil && isStop(sig) {
+				o.stop = sig
+			}
 		case <-lost:
 			lost = nil
 			o.lost = h.Err()
@@ -127,6 +131,15 @@ func supervise(c *child, h holding, grace time.Duration, sigs <-chan os.Signal) 
 			o.killed = true
 		}
 	}
+}
+
+// isStop reports whether sig asks etcdlock (and CMD) to stop.
+func isStop(sig os.Signal) bool {
+	switch sig {
+	case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT:
+		return true
+	}
+	return false
 }
 
 // stopped describes how CMD was stopped for a loss.
