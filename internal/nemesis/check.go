@@ -356,14 +356,15 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 				g.Worker, g.Token, g.Key, l.del, l.lease, leases[l.lease])
 			continue
 		}
-		if l.delAt <= g.Return {
-			continue // gone before the grant was returned: judged above
-		}
+		// Its lease ended. The holder must be told by the time the watcher
+		// saw the delete; if that was before the grant was even returned,
+		// as soon as it was returned.
+		told := max(l.delAt, g.Return)
 		res.expiries++
-		if g.DoneAt == 0 || g.DoneAt > l.delAt+int64(lateTolerance) {
+		if g.DoneAt == 0 || g.DoneAt > told+int64(lateTolerance) {
 			late := "never"
 			if g.DoneAt > 0 {
-				late = fmt.Sprintf("%v late", ms2(g.DoneAt-l.delAt))
+				late = fmt.Sprintf("%v late", ms2(g.DoneAt-told))
 			}
 			res.add("%s: holder of %d@%s told of the loss %s: the watcher saw its lease end delete the key at revision %d",
 				g.Worker, g.Token, g.Key, late, l.del)

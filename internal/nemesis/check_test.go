@@ -77,6 +77,14 @@ func TestGrantsDeletions(t *testing.T) {
 	wantFinding(t, r, "told of the loss 200ms late")
 	r = findings(t, spec, evs, grant(pfx+"a", 10, 10, ms, 0, 0))
 	wantFinding(t, r, "told of the loss never")
+	// The lease ended before the grant was even returned (at 550ms): the
+	// holder must be told as soon as it is.
+	r = findings(t, spec, evs, grant(pfx+"a", 10, 10, 550*ms, 0, 0))
+	wantFinding(t, r, "told of the loss never")
+	r = findings(t, spec, evs, grant(pfx+"a", 10, 10, 550*ms, 0, 560*ms))
+	if len(r.findings) != 0 || r.expiries != 1 {
+		t.Fatalf("holder told as the grant returned after the expiry: %v, %d expiries", r.findings, r.expiries)
+	}
 
 	// a deleted while its lease lives on (b is created on it later), and
 	// not by its holder: a stale or foreign delete.
@@ -107,10 +115,11 @@ func TestGrantsRWAndSemaphore(t *testing.T) {
 		put(11, pfx+"r/b", 2, "", 0),
 		put(12, pfx+"w/c", 3, "", 0),
 		put(13, pfx+"r/d", 4, "", 0), // behind the writer
-		del(14, pfx+"r/a", 0),
-		del(15, pfx+"r/b", 0),
-		del(16, pfx+"w/c", 0),
-		del(17, pfx+"r/d", 0),
+		// Each deleted by its holder's unlock (at time 5, see below).
+		del(14, pfx+"r/a", 10),
+		del(15, pfx+"r/b", 10),
+		del(16, pfx+"w/c", 10),
+		del(17, pfx+"r/d", 10),
 	}
 	lives := replay(evs, rw)
 	want := map[string]int64{"r/a": 10, "r/b": 11, "w/c": 15, "r/d": 16}
@@ -120,11 +129,11 @@ func TestGrantsRWAndSemaphore(t *testing.T) {
 		}
 	}
 	reader := func(key string, tok, rpost int64) *Grant {
-		g := grant(key, tok, rpost, 0, 0, 0)
+		g := grant(key, tok, rpost, 0, 5, 0)
 		g.Writer = false
 		return g
 	}
-	ok := []*Grant{reader(pfx+"r/a", 10, 10), reader(pfx+"r/b", 11, 11), grant(pfx+"w/c", 12, 15, 0, 0, 0), reader(pfx+"r/d", 13, 16)}
+	ok := []*Grant{reader(pfx+"r/a", 10, 10), reader(pfx+"r/b", 11, 11), grant(pfx+"w/c", 12, 15, 0, 5, 0), reader(pfx+"r/d", 13, 16)}
 	if r := findings(t, rw, evs, ok...); len(r.findings) != 0 {
 		t.Fatalf("correct RW history: %v", r.findings)
 	}
