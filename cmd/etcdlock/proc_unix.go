@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"sync"
 	"syscall"
 )
 
@@ -50,6 +51,13 @@ func init() {
 // parent-death signal alone (Linux's PR_SET_PDEATHSIG, which CMD gets too,
 // for the case the guard itself is killed) reaches only the direct child,
 // and "sh -c" or a script would leave its children running unguarded.
+//
+// Until the guard has set up its signal handlers, a signal sent to the
+// group would end the guard itself (or, for SIGQUIT, make Go's runtime dump
+// its goroutines) before CMD ever ran; and until CMD is started, the guard
+// would be the only one to get it. So the guard says on a second pipe when
+// CMD has started; signals sent before that wait in etcdlock and follow
+// then, to CMD and the guard, which drops them.
 type child struct {
 	guard    *exec.Cmd
 	pgid     int
@@ -57,6 +65,11 @@ type child struct {
 	exited   chan struct{} // closed once the guard has exited
 	reaped   bool          // the guard was reaped when exited closed (not on Linux)
 	waitErr  error
+	ready    chan struct{} // closed once CMD has started, or the guard has exited
+
+	mu      sync.Mutex
+	isReady bool
+	pending []syscall.Signal // signals sent before the guard was ready
 }
 
 // startChild starts CMD (the executable path, with argv) with env, in a new
@@ -73,6 +86,11 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 	if err != nil {
 		return nil, err
 	}
+	rr, rw, err := os.Pipe()
+	if err != nil {
+		_, _ = r.Close(), w.Close()
+		return nil, err
+	}
 	var stdin io.Reader
 	if !isTerminal(os.Stdin) {
 		stdin = os.Stdin
@@ -84,16 +102,31 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 		Stdin:       stdin,
 		Stdout:      stdout,
 		Stderr:      stderr,
-		ExtraFiles:  []*os.File{r}, // fd 3 in the guard
+		ExtraFiles:  []*os.File{r, rw}, // fds 3 and 4 in the guard
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
 	err = g.Start()
-	_ = r.Close()
+	_, _ = r.Close(), rw.Close()
 	if err != nil {
-		_ = w.Close()
+		_, _ = w.Close(), rr.Close()
 		return nil, err
 	}
-	c := &child{guard: g, pgid: g.Process.Pid, lifeline: w, exited: make(chan struct{})}
+	c := &child{guard: g, pgid: g.Process.Pid, lifeline: w, exited: make(chan struct{}), ready: make(chan struct{})}
+	// Owned by finish, which waits for ready: the guard writes a byte once
+	// CMD has started, and its exit closes the pipe's only write end.
+	go func() {
+		defer close(c.ready)
+		var b [1]byte
+		_, _ = rr.Read(b[:])
+		_ = rr.Close()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.isReady = true
+		for _, sig := range c.pending {
+			_ = syscall.Kill(-c.pgid, sig)
+		}
+		c.pending = nil
+	}()
 	// Owned by finish, which waits for exited.
 	go func() {
 		defer close(c.exited)
@@ -106,16 +139,29 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 }
 
 // signal sends sig to CMD's process group. The guard, a member, drops it.
+// Until the guard is ready, signals other than SIGKILL are held back and
+// sent, in order, once it is.
 func (c *child) signal(sig os.Signal) {
-	if s, ok := sig.(syscall.Signal); ok {
-		_ = syscall.Kill(-c.pgid, s)
+	s, ok := sig.(syscall.Signal)
+	if !ok {
+		return
 	}
+	if s != syscall.SIGKILL {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !c.isReady {
+			c.pending = append(c.pending, s)
+			return
+		}
+	}
+	_ = syscall.Kill(-c.pgid, s)
 }
 
 // finish waits for the guard to exit, kills whatever CMD left running in
 // its process group, reaps the guard and returns CMD's exit status.
 func (c *child) finish() int {
 	<-c.exited
+	<-c.ready
 	if !c.reaped {
 		// The guard is a zombie, not reaped yet, so the group's ID cannot
 		// have been reused: kill the leftovers, then reap.
@@ -156,14 +202,19 @@ func guardMain(args []string) int {
 		return exitUsage
 	}
 	// Only as etcdlock starts it: leading a process group of its own (the
-	// guard kills its whole group), with a pipe on fd 3.
-	var st syscall.Stat_t
-	if syscall.Getpgrp() != os.Getpid() || syscall.Fstat(3, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+	// guard kills its whole group), with pipes on fds 3 and 4.
+	isPipe := func(fd int) bool {
+		var st syscall.Stat_t
+		return syscall.Fstat(fd, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFIFO
+	}
+	if syscall.Getpgrp() != os.Getpid() || !isPipe(3) || !isPipe(4) {
 		fmt.Fprintln(os.Stderr, "etcdlock-guard: for etcdlock's internal use")
 		return exitUsage
 	}
 	lifeline := os.NewFile(3, "lifeline")
 	syscall.CloseOnExec(3) // CMD does not need it
+	ready := os.NewFile(4, "ready")
+	syscall.CloseOnExec(4)
 	// etcdlock signals the whole group: CMD gets each signal directly, and
 	// the guard must live on. Catching (not ignoring) the signals keeps
 	// them at their default in CMD. A signal ignored when etcdlock started
@@ -185,18 +236,6 @@ func guardMain(args []string) int {
 		Stderr:      os.Stderr,
 		SysProcAttr: cmdProcAttr(),
 	}
-	// A signal etcdlock sent the group before CMD existed reached only the
-	// guard: hand those to CMD once it runs. (Those sent from here on reach
-	// CMD directly; the few microseconds until Start remain a gap.)
-	var early []os.Signal
-	for drained := false; !drained; {
-		select {
-		case sig := <-caught:
-			early = append(early, sig)
-		default:
-			drained = true
-		}
-	}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "etcdlock: cannot run %s: %v\n", args[0], err)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -204,9 +243,10 @@ func guardMain(args []string) int {
 		}
 		return exitCannotExec
 	}
-	for _, sig := range early {
-		_ = cmd.Process.Signal(sig)
-	}
+	// CMD is in the group, and the guard catches what reaches the group:
+	// etcdlock may send the signals it held back.
+	_, _ = ready.Write([]byte{1})
+	_ = ready.Close()
 	// The lifeline: EOF means etcdlock is gone. This goroutine ends with
 	// the process.
 	go func() {
