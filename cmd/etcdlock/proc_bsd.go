@@ -16,7 +16,7 @@ func cmdProcAttr() *syscall.SysProcAttr { return nil }
 
 // waitExited would wait for pid to exit without reaping it; it reports
 // false: the caller reaps it, and cannot then safely kill what is left of
-// its process group.
+// its process group (the guard does that itself before it exits).
 func waitExited(pid int) bool { return false }
 
 // isTerminal reports whether f is a character device other than /dev/null.

@@ -4,7 +4,11 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,5 +49,42 @@ func TestSignalAtStartReachesCMD(t *testing.T) {
 		if errOut.Len() > 0 {
 			t.Fatalf("run %d: stderr: %.300s", i, errOut.String())
 		}
+	}
+}
+
+// TestGuardKillsLeftovers: when CMD exits, what it left running in its
+// process group is killed before the status comes back, by the guard
+// alone (as outside Linux, where etcdlock cannot wait for the guard
+// unreaped and so cannot safely kill the group itself).
+func TestGuardKillsLeftovers(t *testing.T) {
+	keepZombie = false
+	t.Cleanup(func() { keepZombie = true })
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	// No output writers: a pipe to one would stay open in the leftover,
+	// and the guard's Wait would wait for it.
+	c, err := startChild("/bin/sh", []string{"sh", "-c", `trap '' TERM; sleep 1000 & echo $! > "$0"; exit 7`, pidFile}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c.finish(); st != 7 {
+		t.Fatalf("status %d, want CMD's 7", st)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SIGKILL was sent to the leftover before the guard exited; it dies
+	// at once, but not synchronously with the guard.
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("CMD's background process %d still runs after CMD's exit", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -66,11 +66,18 @@ type child struct {
 	reaped   bool          // the guard was reaped when exited closed (not on Linux)
 	waitErr  error
 	ready    chan struct{} // closed once CMD has started, or the guard has exited
+	status   chan int      // CMD's exit status, as the guard reported it; closed when the pipe is
 
 	mu      sync.Mutex
 	isReady bool
 	pending []syscall.Signal // signals sent before the guard was ready
 }
+
+// keepZombie says to wait for the guard's exit without reaping it (where
+// waitExited can), so that finish can kill CMD's group with no risk of its
+// ID having been reused. Tests turn it off to check what the guard does
+// alone, as outside Linux.
+var keepZombie = true
 
 // startChild starts CMD (the executable path, with argv) with env, in a new
 // process group under its guard. CMD's stdin is etcdlock's unless that is a
@@ -111,26 +118,34 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 		_, _ = w.Close(), rr.Close()
 		return nil, err
 	}
-	c := &child{guard: g, pgid: g.Process.Pid, lifeline: w, exited: make(chan struct{}), ready: make(chan struct{})}
-	// Owned by finish, which waits for ready: the guard writes a byte once
-	// CMD has started, and its exit closes the pipe's only write end.
+	c := &child{guard: g, pgid: g.Process.Pid, lifeline: w, exited: make(chan struct{}),
+		ready: make(chan struct{}), status: make(chan int, 1)}
+	// Owned by finish, which waits for status: the guard writes a byte once
+	// CMD has started and another with CMD's status once it has exited, and
+	// its exit closes the pipe's only write end.
 	go func() {
-		defer close(c.ready)
+		defer close(c.status)
+		defer rr.Close()
 		var b [1]byte
-		_, _ = rr.Read(b[:])
-		_ = rr.Close()
+		_, err := io.ReadFull(rr, b[:])
 		c.mu.Lock()
-		defer c.mu.Unlock()
 		c.isReady = true
 		for _, sig := range c.pending {
 			_ = syscall.Kill(-c.pgid, sig)
 		}
 		c.pending = nil
+		c.mu.Unlock()
+		close(c.ready)
+		if err == nil {
+			if _, err := io.ReadFull(rr, b[:]); err == nil {
+				c.status <- int(b[0])
+			}
+		}
 	}()
 	// Owned by finish, which waits for exited.
 	go func() {
 		defer close(c.exited)
-		if !waitExited(g.Process.Pid) {
+		if !keepZombie || !waitExited(g.Process.Pid) {
 			c.waitErr = g.Wait()
 			c.reaped = true
 		}
@@ -159,9 +174,13 @@ func (c *child) signal(sig os.Signal) {
 
 // finish waits for the guard to exit, kills whatever CMD left running in
 // its process group, reaps the guard and returns CMD's exit status.
+//
+// The guard kills the group itself once CMD has exited, after reporting
+// CMD's status; where the guard can be waited for unreaped (Linux), finish
+// kills the group again, which also covers a guard killed before it could.
 func (c *child) finish() int {
 	<-c.exited
-	<-c.ready
+	status, reported := <-c.status
 	if !c.reaped {
 		// The guard is a zombie, not reaped yet, so the group's ID cannot
 		// have been reused: kill the leftovers, then reap.
@@ -169,6 +188,9 @@ func (c *child) finish() int {
 		c.waitErr = c.guard.Wait()
 	}
 	_ = c.lifeline.Close()
+	if reported {
+		return status
+	}
 	return exitStatus(c.guard.ProcessState)
 }
 
@@ -246,7 +268,6 @@ func guardMain(args []string) int {
 	// CMD is in the group, and the guard catches what reaches the group:
 	// etcdlock may send the signals it held back.
 	_, _ = ready.Write([]byte{1})
-	_ = ready.Close()
 	// The lifeline: EOF means etcdlock is gone. This goroutine ends with
 	// the process.
 	go func() {
@@ -254,5 +275,13 @@ func guardMain(args []string) int {
 		_ = syscall.Kill(0, syscall.SIGKILL) // the guard's whole process group, itself included
 	}()
 	_ = cmd.Wait()
-	return exitStatus(cmd.ProcessState)
+	// Report CMD's status, then kill what CMD left running in the group,
+	// the guard included: nothing of CMD's may outlive it unwatched, and
+	// outside Linux etcdlock could not do it safely once the guard is
+	// reaped (the group's ID may then be reused).
+	status := exitStatus(cmd.ProcessState)
+	if _, err := ready.Write([]byte{byte(status)}); err == nil {
+		_ = syscall.Kill(0, syscall.SIGKILL)
+	}
+	return status
 }

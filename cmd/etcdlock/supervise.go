@@ -57,9 +57,8 @@ milliseconds, but may still be running when the next holder starts.
 CMD runs in a process group of its own, with stdin from /dev/null when
 etcdlock's stdin is a terminal. etcdlock forwards SIGINT, SIGTERM, SIGHUP,
 SIGQUIT, SIGUSR1 and SIGUSR2 to that group, and ignores SIGTSTP (Ctrl-Z),
-which would stop etcdlock while CMD ran on. On Linux, when CMD exits,
-whatever it left running in its process group is killed, then the hold is
-released; elsewhere what CMD leaves behind runs on after the release.`
+which would stop etcdlock while CMD ran on. When CMD exits, whatever it
+left running in its process group is killed, then the hold is released.`
 
 // newTiming validates --ttl and --grace.
 func newTiming(ttl time.Duration, grace optDuration) (timing, error) {
