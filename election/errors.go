@@ -23,7 +23,11 @@ var (
 	ErrLost = queue.ErrLost
 	// ErrResigned is the cause of a term's Context after Resign.
 	ErrResigned = queue.ErrReleased
-	// ErrDeleted means the leader key was deleted by another client.
+	// ErrDeleted means the leader key was deleted, not by this process: by
+	// another client, or with its lease by a revoke. A term is told of the
+	// delete at once, without first asking etcd why, so a revoke this
+	// process had not yet noticed shows as ErrDeleted; ErrSessionExpired
+	// when the lease was already known to be gone.
 	ErrDeleted = queue.ErrDeleted
 	// ErrSessionExpired means the lease is gone.
 	ErrSessionExpired = queue.ErrSessionExpired

@@ -19,7 +19,12 @@ var (
 	ErrLost = queue.ErrLost
 	// ErrReleased is the cause of a hold's Context after Unlock.
 	ErrReleased = queue.ErrReleased
-	// ErrDeleted means the key was deleted by another client.
+	// ErrDeleted means the key was deleted, not by this process: by another
+	// client, or with its lease by a revoke. A hold is told of the delete
+	// at once, without first asking etcd why, so a revoke this process had
+	// not yet noticed shows as ErrDeleted; ErrSessionExpired when the lease
+	// was already known to be gone. A waiter asks, and gets
+	// ErrSessionExpired for a revoke.
 	ErrDeleted = queue.ErrDeleted
 	// ErrSessionExpired means the lease is gone: expired, revoked, or its
 	// session closed.

@@ -1,11 +1,14 @@
 package lock_test
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/lock"
@@ -111,4 +114,87 @@ func TestDeadlineMovesWithRenewals(t *testing.T) {
 		t.Fatal(h.Err())
 	}
 	mustUnlock(t, h)
+}
+
+// TestDeletedKeyToldWithoutAsking: a hold whose key is deleted by another
+// client is told at once, without first asking etcd why (a TimeToLive):
+// the next waiter is granted on the same delete, and a slow or unreachable
+// etcd would otherwise keep the old holder unaware for a round trip or a
+// timeout. Here every TimeToLive of the holder's client blocks, and the
+// holder must still be told.
+func TestDeletedKeyToldWithoutAsking(t *testing.T) {
+	e := newEnv(t)
+	srv := integration.Shared(t)
+	asked := make(chan struct{}, 1)
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) }) // before the client's Close, which waits for calls
+	cli, err := srv.NewClient(func(c *clientv3.Config) {
+		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(
+			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				if method == "/etcdserverpb.Lease/LeaseTimeToLive" {
+					select {
+					case asked <- struct{}{}:
+					default:
+					}
+					select {
+					case <-block:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	kinds := map[string]func(c *clientv3.Client) func(context.Context) (*lock.Hold, error){
+		"mutex": func(c *clientv3.Client) func(context.Context) (*lock.Hold, error) {
+			return e.mutex(c, "told").Lock
+		},
+		"semaphore": func(c *clientv3.Client) func(context.Context) (*lock.Hold, error) {
+			s, err := lock.NewSemaphore(c, "told", 1, lock.WithNamespace(e.ns))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return func(ctx context.Context) (*lock.Hold, error) { return s.Acquire(ctx, 1) }
+		},
+	}
+	for kind, open := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			lockA, lockB := open(cli), open(e.cli)
+			ha, err := lockA(ctxT(t, 10*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			granted := make(chan *lock.Hold, 1)
+			go func() {
+				hb, err := lockB(ctxT(t, 10*time.Second))
+				if err != nil {
+					t.Errorf("B: %v", err)
+				}
+				granted <- hb
+			}()
+			waitKeys(t, e.cli, ha.Token().Key[:strings.LastIndexByte(ha.Token().Key, '/')+1], 2)
+			if _, err := e.cli.Delete(ctxT(t, 5*time.Second), ha.Token().Key); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ha.Done():
+			case <-asked:
+				t.Error("the holder asked etcd why its key went before it was told")
+			}
+			if err := ha.Err(); err != nil && !errors.Is(err, lock.ErrDeleted) {
+				t.Errorf("A's Err = %v, want ErrDeleted", err)
+			}
+			if hb := <-granted; hb != nil {
+				mustUnlock(t, hb)
+			}
+			if err := ha.Unlock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrNotHeld) {
+				t.Errorf("A's Unlock = %v, want ErrNotHeld", err)
+			}
+		})
+	}
 }

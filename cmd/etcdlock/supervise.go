@@ -157,7 +157,7 @@ func (o outcome) stopped(grace time.Duration) string {
 func lossReason(err error) string {
 	switch {
 	case errors.Is(err, lock.ErrDeleted):
-		return "its key was deleted by another client"
+		return "its key was deleted by another client, or its lease revoked"
 	case errors.Is(err, lock.ErrSessionExpired):
 		return "its lease expired or was revoked"
 	case errors.Is(err, lock.ErrDeadline):

@@ -199,10 +199,7 @@ func (k *Keeper) Current(ctx context.Context) (*Epoch, error) {
 		if open {
 			return e, nil
 		}
-		select {
-		case k.kick <- struct{}{}:
-		default:
-		}
+		k.Check()
 		select {
 		case <-changed:
 		case <-ctx.Done():
@@ -373,6 +370,16 @@ func (k *Keeper) setGone() {
 	k.notify()
 }
 
+// Check has the keeper renew the lease now, without waiting for its next
+// renewal: a caller has seen a sign the lease may be gone. It does not
+// block.
+func (k *Keeper) Check() {
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
+}
+
 // orphan is a key to delete if its create revision is still rev; with rev
 // 0, if it is on this lease. Keyed by both, an older hold's failed cleanup
 // never displaces a newer one's of the same (reused) name.
@@ -393,10 +400,7 @@ func (k *Keeper) Orphan(key string, rev int64) {
 	}
 	k.orphans[orphan{key, rev}] = time.Now()
 	k.mu.Unlock()
-	select { // renew now: the renewal's probe also deletes orphans
-	case k.kick <- struct{}{}:
-	default:
-	}
+	k.Check() // the renewal's probe also deletes orphans
 }
 
 func (k *Keeper) deleteOrphans(ctx context.Context) {

@@ -14,7 +14,7 @@ var (
 	ErrNotHeld        = errors.New("etcdlock: not held")
 	ErrReleased       = errors.New("etcdlock: released")
 	ErrLost           = errors.New("etcdlock: hold lost")
-	ErrDeleted        = errors.New("etcdlock: key deleted by another client")
+	ErrDeleted        = errors.New("etcdlock: key deleted by another client or a lease revoke")
 	ErrClosed         = lease.ErrClosed
 	ErrSessionExpired = lease.ErrExpired
 	ErrDeadline       = lease.ErrDeadline

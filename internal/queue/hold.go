@@ -156,7 +156,7 @@ func (h *Hold) monitorShared(readRev int64) {
 		}
 		st := s.state()
 		if st.ownGone {
-			h.lose(h.q.whyDeleted(h.k))
+			h.lose(keyGone(h.k))
 			h.freeSlot()
 			return
 		}
@@ -211,7 +211,7 @@ func (h *Hold) monitorWatching(own *watch) {
 		case wr, ok := <-own.ch:
 			if ok && wr.Err() == nil {
 				if hasDelete(wr.Events, h.token.Revision) {
-					h.lose(h.q.whyDeleted(h.k))
+					h.lose(keyGone(h.k))
 					h.freeSlot()
 					return
 				}
@@ -279,7 +279,7 @@ func (h *Hold) recheck(b *backoff) (int64, error) {
 			continue
 		}
 		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {
-			return 0, h.q.whyDeleted(h.k)
+			return 0, keyGone(h.k)
 		}
 		return resp.Header.Revision, nil
 	}
@@ -311,7 +311,7 @@ func (h *Hold) rewatch(b *backoff, pause bool) (*watch, error) {
 		}
 		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {
 			x.stop()
-			return nil, h.q.whyDeleted(h.k)
+			return nil, keyGone(h.k)
 		}
 		return x, nil
 	}

@@ -333,8 +333,24 @@ func (w *waiter) ownDeleted() error {
 	return fmt.Errorf("%w: waiter key %s", ErrDeleted, w.key)
 }
 
+// keyGone is the cause of a hold's loss when its key was seen deleted:
+// ErrExpired if the keeper knows the lease is gone, else ErrDeleted. It
+// asks etcd nothing: the hold is lost either way and is told at once, not
+// one round trip (or, with etcd slow, a timeout) later, while the next
+// waiter may already hold. A lease revoked by another client thus shows as
+// ErrDeleted; the keeper is asked to renew now, so that it soon knows.
+func keyGone(k *lease.Keeper) error {
+	if k.Gone() != nil {
+		return lease.ErrExpired
+	}
+	k.Check()
+	return ErrDeleted
+}
+
 // whyDeleted tells why a key on k's lease vanished: ErrExpired if the lease
-// is gone, else ErrDeleted. One TimeToLive, on a bounded context.
+// is gone, else ErrDeleted. One TimeToLive, on a bounded context: for a
+// waiter only, whose caller wants to know whether its session is still
+// good; a hold uses keyGone.
 func (q *Queue) whyDeleted(k *lease.Keeper) error {
 	if k.Gone() != nil {
 		return lease.ErrExpired
