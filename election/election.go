@@ -23,10 +23,11 @@ type Election struct {
 	lg   *zap.Logger
 
 	mu      sync.Mutex
-	terms   map[*Term]struct{} // terms campaigned through this Election and not yet ended
-	running *runState          // Run's current leader work, if any
-	closed  bool               // Close was called: Observe starts no goroutine
-	wg      sync.WaitGroup     // Observe goroutines; Add only under mu while !closed
+	terms   map[*Term]struct{}   // terms campaigned through this Election and not yet ended
+	running *runState            // Run's current leader work, if any
+	runs    map[*runCtl]struct{} // Runs in progress, which Close ends first
+	closed  bool                 // Close was called: Observe and Run start nothing
+	wg      sync.WaitGroup       // Observe goroutines; Add only under mu while !closed
 }
 
 // New returns the election called name on cli. It does no I/O. It returns
@@ -37,7 +38,7 @@ func New(cli *clientv3.Client, name string, options ...Option) (*Election, error
 	if err != nil {
 		return nil, err
 	}
-	return &Election{p: p, name: name, lg: p.Q.Logger, terms: make(map[*Term]struct{})}, nil
+	return &Election{p: p, name: name, lg: p.Q.Logger, terms: make(map[*Term]struct{}), runs: make(map[*runCtl]struct{})}, nil
 }
 
 // Name returns the election's name.
@@ -99,6 +100,11 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	}
 	t := &Term{h: h, e: e, value: value}
 	e.mu.Lock()
+	for old := range e.terms { // forget ended terms, which nothing else may
+		if old.Err() != nil {
+			delete(e.terms, old)
+		}
+	}
 	e.terms[t] = struct{}{}
 	e.mu.Unlock()
 	e.lg.Info("elected", zap.Stringer("term", h.Token()))
@@ -135,15 +141,32 @@ func (e *Election) IsLeader() bool {
 	return leads
 }
 
-// Close ends campaigns in progress (they return ErrClosed), resigns every
-// current term, stops observers started by Observe (later calls to
-// Observe return a closed channel), and revokes the lease the Election
-// granted, if any. Each request runs on a bounded context. Close is
-// idempotent.
+// Close ends Runs in progress as if their contexts ended (they return
+// ErrClosed) and waits for them, so that a leader's work has returned
+// before its term is resigned; then it ends campaigns in progress (they
+// return ErrClosed), resigns every current term, stops observers started
+// by Observe (later calls to Observe return a closed channel), and revokes
+// the lease the Election granted, if any.
+//
+// Close blocks while a Run's Lead has not returned (Run waits for it), so
+// it must not be called from Lead or another callback of Run. Each request
+// it then sends runs on a bounded context (queue.CleanupTimeout, 5 s, per
+// term, and as much for the revoke). Close is idempotent; a Close called
+// while another runs returns at once, nil.
 func (e *Election) Close() error {
 	e.mu.Lock()
-	e.closed = true // no Observe adds to wg from here on
+	e.closed = true // no Observe adds to wg, and no Run starts, from here on
+	runs := make([]*runCtl, 0, len(e.runs))
+	for r := range e.runs {
+		runs = append(runs, r)
+	}
 	e.mu.Unlock()
+	for _, r := range runs {
+		r.cancel(ErrClosed)
+	}
+	for _, r := range runs {
+		<-r.done
+	}
 	err := e.p.Close()
 	e.wg.Wait()
 	return err

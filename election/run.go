@@ -41,10 +41,31 @@ type runState struct {
 	lostAt time.Time // when the term ended or Run's ctx ended; zero while leading
 }
 
+// runCtl is one Run in progress, for Close.
+type runCtl struct {
+	cancel context.CancelCauseFunc // ends the Run's context
+	done   chan struct{}           // closed when the Run returns
+}
+
+// Backoff of Run: after a failed campaign, and after leader work that
+// returned while its term was still current.
+const (
+	minPause = 50 * time.Millisecond
+	maxPause = 5 * time.Second
+)
+
 // Run campaigns with value, leads by calling cb.Lead, and when leadership is
 // lost or Lead returns, resigns (if still leader) and campaigns again, until
-// ctx ends. On the way out it cancels Lead's context, waits for Lead to
-// return, and resigns so that a standby leads at once.
+// ctx ends or the Election is closed. On the way out it cancels Lead's
+// context, waits for Lead to return, and resigns so that a standby leads at
+// once; a term won as ctx ended is resigned too.
+//
+// A term lost is campaigned for again at once. A Lead that returns while
+// its term is current (an error, or nil: the work is done) is followed by
+// a pause before the next campaign, doubling from 50ms to 5s while such
+// returns follow one another, and reset by a term that lasted longer than
+// 5s; failed campaigns are retried with a backoff of their own, reset by a
+// campaign that wins.
 //
 // Run returns only after every goroutine it started has returned, with
 // ctx's cause once ctx ends, ErrClosed if the Election was closed, or
@@ -64,6 +85,22 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 	if err := checkValue(value); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ctl := &runCtl{cancel: cancel, done: make(chan struct{})}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	e.runs[ctl] = struct{}{}
+	e.mu.Unlock()
+	defer func() { // last: after every goroutine below has returned
+		e.mu.Lock()
+		delete(e.runs, ctl)
+		e.mu.Unlock()
+		close(ctl.done)
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	octx, ocancel := context.WithCancel(ctx)
@@ -76,11 +113,16 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 			}
 		})
 	}
-	pause := 50 * time.Millisecond
+	campaignPause, workPause := minPause, minPause
 	for {
 		term, err := e.Campaign(ctx, value)
 		switch {
 		case ctx.Err() != nil:
+			if term != nil {
+				// Won as ctx ended: the key must not outlive Run on a lease
+				// that is kept renewed.
+				e.resign(ctx, term)
+			}
 			return context.Cause(ctx)
 		case errors.Is(err, ErrClosed):
 			return err
@@ -90,13 +132,15 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 			e.lg.Error("campaign failed; not retrying", zap.Error(err))
 			return fmt.Errorf("election: Run: campaign: %w", err)
 		case err != nil:
-			e.lg.Warn("campaign failed; retrying", zap.Error(err))
-			if !sleepMax(ctx, &pause, 5*time.Second) {
+			e.lg.Warn("campaign failed; retrying", zap.Error(err), zap.Duration("pause", campaignPause))
+			if !sleepMax(ctx, &campaignPause, maxPause) {
 				return context.Cause(ctx)
 			}
 			continue
 		}
-		leadErr := e.lead(ctx, term, cb.Lead)
+		campaignPause = minPause
+		began := time.Now()
+		current, leadErr := e.lead(ctx, term, cb.Lead)
 		if cb.OnStoppedLeading != nil {
 			cb.OnStoppedLeading(term, leadErr)
 		}
@@ -111,20 +155,33 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		// other candidate can lead either, and the delete lands as soon as
 		// etcd answers the keeper, so campaigning at once is fine: it does
 		// not wait forever.
+		if !current {
+			// Lost: campaign again at once. (Lead's error is most likely
+			// its context's.)
+			e.lg.Info("leadership lost; campaigning again", zap.Stringer("term", term.Token()), zap.NamedError("leadErr", leadErr))
+			continue
+		}
+		// Lead gave the term up. Pause before campaigning again, so that
+		// work that fails (or returns) at once does not make the
+		// candidates take turns as fast as etcd allows.
+		if time.Since(began) > maxPause {
+			workPause = minPause
+		}
 		if leadErr != nil {
-			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr))
-			if !sleepMax(ctx, &pause, 5*time.Second) {
-				return context.Cause(ctx)
-			}
+			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr), zap.Duration("pause", workPause))
 		} else {
-			pause = 50 * time.Millisecond
+			e.lg.Info("leader work returned; campaigning again", zap.Duration("pause", workPause))
+		}
+		if !sleepMax(ctx, &workPause, maxPause) {
+			return context.Cause(ctx)
 		}
 	}
 }
 
 // lead runs one term: Lead on its own goroutine, cancelled on loss or when
-// ctx ends, then a resign on a bounded context. It returns Lead's error.
-func (e *Election) lead(ctx context.Context, term *Term, work func(context.Context, *Term) error) error {
+// ctx ends, then a resign on a bounded context. It returns whether the term
+// was still current when Lead returned, and Lead's error.
+func (e *Election) lead(ctx context.Context, term *Term, work func(context.Context, *Term) error) (current bool, err error) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(term.Context(), func() { cancel(context.Cause(term.Context())) })
@@ -133,15 +190,9 @@ func (e *Election) lead(ctx context.Context, term *Term, work func(context.Conte
 	e.mu.Lock()
 	e.running = st
 	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		e.running = nil
-		e.mu.Unlock()
-	}()
 
 	done := make(chan error, 1)
 	go func() { done <- work(wctx, term) }()
-	var err error
 	select {
 	case err = <-done:
 	case <-wctx.Done():
@@ -150,6 +201,19 @@ func (e *Election) lead(ctx context.Context, term *Term, work func(context.Conte
 		e.mu.Unlock()
 		err = e.waitWork(done, term, context.Cause(wctx))
 	}
+	current = term.Err() == nil
+	// The work has returned: Check has nothing left to watch, also while
+	// the resign below waits for an unreachable etcd.
+	e.mu.Lock()
+	e.running = nil
+	e.mu.Unlock()
+	e.resign(ctx, term)
+	return current, err
+}
+
+// resign resigns term on a bounded context that ctx's end does not cut
+// short, and logs a failure.
+func (e *Election) resign(ctx context.Context, term *Term) {
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), queue.CleanupTimeout)
 	defer rcancel()
 	if rerr := term.Resign(rctx); rerr != nil && !errors.Is(rerr, ErrNotLeader) {
@@ -161,7 +225,6 @@ func (e *Election) lead(ctx context.Context, term *Term, work func(context.Conte
 		e.lg.Warn("resign failed; the leader key will be deleted in the background once etcd answers, or go with its lease",
 			zap.Stringer("term", term.Token()), zap.Error(rerr))
 	}
-	return err
 }
 
 // waitWork waits for the leader's work after its context was cancelled,

@@ -24,10 +24,11 @@ type Primitive struct {
 	closeCtx context.Context
 	closeFn  context.CancelFunc
 
-	mu     sync.Mutex
-	holds  map[*Hold]struct{}
-	closed bool
-	wg     sync.WaitGroup // one per live hold: its monitor goroutine, if any, and onEnd
+	mu        sync.Mutex
+	holds     map[*Hold]struct{}
+	closed    bool
+	closeDone chan struct{}  // closed when the first Close returns
+	wg        sync.WaitGroup // one per live hold: its monitor goroutine, if any, and onEnd
 }
 
 // NewPrimitive validates the options and builds a Primitive of kind
@@ -127,30 +128,39 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 }
 
 // Close makes later acquires fail with ErrClosed, ends waits in progress,
-// releases every live hold (each on a bounded context), waits for their
-// goroutines, and revokes the lease if the primitive granted it. A caller's
-// session is left open. Close is idempotent.
+// releases every live hold (together, on one bounded context), waits for
+// their goroutines, and revokes the lease if the primitive granted it. A
+// caller's session is left open. Close is idempotent: a Close called while
+// another runs waits for it and returns nil.
 func (p *Primitive) Close() error {
 	p.mu.Lock()
 	if p.closed {
+		done := p.closeDone
 		p.mu.Unlock()
+		<-done
 		return nil
 	}
 	p.closed = true
+	p.closeDone = make(chan struct{})
+	defer close(p.closeDone)
 	holds := make([]*Hold, 0, len(p.holds))
 	for h := range p.holds {
 		holds = append(holds, h)
 	}
 	p.mu.Unlock()
 	p.closeFn()
-	var errs []error
-	for _, h := range holds {
-		ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
-		if err := h.Release(ctx); err != nil && !errors.Is(err, ErrNotHeld) {
-			errs = append(errs, err)
-		}
-		cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+	errs := make([]error, len(holds))
+	var rel sync.WaitGroup
+	for i, h := range holds {
+		rel.Go(func() {
+			if err := h.Release(ctx); err != nil && !errors.Is(err, ErrNotHeld) {
+				errs[i] = err
+			}
+		})
 	}
+	rel.Wait()
+	cancel()
 	p.wg.Wait()
 	if p.Q.disp != nil {
 		p.Q.disp.close()

@@ -1,0 +1,260 @@
+package election_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/etcdlock/etcdlock/election"
+	"github.com/etcdlock/etcdlock/integration"
+)
+
+// hookLogger returns a logger that calls f for every entry, and records
+// the entries.
+func hookLogger(f func(zapcore.Entry)) (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	return zap.New(core, zap.Hooks(func(en zapcore.Entry) error { f(en); return nil })), logs
+}
+
+// leaderKeys returns the keys under the election's prefix, oldest first.
+func leaderKeys(t *testing.T, cli *clientv3.Client, el *election.Election) []string {
+	t.Helper()
+	resp, err := cli.Get(ctxT(t, 5*time.Second), el.Prefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Key))
+	}
+	return out
+}
+
+// TestRunResignsTermWonAsCtxEnds: when Run's context ends just as its
+// campaign wins, Run resigns the term before it returns; before, the key
+// stayed on a lease kept renewed, no standby could lead, and the next Run
+// on the Election queued behind it for ever.
+func TestRunResignsTermWonAsCtxEnds(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lg, _ := hookLogger(func(en zapcore.Entry) {
+		if en.Message == "elected" {
+			cancel() // after the grant, before Campaign returns to Run
+		}
+	})
+	el := e.election(e.cli, election.WithLogger(lg))
+	err := el.Run(ctx, "r", election.Callbacks{Lead: func(ctx context.Context, _ *election.Term) error {
+		<-ctx.Done()
+		return nil
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	if el.IsLeader() {
+		t.Error("IsLeader after Run returned")
+	}
+	if keys := leaderKeys(t, e.cli, el); len(keys) != 0 {
+		t.Fatalf("keys left after Run returned: %v", keys)
+	}
+}
+
+// TestRunCampaignsAtOnceAfterLoss: a term lost (its key deleted here) is
+// campaigned for again with no pause, however often it happens; before, the
+// pause doubled with every loss, to 5 s, though every campaign won at once.
+func TestRunCampaignsAtOnceAfterLoss(t *testing.T) {
+	e := newEnv(t)
+	lg, logs := hookLogger(func(zapcore.Entry) {})
+	el := e.election(e.cli, election.WithLogger(lg))
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *election.Term, 1)
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- el.Run(ctx, "r", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
+			started <- term
+			<-ctx.Done()
+			return ctx.Err() // the usual idiom: a loss looks like a failure
+		}})
+	}()
+	term := <-started
+	for range 6 {
+		if _, err := e.cli.Delete(ctxT(t, 5*time.Second), term.Token().Key); err != nil {
+			t.Fatal(err)
+		}
+		term = <-started
+	}
+	cancel()
+	if err := <-runDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v", err)
+	}
+	for _, en := range logs.All() {
+		_, paused := en.ContextMap()["pause"]
+		if paused || en.Message == "leader work failed; campaigning again" {
+			t.Errorf("Run paused after a loss: %q %v", en.Message, en.ContextMap())
+		}
+	}
+}
+
+// TestRunPausesAfterFailingWork: work that fails while its term is current
+// is not retried as fast as etcd allows: the pause before each campaign
+// doubles.
+func TestRunPausesAfterFailingWork(t *testing.T) {
+	e := newEnv(t)
+	lg, logs := hookLogger(func(zapcore.Entry) {})
+	el := e.election(e.cli, election.WithLogger(lg))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int32
+	err := el.Run(ctx, "r", election.Callbacks{Lead: func(context.Context, *election.Term) error {
+		if n.Add(1) == 4 {
+			cancel()
+		}
+		return errors.New("work failed")
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	var pauses []any
+	for _, en := range logs.FilterMessage("leader work failed; campaigning again").All() {
+		pauses = append(pauses, en.ContextMap()["pause"])
+	}
+	want := []any{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}
+	if len(pauses) < len(want) {
+		t.Fatalf("pauses %v, want %v first", pauses, want)
+	}
+	for i, p := range want {
+		if pauses[i] != p {
+			t.Fatalf("pauses %v, want %v first", pauses, want)
+		}
+	}
+	integration.RequireEmpty(t, e.cli, el.Prefix())
+}
+
+// TestCheckHealthyOnceWorkReturned: Run's context ends while etcd is
+// unreachable; the work returns at once, and Check must say healthy from
+// then on, though Run's resign waits for etcd for up to 5 s. Before, Check
+// said the work still ran until the resign gave up.
+func TestCheckHealthyOnceWorkReturned(t *testing.T) {
+	e := newEnv(t)
+	p := integration.NewProxy(t, integration.Shared(t).Endpoint())
+	cli := p.Client(t)
+	defer p.Unblackhole()
+	var resignFailed atomic.Bool
+	lg, _ := hookLogger(func(en zapcore.Entry) {
+		if strings.HasPrefix(en.Message, "resign failed") {
+			resignFailed.Store(true)
+		}
+	})
+	// A TTL long enough that the term is not lost (at its deadline, 8 s
+	// after the last renewal) before the resign gives up (5 s).
+	el := e.election(cli, election.WithTTL(10*time.Second), election.WithLogger(lg))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leading := make(chan *election.Term, 1)
+	returned := make(chan struct{})
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- el.Run(ctx, "v", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
+			leading <- term
+			<-ctx.Done()
+			close(returned)
+			return nil
+		}})
+	}()
+	<-leading
+	p.Blackhole()
+	cancel()
+	<-returned
+	for el.Check(0) != nil && !resignFailed.Load() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if resignFailed.Load() {
+		t.Fatal("Check said the work still ran after it had returned, until the resign gave up")
+	}
+	p.Unblackhole()
+	if err := <-runDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+// workOutlivesEnd runs el.Run with work that, once its context is
+// cancelled, goes on until released; end ends Run (cancels its context, or
+// closes the Election). While the work goes on, the term must stay the
+// leader: the key is resigned only once the work has returned.
+func workOutlivesEnd(t *testing.T, e *env, end func(el *election.Election, cancel context.CancelFunc) <-chan error, want error) {
+	el := e.election(e.cli)
+	standby := e.election(e.client())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leading := make(chan *election.Term, 1)
+	stopping := make(chan struct{})
+	release := make(chan struct{})
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- el.Run(ctx, "leader", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
+			leading <- term
+			<-ctx.Done()
+			close(stopping)
+			<-release // still writing, say
+			return nil
+		}})
+	}()
+	term := <-leading
+	next := make(chan campaign, 1)
+	goCampaign(t, standby, "standby", next)
+	waitKeys(t, e.cli, el.Prefix(), 2)
+	ended := end(el, cancel)
+	<-stopping
+	// The work runs on: the term must still lead, and the standby wait.
+	// Nothing would tell if they do not: give a wrong resign some time to
+	// show.
+	select {
+	case c := <-next:
+		t.Errorf("the standby led while the old leader's work ran: %v", c.err)
+		next <- c
+	case err := <-runDone:
+		t.Errorf("Run returned %v while its work ran", err)
+		runDone <- err
+	case <-time.After(500 * time.Millisecond):
+	}
+	if keys := leaderKeys(t, e.cli, el); len(keys) == 0 || keys[0] != term.Token().Key {
+		t.Errorf("while the leader's work runs, the keys are %v; want %s first", keys, term.Token().Key)
+	}
+	close(release)
+	if err := <-runDone; !errors.Is(err, want) {
+		t.Errorf("Run = %v, want %v", err, want)
+	}
+	if err := <-ended; err != nil {
+		t.Errorf("end: %v", err)
+	}
+	mustResign(t, mustTerm(t, <-next))
+}
+
+// TestRunWaitsForWorkBeforeResigning: Run's context ends while the work
+// goes on; the term is resigned only after the work returns.
+func TestRunWaitsForWorkBeforeResigning(t *testing.T) {
+	workOutlivesEnd(t, newEnv(t), func(_ *election.Election, cancel context.CancelFunc) <-chan error {
+		cancel()
+		ch := make(chan error, 1)
+		ch <- nil
+		return ch
+	}, context.Canceled)
+}
+
+// TestCloseWaitsForRunWork: Close during Run ends Run first and waits for
+// its work before resigning; before, Close resigned under running work.
+func TestCloseWaitsForRunWork(t *testing.T) {
+	workOutlivesEnd(t, newEnv(t), func(el *election.Election, _ context.CancelFunc) <-chan error {
+		ch := make(chan error, 1)
+		go func() { ch <- el.Close() }()
+		return ch
+	}, election.ErrClosed)
+}
