@@ -74,8 +74,9 @@ const (
 // and ErrInvalidValue for a value longer than MaxValueLen. Campaign errors
 // that retrying cannot cure end Run too, with an error that wraps them:
 // ErrInvalidOption (a WithSafetyMargin not less than half the session's
-// TTL), etcd's permission-denied and request-too-large errors, and any error
-// once the etcd client is closed. Other campaign errors (etcd unreachable,
+// TTL), etcd's permission-denied, authentication-failed, user-not-found,
+// user-empty and request-too-large errors, and any error once the etcd
+// client is closed. Other campaign errors (etcd unreachable,
 // an own lease that expired) are logged and retried with backoff. Run may be
 // called again after it returns, but not twice at once on one Election.
 func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
@@ -282,7 +283,9 @@ func (e *Election) permanent(err error) bool {
 		errors.Is(err, ErrInvalidName), errors.Is(err, ErrInvalidNamespace),
 		errors.Is(err, ErrNilClient):
 		return true
-	case errors.Is(err, rpctypes.ErrPermissionDenied), errors.Is(err, rpctypes.ErrRequestTooLarge):
+	case errors.Is(err, rpctypes.ErrPermissionDenied), errors.Is(err, rpctypes.ErrRequestTooLarge),
+		errors.Is(err, rpctypes.ErrAuthFailed), errors.Is(err, rpctypes.ErrUserNotFound),
+		errors.Is(err, rpctypes.ErrUserEmpty):
 		return true
 	}
 	return e.p.Q.Client.Ctx().Err() != nil

@@ -385,3 +385,57 @@ func TestRunUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestChildEnvNamesTheHold: CMD's $ETCDLOCK_KEY, $ETCDLOCK_TOKEN and
+// $ETCDLOCK_LEASE are the hold's key, that key's create revision (not the
+// revision of some later read, which a fenced resource would take for a
+// newer holder's) and its lease, for run and for elect.
+func TestChildEnvNamesTheHold(t *testing.T) {
+	e := newE2E(t)
+	const shEnv = `echo "env $TAG $$ $ETCDLOCK_KEY $ETCDLOCK_TOKEN $ETCDLOCK_LEASE" >> "$LOG"; `
+	ctxT := func(t *testing.T, d time.Duration) context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	// Writes elsewhere, so that the revision moves past the keys' own.
+	for i := range 3 {
+		if _, err := e.cli.Put(ctxT(t, 5*time.Second), e.ns+"other/"+strconv.Itoa(i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	procs := []*proc{
+		e.start("run", "run", "job", "--", "sh", "-c", shEnv+shGate),
+		e.start("elect", "elect", "boss", "--", "sh", "-c", shEnv+shGate),
+	}
+	evs := e.waitEvents(10*time.Second, "env", 2)
+	for _, ev := range evs {
+		f := strings.Fields(ev.more)
+		if len(f) != 3 {
+			t.Fatalf("%s: env event %q", ev.tag, ev.more)
+		}
+		resp, err := e.cli.Get(ctxT(t, 5*time.Second), f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) != 1 {
+			t.Errorf("%s: $ETCDLOCK_KEY %s is not a key in etcd", ev.tag, f[0])
+			continue
+		}
+		kv := resp.Kvs[0]
+		if f[1] != strconv.FormatInt(kv.CreateRevision, 10) {
+			t.Errorf("%s: $ETCDLOCK_TOKEN %s, want the key's create revision %d (etcd is at %d)", ev.tag, f[1], kv.CreateRevision, resp.Header.Revision)
+		}
+		if f[2] != leaseHex(clientv3.LeaseID(kv.Lease)) {
+			t.Errorf("%s: $ETCDLOCK_LEASE %s, want the key's lease %s", ev.tag, f[2], leaseHex(clientv3.LeaseID(kv.Lease)))
+		}
+	}
+	e.openGate()
+	for _, p := range procs {
+		p.expect(0, 10*time.Second)
+	}
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), e.ns+"other/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	e.requireEmpty()
+}
