@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // ErrStale is returned by Fence.Admit for a token older than one the fence
@@ -34,44 +35,71 @@ func (e *StaleError) Is(target error) bool { return target == ErrStale }
 // fencing closes.
 //
 // The zero Fence is empty and ready to use. A Fence is safe for concurrent
-// use. It forgets nothing; one Fence per process that guards a resource is
-// the intended use.
+// use; resources are independent: an access to one (Do's fn) never delays
+// an Admit, Do or Highest for another. It forgets nothing; one Fence per
+// process that guards a resource is the intended use.
 type Fence struct {
-	mu      sync.Mutex
-	highest map[string]int64
+	mu        sync.Mutex // guards resources
+	resources map[string]*fenced
+}
+
+// fenced is one resource's state.
+type fenced struct {
+	mu      sync.Mutex   // held across an admission and Do's fn
+	highest atomic.Int64 // written under mu
+}
+
+func (f *Fence) resource(name string) *fenced {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.resources[name]
+	if r == nil {
+		if f.resources == nil {
+			f.resources = make(map[string]*fenced)
+		}
+		r = &fenced{}
+		f.resources[name] = r
+	}
+	return r
 }
 
 // Admit accepts t for resource if its revision is at least the highest
 // admitted so far for resource, and records it. It returns a *StaleError
-// matching ErrStale otherwise. A zero token is always refused. Admit never
-// blocks on I/O.
+// matching ErrStale otherwise. A zero token is always refused. Admit does
+// no I/O; it waits only for a Do's fn running on the same resource.
 func (f *Fence) Admit(resource string, t Token) error {
 	return f.Do(resource, t, nil)
 }
 
 // Do admits t for resource and, if admitted, runs fn while holding the
-// fence's lock, so no access with a lower token can
-// interleave with fn. fn may be nil. It returns a *StaleError or fn's error.
+// resource's lock, so that no other admission for resource (and so no
+// access with a lower token) can interleave with fn; other resources are
+// not held up. fn may be nil; it must not call Admit or Do for the same
+// resource, which would wait for fn. It returns a *StaleError, or fn's
+// error.
 func (f *Fence) Do(resource string, t Token, fn func() error) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	h := f.highest[resource]
+	r := f.resource(resource)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.highest.Load()
 	if t.IsZero() || t.Revision < h {
 		return &StaleError{Resource: resource, Token: t, Highest: h}
 	}
-	if f.highest == nil {
-		f.highest = make(map[string]int64)
-	}
-	f.highest[resource] = t.Revision
+	r.highest.Store(t.Revision)
 	if fn == nil {
 		return nil
 	}
 	return fn()
 }
 
-// Highest returns the highest revision admitted for resource, or 0.
+// Highest returns the highest revision admitted for resource, or 0. It
+// does not wait for a Do's fn.
 func (f *Fence) Highest(resource string) int64 {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.highest[resource]
+	r := f.resources[resource]
+	f.mu.Unlock()
+	if r == nil {
+		return 0
+	}
+	return r.highest.Load()
 }

@@ -131,3 +131,54 @@ func TestTokenString(t *testing.T) {
 		t.Fatal("IsZero")
 	}
 }
+
+// TestFenceResourcesIndependent: an access running under Do on one
+// resource holds up admissions for that resource only.
+func TestFenceResourcesIndependent(t *testing.T) {
+	var f fencing.Fence
+	tok := fencing.Token{Key: "k", Revision: 5}
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- f.Do("slow", tok, func() error {
+			close(inside)
+			<-release // a long write, say
+			return nil
+		})
+	}()
+	<-inside
+	admitted := make(chan error, 1)
+	go func() { admitted <- f.Admit("other", tok) }()
+	waited := false
+	select {
+	case err := <-admitted:
+		if err != nil {
+			t.Errorf("Admit for another resource = %v", err)
+		}
+	case <-time.After(10 * time.Second): // a hang detector: Admit does no I/O
+		t.Error("Admit for another resource waited for a Do on the first")
+		waited = true
+	}
+	highest := make(chan int64, 1)
+	go func() { highest <- f.Highest("slow") }()
+	select {
+	case got := <-highest:
+		if got != 5 {
+			t.Errorf("Highest during Do = %d, want 5", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Highest waited for a Do's fn")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if waited {
+		<-admitted
+	}
+	// The same resource still serializes: a lower token is refused after.
+	if err := f.Admit("slow", fencing.Token{Key: "k", Revision: 4}); !errors.Is(err, fencing.ErrStale) {
+		t.Errorf("Admit of a lower token = %v, want ErrStale", err)
+	}
+}
