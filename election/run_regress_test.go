@@ -146,7 +146,7 @@ func TestCheckHealthyOnceWorkReturned(t *testing.T) {
 	e := newEnv(t)
 	p := integration.NewProxy(t, integration.Shared(t).Endpoint())
 	cli := p.Client(t)
-	defer p.Unblackhole()
+	defer p.Unpause()
 	var resignFailed atomic.Bool
 	lg, _ := hookLogger(func(en zapcore.Entry) {
 		if strings.HasPrefix(en.Message, "resign failed") {
@@ -170,7 +170,7 @@ func TestCheckHealthyOnceWorkReturned(t *testing.T) {
 		}})
 	}()
 	<-leading
-	p.Blackhole()
+	p.Pause() // requests wait, and go through at Unpause
 	cancel()
 	<-returned
 	for el.Check(0) != nil && !resignFailed.Load() {
@@ -179,7 +179,7 @@ func TestCheckHealthyOnceWorkReturned(t *testing.T) {
 	if resignFailed.Load() {
 		t.Fatal("Check said the work still ran after it had returned, until the resign gave up")
 	}
-	p.Unblackhole()
+	p.Unpause()
 	if err := <-runDone; !errors.Is(err, context.Canceled) {
 		t.Errorf("Run = %v", err)
 	}
