@@ -20,7 +20,9 @@
 // Run is the loop a controller wants: campaign, lead with a context that is
 // cancelled on loss, wait for the work to return, resign, campaign again;
 // when its context ends it resigns so a standby takes over at once, and it
-// returns only after the leader's work has returned.
+// returns only after the leader's work has returned. Election.Close during
+// Run does the same: it ends the Run and waits for it, so it must not be
+// called from Lead or another callback of Run.
 //
 // # Safety model
 //

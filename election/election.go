@@ -142,17 +142,19 @@ func (e *Election) IsLeader() bool {
 }
 
 // Close ends Runs in progress as if their contexts ended (they return
-// ErrClosed) and waits for them, so that a leader's work has returned
-// before its term is resigned; then it ends campaigns in progress (they
-// return ErrClosed), resigns every current term, stops observers started
-// by Observe (later calls to Observe return a closed channel), and revokes
-// the lease the Election granted, if any.
+// ErrClosed) and waits for them, so that a leader's work has returned before
+// its term is resigned; then it ends campaigns in progress (they return
+// ErrClosed), resigns every current term, stops observers started by Observe
+// (later calls to Observe return a closed channel), and revokes the lease
+// the Election granted, if any.
 //
-// Close blocks while a Run's Lead has not returned (Run waits for it), so
-// it must not be called from Lead or another callback of Run. Each request
-// it then sends runs on a bounded context (queue.CleanupTimeout, 5 s, per
-// term, and as much for the revoke). Close is idempotent; a Close called
-// while another runs returns at once, nil.
+// Close blocks while a Run's Lead has not returned (Run waits for it), so it
+// must not be called from Lead or another callback of Run. Each request it
+// then sends runs on a bounded context: Run's resign up to 5 s, then the
+// other current terms' resigns, together on one context, up to 5 s more,
+// then the lease revoke up to 5 s. Close is idempotent: a Close called while
+// another runs waits for the same work, and only one of them returns its
+// error.
 func (e *Election) Close() error {
 	e.mu.Lock()
 	e.closed = true // no Observe adds to wg, and no Run starts, from here on
@@ -205,7 +207,9 @@ func (t *Term) Context() context.Context { return t.h.Context() }
 func (t *Term) Err() error { return t.h.Err() }
 
 // Deadline returns the time at which the term will be presumed lost unless
-// its lease is renewed first.
+// its lease is renewed first. Renewals move it forward every TTL/3. It reads
+// the lease's current deadline, so after a loss (see Err) it no longer
+// describes this term.
 func (t *Term) Deadline() time.Time { return t.h.Deadline() }
 
 // Lease returns the ID of the term's lease.
@@ -238,13 +242,16 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 }
 
 // Resign ends the term: one transaction that deletes the leader key only if
-// it is still this term's, so the next candidate leads at once. It is safe
-// to retry after an error: the term is forgotten only once etcd confirmed
-// the delete.
+// it is still this term's, so the next candidate leads at once. Done and
+// Context close, and IsLeader turns false, at the first call, even if its
+// request fails.
 //
 // It returns nil on success (including a retry after a request that may
 // have landed), ErrNotLeader (wrapping the loss) if the term was lost or
-// already resigned, or ctx's or etcd's error.
+// already resigned, or ctx's or etcd's error, after which Resign can be
+// called again. After such an error the key is also deleted in the
+// background, with the same guard, once the lease's next renewal gets
+// through; until then no other candidate can lead.
 func (t *Term) Resign(ctx context.Context) error {
 	err := t.h.Release(ctx)
 	if err == nil || errorsIsNotHeld(err) {

@@ -22,16 +22,21 @@ type Callbacks struct {
 	// term is still current and campaigns again.
 	//
 	// Lead must return promptly once its context is cancelled: Run waits for
-	// it, and logs a hazard if it takes longer than the lease's safety
-	// margin, because the next leader may be acting by then. Writes fenced
-	// with the term's token are refused either way.
+	// it, and logs a hazard if it has not returned 1s after the term was
+	// lost, because the next leader may be acting by then; when Run's own
+	// context ended instead, the term stays this process's until Run
+	// resigns it, and the hazard is logged only if Lead outlives the term's
+	// deadline. Writes fenced with the term's token are refused either way.
 	Lead func(ctx context.Context, term *Term) error
 	// OnStoppedLeading, if set, runs after Lead has returned and the term
 	// has ended (resigned or lost), with Lead's error. It never runs for a
-	// candidate that did not lead.
+	// candidate that did not lead. It runs on Run's goroutine, before the
+	// next campaign, which waits for it.
 	OnStoppedLeading func(term *Term, err error)
 	// OnNewLeader, if set, receives every change of leader, including the
-	// zero Leader for "no leader", from one goroutine that Run owns.
+	// zero Leader for "no leader", from one goroutine that Run owns and
+	// waits for before it returns. An OnNewLeader that blocks keeps Run
+	// (and Close) from returning and holds up the changes after it.
 	OnNewLeader func(Leader)
 }
 
@@ -231,9 +236,14 @@ func (e *Election) resign(ctx context.Context, term *Term) {
 // waitWork waits for the leader's work after its context was cancelled,
 // logging a hazard if it outlives the time the next leader may need.
 func (e *Election) waitWork(done <-chan error, term *Term, why error) error {
-	grace := time.Until(term.Deadline())
-	if grace < time.Second {
-		grace = time.Second
+	// Lost: the next leader may act at once (the key deleted or the lease
+	// revoked) or soon (the deadline passed). Not lost (Run's ctx ended):
+	// nobody else leads before the resign that follows the work, unless
+	// the lease lapses. Term.Deadline describes the lease, not the term,
+	// once the term is lost, so it is read only while the term is current.
+	grace := time.Second
+	if term.Err() == nil {
+		grace = max(grace, time.Until(term.Deadline()))
 	}
 	t := time.NewTimer(grace)
 	defer t.Stop()

@@ -3,8 +3,10 @@
 //
 // Every grant of an etcdlock lock, semaphore permit or leadership carries a
 // Token: the holder's etcd key and that key's create revision. etcd's
-// revision only ever grows, so a later grant of the same lock always carries
-// a larger token.
+// revision only ever grows, so a later Mutex hold, RWMutex write hold or
+// election term of the same name always carries a larger token than the
+// earlier ones. Read holds and semaphore permits are ordered less strictly:
+// see lock.RWMutex and lock.Semaphore.
 //
 // # Why fencing
 //

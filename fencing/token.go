@@ -15,7 +15,9 @@ import (
 var ErrFenced = errors.New("fencing: hold is no longer current")
 
 // Token identifies one grant of a lock: the holder's key and the key's create
-// revision. For one lock, a later grant always has a larger Revision.
+// revision. For one lock, a later Mutex hold, RWMutex write hold or election
+// term always has a larger Revision than the earlier ones; for read holds
+// and semaphore permits, see lock.RWMutex and lock.Semaphore.
 //
 // Token is a comparable value; the zero Token is held by nobody.
 type Token struct {
@@ -46,9 +48,11 @@ func (t Token) Cmp() clientv3.Cmp {
 }
 
 // Commit applies ops in one transaction that succeeds only while t's hold is
-// current. It returns ErrFenced, and applies nothing, when the hold is gone.
-// Other errors are etcd's or ctx's. It blocks for one round trip to etcd and
-// is safe for concurrent use. kv must not be nil (a *clientv3.Client will do).
+// current. It returns ErrFenced, and applies nothing, when the hold is gone;
+// the transaction's response comes with it, non-nil (nil for a zero t, which
+// Commit refuses without a round trip). Other errors are etcd's or ctx's,
+// with a nil response. It blocks for one round trip to etcd and is safe for
+// concurrent use. kv must not be nil (a *clientv3.Client will do).
 func Commit(ctx context.Context, kv clientv3.KV, t Token, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	if t.IsZero() {
 		return nil, fmt.Errorf("%w: zero token", ErrFenced)

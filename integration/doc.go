@@ -15,7 +15,8 @@
 //
 //   - client URLs are unix sockets at absolute paths in a short directory
 //     made by os.MkdirTemp("", "etcdlock") and removed at Close (clients dial
-//     "unix:///tmp/etcdlockNNN/m0.sock");
+//     "unix:///tmp/etcdlockNNN/etcd.sock" for a single [Server], and
+//     ".../m0.sock", ".../m1.sock" and so on for the members of a [Cluster]);
 //   - cluster peer URLs are unix sockets too. etcd's peer transport only
 //     dials the host part of a URL, so a peer socket cannot live at an
 //     absolute path: the peer sockets of a [Cluster] are created in the

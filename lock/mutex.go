@@ -62,7 +62,9 @@ func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
 // Do locks, runs fn with a context that is cancelled when the hold is lost
 // (or ctx ends) and the hold's fencing token, then unlocks. It returns fn's
 // error joined with Unlock's, or Lock's error if fn never ran. If the hold
-// was lost while fn ran, the error matches ErrLost even when fn returned nil.
+// was lost while fn ran, the error matches ErrLost even when fn returned
+// nil. Unlock runs on a context of its own, bounded by 5 s, even after ctx
+// has ended, and Do waits for it.
 func (m *Mutex) Do(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.Lock(ctx)
 	if err != nil {
@@ -79,6 +81,10 @@ func (m *Mutex) Prefix() string { return m.p.Q.Prefix }
 
 // Close ends waits in progress (they return ErrClosed), unlocks every hold
 // still held through this Mutex, and revokes the lease the Mutex granted, if
-// any (a session given with WithSession stays open). Each request runs on a
-// bounded context. Later calls return ErrClosed. Close is idempotent.
+// any (a session given with WithSession stays open). The holds are unlocked
+// together, on one context bounded by 5 s, then the revoke gets up to 5 s of
+// its own, so Close returns within about 10 s even when etcd does not
+// answer. Later calls to Lock and TryLock return ErrClosed. Close is
+// idempotent: a Close called while another runs waits for it and returns
+// nil.
 func (m *Mutex) Close() error { return m.p.Close() }

@@ -144,7 +144,8 @@ func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, try bool) (*Hold,
 // hold is lost (or ctx ends) and the hold's fencing token, then unlocks. It
 // returns fn's error joined with Unlock's, or RLock's error if fn never ran.
 // If the hold was lost while fn ran, the error matches ErrLost even when fn
-// returned nil.
+// returned nil. Unlock runs on a context of its own, bounded by 5 s even
+// after ctx has ended, and RDo waits for it.
 func (m *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.RLock(ctx)
 	if err != nil {
@@ -153,7 +154,7 @@ func (m *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context, token fe
 	return h.run(ctx, fn)
 }
 
-// Do is RDo with a write hold.
+// Do is RDo with a write hold, and waits for its Unlock in the same way.
 func (m *RWMutex) Do(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.Lock(ctx)
 	if err != nil {
@@ -171,9 +172,12 @@ func (m *RWMutex) Prefix() string { return m.prefix }
 
 // Close ends waits in progress (they return ErrClosed), unlocks every hold
 // still held through this RWMutex, and revokes the lease the RWMutex
-// granted, if any (a session given with WithSession stays open). Each
-// request runs on a bounded context. Later calls return ErrClosed. Close is
-// idempotent.
+// granted, if any (a session given with WithSession stays open). The holds
+// are unlocked together, on one context bounded by 5 s then the revoke gets
+// up to 5 s of its own so Close returns within about 10 s even when etcd
+// does not answer. Later calls to RLock, Lock, TryRLock and TryLock return
+// ErrClosed. Close is idempotent: a Close called while another runs waits
+// for it and returns nil.
 func (m *RWMutex) Close() error { return m.p.Close() }
 
 // rwReader returns the key prefix and the rule of the readers of the lock

@@ -151,7 +151,8 @@ func (s *Semaphore) acquire(ctx context.Context, k int64, try bool) (*Hold, erro
 // hold is lost (or ctx ends) and the hold's fencing token, then releases
 // them. It returns fn's error joined with Unlock's, or Acquire's error if fn
 // never ran. If the hold was lost while fn ran, the error matches ErrLost
-// even when fn returned nil.
+// even when fn returned nil. Unlock runs on a context of its own, bounded by
+// 5 s, even after ctx has ended, and Do waits for it.
 func (s *Semaphore) Do(ctx context.Context, k int64, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := s.Acquire(ctx, k)
 	if err != nil {
@@ -171,9 +172,12 @@ func (s *Semaphore) Prefix() string { return s.p.Q.Prefix }
 
 // Close ends waits in progress (they return ErrClosed), releases every hold
 // still held through this Semaphore, and revokes the lease the Semaphore
-// granted, if any (a session given with WithSession stays open). Each
-// request runs on a bounded context. Later calls return ErrClosed. Close is
-// idempotent.
+// granted, if any (a session given with WithSession stays open). The holds
+// are released together, on one context bounded by 5 s then the revoke gets
+// up to 5 s of its own so Close returns within about 10 s even when etcd
+// does not answer. Later calls to Acquire and TryAcquire return ErrClosed.
+// Close is idempotent: a Close called while another runs waits for it and
+// returns nil.
 func (s *Semaphore) Close() error { return s.p.Close() }
 
 // The value of a semaphore key is "v1 <permits> <limit> <holder>".

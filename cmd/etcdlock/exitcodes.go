@@ -17,7 +17,8 @@ package main
 //	121     run: the lock was lost while CMD ran; CMD was stopped
 //	124     run: the lock was not acquired within --timeout (CMD did not run)
 //	125     run, elect: etcdlock failed otherwise, e.g. etcd refused a
-//	        request (CMD did not run)
+//	        request (CMD is not running: run never started it; elect may
+//	        have run it in an earlier term)
 //	126     run, elect: CMD was found but could not be executed
 //	127     run, elect: CMD was not found
 //	128+N   run, elect: interrupted by signal N while CMD was not running
@@ -26,7 +27,7 @@ const (
 	exitUnreachable = 120 // cannot reach etcd
 	exitLost        = 121 // the hold was lost while CMD ran; CMD was stopped
 	exitTimeout     = 124 // not acquired within --timeout
-	exitRunFailure  = 125 // run or elect failed before CMD could run
+	exitRunFailure  = 125 // run or elect failed while CMD was not running
 	exitCannotExec  = 126 // CMD found but not executable
 	exitNotFound    = 127 // CMD not found
 	exitSignalBase  = 128 // plus the signal number
@@ -42,7 +43,7 @@ Exit status:
 	120           cannot reach etcd within --dial-timeout
 	121           (run) the lock was lost while CMD ran; CMD was stopped
 	124           (run) the lock was not acquired within --timeout
-	125           etcdlock failed otherwise; CMD did not run
+	125           etcdlock failed otherwise; CMD is not running
 	126, 127      CMD cannot be executed, or was not found
 	128+N         interrupted by signal N while CMD was not running
 	              (waiting for the lock, campaigning)

@@ -14,8 +14,8 @@
 //	observe  print a line at every change of an election's leader
 //	dev      run a throwaway single-member etcd server to try etcdlock on
 //	demo     a paused lock holder is fenced off by the resource it protects
-//	bench    throughput and latency of etcdlock against etcd's concurrency.Mutex
-//	nemesis  the fault-injection suite on an embedded 3-member cluster
+//	bench    throughput and latency of etcdlock's primitives against etcd's own recipes
+//	nemesis  run the fault-injection suite on an embedded 3-member cluster
 //	help     list the commands, or show one command's help
 //
 // Run "etcdlock help <command>" for a command's flags. Exit status is 0 on
@@ -128,6 +128,10 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 		printCommands(stdout)
 		return exitOK
 	case 1:
+		if args[0] == "help" {
+			printCommands(stdout)
+			return exitOK
+		}
 		cmd := lookup(args[0])
 		if cmd == nil {
 			fmt.Fprintf(stderr, "etcdlock help: unknown command %q\nRun 'etcdlock help' for the list of commands.\n", args[0])

@@ -140,6 +140,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"help"}, exitOK, "bench"},
 		{[]string{"--help"}, exitOK, "demo"},
 		{[]string{"help", "bench"}, exitOK, "--contenders"},
+		{[]string{"help", "help"}, exitOK, "The commands are"},
 		{[]string{"help", "nope"}, exitUsage, ""},
 		{[]string{"nope"}, exitUsage, ""},
 		{[]string{"demo", "--help"}, exitOK, "usage: etcdlock demo"},

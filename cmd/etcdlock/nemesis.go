@@ -18,7 +18,7 @@ import (
 var nemesisCmd = &command{
 	name:    "nemesis",
 	summary: "run the fault-injection suite on an embedded 3-member cluster",
-	usage:   "etcdlock nemesis [--duration D] [--seed S] [--json]",
+	usage:   "etcdlock nemesis [--duration D] [--seed S] [--ttl TTL] [--out DIR] [--json] [--v]",
 	help: `
 Nemesis starts a 3-member embedded etcd cluster and runs every workload
 (mutex with fencing outside and inside etcd, an unfenced control, RW lock,

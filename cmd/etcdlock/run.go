@@ -27,8 +27,8 @@ environment:
 
 	ETCDLOCK_NAME   NAME
 	ETCDLOCK_KEY    the etcd key of the hold
-	ETCDLOCK_TOKEN  the fencing token: the key's create revision, larger
-	                than that of every earlier hold of NAME
+	ETCDLOCK_TOKEN  the fencing token: the key's create revision (see
+	                below for what it orders)
 	ETCDLOCK_LEASE  the key's lease ID, in hex
 
 By default the hold is exclusive: the write side of the reader-writer lock
@@ -40,6 +40,15 @@ semaphore NAME (keys under <namespace>sem/NAME/): at most N runs at once;
 every run of NAME must give the same N. A Go program shares these locks with
 lock.NewRWMutex (Lock, RLock) or lock.NewSemaphore (Acquire(ctx, 1)) of the
 same name and namespace.
+
+An exclusive run's token is larger than that of every earlier hold of NAME:
+pass it to what CMD writes to, and refuse lower ones. With --shared, refuse
+a writer's token lower than the highest token seen from anyone, and a
+reader's token lower than the highest writer token seen (lock.RWFence).
+With -n, tokens of permits held at the same time are not ordered, so a
+high-water mark cannot work: guard writes to etcd with a transaction that
+applies only while ETCDLOCK_KEY has create revision ETCDLOCK_TOKEN (as
+fencing.Commit does).
 
 Run waits for the lock as long as it takes, or up to --timeout. The lock's
 lease has a TTL of --ttl, renewed every third of it; if the machine running

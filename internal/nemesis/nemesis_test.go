@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 // TestShortTier runs every workload under client pauses and member
 // restarts, then the seeded bugs, and requires a valid run without
 // violations, lost updates in the unfenced control under client pauses,
-// and every seeded bug caught. About three minutes (-short: under one).
+// and every seeded bug caught. About two minutes (-short: under one).
 func TestShortTier(t *testing.T) {
 	d := *duration
 	if d == 0 {
