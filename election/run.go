@@ -23,10 +23,11 @@ type Callbacks struct {
 	//
 	// Lead must return promptly once its context is cancelled: Run waits for
 	// it, and logs a hazard if it has not returned 1s after the term was
-	// lost, because the next leader may be acting by then; when Run's own
-	// context ended instead, the term stays this process's until Run
-	// resigns it, and the hazard is logged only if Lead outlives the term's
-	// deadline. Writes fenced with the term's token are refused either way.
+	// lost, because the next leader may be acting by then. When Run's own
+	// context ended instead, the term stays this process's (its lease kept
+	// renewed) until Run resigns it after Lead returns: no hazard, unless
+	// the term is lost meanwhile. Writes fenced with the term's token are
+	// refused either way.
 	Lead func(ctx context.Context, term *Term) error
 	// OnStoppedLeading, if set, runs after Lead has returned and the term
 	// has ended (resigned or lost), with Lead's error. It never runs for a
@@ -43,7 +44,7 @@ type Callbacks struct {
 // runState is Run's view of the work in progress, for Check.
 type runState struct {
 	term   *Term
-	lostAt time.Time // when the term ended or Run's ctx ended; zero while leading
+	lostAt time.Time // when the term was lost while the work ran; zero until then
 }
 
 // runCtl is one Run in progress, for Close.
@@ -161,6 +162,9 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		// other candidate can lead either, and the delete lands as soon as
 		// etcd answers the keeper, so campaigning at once is fine: it does
 		// not wait forever.
+		if time.Since(began) > maxPause {
+			workPause = minPause // a term that lasted: failures are not piling up
+		}
 		if !current {
 			// Lost: campaign again at once. (Lead's error is most likely
 			// its context's.)
@@ -170,9 +174,6 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		// Lead gave the term up. Pause before campaigning again, so that
 		// work that fails (or returns) at once does not make the
 		// candidates take turns as fast as etcd allows.
-		if time.Since(began) > maxPause {
-			workPause = minPause
-		}
 		if leadErr != nil {
 			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr), zap.Duration("pause", workPause))
 		} else {
@@ -202,10 +203,7 @@ func (e *Election) lead(ctx context.Context, term *Term, work func(context.Conte
 	select {
 	case err = <-done:
 	case <-wctx.Done():
-		e.mu.Lock()
-		st.lostAt = time.Now()
-		e.mu.Unlock()
-		err = e.waitWork(done, term, context.Cause(wctx))
+		err = e.waitWork(done, st, term, context.Cause(wctx))
 	}
 	current = term.Err() == nil
 	// The work has returned: Check has nothing left to watch, also while
@@ -235,17 +233,24 @@ func (e *Election) resign(ctx context.Context, term *Term) {
 
 // waitWork waits for the leader's work after its context was cancelled,
 // logging a hazard if it outlives the time the next leader may need.
-func (e *Election) waitWork(done <-chan error, term *Term, why error) error {
+func (e *Election) waitWork(done <-chan error, st *runState, term *Term, why error) error {
 	// Lost: the next leader may act at once (the key deleted or the lease
 	// revoked) or soon (the deadline passed). Not lost (Run's ctx ended):
 	// nobody else leads before the resign that follows the work, unless
-	// the lease lapses. Term.Deadline describes the lease, not the term,
-	// once the term is lost, so it is read only while the term is current.
-	grace := time.Second
+	// the term is lost meanwhile; the lease is kept renewed. The hazard,
+	// and Check's clock, start at the loss.
 	if term.Err() == nil {
-		grace = max(grace, time.Until(term.Deadline()))
+		select {
+		case err := <-done:
+			return err
+		case <-term.Done():
+			why = context.Cause(term.Context())
+		}
 	}
-	t := time.NewTimer(grace)
+	e.mu.Lock()
+	st.lostAt = time.Now()
+	e.mu.Unlock()
+	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
 	case err := <-done:

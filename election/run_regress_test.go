@@ -258,3 +258,86 @@ func TestCloseWaitsForRunWork(t *testing.T) {
 		return ch
 	}, election.ErrClosed)
 }
+
+// TestNoHazardWhileTermCurrent: Run's context ends and the work takes
+// longer than the lease's deadline at that moment to stop; the term stays
+// this process's (the lease is renewed, and Run resigns only after the
+// work), so no hazard may be logged.
+func TestNoHazardWhileTermCurrent(t *testing.T) {
+	e := newEnv(t)
+	var hazard atomic.Bool
+	lg, _ := hookLogger(func(en zapcore.Entry) {
+		if strings.HasPrefix(en.Message, "HAZARD") {
+			hazard.Store(true)
+		}
+	})
+	el := e.election(e.cli, election.WithTTL(2*time.Second), election.WithLogger(lg))
+	ctx, cancel := context.WithCancel(context.Background())
+	leading := make(chan *election.Term, 1)
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- el.Run(ctx, "v", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
+			leading <- term
+			<-ctx.Done()
+			// A graceful stop that outlasts the deadline the lease had at
+			// the cancel (the lease is renewed meanwhile).
+			d := term.Deadline()
+			time.Sleep(time.Until(d) + 300*time.Millisecond)
+			if term.Err() != nil {
+				t.Errorf("the term was lost while Run's work stopped: %v", term.Err())
+			}
+			return nil
+		}})
+	}()
+	<-leading
+	cancel()
+	if err := <-runDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v", err)
+	}
+	if hazard.Load() {
+		t.Fatal("HAZARD logged while the term was current")
+	}
+}
+
+// TestLongTermResetsWorkPause: a term that lasted longer than 5 s resets
+// the pause after failing work, also when it ended by a loss.
+func TestLongTermResetsWorkPause(t *testing.T) {
+	e := newEnv(t)
+	lg, logs := hookLogger(func(zapcore.Entry) {})
+	el := e.election(e.cli, election.WithLogger(lg))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int32
+	long := make(chan *election.Term, 1)
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- el.Run(ctx, "r", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
+			switch n.Add(1) {
+			case 1, 2, 3:
+				return errors.New("work failed")
+			case 4:
+				long <- term
+				<-ctx.Done()
+				return ctx.Err()
+			case 5:
+				return errors.New("work failed")
+			default:
+				cancel()
+				return nil
+			}
+		}})
+	}()
+	term := <-long
+	time.Sleep(5500 * time.Millisecond) // a term longer than the longest pause
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), term.Token().Key); err != nil {
+		t.Fatal(err)
+	}
+	<-runDone
+	var pauses []any
+	for _, en := range logs.FilterMessage("leader work failed; campaigning again").All() {
+		pauses = append(pauses, en.ContextMap()["pause"])
+	}
+	if len(pauses) != 4 || pauses[3] != 50*time.Millisecond {
+		t.Fatalf("pauses %v: after a term of more than 5s, want the pause reset to 50ms", pauses)
+	}
+}

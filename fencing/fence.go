@@ -78,6 +78,9 @@ func (f *Fence) Admit(resource string, t Token) error {
 // resource, which would wait for fn. It returns a *StaleError, or fn's
 // error.
 func (f *Fence) Do(resource string, t Token, fn func() error) error {
+	if t.IsZero() || t.Revision < 0 { // refused without a record of resource
+		return &StaleError{Resource: resource, Token: t, Highest: f.Highest(resource)}
+	}
 	r := f.resource(resource)
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -130,9 +130,11 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 		_, err := io.ReadFull(rr, b[:])
 		c.mu.Lock()
 		c.isReady = true
-		for _, sig := range c.pending {
-			_ = syscall.Kill(-c.pgid, sig)
-		}
+		if err == nil {
+			for _, sig := range c.pending {
+				_ = syscall.Kill(-c.pgid, sig)
+			}
+		} // else the guard died before starting CMD, and may be reaped: its group's ID may be reused
 		c.pending = nil
 		c.mu.Unlock()
 		close(c.ready)
