@@ -83,8 +83,8 @@ func (m *Mutex) Prefix() string { return m.p.Q.Prefix }
 // still held through this Mutex, and revokes the lease the Mutex granted, if
 // any (a session given with WithSession stays open). The holds are unlocked
 // together, on one context bounded by 5 s, then the revoke gets up to 5 s of
-// its own, so Close returns within about 10 s even when etcd does not
-// answer. Later calls to Lock and TryLock return ErrClosed. Close is
-// idempotent: a Close called while another runs waits for it and returns
-// nil.
+// its own (a grant that lands during Close adds one more bounded release),
+// so Close does not hang when etcd does not answer. Later calls to Lock and
+// TryLock return ErrClosed. Close is idempotent: a Close called while
+// another runs waits for it and returns nil.
 func (m *Mutex) Close() error { return m.p.Close() }

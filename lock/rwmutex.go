@@ -173,11 +173,12 @@ func (m *RWMutex) Prefix() string { return m.prefix }
 // Close ends waits in progress (they return ErrClosed), unlocks every hold
 // still held through this RWMutex, and revokes the lease the RWMutex
 // granted, if any (a session given with WithSession stays open). The holds
-// are unlocked together, on one context bounded by 5 s then the revoke gets
-// up to 5 s of its own so Close returns within about 10 s even when etcd
-// does not answer. Later calls to RLock, Lock, TryRLock and TryLock return
-// ErrClosed. Close is idempotent: a Close called while another runs waits
-// for it and returns nil.
+// are unlocked together, on one context bounded by 5 s, then the revoke gets
+// up to 5 s of its own (a grant that lands during Close adds one more
+// bounded release), so Close does not hang when etcd does not answer. Later
+// calls to RLock, Lock, TryRLock and TryLock return ErrClosed. Close is
+// idempotent: a Close called while another runs waits for it and returns
+// nil.
 func (m *RWMutex) Close() error { return m.p.Close() }
 
 // rwReader returns the key prefix and the rule of the readers of the lock

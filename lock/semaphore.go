@@ -173,11 +173,11 @@ func (s *Semaphore) Prefix() string { return s.p.Q.Prefix }
 // Close ends waits in progress (they return ErrClosed), releases every hold
 // still held through this Semaphore, and revokes the lease the Semaphore
 // granted, if any (a session given with WithSession stays open). The holds
-// are released together, on one context bounded by 5 s then the revoke gets
-// up to 5 s of its own so Close returns within about 10 s even when etcd
-// does not answer. Later calls to Acquire and TryAcquire return ErrClosed.
-// Close is idempotent: a Close called while another runs waits for it and
-// returns nil.
+// are released together, on one context bounded by 5 s, then the revoke gets
+// up to 5 s of its own (a grant that lands during Close adds one more
+// bounded release), so Close does not hang when etcd does not answer. Later
+// calls to Acquire and TryAcquire return ErrClosed. Close is idempotent: a
+// Close called while another runs waits for it and returns nil.
 func (s *Semaphore) Close() error { return s.p.Close() }
 
 // The value of a semaphore key is "v1 <permits> <limit> <holder>".
