@@ -24,6 +24,14 @@ func hookLogger(f func(zapcore.Entry)) (*zap.Logger, *observer.ObservedLogs) {
 	return zap.New(core, zap.Hooks(func(en zapcore.Entry) error { f(en); return nil })), logs
 }
 
+// goRun runs el.Run with lead on a goroutine; the channel gets Run's
+// result.
+func goRun(ctx context.Context, el *election.Election, value string, lead func(context.Context, *election.Term) error) chan error {
+	done := make(chan error, 1)
+	go func() { done <- el.Run(ctx, value, election.Callbacks{Lead: lead}) }()
+	return done
+}
+
 // leaderKeys returns the keys under the election's prefix, oldest first.
 func leaderKeys(t *testing.T, cli *clientv3.Client, el *election.Election) []string {
 	t.Helper()
@@ -76,14 +84,11 @@ func TestRunCampaignsAtOnceAfterLoss(t *testing.T) {
 	el := e.election(e.cli, election.WithLogger(lg))
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *election.Term, 1)
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- el.Run(ctx, "r", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
-			started <- term
-			<-ctx.Done()
-			return ctx.Err() // the usual idiom: a loss looks like a failure
-		}})
-	}()
+	runDone := goRun(ctx, el, "r", func(ctx context.Context, term *election.Term) error {
+		started <- term
+		<-ctx.Done()
+		return ctx.Err() // the usual idiom: a loss looks like a failure
+	})
 	term := <-started
 	for range 6 {
 		if _, err := e.cli.Delete(ctxT(t, 5*time.Second), term.Token().Key); err != nil {
@@ -160,15 +165,12 @@ func TestCheckHealthyOnceWorkReturned(t *testing.T) {
 	defer cancel()
 	leading := make(chan *election.Term, 1)
 	returned := make(chan struct{})
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- el.Run(ctx, "v", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
-			leading <- term
-			<-ctx.Done()
-			close(returned)
-			return nil
-		}})
-	}()
+	runDone := goRun(ctx, el, "v", func(ctx context.Context, term *election.Term) error {
+		leading <- term
+		<-ctx.Done()
+		close(returned)
+		return nil
+	})
 	<-leading
 	p.Pause() // requests wait, and go through at Unpause
 	cancel()
@@ -197,16 +199,13 @@ func workOutlivesEnd(t *testing.T, e *env, end func(el *election.Election, cance
 	leading := make(chan *election.Term, 1)
 	stopping := make(chan struct{})
 	release := make(chan struct{})
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- el.Run(ctx, "leader", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
-			leading <- term
-			<-ctx.Done()
-			close(stopping)
-			<-release // still writing, say
-			return nil
-		}})
-	}()
+	runDone := goRun(ctx, el, "leader", func(ctx context.Context, term *election.Term) error {
+		leading <- term
+		<-ctx.Done()
+		close(stopping)
+		<-release // still writing, say
+		return nil
+	})
 	term := <-leading
 	next := make(chan campaign, 1)
 	goCampaign(t, standby, "standby", next)
@@ -274,21 +273,18 @@ func TestNoHazardWhileTermCurrent(t *testing.T) {
 	el := e.election(e.cli, election.WithTTL(2*time.Second), election.WithLogger(lg))
 	ctx, cancel := context.WithCancel(context.Background())
 	leading := make(chan *election.Term, 1)
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- el.Run(ctx, "v", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
-			leading <- term
-			<-ctx.Done()
-			// A graceful stop that outlasts the deadline the lease had at
-			// the cancel (the lease is renewed meanwhile).
-			d := term.Deadline()
-			time.Sleep(time.Until(d) + 300*time.Millisecond)
-			if term.Err() != nil {
-				t.Errorf("the term was lost while Run's work stopped: %v", term.Err())
-			}
-			return nil
-		}})
-	}()
+	runDone := goRun(ctx, el, "v", func(ctx context.Context, term *election.Term) error {
+		leading <- term
+		<-ctx.Done()
+		// A graceful stop that outlasts the deadline the lease had at
+		// the cancel (the lease is renewed meanwhile).
+		d := term.Deadline()
+		time.Sleep(time.Until(d) + 300*time.Millisecond)
+		if term.Err() != nil {
+			t.Errorf("the term was lost while Run's work stopped: %v", term.Err())
+		}
+		return nil
+	})
 	<-leading
 	cancel()
 	if err := <-runDone; !errors.Is(err, context.Canceled) {
@@ -309,24 +305,21 @@ func TestLongTermResetsWorkPause(t *testing.T) {
 	defer cancel()
 	var n atomic.Int32
 	long := make(chan *election.Term, 1)
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- el.Run(ctx, "r", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
-			switch n.Add(1) {
-			case 1, 2, 3:
-				return errors.New("work failed")
-			case 4:
-				long <- term
-				<-ctx.Done()
-				return ctx.Err()
-			case 5:
-				return errors.New("work failed")
-			default:
-				cancel()
-				return nil
-			}
-		}})
-	}()
+	runDone := goRun(ctx, el, "r", func(ctx context.Context, term *election.Term) error {
+		switch n.Add(1) {
+		case 1, 2, 3:
+			return errors.New("work failed")
+		case 4:
+			long <- term
+			<-ctx.Done()
+			return ctx.Err()
+		case 5:
+			return errors.New("work failed")
+		default:
+			cancel()
+			return nil
+		}
+	})
 	term := <-long
 	time.Sleep(5500 * time.Millisecond) // a term longer than the longest pause
 	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), term.Token().Key); err != nil {
