@@ -59,7 +59,11 @@ func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
 // etcd's error, after which Unlock can be called again. After such an error
 // the key is also deleted in the background, with the same guard, once the
 // lease's next renewal gets through; until then it keeps later holders
-// waiting.
+// waiting. That goes on while the lock (or another one on the same lease)
+// is open; its Close tries once more, and then, on a session given with
+// WithSession, the key lasts as long as the session does (or until an
+// Unlock retried succeeds). Without WithSession, Close revokes the lease,
+// and the key goes with it.
 func (h *Hold) Unlock(ctx context.Context) error { return h.h.Release(ctx) }
 
 // run runs fn under the hold and unlocks it; see Mutex.Do.
