@@ -26,8 +26,9 @@ type Callbacks struct {
 	// lost, because the next leader may be acting by then. When Run's own
 	// context ended instead, the term stays this process's (its lease kept
 	// renewed) until Run resigns it after Lead returns: no hazard, unless
-	// the term is lost meanwhile. Writes fenced with the term's token are
-	// refused either way.
+	// the term is lost meanwhile, but a warning after 1s, since no standby
+	// can lead until then, and Check fails. Writes fenced with the term's
+	// token are refused either way.
 	Lead func(ctx context.Context, term *Term) error
 	// OnStoppedLeading, if set, runs after Lead has returned and the term
 	// has ended (resigned or lost), with Lead's error. It never runs for a
@@ -44,6 +45,7 @@ type Callbacks struct {
 // runState is Run's view of the work in progress, for Check.
 type runState struct {
 	term   *Term
+	stopAt time.Time // when Run's ctx ended, the term still current, while the work ran
 	lostAt time.Time // when the term was lost while the work ran; zero until then
 }
 
@@ -240,11 +242,23 @@ func (e *Election) waitWork(done <-chan error, st *runState, term *Term, why err
 	// the term is lost meanwhile; the lease is kept renewed. The hazard,
 	// and Check's clock, start at the loss.
 	if term.Err() == nil {
-		select {
-		case err := <-done:
-			return err
-		case <-term.Done():
-			why = context.Cause(term.Context())
+		e.mu.Lock()
+		st.stopAt = time.Now()
+		e.mu.Unlock()
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		for lost := false; !lost; {
+			select {
+			case err := <-done:
+				return err
+			case <-term.Done():
+				why, lost = context.Cause(term.Context()), true
+			case <-t.C:
+				// Not a hazard (the term is held), but the work is stuck:
+				// no one else can lead until it returns.
+				e.lg.Warn("leader work has not returned 1s after Run's context ended; leadership is held until it does",
+					zap.Stringer("term", term.Token()))
+			}
 		}
 	}
 	e.mu.Lock()
@@ -264,16 +278,18 @@ func (e *Election) waitWork(done <-chan error, st *runState, term *Term, why err
 
 // Check reports whether this process is healthy as far as leadership goes:
 // it returns ErrUnhealthy when Run's leader work is still running more than
-// tolerance after its term ended, or more than tolerance past the term's
+// tolerance after its term ended or after Run's context ended (a stop that
+// takes longer than tolerance counts: the term, held meanwhile, keeps every
+// standby out), or more than tolerance past the term's
 // lease deadline (a process paused or starved so long that its own timers
 // did not fire). Wire it to a liveness probe so such a process is restarted.
 // Check does no I/O.
 func (e *Election) Check(tolerance time.Duration) error {
 	e.mu.Lock()
 	st := e.running
-	var lostAt time.Time
+	var lostAt, stopAt time.Time
 	if st != nil {
-		lostAt = st.lostAt
+		lostAt, stopAt = st.lostAt, st.stopAt
 	}
 	e.mu.Unlock()
 	if st == nil {
@@ -282,6 +298,9 @@ func (e *Election) Check(tolerance time.Duration) error {
 	now := time.Now()
 	if !lostAt.IsZero() && now.Sub(lostAt) > tolerance {
 		return errors.Join(ErrUnhealthy, errors.New("election: leader work still running after its term ended"))
+	}
+	if !stopAt.IsZero() && now.Sub(stopAt) > tolerance {
+		return errors.Join(ErrUnhealthy, errors.New("election: leader work still running after Run's context ended"))
 	}
 	if st.term.Err() == nil && now.Sub(st.term.Deadline()) > tolerance {
 		return errors.Join(ErrUnhealthy, errors.New("election: term deadline passed without renewal"))

@@ -334,3 +334,44 @@ func TestLongTermResetsWorkPause(t *testing.T) {
 		t.Fatalf("pauses %v: after a term of more than 5s, want the pause reset to 50ms", pauses)
 	}
 }
+
+// TestStuckWorkAfterCancelIsReported: work that ignores its context after
+// Run's context ended keeps the term (no hazard: nobody else leads), but
+// Check fails and a warning says leadership is held.
+func TestStuckWorkAfterCancelIsReported(t *testing.T) {
+	e := newEnv(t)
+	warned := make(chan struct{}, 1)
+	lg, _ := hookLogger(func(en zapcore.Entry) {
+		if strings.HasPrefix(en.Message, "leader work has not returned") {
+			select {
+			case warned <- struct{}{}:
+			default:
+			}
+		}
+	})
+	el := e.election(e.cli, election.WithTTL(2*time.Second), election.WithLogger(lg))
+	ctx, cancel := context.WithCancel(context.Background())
+	leading := make(chan *election.Term, 1)
+	release := make(chan struct{})
+	runDone := goRun(ctx, el, "v", func(ctx context.Context, term *election.Term) error {
+		leading <- term
+		<-release // ignores ctx
+		return nil
+	})
+	term := <-leading
+	cancel()
+	<-warned
+	if err := el.Check(0); !errors.Is(err, election.ErrUnhealthy) {
+		t.Errorf("Check with stuck work = %v, want ErrUnhealthy", err)
+	}
+	if term.Err() != nil {
+		t.Errorf("the term ended while the work held it: %v", term.Err())
+	}
+	close(release)
+	if err := <-runDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v", err)
+	}
+	if err := el.Check(0); err != nil {
+		t.Errorf("Check after Run returned = %v", err)
+	}
+}

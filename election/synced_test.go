@@ -16,8 +16,10 @@ import (
 // shows the sampler catches such a watch.
 func TestWatchesStartSynced(t *testing.T) {
 	e := newEnv(t)
-	if n, err := integration.UnsyncedWatchers(); err != nil || n != 0 {
-		t.Skipf("unsynced watchers before the test: %d, %v", n, err)
+	if n, err := integration.UnsyncedWatchers(); err != nil {
+		t.Fatal(err)
+	} else if n != 0 {
+		t.Skipf("%d unsynced watchers before the test: another test's", n)
 	}
 	stop := integration.SampleUnsyncedWatchers(t)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -65,8 +65,9 @@ func (f *Fence) resource(name string) *fenced {
 
 // Admit accepts t for resource if its revision is at least the highest
 // admitted so far for resource, and records it. It returns a *StaleError
-// matching ErrStale otherwise. A zero token is always refused. Admit does
-// no I/O; it waits only for a Do's fn running on the same resource.
+// matching ErrStale otherwise. A token with no revision (the zero Token,
+// or one not from a grant) is always refused. Admit does no I/O; it waits
+// only for a Do's fn running on the same resource.
 func (f *Fence) Admit(resource string, t Token) error {
 	return f.Do(resource, t, nil)
 }
@@ -78,7 +79,7 @@ func (f *Fence) Admit(resource string, t Token) error {
 // resource, which would wait for fn. It returns a *StaleError, or fn's
 // error.
 func (f *Fence) Do(resource string, t Token, fn func() error) error {
-	if t.IsZero() || t.Revision < 0 { // refused without a record of resource
+	if t.Revision <= 0 { // no grant has one: refused without a record of resource
 		return &StaleError{Resource: resource, Token: t, Highest: f.Highest(resource)}
 	}
 	r := f.resource(resource)

@@ -182,3 +182,17 @@ func TestFenceResourcesIndependent(t *testing.T) {
 		t.Errorf("Admit of a lower token = %v, want ErrStale", err)
 	}
 }
+
+// TestFenceRefusesRevisionless: a token with no revision is refused and
+// leaves no record of the resource.
+func TestFenceRefusesRevisionless(t *testing.T) {
+	var f fencing.Fence
+	for _, tok := range []fencing.Token{{}, {Key: "k"}, {Key: "k", Revision: -1}} {
+		if err := f.Admit("r", tok); !errors.Is(err, fencing.ErrStale) {
+			t.Errorf("Admit(%v) = %v, want ErrStale", tok, err)
+		}
+	}
+	if h := f.Highest("r"); h != 0 {
+		t.Errorf("Highest = %d after refusals only", h)
+	}
+}

@@ -40,12 +40,14 @@ func UnsyncedWatchers() (int, error) {
 // goroutine, until the returned stop is called; stop waits for the
 // goroutine and returns the most it saw. A watcher is unsynced for up to
 // 100 ms, so sampling catches one with high probability, not certainty.
-// A failed sample fails tb (with tb.Errorf; the test goes on).
+// A failed sample fails tb (with tb.Errorf; the test goes on). Sampling also
+// stops at tb's cleanup, if stop was not called (a test that failed early).
 func SampleUnsyncedWatchers(tb testing.TB) (stop func() int) {
 	var (
 		most int
 		done = make(chan struct{})
 		wg   sync.WaitGroup
+		once sync.Once
 	)
 	wg.Go(func() {
 		t := time.NewTicker(2 * time.Millisecond)
@@ -64,9 +66,13 @@ func SampleUnsyncedWatchers(tb testing.TB) (stop func() int) {
 			}
 		}
 	})
-	return func() int {
-		close(done)
-		wg.Wait()
+	stop = func() int {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
 		return most
 	}
+	tb.Cleanup(func() { stop() })
+	return stop
 }

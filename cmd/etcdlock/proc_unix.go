@@ -70,6 +70,7 @@ type child struct {
 
 	mu      sync.Mutex
 	isReady bool
+	dead    bool             // the guard died before starting CMD: signal nothing
 	pending []syscall.Signal // signals sent before the guard was ready
 }
 
@@ -130,11 +131,14 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 		_, err := io.ReadFull(rr, b[:])
 		c.mu.Lock()
 		c.isReady = true
-		if err == nil {
+		// If the guard died before starting CMD, it may be reaped already
+		// (outside Linux): its group's ID may be reused.
+		c.dead = err != nil
+		if !c.dead {
 			for _, sig := range c.pending {
 				_ = syscall.Kill(-c.pgid, sig)
 			}
-		} // else the guard died before starting CMD, and may be reaped: its group's ID may be reused
+		}
 		c.pending = nil
 		c.mu.Unlock()
 		close(c.ready)
@@ -163,13 +167,14 @@ func (c *child) signal(sig os.Signal) {
 	if !ok {
 		return
 	}
-	if s != syscall.SIGKILL {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if !c.isReady {
-			c.pending = append(c.pending, s)
-			return
-		}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.dead:
+		return
+	case !c.isReady && s != syscall.SIGKILL:
+		c.pending = append(c.pending, s)
+		return
 	}
 	_ = syscall.Kill(-c.pgid, s)
 }
