@@ -128,7 +128,8 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 		printCommands(stdout)
 		return exitOK
 	case 1:
-		if args[0] == "help" {
+		switch args[0] {
+		case "help", "-h", "-help", "--help":
 			printCommands(stdout)
 			return exitOK
 		}

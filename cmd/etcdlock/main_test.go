@@ -141,6 +141,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"--help"}, exitOK, "demo"},
 		{[]string{"help", "bench"}, exitOK, "--contenders"},
 		{[]string{"help", "help"}, exitOK, "The commands are"},
+		{[]string{"help", "--help"}, exitOK, "The commands are"},
+		{[]string{"help", "-h"}, exitOK, "The commands are"},
 		{[]string{"help", "nope"}, exitUsage, ""},
 		{[]string{"nope"}, exitUsage, ""},
 		{[]string{"demo", "--help"}, exitOK, "usage: etcdlock demo"},
