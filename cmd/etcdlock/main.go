@@ -189,7 +189,7 @@ func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
 		switch f.DefValue {
-		case "", "false", "0":
+		case "", "false", "0", "0s":
 		default:
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
