@@ -22,7 +22,8 @@ var nemesisCmd = &command{
 	help: `
 Nemesis starts a 3-member embedded etcd cluster and runs every workload
 (mutex with fencing outside and inside etcd, an unfenced control, RW lock,
-semaphore, election) while a nemesis injects faults from a random schedule:
+semaphore, election, where one candidate leads through election.Run)
+while a nemesis injects faults from a random schedule:
 member restarts, leader partitions and moves, member pauses, compaction,
 client pauses past the lease TTL and client blackholes. Then it checks the
 histories: grants replayed from a healthy watcher, porcupine over the

@@ -149,6 +149,7 @@ type worker struct {
 	proxies []*integration.Proxy
 	cli     *clientv3.Client
 	acquire func(context.Context) (holdLike, error)
+	loop    func(context.Context) // if set, the worker's whole run (election.Run)
 	close   func() error
 	writer  bool
 	weight  int64
@@ -282,6 +283,15 @@ func (wl *workload) start(ctx context.Context, seed uint64) error {
 					return nil, err
 				}
 				return termHold{t}, nil
+			}
+			if i == n-1 {
+				// One candidate leads through election.Run, which resigns
+				// once the work has returned.
+				w.loop = func(ctx context.Context) {
+					_ = el.Run(ctx, w.name, election.Callbacks{Lead: func(lctx context.Context, term *election.Term) error {
+						return w.lead(ctx, lctx, term)
+					}})
+				}
 			}
 			w.close = el.Close
 		default:
@@ -427,6 +437,10 @@ func release(hist *History, h holdLike, g *Grant) error {
 
 func (w *worker) run(ctx context.Context) {
 	wl := w.wl
+	if w.loop != nil {
+		w.loop(ctx)
+		return
+	}
 	for ctx.Err() == nil {
 		inv := wl.hist.now()
 		actx, cancel := context.WithTimeout(ctx, acquireTimeout)
@@ -456,6 +470,30 @@ func (w *worker) run(ctx context.Context) {
 		_ = release(wl.hist, h, g)
 		sleepCtx(ctx, time.Duration(1+w.rng.IntN(3))*time.Millisecond)
 	}
+}
+
+// lead is the work of a candidate that leads through election.Run: the
+// same as a Campaign worker's, but it stops between steps once its context
+// is cancelled, and Run resigns after it returns (its UnlockAt is the
+// return). Its reads and writes use the worker's context, as a process
+// paused mid-step would act on after its term ended: fencing must refuse
+// them.
+func (w *worker) lead(ctx, lctx context.Context, term *election.Term) error {
+	wl := w.wl
+	h := termHold{term}
+	g := wl.env.granted(wl.hist, w.name, h, wl.hist.now(), w.weight, w.writer)
+	tok := h.Token()
+	for j := range 3 {
+		if lctx.Err() != nil {
+			break
+		}
+		w.rmw(ctx, tok)
+		pctx, cancel := context.WithTimeout(lctx, opTimeout)
+		_ = term.Proclaim(pctx, fmt.Sprintf("%s/%d/%d", w.name, tok.Revision, j))
+		cancel()
+	}
+	g.UnlockAt = wl.hist.now()
+	return nil
 }
 
 // rmw increments the register: read, (maybe pause), write read+1.
