@@ -65,8 +65,7 @@ type child struct {
 	exited   chan struct{} // closed once the guard has exited
 	reaped   bool          // the guard was reaped when exited closed (not on Linux)
 	waitErr  error
-	ready    chan struct{} // closed once CMD has started, or the guard has exited
-	status   chan int      // CMD's exit status, as the guard reported it; closed when the pipe is
+	status   chan int // CMD's exit status, as the guard reported it; closed when the pipe is
 
 	mu      sync.Mutex
 	isReady bool
@@ -119,8 +118,7 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 		_, _ = w.Close(), rr.Close()
 		return nil, err
 	}
-	c := &child{guard: g, pgid: g.Process.Pid, lifeline: w, exited: make(chan struct{}),
-		ready: make(chan struct{}), status: make(chan int, 1)}
+	c := &child{guard: g, pgid: g.Process.Pid, lifeline: w, exited: make(chan struct{}), status: make(chan int, 1)}
 	// Owned by finish, which waits for status: the guard writes a byte once
 	// CMD has started and another with CMD's status once it has exited, and
 	// its exit closes the pipe's only write end.
@@ -141,7 +139,6 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 		}
 		c.pending = nil
 		c.mu.Unlock()
-		close(c.ready)
 		if err == nil {
 			if _, err := io.ReadFull(rr, b[:]); err == nil {
 				c.status <- int(b[0])

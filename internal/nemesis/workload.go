@@ -458,12 +458,7 @@ func (w *worker) run(ctx context.Context) {
 				wl.cs.Add(1)
 			}
 		case w.leader:
-			for j := range 3 {
-				w.rmw(ctx, tok)
-				pctx, cancel := context.WithTimeout(ctx, opTimeout)
-				_ = h.(termHold).Proclaim(pctx, fmt.Sprintf("%s/%d/%d", w.name, tok.Revision, j))
-				cancel()
-			}
+			w.leaderSteps(ctx, ctx, h.(termHold).Term)
 		default:
 			w.rmw(ctx, tok)
 		}
@@ -482,18 +477,25 @@ func (w *worker) lead(ctx, lctx context.Context, term *election.Term) error {
 	wl := w.wl
 	h := termHold{term}
 	g := wl.env.granted(wl.hist, w.name, h, wl.hist.now(), w.weight, w.writer)
-	tok := h.Token()
+	w.leaderSteps(ctx, lctx, term)
+	g.UnlockAt = wl.hist.now()
+	return nil
+}
+
+// leaderSteps is a leader's work: three increments of the register, each
+// followed by a Proclaim (on stop's context). It stops between steps once
+// stop ends; the increments use ctx.
+func (w *worker) leaderSteps(ctx, stop context.Context, term *election.Term) {
+	tok := term.Token()
 	for j := range 3 {
-		if lctx.Err() != nil {
-			break
+		if stop.Err() != nil {
+			return
 		}
 		w.rmw(ctx, tok)
-		pctx, cancel := context.WithTimeout(lctx, opTimeout)
+		pctx, cancel := context.WithTimeout(stop, opTimeout)
 		_ = term.Proclaim(pctx, fmt.Sprintf("%s/%d/%d", w.name, tok.Revision, j))
 		cancel()
 	}
-	g.UnlockAt = wl.hist.now()
-	return nil
 }
 
 // rmw increments the register: read, (maybe pause), write read+1.
