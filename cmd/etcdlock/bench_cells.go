@@ -204,7 +204,11 @@ func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context
 	if err != nil {
 		return nil, nil, err
 	}
-	lg, err := cli.Grant(ctx, benchTTL)
+	// The locks keep their leases alive; this lease is granted for the
+	// whole run instead, so that no renewal runs beside the measured
+	// requests: the interleaved group can outlast benchTTL.
+	ttl := bareTxnTTL(ctx)
+	lg, err := cli.Grant(ctx, ttl)
 	if err != nil {
 		return nil, nil, errors.Join(err, closeClient(cli)())
 	}
@@ -234,6 +238,16 @@ func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context
 		_, err := cli.Revoke(rctx, lg.ID)
 		return errors.Join(err, closeClient(cli)())
 	}, nil
+}
+
+// bareTxnTTL is the TTL, in seconds, of the bare txn row's lease: past
+// ctx's deadline (the end of the interleaved group), and at least benchTTL.
+func bareTxnTTL(ctx context.Context) int64 {
+	ttl := int64(benchTTL)
+	if dl, ok := ctx.Deadline(); ok {
+		ttl = max(ttl, int64(time.Until(dl)/time.Second)+benchTTL)
+	}
+	return ttl
 }
 
 // uncontended returns the cell of Lock+Unlock cycles of impl by one client.

@@ -186,3 +186,19 @@ func TestCausedBySignal(t *testing.T) {
 		t.Error("cancel or timeout taken for a signal")
 	}
 }
+
+// TestBareTxnLeaseOutlivesGroup: the bare txn row's lease is not kept
+// alive, so it must last past the end of the interleaved group (which,
+// with 4 cells of 3 s, is longer than benchTTL; the default bench once
+// failed with "requested lease not found").
+func TestBareTxnLeaseOutlivesGroup(t *testing.T) {
+	group := 4*3*time.Second + cellSlack
+	ctx, cancel := context.WithTimeout(context.Background(), group)
+	defer cancel()
+	if ttl := time.Duration(bareTxnTTL(ctx)) * time.Second; ttl < group {
+		t.Errorf("bare txn lease TTL %v, want at least the group's %v", ttl, group)
+	}
+	if ttl := bareTxnTTL(context.Background()); ttl < benchTTL {
+		t.Errorf("bare txn lease TTL %ds without a deadline, want at least %d", ttl, benchTTL)
+	}
+}
