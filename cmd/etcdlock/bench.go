@@ -60,6 +60,10 @@ The put and uncontended cells run interleaved: one operation of each in
 turn, until each has had --duration of its own time, so that a drift in
 the disk's latency hits them all alike.
 Each cell uses keys of its own, and leaves none behind.
+Beside the speeds, each row gives the CPU the whole process (server,
+clients, library) used over its measured time: as cores kept busy, and per
+operation. On a small machine a cell that keeps every core busy is bound by
+CPU, not by the disk or the protocol.
 
 The output is a table (or, with --json, one JSON array of objects with keys
 impl, scenario, contenders, ops_per_sec, p50_ms, p99_ms, and more), preceded
@@ -362,6 +366,13 @@ type row struct {
 	// rows without a baseline.
 	Ratio   *float64 `json:"ratio,omitempty"`
 	RatioOf string   `json:"ratio_of,omitempty"`
+	// CPUCores is the process's CPU time over the measured time: how many
+	// of the machine's cores the cell kept busy (server, clients and library
+	// together, as they run in one process). CPUPerOpUs is that CPU time per
+	// operation, in microseconds. Both are medians over rounds, and absent
+	// where the platform does not say (outside Unix).
+	CPUCores   *float64 `json:"cpu_cores,omitempty"`
+	CPUPerOpUs *float64 `json:"cpu_us_per_op,omitempty"`
 	// Ops is the number of operations measured, over all rounds.
 	Ops int `json:"ops"`
 	// OpsByContender is Ops split by contender (for the readers row: 8
@@ -396,8 +407,14 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 				Rounds:     len(ss),
 				Measures:   c.measures,
 			}
-			var ops, p50, p99 []float64
+			var ops, p50, p99, cores, cpuPerOp []float64
+			cpuOK := len(ss) > 0
 			for _, s := range ss {
+				cpuOK = cpuOK && s.cpuOK && s.elapsed > 0 && s.ops > 0
+				if cpuOK {
+					cores = append(cores, float64(s.cpu)/float64(s.elapsed))
+					cpuPerOp = append(cpuPerOp, float64(s.cpu.Microseconds())/float64(s.ops))
+				}
 				r.Ops += s.ops
 				if len(s.byContender) > 1 {
 					if r.OpsByContender == nil {
@@ -412,6 +429,10 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 				p99 = append(p99, ms(percentile(s.lat, 99)))
 			}
 			r.OpsPerSec, r.P50Ms, r.P99Ms = median(ops), median(p50), median(p99)
+			if cpuOK {
+				c, u := median(cores), median(cpuPerOp)
+				r.CPUCores, r.CPUPerOpUs = &c, &u
+			}
 			rows = append(rows, r)
 		}
 	}
@@ -457,17 +478,21 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		rounds = fmt.Sprintf("median of %d rounds", cfg.rounds)
 	}
 	fmt.Fprintf(w, "cells:   %v each, %s\n\n", cfg.duration, rounds)
-	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "ratio"}}
+	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "ratio"}}
 	for _, r := range rows {
 		ratio := "-"
 		if r.Ratio != nil {
 			ratio = fmt.Sprintf("%.2fx %s", *r.Ratio, r.RatioOf)
 		}
+		cores, perOp := "-", "-"
+		if r.CPUCores != nil && r.CPUPerOpUs != nil {
+			cores, perOp = fmt.Sprintf("%.2f", *r.CPUCores), fmt.Sprintf("%.0f", *r.CPUPerOpUs)
+		}
 		cells = append(cells, []string{r.Impl, r.Scenario, strconv.Itoa(r.Contenders),
-			fmt.Sprintf("%.0f", r.OpsPerSec), fmt.Sprintf("%.2f", r.P50Ms), fmt.Sprintf("%.2f", r.P99Ms), ratio})
+			fmt.Sprintf("%.0f", r.OpsPerSec), fmt.Sprintf("%.2f", r.P50Ms), fmt.Sprintf("%.2f", r.P99Ms), cores, perOp, ratio})
 	}
 	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
-	writeTable(w, cells, []bool{false, false, true, true, true, true, false})
+	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, false})
 	fmt.Fprint(w, "\nput put: one Put by one client. put parallel: Puts by as many clients as the\n")
 	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
 	fmt.Fprint(w, "  half this rate is the most those rows can reach on this server.\n")
@@ -481,6 +506,8 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 			}
 		}
 	}
+	fmt.Fprintf(w, "cores: CPU time of the whole process (server, clients, library) over the\n")
+	fmt.Fprintf(w, "  measured time, of the machine's %d; cpu us/op: that CPU per operation.\n", info.cpus)
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }

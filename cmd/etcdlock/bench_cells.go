@@ -88,9 +88,13 @@ type baseline struct {
 
 // sample is what one run of a cell measured.
 type sample struct {
-	ops     int             // operations completed within the duration
-	elapsed time.Duration   // the measured time
-	lat     []time.Duration // one latency per operation
+	ops     int           // operations completed within the duration
+	elapsed time.Duration // the measured time
+	// cpu is the process's CPU time over the measured time (cpuOK false:
+	// not measured).
+	cpu   time.Duration
+	cpuOK bool
+	lat   []time.Duration // one latency per operation
 	// byContender is the operations of each contender, in order, for cells
 	// of several contenders.
 	byContender []int
@@ -291,6 +295,13 @@ func runInterleaved(ctx context.Context, env *benchEnv, cells []*cell, nss []str
 		}
 	}
 	out = make([]sample, len(cells))
+	for i := range out {
+		out[i].cpuOK = true
+	}
+	// The CPU of each operation is read around it, outside its timing: all
+	// the work an operation causes (client, server, library) happens while
+	// it is in flight, since one runs at a time.
+	cpu0, cpuOK := processCPU()
 	for turn := 0; ; turn++ {
 		done := true
 		for j := range ops {
@@ -310,6 +321,11 @@ func runInterleaved(ctx context.Context, env *benchEnv, cells []*cell, nss []str
 			out[i].lat = append(out[i].lat, lat)
 			out[i].elapsed += lat
 			out[i].ops++
+			cpu1, ok := processCPU()
+			cpuOK = cpuOK && ok
+			out[i].cpu += cpu1 - cpu0
+			out[i].cpuOK = cpuOK
+			cpu0 = cpu1
 		}
 		if done {
 			return out, nil
@@ -404,13 +420,23 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration) (sample, e
 			}
 		}()
 	}
+	cpu0, ok0 := processCPU()
 	deadline = time.Now().Add(d)
 	close(start)
+	// The CPU over the measured time: read at the deadline, not after the
+	// contenders that still wait have drained.
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	cpu1, ok1 := processCPU()
 	wg.Wait()
 	if ctx.Err() != nil {
 		return sample{}, context.Cause(ctx)
 	}
-	s := sample{elapsed: d}
+	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1}
 	for _, l := range lats {
 		s.lat = append(s.lat, l...)
 		s.byContender = append(s.byContender, len(l))

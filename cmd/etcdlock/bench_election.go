@@ -76,6 +76,7 @@ func handoff(impl electionImpl, base *baseline) *cell {
 		if err := leader.campaign(ctx); err != nil {
 			return s, fmt.Errorf("campaign: %w", err)
 		}
+		cpu0, ok0 := processCPU()
 		start := time.Now()
 		for {
 			done := make(chan error, 1)
@@ -89,6 +90,8 @@ func handoff(impl electionImpl, base *baseline) *cell {
 				err := leader.resign(ctx)
 				err = errors.Join(err, <-done, standby.resign(ctx))
 				s.elapsed, s.ops = time.Since(start), len(s.lat)
+				cpu1, ok1 := processCPU()
+				s.cpu, s.cpuOK = cpu1-cpu0, ok0 && ok1
 				return s, err
 			}
 			t0 := time.Now()

@@ -84,6 +84,8 @@ func TestBenchJSON(t *testing.T) {
 		P50Ms       *float64 `json:"p50_ms"`
 		P99Ms       *float64 `json:"p99_ms"`
 		ByContender []int    `json:"ops_by_contender"`
+		CPUCores    *float64 `json:"cpu_cores"`
+		CPUPerOpUs  *float64 `json:"cpu_us_per_op"`
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("stdout is not one JSON array: %v\n%s", err, out)
@@ -96,6 +98,11 @@ func TestBenchJSON(t *testing.T) {
 	for _, r := range rows {
 		if r.OpsPerSec <= 0 || r.P50Ms == nil || r.P99Ms == nil {
 			t.Errorf("row %+v: want positive ops_per_sec and p50_ms, p99_ms present", r)
+		}
+		// Every cell does work in this process: its CPU is above zero
+		// (where the platform tells it).
+		if _, ok := processCPU(); ok && (r.CPUCores == nil || *r.CPUCores <= 0 || r.CPUPerOpUs == nil || *r.CPUPerOpUs <= 0) {
+			t.Errorf("row %s %s %d: want positive cpu_cores and cpu_us_per_op", r.Impl, r.Scenario, r.Contenders)
 		}
 		got[key{r.Impl, r.Scenario, r.Contenders}] = true
 		if r.Impl == "etcdlock-rw" && r.Scenario == "readers" {
