@@ -151,6 +151,17 @@ func (r *Report) total() {
 	}
 }
 
+// warmedUp reports whether every workload has completed MinWarmupSections
+// critical sections.
+func warmedUp(wls []*workload) bool {
+	for _, wl := range wls {
+		if wl.cs.Load() < MinWarmupSections {
+			return false
+		}
+	}
+	return true
+}
+
 // runPhase runs every workload under one fault phase and checks them.
 func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, seed uint64) ([]Row, []string, error) {
 	lg := e.lg.With(zap.String("phase", phase))
@@ -175,11 +186,22 @@ func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, see
 	var phaseFaults []integration.FaultRecord
 	warm := make([]int64, len(wls))
 	if startErr == nil {
+		start := time.Now()
 		sleepCtx(ctx, e.cfg.Warmup)
+		// A loaded machine can slow a phase's start (new clients, a cluster
+		// still settling after the last phase): wait, up to the warm-up
+		// again, until every workload has shown it makes progress, rather
+		// than fault a workload that has not started and call the run
+		// invalid. The faults get what is left of the phase, at least half
+		// of what the warm-up left.
+		extra := min(e.cfg.Warmup, (dur-e.cfg.Warmup)/2)
+		for deadline := start.Add(e.cfg.Warmup + extra); !warmedUp(wls) && time.Now().Before(deadline) && ctx.Err() == nil; {
+			sleepCtx(ctx, 20*time.Millisecond)
+		}
 		for i, wl := range wls {
 			warm[i] = wl.cs.Load()
 		}
-		phaseFaults = e.runFaults(ctx, phase, dur-e.cfg.Warmup, seed, wls)
+		phaseFaults = e.runFaults(ctx, phase, dur-time.Since(start), seed, wls)
 	}
 	stopWorkers()
 	// Close errors (a revoke through a connection a fault broke, say) are
