@@ -318,7 +318,8 @@ func (f *Faults) Compactor(ctx context.Context, period time.Duration, floor func
 }
 
 // PauseClient holds the traffic of the given proxies in both directions
-// (see [Proxy.Pause]) for d or until ctx ends, then lets it through. It
+// (see [Proxy.Pause]) for d or until ctx ends, then lets it through
+// (unless another pause of the same proxy still holds it). It
 // runs on the caller's goroutine, so a worker that calls it between two
 // steps of its work is paused together with its connection: the pause of a
 // whole process. A pause longer than a lease's TTL lets the lease expire at

@@ -30,6 +30,9 @@ type Proxy struct {
 	endpoint string
 	drained  chan struct{}
 
+	mu     sync.Mutex
+	paused int // Pause calls not matched by Unpause yet
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -133,23 +136,41 @@ func proxyTarget(ep string) (url.URL, error) {
 func (p *Proxy) Endpoint() string { return p.endpoint }
 
 // Server returns the underlying go.etcd.io/etcd/pkg/v3/proxy server, for
-// other faults (latency, accept pauses, ...).
+// other faults (latency, accept pauses, ...). Do not call its PauseTx and
+// PauseRx while [Proxy.Pause] is in effect: each replaces the pause that
+// the other's unpause ends.
 func (p *Proxy) Server() proxy.Server { return p.srv }
 
 // Pause holds the traffic in both directions: bytes already read from one
 // side are not forwarded until [Proxy.Unpause]. Connections stay open and
-// new ones are accepted, but nothing gets through, so requests time out. It
-// does not block.
+// new ones are accepted, but nothing gets through, so requests time out.
+// Pauses nest: the traffic flows again once every Pause has been matched
+// by an Unpause, so that overlapping [PauseClient] calls on one proxy hold
+// it until the last one ends. It does not block.
 func (p *Proxy) Pause() {
-	p.srv.PauseTx()
-	p.srv.PauseRx()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused++
+	if p.paused == 1 {
+		p.srv.PauseTx()
+		p.srv.PauseRx()
+	}
 }
 
-// Unpause forwards the held traffic and lets new traffic through again. It
-// does not block.
+// Unpause ends one [Proxy.Pause]; once none is left, it forwards the held
+// traffic and lets new traffic through again. An Unpause without a Pause
+// to end does nothing. It does not block.
 func (p *Proxy) Unpause() {
-	p.srv.UnpauseTx()
-	p.srv.UnpauseRx()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused == 0 {
+		return
+	}
+	p.paused--
+	if p.paused == 0 {
+		p.srv.UnpauseTx()
+		p.srv.UnpauseRx()
+	}
 }
 
 // Blackhole drops the traffic in both directions until [Proxy.Unblackhole]:
