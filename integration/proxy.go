@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,25 +14,36 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/pkg/v3/proxy"
 	"go.uber.org/zap"
 )
 
-// ProxyCloseTimeout bounds how long [Proxy.Close] waits for the connections
-// through the proxy to end.
+// ProxyCloseTimeout bounds how long [Proxy.Close] waits for the goroutines
+// of the connections it closed to end.
 const ProxyCloseTimeout = 10 * time.Second
 
 // Proxy forwards connections from its own unix socket to one endpoint and
 // can hold or drop the traffic, to simulate a paused or partitioned client
-// connection. It wraps go.etcd.io/etcd/pkg/v3/proxy. Its methods are safe
-// for concurrent use.
+// connection. It wraps go.etcd.io/etcd/pkg/v3/proxy, which forwards to a
+// relay of this package that dials the endpoint: a connection made while
+// the endpoint is down is closed at once, and Close cuts every connection.
+// Its methods are safe for concurrent use.
 type Proxy struct {
 	srv      proxy.Server
 	dir      string
 	endpoint string
 	drained  chan struct{}
 
+	target  url.URL // network (Scheme) and address (Host) of the endpoint
+	relayLn net.Listener
+	ctx     context.Context // ends at Close: cancels dials to the endpoint
+	cancel  context.CancelFunc
+	relayWg sync.WaitGroup // the relay's goroutines
+
 	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // the relay's open connections
+	closed bool
 	paused int // Pause calls not matched by Unpause yet
 
 	closeOnce sync.Once
@@ -39,7 +52,8 @@ type Proxy struct {
 
 // NewProxy starts a proxy to endpoint (see [StartProxy]) that is closed at tb
 // cleanup; create it before the clients that use it so that they are
-// closed first. It fails tb with tb.Fatalf on error.
+// closed first (Close would otherwise cut their connections, which they
+// may report as errors). It fails tb with tb.Fatalf on error.
 func NewProxy(tb testing.TB, endpoint string) *Proxy {
 	tb.Helper()
 	p, err := StartProxy(endpoint)
@@ -58,8 +72,9 @@ func NewProxy(tb testing.TB, endpoint string) *Proxy {
 // form "unix:///abs/path", "unix://rel/path", "http://host:port" or
 // "host:port" (TLS endpoints are not supported). The proxy listens on a
 // unix socket in a new temporary directory; dial [Proxy.Endpoint]. It
-// returns once the proxy accepts connections. The caller must call
-// [Proxy.Close].
+// does not dial endpoint itself: each connection to the proxy does, and one
+// made while endpoint is down is closed at once. It returns once the proxy
+// accepts connections. The caller must call [Proxy.Close].
 func StartProxy(endpoint string) (*Proxy, error) {
 	to, err := proxyTarget(endpoint)
 	if err != nil {
@@ -70,12 +85,20 @@ func StartProxy(endpoint string) (*Proxy, error) {
 		return nil, err
 	}
 	sock := filepath.Join(dir, "proxy.sock")
+	relaySock := filepath.Join(dir, "relay.sock")
+	relayLn, err := net.Listen("unix", relaySock)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("integration: starting proxy to %s: %w", endpoint, err)
+	}
 	// proxy listens on From.Host when it has no port, so an absolute path
-	// goes there (this URL is never printed or parsed).
+	// goes there (this URL is never printed or parsed). It dials the relay,
+	// which always answers, instead of the endpoint: the proxy would leave
+	// a connection it accepted open and unanswered if its dial failed.
 	srv := proxy.NewServer(proxy.ServerConfig{
 		Logger: zap.NewNop(),
 		From:   url.URL{Scheme: "unix", Host: sock},
-		To:     to,
+		To:     url.URL{Scheme: "unix", Host: relaySock},
 	})
 	select {
 	case <-srv.Ready():
@@ -86,17 +109,87 @@ func StartProxy(endpoint string) (*Proxy, error) {
 		case err = <-srv.Error():
 		default:
 		}
+		_ = relayLn.Close()
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("integration: starting proxy to %s: %w", endpoint, err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
 		srv:      srv,
 		dir:      dir,
 		endpoint: "unix://" + sock,
 		drained:  make(chan struct{}),
+		target:   to,
+		relayLn:  relayLn,
+		ctx:      ctx,
+		cancel:   cancel,
+		conns:    make(map[net.Conn]struct{}),
 	}
 	go p.drainErrors()
+	p.relayWg.Go(p.relay)
 	return p, nil
+}
+
+// relay accepts the proxy's connections until Close, and forwards each to
+// the endpoint.
+func (p *Proxy) relay() {
+	for {
+		c, err := p.relayLn.Accept()
+		if err != nil {
+			return // closed by Close
+		}
+		if !p.track(c) {
+			return
+		}
+		p.relayWg.Go(func() { p.forward(c) })
+	}
+}
+
+// forward dials the endpoint for the proxy's connection c and copies
+// between the two until either side ends or Close. If the dial fails it
+// closes c, and the proxy then closes its client's connection.
+func (p *Proxy) forward(c net.Conn) {
+	defer p.untrack(c)
+	var d net.Dialer
+	t, err := d.DialContext(p.ctx, p.target.Scheme, p.target.Host)
+	if err != nil {
+		return
+	}
+	if !p.track(t) {
+		return
+	}
+	defer p.untrack(t)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, _ = io.Copy(t, c)
+		_ = t.Close()
+		_ = c.Close()
+	})
+	_, _ = io.Copy(c, t)
+	_ = c.Close()
+	_ = t.Close()
+	wg.Wait()
+}
+
+// track records the open connection c, or closes it and reports false
+// once Close has run.
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		_ = c.Close()
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+// untrack closes c and forgets it.
+func (p *Proxy) untrack(c net.Conn) {
+	_ = c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
 }
 
 // drainErrors empties the proxy's error channel: it is small and the
@@ -136,9 +229,10 @@ func proxyTarget(ep string) (url.URL, error) {
 func (p *Proxy) Endpoint() string { return p.endpoint }
 
 // Server returns the underlying go.etcd.io/etcd/pkg/v3/proxy server, for
-// other faults (latency, accept pauses, ...). Do not call its PauseTx and
-// PauseRx while [Proxy.Pause] is in effect: each replaces the pause that
-// the other's unpause ends.
+// other faults (latency, accept pauses, ...). Its To is the relay's
+// socket, not the endpoint. Do not call its PauseTx and PauseRx while
+// [Proxy.Pause] is in effect: each replaces the pause that the other's
+// unpause ends.
 func (p *Proxy) Server() proxy.Server { return p.srv }
 
 // Pause holds the traffic in both directions: bytes already read from one
@@ -190,24 +284,38 @@ func (p *Proxy) Unblackhole() {
 	p.srv.UnblackholeRx()
 }
 
-// Close stops accepting connections and waits for the proxy's goroutines.
-// Those forwarding an idle open connection only end when either side closes
-// it, so close the clients that use the proxy first; Close waits at most
-// [ProxyCloseTimeout] for that, then returns an error (the goroutines end
-// when the connections do). Close removes the socket directory. It is
-// idempotent.
+// Close stops accepting connections, closes the connections through the
+// proxy (their clients see them break, and reconnect elsewhere or fail)
+// and waits for the proxy's goroutines, at most [ProxyCloseTimeout]; then
+// it removes the socket directory. It returns an error if the goroutines
+// did not end in time or the directory could not be removed. It is
+// idempotent and returns the first call's error on later calls.
 func (p *Proxy) Close() error {
 	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		conns := p.conns
+		p.conns = nil
+		p.mu.Unlock()
+		p.cancel()
+		_ = p.relayLn.Close()
+		for c := range conns {
+			_ = c.Close()
+		}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
+			// Closing the relay's connections ends the proxy's: those
+			// reading from the relay see it close, and close their
+			// client's connection.
 			_ = p.srv.Close() // the only error is the listener's, already closed by a reset
+			<-p.drained
+			p.relayWg.Wait()
 		}()
 		select {
 		case <-done:
-			<-p.drained
 		case <-time.After(ProxyCloseTimeout):
-			p.closeErr = fmt.Errorf("integration: proxy connections still open after %v: close the clients using the proxy first", ProxyCloseTimeout)
+			p.closeErr = fmt.Errorf("integration: proxy connections still open after %v", ProxyCloseTimeout)
 		}
 		if err := os.RemoveAll(p.dir); err != nil && p.closeErr == nil {
 			p.closeErr = err
