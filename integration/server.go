@@ -148,7 +148,8 @@ func (s *Server) Member() *Member {
 	return s.m
 }
 
-// EtcdServer returns the running etcd server, or nil once closed.
+// EtcdServer returns the running etcd server, or nil while its member is
+// stopped and once the server is closed.
 func (s *Server) EtcdServer() *etcdserver.EtcdServer {
 	if m := s.Member(); m != nil {
 		return m.EtcdServer()

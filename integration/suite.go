@@ -189,8 +189,10 @@ func GoleakOptions() []goleak.Option {
 var goleakIgnores []goleak.Option
 
 // WaitKeyCount blocks until exactly n keys exist under prefix, watching the
-// prefix rather than polling, and fails tb if that takes longer than
-// timeout. Tests use it to know that n waiters have queued.
+// prefix rather than polling, and fails tb with tb.Fatalf if that takes
+// longer than timeout or a read fails; call it from the test's goroutine.
+// Tests use it to know that n waiters have queued. It is safe for
+// concurrent use with other calls on cli.
 func WaitKeyCount(tb testing.TB, cli *clientv3.Client, prefix string, n int64, timeout time.Duration) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

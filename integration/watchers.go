@@ -20,9 +20,15 @@ const unsyncedMetric = "etcd_debugging_mvcc_slow_watcher_total"
 // contended handoff). Sampled while code under test waits and hands off, it
 // should stay at zero.
 //
-// The count covers every embedded server of the process (etcd's metrics are
-// process-wide), so sample it while no other test runs watches of its own.
-// It does no I/O and is safe for concurrent use.
+// It reads etcd's gauge etcd_debugging_mvcc_slow_watcher_total, of which a
+// process has one for all its embedded servers: each server adds and
+// removes its own watchers, and also sets the gauge to its own count
+// whenever it catches up unsynced watchers. With several servers holding
+// watches the value is therefore neither one server's count nor the sum,
+// so sample it while only the server under test has watches (no other
+// test running watches of its own, on any server of the process). It
+// returns an error if the gauge is not registered. It does no I/O and is
+// safe for concurrent use.
 func UnsyncedWatchers() (int, error) {
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
@@ -40,8 +46,10 @@ func UnsyncedWatchers() (int, error) {
 // goroutine, until the returned stop is called; stop waits for the
 // goroutine and returns the most it saw. A watcher is unsynced for up to
 // 100 ms, so sampling catches one with high probability, not certainty.
-// A failed sample fails tb (with tb.Errorf; the test goes on). Sampling also
-// stops at tb's cleanup, if stop was not called (a test that failed early).
+// A failed sample fails tb (with tb.Errorf; the test goes on) and ends the
+// sampling. Sampling also stops at tb's cleanup, if stop was not called (a
+// test that failed early). stop may be called more than once, and from any
+// goroutine; later calls return the same value.
 func SampleUnsyncedWatchers(tb testing.TB) (stop func() int) {
 	var (
 		most int
