@@ -224,6 +224,10 @@ func (k *Keeper) run(ctx context.Context) {
 		probeT    = time.NewTimer(0)
 		deadlineT = time.NewTimer(time.Hour)
 		inflight  chan probeResult
+		// again is set by a Check made while a probe is in flight: that
+		// probe was sent before the caller's sign, so its answer does not
+		// answer the Check, and another probe follows it.
+		again bool
 	)
 	defer probeT.Stop()
 	defer deadlineT.Stop()
@@ -294,6 +298,10 @@ func (k *Keeper) run(ctx context.Context) {
 			}
 			return
 		case <-k.kick:
+			if inflight != nil {
+				again = true
+				break
+			}
 			probe()
 		case <-probeT.C:
 			probe()
@@ -301,11 +309,16 @@ func (k *Keeper) run(ctx context.Context) {
 			k.jeopardy()
 		case r := <-inflight:
 			inflight = nil
+			checked := again
+			again = false // a failed probe is retried anyway, after a pause
 			switch {
 			case r.err == nil:
 				d := k.renewed(r.sent, r.ttl)
 				deadlineT.Reset(time.Until(d))
 				probeT.Reset(time.Until(r.sent.Add(r.ttl / 3)))
+				if checked {
+					probe()
+				}
 			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
 				k.setGone()
 				return
@@ -371,7 +384,8 @@ func (k *Keeper) setGone() {
 }
 
 // Check has the keeper renew the lease now, without waiting for its next
-// renewal: a caller has seen a sign the lease may be gone. It does not
+// renewal: a caller has seen a sign the lease may be gone. The renewal is
+// sent after the call (after the one in flight, if any). It does not
 // block.
 func (k *Keeper) Check() {
 	select {
