@@ -282,14 +282,7 @@ func (k *Keeper) run(ctx context.Context) {
 			if inflight != nil {
 				<-inflight
 			}
-			if k.pendingOrphans() {
-				// Stopped with keys still to delete: a caller's session
-				// lives on and would keep them, blocking their queues, so
-				// try once more, on a bounded context.
-				fctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
-				k.deleteOrphans(fctx)
-				cancel()
-			}
+			k.flushOrphans()
 			return
 		case <-k.cfg.SessionDone:
 			k.setGone()
@@ -322,7 +315,8 @@ func (k *Keeper) run(ctx context.Context) {
 			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
 				k.setGone()
 				return
-			case ctx.Err() != nil:
+			case ctx.Err() != nil: // Stop cut the probe short
+				k.flushOrphans()
 				return
 			default:
 				_, ttl := k.Deadline()
@@ -447,6 +441,18 @@ func (k *Keeper) deleteOrphans(ctx context.Context) {
 			k.mu.Unlock()
 		}
 	}
+}
+
+// flushOrphans is the last try at Stop. Stopped with keys still to delete,
+// a caller's session lives on and would keep them, blocking their queues,
+// so try once more, on a bounded context.
+func (k *Keeper) flushOrphans() {
+	if !k.pendingOrphans() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
+	defer cancel()
+	k.deleteOrphans(ctx)
 }
 
 // pendingOrphans reports whether keys await deletion on a live lease.

@@ -3,10 +3,17 @@ package lease_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 
 	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/internal/lease"
@@ -156,5 +163,124 @@ func TestCheckDuringProbeAsksAgain(t *testing.T) {
 	case <-k.GoneCh():
 	case <-time.After(ttl / 6): // half the time to the next scheduled renewal
 		t.Fatal("the keeper did not renew again after a Check made during a renewal")
+	}
+}
+
+// keepAliveEnded makes a client option whose keep-alive streams send on
+// ended when they fail after their context ended.
+func keepAliveEnded(ended chan<- struct{}) func(*clientv3.Config) {
+	ic := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil || !strings.HasSuffix(method, "/LeaseKeepAlive") {
+			return s, err
+		}
+		return &endedStream{ClientStream: s, ended: ended}, nil
+	}
+	return func(c *clientv3.Config) {
+		c.DialOptions = append(c.DialOptions, grpc.WithChainStreamInterceptor(ic))
+	}
+}
+
+type endedStream struct {
+	grpc.ClientStream
+	ended chan<- struct{}
+}
+
+func (s *endedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil && s.Context().Err() != nil {
+		select {
+		case s.ended <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// Stop tries once more to delete the keys handed over with Orphan, even when
+// it comes while a renewal is in flight: the lease lives on (a caller's
+// session), and so would the keys, blocking their queues. Whether the
+// keeper's loop first sees the end of its context or the failed renewal is
+// the scheduler's choice, so the race runs several times; in each, the loop
+// is held (in its logger, at the deadline) until both are ready.
+func TestStopFlushesOrphansWhileRenewing(t *testing.T) {
+	srv := integration.Shared(t)
+	direct := srv.Client(t)
+	for i := range 8 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			t.Parallel()
+			stopWhileRenewing(t, srv, direct)
+		})
+	}
+}
+
+func stopWhileRenewing(t *testing.T, srv *integration.Server, direct *clientv3.Client) {
+	p := integration.NewProxy(t, srv.Endpoint())
+	ended := make(chan struct{}, 1)
+	cli, err := srv.NewClient(func(c *clientv3.Config) { c.Endpoints = []string{p.Endpoint()} }, keepAliveEnded(ended))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+
+	g, err := direct.Grant(ctxT(t, 5*time.Second), 60) // outlives the test
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = direct.Revoke(ctxT(t, 5*time.Second), g.ID) })
+	key := integration.Namespace(t) + "orphan"
+	put, err := direct.Put(ctxT(t, 5*time.Second), key, "", clientv3.WithLease(g.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Get(ctxT(t, 5*time.Second), "warm-up"); err != nil { // connect first
+		t.Fatal(err)
+	}
+
+	atDeadline, release := make(chan struct{}), make(chan struct{})
+	lg := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.DebugLevel),
+		zap.Hooks(func(e zapcore.Entry) error {
+			if strings.HasPrefix(e.Message, "lease renewal deadline passed") {
+				close(atDeadline)
+				<-release
+			}
+			return nil
+		}))
+	// The keeper is told a short TTL, so that its deadline comes soon; the
+	// lease itself lasts a minute.
+	k := lease.Start(cli, g.ID, lease.Config{TTL: 3 * time.Second, Sent: time.Now(), Margin: time.Second, Logger: lg})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(func() { p.Unpause(); unblock(); k.Stop() }) // if the test fails early
+	p.Pause()
+	k.Orphan(key, put.Header.Revision) // its renewal hangs in the proxy
+	select {
+	case <-atDeadline: // the keeper's loop is held, with the renewal in flight
+	case <-time.After(10 * time.Second): // a hang detector
+		t.Fatal("the deadline never passed")
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		k.Stop()
+	}()
+	select {
+	case <-ended: // the renewal failed: both it and the Stop wait for the loop
+	case <-time.After(10 * time.Second):
+		t.Fatal("the renewal was not cut short by Stop")
+	}
+	p.Unpause()
+	unblock()
+	select {
+	case <-stopped:
+	case <-time.After(lease.RevokeTimeout + 10*time.Second):
+		t.Fatal("Stop did not return")
+	}
+	resp, err := direct.Get(ctxT(t, 5*time.Second), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 0 {
+		t.Fatal("the orphan key is still there after Stop")
 	}
 }
