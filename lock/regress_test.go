@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -301,5 +302,49 @@ func TestEnqueueOverStrayKey(t *testing.T) {
 			t.Fatalf("try=%v: the stray is still there while %v holds", try, h2.Token())
 		}
 		mustUnlock(t, h2)
+	}
+}
+
+// Two sessions on one lease (concurrency.WithLease) are two owners of its
+// renewals: the end of one (orphaned, here) must not end the holds made
+// through the other while the lease lives on.
+func TestSessionsSharingALeaseEndApart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	lg, err := e.cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.cli.Revoke(context.Background(), lg.ID)
+	s1, err := concurrency.NewSession(e.cli, concurrency.WithLease(lg.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := concurrency.NewSession(e.cli, concurrency.WithLease(lg.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	m1 := e.mutex(e.cli, "one", lock.WithSession(s1))
+	m2 := e.mutex(e.cli, "two", lock.WithSession(s2))
+	h1 := mustLock(t, m1)
+	h2 := mustLock(t, m2)
+	s1.Orphan() // s1 stops renewing; the lease lives on through s2
+	waitClosed(t, h1.Done(), 10*time.Second, "hold through the orphaned session")
+	if !errors.Is(h1.Err(), lock.ErrSessionExpired) {
+		t.Fatalf("hold through the orphaned session: Err = %v, want ErrSessionExpired", h1.Err())
+	}
+	if err := h2.Err(); err != nil {
+		t.Fatalf("hold through the live session lost with its sibling: %v", err)
+	}
+	if err := h2.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock through the live session: %v", err)
+	}
+	h3 := mustLock(t, m2) // a new hold through the live session
+	if err := h3.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m1.Lock(ctx); !errors.Is(err, lock.ErrSessionExpired) {
+		t.Fatalf("Lock through the orphaned session: %v, want ErrSessionExpired", err)
 	}
 }

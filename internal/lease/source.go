@@ -46,10 +46,15 @@ var shared = struct {
 	m map[sharedKey]*sharedKeeper
 }{m: make(map[sharedKey]*sharedKeeper)}
 
+// sharedKey says which keepers are shared: one per client, lease, margin
+// and session. Two sessions on one lease (concurrency.WithLease) get a
+// keeper each, since each ends on its own session's Done: one orphaned or
+// cancelled must not end the other's holds while the lease lives on.
 type sharedKey struct {
 	cli    *clientv3.Client
 	id     clientv3.LeaseID
 	margin time.Duration
+	done   <-chan struct{}
 }
 
 type sharedKeeper struct {
@@ -60,7 +65,7 @@ type sharedKeeper struct {
 func acquireShared(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) (*Keeper, func()) {
 	shared.Lock()
 	defer shared.Unlock()
-	key := sharedKey{cli, id, cfg.Margin}
+	key := sharedKey{cli, id, cfg.Margin, cfg.SessionDone}
 	e := shared.m[key]
 	if e == nil {
 		e = &sharedKeeper{k: Start(cli, id, cfg)}
