@@ -119,7 +119,9 @@ func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 			}
 			return exitOK
 		}
-		st.print(stdout)
+		if err := st.print(stdout); err != nil {
+			return report(stderr, "status", err, exitFailure)
+		}
 		return exitOK
 	}
 }
@@ -295,11 +297,12 @@ var kindTitle = map[string]string{
 	"election": "election",
 }
 
-// print writes st as text.
-func (st *lockStatus) print(w io.Writer) {
+// print writes st as text, and returns the first error writing to out.
+func (st *lockStatus) print(out io.Writer) error {
+	w := &errWriter{w: out}
 	if len(st.Queues) == 0 {
 		fmt.Fprintf(w, "no holders, waiters or candidates for %q under %q (revision %d)\n", st.Name, st.Namespace, st.Revision)
-		return
+		return w.err
 	}
 	for i, q := range st.Queues {
 		if i > 0 {
@@ -337,8 +340,24 @@ func (st *lockStatus) print(w io.Writer) {
 			row = append(row, strconv.FormatInt(e.Token, 10), e.Lease, ttlText(e.TTL), ageText(e.Age), e.Value)
 			fmt.Fprintf(tw, "  %s\n", strings.Join(row, "\t"))
 		}
-		_ = tw.Flush()
+		_ = tw.Flush() // its error is w's
 	}
+	return w.err
+}
+
+// errWriter writes to w until a write fails, and then keeps that error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
 }
 
 // ttlText shows a remaining TTL in seconds.

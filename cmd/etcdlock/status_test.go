@@ -4,8 +4,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -304,5 +306,27 @@ func TestDev(t *testing.T) {
 	dir := strings.Fields(msg[i+len("data in "):])[0]
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("data directory %s still there after dev stopped (%v)", dir, err)
+	}
+}
+
+// failingWriter fails every write, as stdout does on a full disk or a
+// closed pipe (with SIGPIPE caught).
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestStatusWriteFailure: status that cannot write its result exits 1 with
+// one line on stderr, as text as well as in JSON.
+func TestStatusWriteFailure(t *testing.T) {
+	e := newE2E(t)
+	for _, extra := range [][]string{nil, {"--json"}} {
+		args := append([]string{"status", "--endpoints", e.srv.Endpoint(), "--namespace", e.ns}, extra...)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var stderr bytes.Buffer
+		code := run(ctx, append(args, "x"), failingWriter{}, &stderr)
+		cancel()
+		if msg := stderr.String(); code != exitFailure || !strings.Contains(msg, "no space left on device") || strings.Count(msg, "\n") != 1 {
+			t.Errorf("etcdlock %q with a failing stdout: exit %d, stderr %q; want 1 and one line naming the error", args, code, msg)
+		}
 	}
 }
