@@ -45,10 +45,24 @@ reached at the start, 1 for other failures.
 type observeEvent struct {
 	Time   string `json:"time"`
 	Leader bool   `json:"leader"`
-	Value  string `json:"value,omitempty"`
-	Key    string `json:"key,omitempty"`
-	Token  int64  `json:"token,omitempty"`
-	Lease  string `json:"lease,omitempty"`
+	Value  string `json:"value"`
+	Key    string `json:"key"`
+	Token  int64  `json:"token"`
+	Lease  string `json:"lease"`
+}
+
+// MarshalJSON writes every field of a leader, its value even when empty (a
+// leader may proclaim ""), and only the time and "leader": false for no
+// leader.
+func (ev observeEvent) MarshalJSON() ([]byte, error) {
+	if !ev.Leader {
+		return json.Marshal(struct {
+			Time   string `json:"time"`
+			Leader bool   `json:"leader"`
+		}{ev.Time, false})
+	}
+	type leader observeEvent // its fields, without this method
+	return json.Marshal(leader(ev))
 }
 
 // setupObserve defines observe's flags.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -327,6 +328,37 @@ func TestStatusWriteFailure(t *testing.T) {
 		cancel()
 		if msg := stderr.String(); code != exitFailure || !strings.Contains(msg, "no space left on device") || strings.Count(msg, "\n") != 1 {
 			t.Errorf("etcdlock %q with a failing stdout: exit %d, stderr %q; want 1 and one line naming the error", args, code, msg)
+		}
+	}
+}
+
+// TestObserveEventJSON checks the shape of observe --json's lines: a leader
+// has every field, even an empty value (Proclaim("") publishes one); no
+// leader has only the time and "leader": false.
+func TestObserveEventJSON(t *testing.T) {
+	for _, tc := range []struct {
+		ev   observeEvent
+		keys string
+	}{
+		{observeEvent{Time: "t", Leader: true, Value: "", Key: "k", Token: 3, Lease: "00000000000000ab"}, "key leader lease time token value"},
+		{observeEvent{Time: "t", Leader: true, Value: "v", Key: "k", Token: 3, Lease: "00000000000000ab"}, "key leader lease time token value"},
+		{observeEvent{Time: "t"}, "leader time"},
+	} {
+		b, err := json.Marshal(tc.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for k := range m {
+			got = append(got, k)
+		}
+		slices.Sort(got)
+		if strings.Join(got, " ") != tc.keys {
+			t.Errorf("%+v as JSON: %s, want the keys %s", tc.ev, b, tc.keys)
 		}
 	}
 }
