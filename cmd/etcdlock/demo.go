@@ -6,7 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -45,7 +48,9 @@ Every event is printed with the time since the start. The last line sums up:
 
 The exit status is 1 if an invariant failed: the counter differs from the
 number of accepted increments, the stale write was accepted, or no other
-worker took over. The demo takes about 3 seconds.`,
+worker took over; and 1, with one line saying why, if the demo stopped
+before its end: interrupted (SIGINT, SIGTERM), or its output could not be
+written. The demo takes about 3 seconds.`,
 	setup: setupDemo,
 }
 
@@ -72,26 +77,38 @@ func setupDemo(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wri
 			enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
 			lg = zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), zapcore.DebugLevel))
 		}
+		// With SIGPIPE caught, a write to a closed pipe ("etcdlock demo |
+		// head -1") fails with EPIPE, which stops the demo, instead of
+		// killing the process before it has stopped its etcd and removed
+		// its data.
+		sigpipe := make(chan os.Signal, 1)
+		signal.Notify(sigpipe, syscall.SIGPIPE)
+		defer signal.Stop(sigpipe)
 		return runDemo(ctx, lg, stdout, stderr)
 	}
 }
 
 // runDemo runs the demo, printing events to stdout and failures to stderr,
 // and returns the exit status. An invariant that failed is reported as
-// "FAILED"; a demo that could not run to its end (interrupted, say) says
-// why in one line, and claims no failure of the invariants that only its
-// end can check.
+// "FAILED"; a demo that could not run to its end (interrupted, or its
+// events could not be written) says why in one line, and claims no failure
+// of the invariants that only its end can check.
 func runDemo(parent context.Context, lg *zap.Logger, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(parent, demoTimeout)
 	defer cancel()
+	ctx, stopWriting := context.WithCancelCause(ctx)
+	defer stopWriting(nil)
 	d := &demo{
-		log:      &eventLog{w: stdout, start: time.Now()},
+		log:      &eventLog{w: stdout, start: time.Now(), failed: stopWriting},
 		lg:       lg,
 		tookOver: make(chan struct{}),
 	}
 	err := d.run(ctx)
-	if err != nil && parent.Err() != nil {
+	switch werr := d.log.error(); {
+	case err != nil && parent.Err() != nil:
 		err = fmt.Errorf("interrupted: %w", context.Cause(parent))
+	case werr != nil:
+		err = werr
 	}
 	value, writes := d.res.snapshot()
 	d.mu.Lock()
@@ -107,7 +124,10 @@ func runDemo(parent context.Context, lg *zap.Logger, stdout, stderr io.Writer) i
 	if d.stale != 1 {
 		writesWord = "stale writes"
 	}
-	fmt.Fprintf(stdout, "demo: %d critical sections, counter=%d, %d %s rejected, %d lost updates\n", writes, value, d.stale, writesWord, lost)
+	_, werr := fmt.Fprintf(stdout, "demo: %d critical sections, counter=%d, %d %s rejected, %d lost updates\n", writes, value, d.stale, writesWord, lost)
+	if werr != nil && err == nil {
+		err = fmt.Errorf("writing the summary: %w", werr)
+	}
 	for _, f := range d.failures {
 		fmt.Fprintf(stderr, "etcdlock demo: FAILED: %s\n", f)
 	}
@@ -514,18 +534,37 @@ func (p *progress) wait(ctx context.Context, n int) error {
 }
 
 // eventLog prints lines prefixed with the time since start. It is safe for
-// concurrent use.
+// concurrent use. Once a write fails it prints nothing more, and calls
+// failed, if set, with the error.
 type eventLog struct {
-	mu    sync.Mutex
-	w     io.Writer
-	start time.Time
+	mu     sync.Mutex
+	w      io.Writer
+	start  time.Time
+	failed func(error)
+	err    error // the first write error, wrapped
 }
 
 // printf prints one event line.
 func (l *eventLog) printf(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, "[%6.3fs] %s\n", time.Since(l.start).Seconds(), fmt.Sprintf(format, args...))
+	if l.err != nil {
+		return
+	}
+	_, err := fmt.Fprintf(l.w, "[%6.3fs] %s\n", time.Since(l.start).Seconds(), fmt.Sprintf(format, args...))
+	if err != nil {
+		l.err = fmt.Errorf("writing the events: %w", err)
+		if l.failed != nil {
+			l.failed(l.err)
+		}
+	}
+}
+
+// error returns the first write error, or nil.
+func (l *eventLog) error() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 // closers closes things in the reverse order of add, like defer, and
