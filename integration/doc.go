@@ -34,7 +34,11 @@
 //
 // [Proxy] sits between a client and an endpoint (built on
 // go.etcd.io/etcd/pkg/v3/proxy) and can hold ([Proxy.Pause]) or drop
-// ([Proxy.Blackhole]) traffic in both directions. [Cluster.Isolate] and
+// ([Proxy.Blackhole]) traffic in both directions, drop requests only
+// ([Proxy.BlackholeRequests]) or delay responses ([Proxy.DelayResponses]).
+// Its faults nest, so that overlapping faults can share a proxy: each one's
+// undo ends only its own part, and the effect lasts until the last
+// overlapping fault ends. [Cluster.Isolate] and
 // [Cluster.Heal] partition a member from its peers at the raft transport,
 // [Member.Stop], [Member.HardStop] and [Member.Restart] stop a member and
 // start it again on the same URLs and data, and [Cluster.MoveLeader]

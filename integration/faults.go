@@ -341,9 +341,10 @@ func PauseClient(ctx context.Context, d time.Duration, ps ...*Proxy) error {
 }
 
 // BlackholeClient drops the traffic of the given proxies in both directions
-// (see [Proxy.Blackhole]) for d or until ctx ends, then forwards it again.
-// The client's connections usually break and reconnect afterwards. It
-// returns ctx's error if ctx ended first.
+// (see [Proxy.Blackhole]) for d or until ctx ends, then forwards it again
+// (unless another blackhole of the same proxy still drops it: blackholes
+// nest). The client's connections usually break and reconnect afterwards.
+// It returns ctx's error if ctx ended first.
 func BlackholeClient(ctx context.Context, d time.Duration, ps ...*Proxy) error {
 	for _, p := range ps {
 		p.Blackhole()
@@ -364,14 +365,17 @@ func BlackholeClient(ctx context.Context, d time.Duration, ps ...*Proxy) error {
 // delays each chunk it reads in turn, so back-to-back responses queue up
 // behind each other. A client then receives every answer at least latency
 // after the server produced it: a lease renewal, for example, arrives well
-// after the server renewed. It returns ctx's error if ctx ended first.
+// after the server renewed. Delays nest (see [Proxy.DelayResponses]): while
+// several overlap on a proxy the longest latency applies, and each one's
+// end leaves the others in effect. It returns ctx's error if ctx ended
+// first.
 func DelayClientResponses(ctx context.Context, d, latency time.Duration, ps ...*Proxy) error {
 	for _, p := range ps {
-		p.Server().DelayRx(latency, 0)
+		p.DelayResponses(latency)
 	}
 	defer func() {
 		for _, p := range ps {
-			p.Server().UndelayRx()
+			p.UndelayResponses(latency)
 		}
 	}()
 	if !sleep(ctx, d) {
@@ -383,15 +387,17 @@ func DelayClientResponses(ctx context.Context, d, latency time.Duration, ps ...*
 // DropClientRequests drops the traffic from the client to the server
 // through the given proxies for d or until ctx ends, while answers to
 // requests that already reached the server still come back: a one-way
-// partition. The client's connections usually break afterwards. It returns
+// partition (see [Proxy.BlackholeRequests]). It nests with other drops and
+// blackholes of the same proxy: requests stay dropped until the last one
+// ends. The client's connections usually break afterwards. It returns
 // ctx's error if ctx ended first.
 func DropClientRequests(ctx context.Context, d time.Duration, ps ...*Proxy) error {
 	for _, p := range ps {
-		p.Server().BlackholeTx()
+		p.BlackholeRequests()
 	}
 	defer func() {
 		for _, p := range ps {
-			p.Server().UnblackholeTx()
+			p.UnblackholeRequests()
 		}
 	}()
 	if !sleep(ctx, d) {

@@ -41,10 +41,18 @@ type Proxy struct {
 	cancel  context.CancelFunc
 	relayWg sync.WaitGroup // the relay's goroutines
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // the relay's open connections
-	closed bool
-	paused int // Pause calls not matched by Unpause yet
+	// The faults below nest: each counts the calls not yet undone, and
+	// only the first call and the last undo reach the etcd proxy.
+	mu         sync.Mutex
+	conns      map[net.Conn]struct{} // the relay's open connections
+	closed     bool
+	paused     int             // Pause calls not matched by Unpause yet
+	blackholed int             // Blackhole calls not matched by Unblackhole yet
+	dropped    int             // BlackholeRequests calls not matched yet
+	txDropped  bool            // whether the etcd proxy drops requests
+	rxDropped  bool            // whether the etcd proxy drops responses
+	delays     []time.Duration // latencies of DelayResponses calls not undone yet
+	delay      time.Duration   // the response latency set on the etcd proxy
 
 	closeOnce sync.Once
 	closeErr  error
@@ -229,10 +237,14 @@ func proxyTarget(ep string) (url.URL, error) {
 func (p *Proxy) Endpoint() string { return p.endpoint }
 
 // Server returns the underlying go.etcd.io/etcd/pkg/v3/proxy server, for
-// other faults (latency, accept pauses, ...). Its To is the relay's
-// socket, not the endpoint. Do not call its PauseTx and PauseRx while
-// [Proxy.Pause] is in effect: each replaces the pause that the other's
-// unpause ends.
+// other faults (request latency, accept pauses, ...). Its To is the
+// relay's socket, not the endpoint. Its own faults do not nest, and they
+// share state with the Proxy's: do not call its PauseTx and PauseRx while
+// [Proxy.Pause] is in effect, its BlackholeTx, BlackholeRx, ModifyTx and
+// ModifyRx (and their undos) while [Proxy.Blackhole] or
+// [Proxy.BlackholeRequests] is, nor its DelayRx and UndelayRx while
+// [Proxy.DelayResponses] is: each replaces the fault that the other's undo
+// ends.
 func (p *Proxy) Server() proxy.Server { return p.srv }
 
 // Pause holds the traffic in both directions: bytes already read from one
@@ -271,17 +283,125 @@ func (p *Proxy) Unpause() {
 // bytes are read and discarded, connections stay open. Dropping bytes
 // mid-stream usually corrupts the HTTP/2 connection, so after Unblackhole
 // the first requests may fail until the client reconnects (immediately on a
-// protocol error, otherwise after its keep-alive timeout). It does not
-// block.
+// protocol error, otherwise after its keep-alive timeout). Blackholes nest
+// like pauses: the traffic is dropped until every Blackhole has been
+// matched by an Unblackhole, so that overlapping [BlackholeClient] calls
+// on one proxy drop it until the last one ends. It does not block.
 func (p *Proxy) Blackhole() {
-	p.srv.BlackholeTx()
-	p.srv.BlackholeRx()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.blackholed++
+	p.applyDrops()
 }
 
-// Unblackhole forwards traffic again. It does not block.
+// Unblackhole ends one [Proxy.Blackhole]; once none is left, it forwards
+// traffic again (requests stay dropped while [Proxy.BlackholeRequests] is
+// in effect). An Unblackhole without a Blackhole to end does nothing. It
+// does not block.
 func (p *Proxy) Unblackhole() {
-	p.srv.UnblackholeTx()
-	p.srv.UnblackholeRx()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.blackholed == 0 {
+		return
+	}
+	p.blackholed--
+	p.applyDrops()
+}
+
+// BlackholeRequests drops the traffic from the client to the endpoint until
+// [Proxy.UnblackholeRequests], while the endpoint's answers still come
+// through: a one-way partition. Like [Proxy.Blackhole] it usually corrupts
+// the client's connection. It nests with itself and with Blackhole: the
+// requests are dropped while any BlackholeRequests or Blackhole has not
+// been undone yet. It does not block.
+func (p *Proxy) BlackholeRequests() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropped++
+	p.applyDrops()
+}
+
+// UnblackholeRequests ends one [Proxy.BlackholeRequests]. One without a
+// BlackholeRequests to end does nothing. It does not block.
+func (p *Proxy) UnblackholeRequests() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dropped == 0 {
+		return
+	}
+	p.dropped--
+	p.applyDrops()
+}
+
+// applyDrops makes the etcd proxy drop what the blackholes in effect ask
+// for. p.mu is held.
+func (p *Proxy) applyDrops() {
+	tx, rx := p.blackholed+p.dropped > 0, p.blackholed > 0
+	if tx != p.txDropped {
+		if tx {
+			p.srv.BlackholeTx()
+		} else {
+			p.srv.UnblackholeTx()
+		}
+		p.txDropped = tx
+	}
+	if rx != p.rxDropped {
+		if rx {
+			p.srv.BlackholeRx()
+		} else {
+			p.srv.UnblackholeRx()
+		}
+		p.rxDropped = rx
+	}
+}
+
+// DelayResponses delays the traffic from the endpoint to the client by
+// latency until [Proxy.UndelayResponses] with the same latency: the proxy
+// waits latency before forwarding each chunk it reads, so back-to-back
+// responses queue up behind each other. Delays nest: while several are in
+// effect the longest latency applies, and the end of one leaves the others
+// in effect. A latency of zero or less does nothing. It does not block.
+func (p *Proxy) DelayResponses(latency time.Duration) {
+	if latency <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delays = append(p.delays, latency)
+	p.applyDelay()
+}
+
+// UndelayResponses ends one [Proxy.DelayResponses] of the same latency; once
+// none is left, responses are forwarded at once again. One without a
+// DelayResponses of that latency to end does nothing. It does not block.
+func (p *Proxy) UndelayResponses(latency time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, d := range p.delays {
+		if d == latency {
+			p.delays = append(p.delays[:i], p.delays[i+1:]...)
+			p.applyDelay()
+			return
+		}
+	}
+}
+
+// applyDelay sets the etcd proxy's response latency to the longest one in
+// effect. p.mu is held.
+func (p *Proxy) applyDelay() {
+	var d time.Duration
+	for _, l := range p.delays {
+		d = max(d, l)
+	}
+	if d == p.delay {
+		return
+	}
+	if d == 0 {
+		p.srv.UndelayRx()
+	} else {
+		p.srv.DelayRx(d, 0)
+	}
+	p.delay = d
 }
 
 // Close stops accepting connections, closes the connections through the
