@@ -19,9 +19,14 @@ import (
 // Cluster is a cluster of embedded etcd members running in this process.
 // Its methods are safe for concurrent use.
 type Cluster struct {
-	mu       sync.Mutex
-	members  []*Member // set once by start, then read-only
-	cuts     map[[2]int]bool
+	mu      sync.Mutex
+	members []*Member // set once by start, then read-only
+	// The partitions in effect, by member index: Isolate calls not yet
+	// matched by Heal, and pauses of a member's raft traffic not yet
+	// ended. Member a drops its traffic with peer b when either is
+	// isolated or a is paused; see cutWanted.
+	isolated map[int]int
+	muted    map[int]int
 	owned    []string // directories to remove at Close
 	closed   bool
 	closeErr error
@@ -324,46 +329,99 @@ func (c *Cluster) MoveLeader(ctx context.Context, to int) error {
 // it can no longer commit anything or serve linearizable reads; if it led,
 // it steps down after an election timeout and the others elect a new
 // leader. The partition applies to stopped members too, when they restart
-// (re-applied right after the start, so there is a brief window). It does
-// not block. It panics if i is out of range.
+// (re-applied right after the start, so there is a brief window).
+//
+// Partitions nest: member i stays isolated until every Isolate(i) has been
+// matched by a [Cluster.Heal](i), and a link between two members stays cut
+// while either of them is isolated, so that overlapping partitions (of the
+// same member or of different ones) each end only their own part. Do not
+// call the members' CutPeer, MendPeer, PauseSending or ResumeSending
+// directly while a partition is in effect. It does not block. It panics if
+// i is out of range.
 func (c *Cluster) Isolate(i int) {
-	c.setCut(i, true)
-}
-
-// Heal undoes [Cluster.Isolate] (and any cut involving member i): member i
-// and the others exchange messages again (EtcdServer.MendPeer). It does not
-// block; the member catches up shortly afterwards. It panics if i is out of
-// range.
-func (c *Cluster) Heal(i int) {
-	c.setCut(i, false)
-}
-
-func (c *Cluster) setCut(i int, cut bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.checkIndex(i)
+	if c.isolated == nil {
+		c.isolated = make(map[int]int)
+	}
+	c.isolated[i]++
+	c.applyLinks(i)
+}
+
+// Heal ends one [Cluster.Isolate] of member i; once none is left, member i
+// and the others exchange messages again (EtcdServer.MendPeer), except
+// those that another partition still in effect cuts. A Heal without an
+// Isolate to end does nothing. It does not block; the member catches up
+// shortly afterwards. It panics if i is out of range.
+func (c *Cluster) Heal(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checkIndex(i)
+	if c.isolated[i] == 0 {
+		return
+	}
+	c.isolated[i]--
+	c.applyLinks(i)
+}
+
+// mute makes member i drop the raft messages it would send to and receive
+// from every peer, until a matching unmute (the partition of
+// [Faults.PauseMember]). Mutes nest like [Cluster.Isolate]. It panics if i
+// is out of range.
+func (c *Cluster) mute(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checkIndex(i)
+	if c.muted == nil {
+		c.muted = make(map[int]int)
+	}
+	c.muted[i]++
+	c.applyLinks(i)
+}
+
+// unmute ends one mute of member i.
+func (c *Cluster) unmute(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checkIndex(i)
+	if c.muted[i] == 0 {
+		return
+	}
+	c.muted[i]--
+	c.applyLinks(i)
+}
+
+// checkIndex panics if i is out of range. c.mu is held.
+func (c *Cluster) checkIndex(i int) {
 	if i < 0 || i >= len(c.members) {
 		panic(fmt.Sprintf("integration: member index %d out of range [0,%d)", i, len(c.members)))
 	}
-	if c.cuts == nil {
-		c.cuts = make(map[[2]int]bool)
-	}
+}
+
+// cutWanted reports whether member a should drop its traffic with member b.
+// c.mu is held.
+func (c *Cluster) cutWanted(a, b int) bool {
+	return c.isolated[a] > 0 || c.isolated[b] > 0 || c.muted[a] > 0
+}
+
+// applyLinks cuts or mends, on both sides, every link of member i to the
+// others as the partitions in effect want. Cutting a cut link or mending a
+// mended one does nothing. c.mu is held.
+func (c *Cluster) applyLinks(i int) {
 	for j := range c.members {
 		if j == i {
 			continue
 		}
 		for _, p := range [][2]int{{i, j}, {j, i}} {
 			a, b := c.members[p[0]], c.members[p[1]]
-			if cut {
-				c.cuts[p] = true
-			} else {
-				delete(c.cuts, p)
-			}
-			if srv := a.EtcdServer(); srv != nil {
-				if cut {
-					srv.CutPeer(b.id)
-				} else {
-					srv.MendPeer(b.id)
-				}
+			srv := a.EtcdServer()
+			switch {
+			case srv == nil: // stopped: applyCuts cuts at the restart
+			case c.cutWanted(p[0], p[1]):
+				srv.CutPeer(b.id)
+			default:
+				srv.MendPeer(b.id)
 			}
 		}
 	}
@@ -373,9 +431,9 @@ func (c *Cluster) setCut(i int, cut bool) {
 func (c *Cluster) applyCuts(i int, srv *etcdserver.EtcdServer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for p := range c.cuts {
-		if p[0] == i {
-			srv.CutPeer(c.members[p[1]].id)
+	for j, m := range c.members {
+		if j != i && c.cutWanted(i, j) {
+			srv.CutPeer(m.id)
 		}
 	}
 }

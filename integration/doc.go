@@ -38,18 +38,18 @@
 // ([Proxy.BlackholeRequests]) or delay responses ([Proxy.DelayResponses]).
 // Its faults nest, so that overlapping faults can share a proxy: each one's
 // undo ends only its own part, and the effect lasts until the last
-// overlapping fault ends. [Cluster.Isolate] and
-// [Cluster.Heal] partition a member from its peers at the raft transport,
-// [Member.Stop], [Member.HardStop] and [Member.Restart] stop a member and
-// start it again on the same URLs and data, and [Cluster.MoveLeader]
-// transfers leadership.
+// overlapping fault ends. [Cluster.Isolate] and [Cluster.Heal] partition a
+// member from its peers at the raft transport (partitions nest too: a link
+// stays cut while any partition wants it), [Member.Stop], [Member.HardStop]
+// and [Member.Restart] stop a member and start it again on the same URLs
+// and data, and [Cluster.MoveLeader] transfers leadership.
 //
-// [Faults] bundles these into faults that undo themselves when they end
-// (restart a member or the leader, partition the leader, move leadership,
-// pause a member's sending, compact), and [PauseClient],
-// [BlackholeClient], [DelayClientResponses] and [DropClientRequests] act on
-// clients' proxies. A [Schedule] runs a random sequence of [Fault]s from a
-// logged seed.
+// [Faults] bundles these into faults that undo themselves, and only
+// themselves, when they end (restart a member or the leader, partition the
+// leader, move leadership, pause a member's sending, compact), and
+// [PauseClient], [BlackholeClient], [DelayClientResponses] and
+// [DropClientRequests] act on clients' proxies. A [Schedule] runs a random
+// sequence of [Fault]s from a logged seed.
 //
 // # Test suites
 //

@@ -19,6 +19,9 @@ import (
 // Undoing (restarting a stopped member, healing a partition, resuming,
 // unpausing) runs on a context of its own bounded by [FaultUndoTimeout], so
 // that an ended context never leaves a member stopped or a proxy paused.
+// Faults nest: undoing one fault ends only its own part, so that faults
+// overlapping in time (say, in the lanes of several [Schedule]s) each last
+// their full term.
 
 // FaultUndoTimeout bounds how long a fault function waits for its own undo
 // step (mostly a member restart becoming ready) after its duration.
@@ -28,17 +31,19 @@ const FaultUndoTimeout = 20 * time.Second
 // partitions, leadership moves, paused raft traffic and compaction. The
 // functions of this file that take proxies ([PauseClient],
 // [BlackholeClient], [DelayClientResponses], [DropClientRequests]) inject the
-// faults of clients. A Faults is safe for concurrent use, but faults on the
-// same member should not overlap (for example a restart of a member whose
-// traffic is paused ends the pause early, since the new server starts
-// unpaused).
+// faults of clients. A Faults is safe for concurrent use, and its faults
+// nest (see [Cluster.Isolate]): a partition, the crash of a restart and a
+// pause of a member's traffic each cut links that the end of another fault
+// does not mend, so faults on the same or on different members may
+// overlap.
 type Faults struct {
 	c   *Cluster
 	cli *clientv3.Client // direct client of all members, for compaction
 	lg  *zap.Logger
 
 	mu     sync.Mutex
-	paused map[int]bool // members whose sending is paused
+	undos  map[int]func() // partitions in effect, by the id undo gave them
+	nextID int
 	closed bool
 }
 
@@ -54,16 +59,16 @@ func NewFaults(c *Cluster, lg *zap.Logger) (*Faults, error) {
 	if err != nil {
 		return nil, fmt.Errorf("integration: faults client: %w", err)
 	}
-	return &Faults{c: c, cli: cli, lg: lg.Named("faults"), paused: make(map[int]bool)}, nil
+	return &Faults{c: c, cli: cli, lg: lg.Named("faults"), undos: make(map[int]func())}, nil
 }
 
 // Cluster returns the cluster the faults are injected into.
 func (f *Faults) Cluster() *Cluster { return f.c }
 
-// Close undoes every fault that is still in effect (heals every member and
-// resumes their sending) and closes the client. It is idempotent. Fault
-// functions still running when Close is called undo their own fault when
-// they return.
+// Close undoes every partition and pause of f that is still in effect
+// (those made by calling [Cluster.Isolate] directly stay) and closes the
+// client. It is idempotent. Fault functions still running when Close is
+// called end when their term does, without undoing anything again.
 func (f *Faults) Close() error {
 	f.mu.Lock()
 	if f.closed {
@@ -71,16 +76,11 @@ func (f *Faults) Close() error {
 		return nil
 	}
 	f.closed = true
-	paused := f.paused
-	f.paused = map[int]bool{}
+	undos := f.undos
+	f.undos = map[int]func(){}
 	f.mu.Unlock()
-	for i := range f.c.Members() {
-		f.c.Heal(i)
-	}
-	for i := range paused {
-		if srv := f.c.Member(i).EtcdServer(); srv != nil {
-			srv.ResumeSending()
-		}
+	for _, undo := range undos {
+		undo()
 	}
 	if err := f.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -109,6 +109,31 @@ func undoContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), FaultUndoTimeout)
 }
 
+// track records a partition of f in effect, undone by undo, and returns
+// the function that undoes it once (at the fault's end or at Close,
+// whichever comes first).
+func (f *Faults) track(undo func()) func() {
+	var once sync.Once
+	undoOnce := func() { once.Do(undo) }
+	f.mu.Lock()
+	id := f.nextID
+	f.nextID++
+	f.undos[id] = undoOnce
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		delete(f.undos, id)
+		f.mu.Unlock()
+		undoOnce()
+	}
+}
+
+// isolate isolates member i until the returned function is called.
+func (f *Faults) isolate(i int) (heal func()) {
+	f.c.Isolate(i)
+	return f.track(func() { f.c.Heal(i) })
+}
+
 func (f *Faults) member(i int) error {
 	if n := len(f.c.Members()); i < 0 || i >= n {
 		return fmt.Errorf("integration: member index %d out of range [0,%d)", i, n)
@@ -122,7 +147,9 @@ func (f *Faults) member(i int) error {
 // its peers ([Cluster.Isolate]), so that they lose it abruptly and, if it
 // led, elect a new leader after an election timeout; then it is stopped
 // ([Member.Stop], which no longer hands over leadership since the member
-// no longer leads), and healed. The graceful stop lets requests already
+// no longer leads), and this isolation ends. Other partitions and pauses
+// in effect stay, also those of member i, and are re-applied at the
+// restart (see [Member.Restart]). The graceful stop lets requests already
 // in flight on the member finish, as a crash would not; [Member.HardStop]
 // fails them instead.
 //
@@ -137,7 +164,7 @@ func (f *Faults) RestartMember(ctx context.Context, i int, down time.Duration) e
 	}
 	m := f.c.Member(i)
 	f.lg.Info("restart member: stopping", zap.String("member", m.Name()), zap.Duration("down", down))
-	f.c.Isolate(i)
+	heal := f.isolate(i)
 	if srv := m.EtcdServer(); srv != nil {
 		// A leader steps down once it misses a quorum for an election
 		// timeout (check quorum); stopping it before that would make it
@@ -148,10 +175,7 @@ func (f *Faults) RestartMember(ctx context.Context, i int, down time.Duration) e
 		}
 	}
 	_ = m.Stop()
-	f.c.Heal(i)
-	f.mu.Lock()
-	delete(f.paused, i) // the new server starts unpaused
-	f.mu.Unlock()
+	heal()
 	sleep(ctx, down)
 	uctx, cancel := undoContext(ctx)
 	defer cancel()
@@ -188,14 +212,15 @@ func (f *Faults) PartitionLeader(ctx context.Context, d time.Duration) (int, err
 }
 
 // PartitionMember isolates member i from the other members for d or until
-// ctx ends, then heals it. It returns ctx's error if ctx ended first.
+// ctx ends, then ends this isolation: links that another partition still
+// in effect cuts stay cut ([Cluster.Isolate] nests). It returns ctx's
+// error if ctx ended first.
 func (f *Faults) PartitionMember(ctx context.Context, i int, d time.Duration) error {
 	if err := f.member(i); err != nil {
 		return err
 	}
 	f.lg.Info("partition member", zap.Int("member", i), zap.Duration("for", d))
-	f.c.Isolate(i)
-	defer f.c.Heal(i)
+	defer f.isolate(i)()
 	if !sleep(ctx, d) {
 		return ctx.Err()
 	}
@@ -220,30 +245,20 @@ func (f *Faults) MoveLeader(ctx context.Context) (int, error) {
 
 // PauseMember pauses all raft traffic of member i for d or until ctx ends:
 // the member drops every message it would send to its peers and every
-// message it reads from them (EtcdServer.PauseSending), then resumes
-// (ResumeSending). Its clients stay connected but nothing it serves can
-// commit; if it led, the others elect a new leader. Unlike
-// [Cluster.Isolate] the pause does not survive a restart of the member.
-// It returns ctx's error if ctx ended first.
+// message it reads from them (EtcdServer.CutPeer on its side only, what
+// PauseSending does), then this pause ends. Its clients stay connected but
+// nothing it serves can commit; if it led, the others elect a new leader.
+// Pauses nest with each other and with partitions ([Cluster.Isolate]):
+// a link stays cut while any of them wants it cut. Like a partition, the
+// pause applies to a stopped member when it restarts. It returns ctx's
+// error if ctx ended first.
 func (f *Faults) PauseMember(ctx context.Context, i int, d time.Duration) error {
 	if err := f.member(i); err != nil {
 		return err
 	}
-	srv := f.c.Member(i).EtcdServer()
-	if srv == nil {
-		return fmt.Errorf("integration: member %d is not running", i)
-	}
 	f.lg.Info("pause member", zap.Int("member", i), zap.Duration("for", d))
-	f.mu.Lock()
-	f.paused[i] = true
-	f.mu.Unlock()
-	srv.PauseSending()
-	defer func() {
-		srv.ResumeSending()
-		f.mu.Lock()
-		delete(f.paused, i)
-		f.mu.Unlock()
-	}()
+	f.c.mute(i)
+	defer f.track(func() { f.c.unmute(i) })()
 	if !sleep(ctx, d) {
 		return ctx.Err()
 	}

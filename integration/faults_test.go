@@ -302,3 +302,107 @@ func TestScheduleReplaysFromSeed(t *testing.T) {
 		t.Fatalf("different seeds, same schedule:\n%v\n%v", a, c)
 	}
 }
+
+// A fault on member i that ends while member j is partitioned leaves j's
+// cuts in place, i<->j included: once the third member is stopped, i and
+// j (a majority of three) must not elect a leader until j's partition
+// heals.
+func TestFaultKeepsOtherPartition(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(ctx context.Context, f *integration.Faults, i int) error
+	}{
+		{"restart", func(ctx context.Context, f *integration.Faults, i int) error {
+			return f.RestartMember(ctx, i, 100*time.Millisecond)
+		}},
+		{"partition", func(ctx context.Context, f *integration.Faults, i int) error {
+			return f.PartitionMember(ctx, i, 0)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := integration.NewCluster(t, 3, integration.WithoutFsync())
+			f, err := integration.NewFaults(c, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = f.Close() })
+			ctx := ctxT(t, 60*time.Second)
+			k, err := c.WaitLeader(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, i := (k+1)%3, (k+2)%3
+			c.Isolate(j)
+			if err := tc.fault(ctx, f, i); err != nil {
+				t.Fatalf("%s of member %d: %v", tc.name, i, err)
+			}
+			if err := c.Member(k).HardStop(); err != nil {
+				t.Fatal(err)
+			}
+			// Election timeouts are 100 ms: a healed i<->j elects within a
+			// few of them.
+			wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			l, err := c.WaitLeader(wctx)
+			cancel()
+			if err == nil {
+				t.Fatalf("member %d leads after the %s of member %d while member %d is partitioned", l, tc.name, i, j)
+			}
+			c.Heal(j)
+			if _, err := c.WaitLeader(ctx); err != nil {
+				t.Fatalf("members %d and %d elect no leader once %d's partition heals: %v", i, j, j, err)
+			}
+		})
+	}
+}
+
+// A PauseMember that starts and ends while another pause of the same
+// member lasts leaves that member paused: it serves no linearizable read
+// until the outer pause ends.
+func TestPauseMemberNests(t *testing.T) {
+	c := integration.NewCluster(t, 3, integration.WithoutFsync())
+	f, err := integration.NewFaults(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	ctx := ctxT(t, 60*time.Second)
+	k, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := c.Member(k).Client(t)
+	mustPut(t, cli, "k", "v")
+
+	pctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := f.PauseMember(pctx, k, 10*time.Minute); !errors.Is(err, context.Canceled) {
+			t.Errorf("PauseMember cancelled: %v, want context.Canceled", err)
+		}
+	})
+	defer wg.Wait()
+	defer stop()
+	// The pause is in effect once the others elected another leader.
+	for {
+		l, err := c.WaitLeader(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l != k {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := f.PauseMember(ctx, k, 0); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = cli.Get(rctx, "k")
+	cancel()
+	if err == nil {
+		t.Fatalf("member %d served a linearizable read after a nested pause ended, its outer pause still in effect", k)
+	}
+	stop()
+	wg.Wait()
+	getRetry(t, cli, "k")
+}

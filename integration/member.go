@@ -295,10 +295,10 @@ func (m *Member) HardStop() error {
 // the same client and peer URLs, and waits until it is ready to serve
 // (which, in a cluster, needs a leader it can reach). It waits at most until
 // ctx is done, or for the start timeout if ctx has no deadline. Restarting
-// a running member is an error. Restart re-applies partitions made by
-// [Cluster.Isolate] right after the start; an isolated member cannot become
-// ready, so Restart then waits for ctx unless [Cluster.Heal] is called
-// meanwhile. If the member does not become ready it is left running, and
+// a running member is an error. Restart re-applies the partitions in
+// effect ([Cluster.Isolate], [Faults.PauseMember]) right after the start;
+// an isolated member cannot become ready, so Restart then waits for ctx
+// unless the partition ends meanwhile. If the member does not become ready it is left running, and
 // the error says so; call Stop to stop it.
 func (m *Member) Restart(ctx context.Context) error {
 	m.lifeMu.Lock()
