@@ -188,29 +188,86 @@ func GoleakOptions() []goleak.Option {
 // and proxies by design. None do with etcd v3.7.3 and grpc v1.83.
 var goleakIgnores []goleak.Option
 
+// Bounds of the wait before WaitKeyCount opens again a watch that closed.
+const (
+	rewatchMinBackoff = 10 * time.Millisecond
+	rewatchMaxBackoff = 500 * time.Millisecond
+)
+
 // WaitKeyCount blocks until exactly n keys exist under prefix, watching the
 // prefix rather than polling, and fails tb with tb.Fatalf if that takes
 // longer than timeout or a read fails; call it from the test's goroutine.
-// Tests use it to know that n waiters have queued. It is safe for
-// concurrent use with other calls on cli.
+// A watch that closes early (cancelled by the server, say) is opened
+// again, after a wait that starts at 10 ms and doubles while watches keep
+// closing, up to 500 ms. Tests use it to know that n waiters have queued.
+// It is safe for concurrent use with other calls on cli.
 func WaitKeyCount(tb testing.TB, cli *clientv3.Client, prefix string, n int64, timeout time.Duration) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	w := cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	<-w // created: every change from here on wakes the loop
+	var have int64 = -1
+	timedOut := func() {
+		tb.Helper()
+		tb.Fatalf("integration: waiting for %d keys under %s: have %d after %v", n, prefix, have, timeout)
+	}
+	var (
+		w       clientv3.WatchChan
+		wcancel context.CancelFunc = func() {}
+		backoff time.Duration
+	)
+	defer func() { wcancel() }()
+	// watch opens the watch, after the backoff if the last one closed, and
+	// waits until it is created (or closed): every change from then on
+	// wakes the loop.
+	watch := func() {
+		tb.Helper()
+		wcancel()
+		if backoff > 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				timedOut()
+			}
+		}
+		var wctx context.Context
+		wctx, wcancel = context.WithCancel(ctx)
+		w = cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+		select {
+		case _, ok := <-w:
+			if ok {
+				backoff = 0
+			} else {
+				backoff = min(max(2*backoff, rewatchMinBackoff), rewatchMaxBackoff)
+			}
+		case <-ctx.Done():
+			timedOut()
+		}
+	}
+	watch()
 	for {
 		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
+			if ctx.Err() != nil {
+				timedOut()
+			}
 			tb.Fatalf("integration: counting keys under %s: %v", prefix, err)
 		}
-		if resp.Count == n {
+		have = resp.Count
+		if have == n {
 			return
 		}
 		select {
-		case <-w:
+		case _, ok := <-w:
+			if !ok {
+				if backoff == 0 {
+					backoff = rewatchMinBackoff
+				}
+				watch()
+			}
 		case <-ctx.Done():
-			tb.Fatalf("integration: waiting for %d keys under %s: have %d after %v", n, prefix, resp.Count, timeout)
+			timedOut()
 		}
 	}
 }
