@@ -284,3 +284,45 @@ func stopWhileRenewing(t *testing.T, srv *integration.Server, direct *clientv3.C
 		t.Fatal("the orphan key is still there after Stop")
 	}
 }
+
+// A Source being closed fails Get at once: Get does not wait behind the
+// revoke of Close, which may take RevokeTimeout with etcd unreachable.
+func TestSourceGetDuringClose(t *testing.T) {
+	srv := integration.Shared(t)
+	p := integration.NewProxy(t, srv.Endpoint())
+	cli := p.Client(t)
+	s := lease.NewSource(cli, nil, 10*time.Second, 2*time.Second, zap.NewNop())
+	k, err := s.Get(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Pause() // the revoke hangs until Unpause (or RevokeTimeout)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	for {
+		_, err := s.Get(ctxT(t, 10*time.Second))
+		if errors.Is(err, lease.ErrClosed) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Get during Close: %v, want ErrClosed", err)
+		}
+		time.Sleep(time.Millisecond) // Close has not begun
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Get failed only once Close had returned (%v): it waited behind the revoke", err)
+	default:
+	}
+	p.Unpause()
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	ttl, err := srv.Client(t).TimeToLive(ctxT(t, 10*time.Second), k.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.TTL > 0 {
+		t.Errorf("lease %x lives on after Close (TTL %d)", k.ID(), ttl.TTL)
+	}
+}

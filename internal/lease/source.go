@@ -180,28 +180,32 @@ func (s *Source) grant(ctx context.Context) (*Keeper, error) {
 }
 
 // Close stops renewing. A lease the Source granted is revoked, on a bounded
-// context, which deletes every key on it. Close is idempotent.
+// context, which deletes every key on it. Get fails with ErrClosed from the
+// start of Close, without waiting for the revoke. Close is idempotent; a
+// Close while another runs returns nil at once.
 func (s *Source) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
-	if s.keeper == nil {
+	k, release := s.keeper, s.release
+	s.mu.Unlock()
+	if k == nil {
 		return nil
 	}
-	if s.release != nil {
-		s.release()
+	if release != nil {
+		release()
 		return nil
 	}
-	s.keeper.Stop()
-	if s.keeper.Gone() != nil {
+	k.Stop()
+	if k.Gone() != nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
 	defer cancel()
-	_, err := s.cli.Revoke(ctx, s.keeper.ID())
+	_, err := s.cli.Revoke(ctx, k.ID())
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return nil // expired already
 	}
@@ -209,7 +213,7 @@ func (s *Source) Close() error {
 		return nil // the client was closed first: the lease ends with its TTL
 	}
 	if err != nil {
-		return fmt.Errorf("etcdlock: revoking lease %s at Close (its keys go when it expires, within %v): %w", leaseHex(s.keeper.ID()), s.ttl, err)
+		return fmt.Errorf("etcdlock: revoking lease %s at Close (its keys go when it expires, within %v): %w", leaseHex(k.ID()), s.ttl, err)
 	}
 	return nil
 }
