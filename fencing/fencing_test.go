@@ -196,3 +196,40 @@ func TestFenceRefusesRevisionless(t *testing.T) {
 		t.Errorf("Highest = %d after refusals only", h)
 	}
 }
+
+// TestRevisionlessTokenNeverHolds: a token with a key but no create
+// revision (0, or negative) is not from a grant. Its Cmp must not hold
+// while the key is absent (etcd gives an absent key create revision 0),
+// and Commit must refuse it without applying anything. A token without a
+// key is refused by Commit as ErrFenced too, not sent to etcd.
+func TestRevisionlessTokenNeverHolds(t *testing.T) {
+	cli := integration.Shared(t).Client(t)
+	ns := integration.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tok := range []fencing.Token{{Key: ns + "absent"}, {Key: ns + "absent", Revision: -1}} {
+		resp, err := cli.Txn(ctx).If(tok.Cmp()).Then(clientv3.OpPut(ns+"data", "cmp")).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Succeeded {
+			t.Errorf("Cmp of %v held while its key is absent", tok)
+		}
+		if _, err := fencing.Commit(ctx, cli, tok, clientv3.OpPut(ns+"data", "commit")); !errors.Is(err, fencing.ErrFenced) {
+			t.Errorf("Commit(%v) = %v, want ErrFenced", tok, err)
+		}
+	}
+	if _, err := fencing.Commit(ctx, cli, fencing.Token{Revision: 5}, clientv3.OpPut(ns+"data", "nokey")); !errors.Is(err, fencing.ErrFenced) {
+		t.Errorf("Commit of a token without a key = %v, want ErrFenced", err)
+	}
+	resp, err := cli.Get(ctx, ns, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		t.Errorf("written without a hold: %s = %s", kv.Key, kv.Value)
+	}
+	if _, err := cli.Delete(ctx, ns, clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -43,19 +43,34 @@ func (t Token) Newer(u Token) bool { return t.Revision > u.Revision }
 // Cmp returns an etcd comparison that holds only while the token's key
 // exists with the token's create revision, that is while the hold is current.
 // Put it in the If of a transaction to fence the transaction's writes.
+//
+// For a token not from a grant, with a revision of 0 or less, it never holds
+// (etcd gives an absent key the create revision 0, so comparing with 0 would
+// hold exactly while nobody holds the key). etcd refuses a transaction with
+// a comparison on an empty key, so a token without a key fails the
+// transaction with etcd's error.
 func (t Token) Cmp() clientv3.Cmp {
+	if t.Revision <= 0 {
+		return clientv3.Compare(clientv3.CreateRevision(t.Key), "<", 0)
+	}
 	return clientv3.Compare(clientv3.CreateRevision(t.Key), "=", t.Revision)
 }
 
+// valid reports whether t can be a grant's token: it has a key and a
+// positive revision.
+func (t Token) valid() bool { return t.Key != "" && t.Revision > 0 }
+
 // Commit applies ops in one transaction that succeeds only while t's hold is
 // current. It returns ErrFenced, and applies nothing, when the hold is gone;
-// the transaction's response comes with it, non-nil (nil for a zero t, which
-// Commit refuses without a round trip). Other errors are etcd's or ctx's,
-// with a nil response. It blocks for one round trip to etcd and is safe for
-// concurrent use. kv must not be nil (a *clientv3.Client will do).
+// the transaction's response comes with it, non-nil (nil for a token not
+// from a grant, without a key or with a revision of 0 or less, the zero
+// Token among them, which Commit refuses without a round trip). Other errors
+// are etcd's or ctx's, with a nil response. It blocks for one round trip to
+// etcd and is safe for concurrent use. kv must not be nil (a
+// *clientv3.Client will do).
 func Commit(ctx context.Context, kv clientv3.KV, t Token, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
-	if t.IsZero() {
-		return nil, fmt.Errorf("%w: zero token", ErrFenced)
+	if !t.valid() {
+		return nil, fmt.Errorf("%w: %s is not a grant's token", ErrFenced, t)
 	}
 	resp, err := kv.Txn(ctx).If(t.Cmp()).Then(ops...).Commit()
 	if err != nil {
