@@ -256,16 +256,16 @@ type rwMarks struct{ all, write int64 }
 
 // AdmitWrite accepts t, a write hold's token, for resource if it is at least
 // every token admitted so far for resource, and records it. Otherwise it
-// returns a *fencing.StaleError matching fencing.ErrStale. A zero token is
-// always refused.
+// returns a *fencing.StaleError matching fencing.ErrStale. A token with no
+// revision (the zero Token, or one not from a grant) is always refused.
 func (f *RWFence) AdmitWrite(resource string, t fencing.Token) error {
 	return f.admit(resource, t, true)
 }
 
 // AdmitRead accepts t, a read hold's token, for resource if it is at least
 // every write token admitted so far for resource, and records it. Otherwise
-// it returns a *fencing.StaleError matching fencing.ErrStale. A zero token
-// is always refused.
+// it returns a *fencing.StaleError matching fencing.ErrStale. A token with
+// no revision (the zero Token, or one not from a grant) is always refused.
 func (f *RWFence) AdmitRead(resource string, t fencing.Token) error {
 	return f.admit(resource, t, false)
 }
@@ -278,7 +278,7 @@ func (f *RWFence) admit(resource string, t fencing.Token, write bool) error {
 	if write {
 		floor = h.all
 	}
-	if t.IsZero() || t.Revision < floor {
+	if t.Revision <= 0 || t.Revision < floor { // no grant has a revision <= 0
 		return &fencing.StaleError{Resource: resource, Token: t, Highest: floor}
 	}
 	if f.m == nil {

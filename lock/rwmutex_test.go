@@ -888,3 +888,25 @@ func TestRWCloseAndBadInput(t *testing.T) {
 	}
 	mustUnlock(t, h)
 }
+
+// TestRWFenceRefusesRevisionless: a token with no revision is not from a
+// grant; like fencing.Fence, an RWFence refuses it whatever it admitted
+// before, and keeps no record of the resource.
+func TestRWFenceRefusesRevisionless(t *testing.T) {
+	var f lock.RWFence
+	for _, tok := range []fencing.Token{{Key: "k"}, {Key: "k", Revision: -1}} {
+		if err := f.AdmitWrite("fresh", tok); !errors.Is(err, fencing.ErrStale) {
+			t.Errorf("AdmitWrite(%v) on a fresh resource = %v, want ErrStale", tok, err)
+		}
+		if err := f.AdmitRead("fresh", tok); !errors.Is(err, fencing.ErrStale) {
+			t.Errorf("AdmitRead(%v) on a fresh resource = %v, want ErrStale", tok, err)
+		}
+	}
+	// Readers only so far: the read floor is still 0.
+	if err := f.AdmitRead("read", fencing.Token{Key: "k", Revision: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.AdmitRead("read", fencing.Token{Key: "k"}); !errors.Is(err, fencing.ErrStale) {
+		t.Errorf("AdmitRead of revision 0 after readers = %v, want ErrStale", err)
+	}
+}
