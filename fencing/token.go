@@ -68,6 +68,10 @@ func (t Token) valid() bool { return t.Key != "" && t.Revision > 0 }
 // are etcd's or ctx's, with a nil response. It blocks for one round trip to
 // etcd and is safe for concurrent use. kv must not be nil (a
 // *clientv3.Client will do).
+//
+// The ops must not write t's key: a put without the holder's lease would
+// detach the key from it, so the lock would outlive its holder and the token
+// would stay current; a delete releases the hold behind the lock's back.
 func Commit(ctx context.Context, kv clientv3.KV, t Token, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	if !t.valid() {
 		return nil, fmt.Errorf("%w: %s is not a grant's token", ErrFenced, t)
