@@ -86,13 +86,15 @@ func setupObserve(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 			return report(stderr, "observe", err, exitUsage)
 		}
 		cli, err := conn.connect(ctx, keys.Prefix(conn.namespace, "election", name))
+		if err == nil {
+			defer closeQuietly(cli)
+		}
 		if ctx.Err() != nil {
 			return exitOK
 		}
 		if err != nil {
 			return report(stderr, "observe", err, exitFailure)
 		}
-		defer closeQuietly(cli)
 		e, err := election.New(cli, name, election.WithNamespace(conn.namespace))
 		if err != nil {
 			return report(stderr, "observe", err, exitFailure)
