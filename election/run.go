@@ -69,8 +69,8 @@ const (
 // once; a term won as ctx ended is resigned too.
 //
 // A term lost is campaigned for again at once. A Lead that returns while
-// its term is current (an error, or nil: the work is done) is followed by
-// a pause before the next campaign, doubling from 50ms to 5s while such
+// its term is current (an error, or nil: the work is done), or after
+// resigning it, is followed by a pause before the next campaign, doubling from 50ms to 5s while such
 // returns follow one another, and reset by a term that lasted longer than
 // 5s; failed campaigns are retried with a backoff of their own, reset by a
 // campaign that wins.
@@ -149,7 +149,7 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		}
 		campaignPause = minPause
 		began := time.Now()
-		current, leadErr := e.lead(ctx, term, cb.Lead)
+		lost, leadErr := e.lead(ctx, term, cb.Lead)
 		if cb.OnStoppedLeading != nil {
 			cb.OnStoppedLeading(term, leadErr)
 		}
@@ -167,15 +167,16 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		if time.Since(began) > maxPause {
 			workPause = minPause // a term that lasted: failures are not piling up
 		}
-		if !current {
+		if lost {
 			// Lost: campaign again at once. (Lead's error is most likely
 			// its context's.)
 			e.lg.Info("leadership lost; campaigning again", zap.Stringer("term", term.Token()), zap.NamedError("leadErr", leadErr))
 			continue
 		}
-		// Lead gave the term up. Pause before campaigning again, so that
-		// work that fails (or returns) at once does not make the
-		// candidates take turns as fast as etcd allows.
+		// Lead gave the term up: returned with it current, or resigned
+		// it. Pause before campaigning again, so that work that fails (or
+		// returns) at once does not make the candidates take turns as fast
+		// as etcd allows.
 		if leadErr != nil {
 			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr), zap.Duration("pause", workPause))
 		} else {
@@ -189,8 +190,8 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 
 // lead runs one term: Lead on its own goroutine, cancelled on loss or when
 // ctx ends, then a resign on a bounded context. It returns whether the term
-// was still current when Lead returned, and Lead's error.
-func (e *Election) lead(ctx context.Context, term *Term, work func(context.Context, *Term) error) (current bool, err error) {
+// had been lost (not resigned) when Lead returned, and Lead's error.
+func (e *Election) lead(ctx context.Context, term *Term, work func(context.Context, *Term) error) (lost bool, err error) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(term.Context(), func() { cancel(context.Cause(term.Context())) })
@@ -207,14 +208,15 @@ func (e *Election) lead(ctx context.Context, term *Term, work func(context.Conte
 	case <-wctx.Done():
 		err = e.waitWork(done, st, term, context.Cause(wctx))
 	}
-	current = term.Err() == nil
+	// A term that Lead resigned itself was given up, not lost.
+	lost = errors.Is(term.Err(), ErrLost)
 	// The work has returned: Check has nothing left to watch, also while
 	// the resign below waits for an unreachable etcd.
 	e.mu.Lock()
 	e.running = nil
 	e.mu.Unlock()
 	e.resign(ctx, term)
-	return current, err
+	return lost, err
 }
 
 // resign resigns term on a bounded context that ctx's end does not cut

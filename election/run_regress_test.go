@@ -375,3 +375,48 @@ func TestStuckWorkAfterCancelIsReported(t *testing.T) {
 		t.Errorf("Check after Run returned = %v", err)
 	}
 }
+
+// TestRunPausesAfterWorkResigns: work that resigns its own term before it
+// returns (a deferred Resign, say) gave the term up: it is paused after
+// like work that returns with its term current, not taken for a loss.
+// Before, Run campaigned again at once, and a lone candidate whose work
+// failed at once took terms as fast as etcd allowed.
+func TestRunPausesAfterWorkResigns(t *testing.T) {
+	e := newEnv(t)
+	lg, logs := hookLogger(func(zapcore.Entry) {})
+	el := e.election(e.cli, election.WithLogger(lg))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int32
+	err := el.Run(ctx, "r", election.Callbacks{Lead: func(ctx context.Context, term *election.Term) error {
+		defer func() {
+			if err := term.Resign(ctxT(t, 5*time.Second)); err != nil {
+				t.Errorf("Resign: %v", err)
+			}
+		}()
+		if n.Add(1) == 4 {
+			cancel()
+		}
+		return errors.New("work failed")
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	if lost := logs.FilterMessage("leadership lost; campaigning again").Len(); lost != 0 {
+		t.Errorf("a resign by the work was logged as a loss %d times", lost)
+	}
+	var pauses []any
+	for _, en := range logs.FilterMessage("leader work failed; campaigning again").All() {
+		pauses = append(pauses, en.ContextMap()["pause"])
+	}
+	want := []any{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}
+	if len(pauses) < len(want) {
+		t.Fatalf("pauses %v, want %v first", pauses, want)
+	}
+	for i, p := range want {
+		if pauses[i] != p {
+			t.Fatalf("pauses %v, want %v first", pauses, want)
+		}
+	}
+	integration.RequireEmpty(t, e.cli, el.Prefix())
+}
