@@ -34,11 +34,13 @@ var (
 	// ErrDeadline means no lease renewal was acknowledged before the
 	// conservative deadline: the lease may have expired at the server.
 	ErrDeadline = queue.ErrDeadline
-	// ErrClosed is returned after Close, and by campaigns Close ended.
+	// ErrClosed is returned after Close, and by the campaigns and Runs
+	// that Close ended.
 	ErrClosed = queue.ErrClosed
-	// ErrUnhealthy is returned by Check when this process acts as leader
-	// past the point where it may no longer be.
-	ErrUnhealthy = errors.New("election: leader past its lease deadline")
+	// ErrUnhealthy is returned by Check when Run's leader work runs on too
+	// long: more than the tolerance after its term ended or after Run's
+	// context ended, or past the term's lease deadline (see Check).
+	ErrUnhealthy = errors.New("election: leader work unhealthy")
 	// ErrInvalidName, ErrInvalidNamespace, ErrInvalidOption and
 	// ErrNilClient are returned by New for bad arguments. ErrInvalidOption
 	// is also returned by Run for Callbacks without Lead, and by Campaign
