@@ -70,9 +70,9 @@ const (
 //
 // A term lost is campaigned for again at once. A Lead that returns while
 // its term is current (an error, or nil: the work is done), or after
-// resigning it, is followed by a pause before the next campaign, doubling from 50ms to 5s while such
-// returns follow one another, and reset by a term that lasted longer than
-// 5s; failed campaigns are retried with a backoff of their own, reset by a
+// resigning it, is followed by a pause before the next campaign, doubling
+// from 50ms to 5s while such returns follow one another, and reset by a
+// term that lasted longer than 5s; failed campaigns are retried with a backoff of their own, reset by a
 // campaign that wins.
 //
 // Run returns only after every goroutine it started has returned, with
