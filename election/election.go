@@ -180,8 +180,9 @@ type Term struct {
 	h *queue.Hold
 	e *Election
 
-	mu    sync.Mutex
-	value string
+	mu       sync.Mutex
+	value    string
+	valueRev int64 // revision of the Proclaim that set value (0: Campaign's)
 }
 
 // Token returns the term's fencing token: the leader key and its create
@@ -235,8 +236,12 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	if !resp.Succeeded {
 		return fmt.Errorf("%w: term %s is over", ErrNotLeader, tok)
 	}
+	// Concurrent Proclaims may answer in any order: keep the value etcd
+	// kept, the one written last.
 	t.mu.Lock()
-	t.value = value
+	if resp.Header.Revision > t.valueRev {
+		t.value, t.valueRev = value, resp.Header.Revision
+	}
 	t.mu.Unlock()
 	return nil
 }

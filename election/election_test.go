@@ -3,6 +3,7 @@ package election_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,6 +285,35 @@ func TestProclaim(t *testing.T) {
 	<-term.Done()
 	if err := term.Resign(ctxT(t, 5*time.Second)); !errors.Is(err, election.ErrNotLeader) {
 		t.Fatalf("Resign = %v", err)
+	}
+}
+
+// Concurrent Proclaims answer in any order; Value must end as the value
+// etcd kept (the last written), not the last answered.
+func TestConcurrentProclaimsValue(t *testing.T) {
+	e := newEnv(t)
+	el := e.election(e.cli)
+	term := mustCampaign(t, el, "v")
+	for round := range 20 {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				if err := term.Proclaim(ctxT(t, 5*time.Second), fmt.Sprintf("r%d-%d", round, i)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		l, err := el.Leader(ctxT(t, 5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := term.Value(); got != l.Value {
+			t.Fatalf("round %d: Value() = %q, etcd has %q", round, got, l.Value)
+		}
+	}
+	if err := term.Resign(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
 	}
 }
 
