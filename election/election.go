@@ -84,7 +84,8 @@ func leaderOf(kv *mvccpb.KeyValue) Leader {
 // that its own key is still alive: a candidate whose lease ended while it
 // waited gets ErrSessionExpired, never a term. If ctx ends first, Campaign
 // removes its key on a bounded context and returns ctx's error. Other
-// errors: ErrInvalidValue, ErrDeleted, ErrClosed, ErrInvalidOption (a
+// errors: ErrInvalidValue, ErrDeleted, ErrClosed, ErrClientClosed,
+// ErrInvalidOption (a
 // WithSafetyMargin not less than half the TTL of the WithSession session),
 // or etcd's.
 func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
@@ -231,6 +232,9 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	resp, err := t.e.p.Q.Client.Txn(ctx).If(tok.Cmp()).
 		Then(clientv3.OpPut(tok.Key, value, clientv3.WithLease(t.h.Lease()))).Commit()
 	if err != nil {
+		if ctx.Err() == nil && t.e.p.Q.Client.Ctx().Err() != nil {
+			return ErrClientClosed
+		}
 		return err
 	}
 	if !resp.Succeeded {

@@ -37,6 +37,11 @@ var (
 	// ErrClosed is returned after Close, and by the campaigns and Runs
 	// that Close ended.
 	ErrClosed = queue.ErrClosed
+	// ErrClientClosed is returned by a campaign, Run, Proclaim or Resign
+	// that cannot be done because the etcd client was closed (the keys then
+	// go with their lease, within its TTL). It does not match
+	// context.Canceled, which the etcd client reports in that case.
+	ErrClientClosed = queue.ErrClientClosed
 	// ErrUnhealthy is returned by Check when Run's leader work runs on too
 	// long: more than the tolerance after its term ended or after Run's
 	// context ended, or past the term's lease deadline (see Check).

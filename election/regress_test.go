@@ -104,8 +104,8 @@ func TestRunClientClosed(t *testing.T) {
 	if err := cli.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := runPrompt(t, el, "v", election.Callbacks{Lead: mustNotLead(t)}); err == nil {
-		t.Fatal("Run = nil")
+	if err := runPrompt(t, el, "v", election.Callbacks{Lead: mustNotLead(t)}); !errors.Is(err, election.ErrClientClosed) || errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want ErrClientClosed (not context.Canceled)", err)
 	}
 }
 

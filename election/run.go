@@ -76,8 +76,9 @@ const (
 // campaign that wins.
 //
 // Run returns only after every goroutine it started has returned, with
-// ctx's cause once ctx ends, ErrClosed if the Election was closed, or
-// ErrSessionExpired when the session given with WithSession ended. It
+// ctx's cause once ctx ends, ErrClosed if the Election was closed,
+// ErrClientClosed if its etcd client was, or ErrSessionExpired when the
+// session given with WithSession ended. It
 // returns at once, without campaigning, ErrInvalidOption when cb.Lead is nil
 // and ErrInvalidValue for a value longer than MaxValueLen. Campaign errors
 // that retrying cannot cure end Run too, with an error that wraps them:

@@ -34,6 +34,11 @@ var (
 	ErrDeadline = queue.ErrDeadline
 	// ErrClosed is returned after Close, and by waits that Close ended.
 	ErrClosed = queue.ErrClosed
+	// ErrClientClosed is returned by an acquire, a wait or an Unlock that
+	// cannot be done because the etcd client was closed (the keys then go
+	// with their lease, within its TTL). It does not match
+	// context.Canceled, which the etcd client reports in that case.
+	ErrClientClosed = queue.ErrClientClosed
 	// ErrInvalidName is returned by constructors for an empty name, one
 	// longer than MaxNameLen bytes, or one that is not UTF-8.
 	ErrInvalidName = keys.ErrInvalidName

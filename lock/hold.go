@@ -63,7 +63,9 @@ func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
 // is open; its Close tries once more, and then, on a session given with
 // WithSession, the key lasts as long as the session does (or until an
 // Unlock retried succeeds). Without WithSession, Close revokes the lease,
-// and the key goes with it.
+// and the key goes with it. With the etcd client closed, Unlock returns
+// ErrClientClosed; the lease is no longer renewed, and the key goes with it
+// within its TTL.
 func (h *Hold) Unlock(ctx context.Context) error { return h.h.Release(ctx) }
 
 // run runs fn under the hold and unlocks it; see Mutex.Do.

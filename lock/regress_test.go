@@ -248,6 +248,9 @@ func TestWaiterStopsWhenClientCloses(t *testing.T) {
 				if err == nil {
 					t.Fatal("waiter granted after its client closed")
 				}
+				if !errors.Is(err, lock.ErrClientClosed) || errors.Is(err, context.Canceled) {
+					t.Fatalf("waiter returned %v, want ErrClientClosed (and not context.Canceled: the caller's context is alive)", err)
+				}
 			case <-time.After(8 * time.Second): // the lease TTL is 2s
 				t.Fatal("waiter still blocked after its client was closed")
 			}
@@ -347,4 +350,34 @@ func TestSessionsSharingALeaseEndApart(t *testing.T) {
 	if _, err := m1.Lock(ctx); !errors.Is(err, lock.ErrSessionExpired) {
 		t.Fatalf("Lock through the orphaned session: %v, want ErrSessionExpired", err)
 	}
+}
+
+// With its etcd client closed, a lock's calls fail with ErrClientClosed,
+// not context.Canceled (which the client reports, and which would read as
+// the caller's own context ending), and a hold's Unlock says so too.
+func TestClientClosedIsMatchable(t *testing.T) {
+	e := newEnv(t)
+	cli := e.client()
+	m := e.mutex(cli, "closed")
+	h := mustLock(t, m)
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 10*time.Second)
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, lock.ErrClientClosed) || errors.Is(err, context.Canceled) {
+			t.Errorf("%s with the client closed: %v, want ErrClientClosed and not context.Canceled", what, err)
+		}
+	}
+	err := h.Unlock(ctx)
+	check("Unlock", err)
+	_, err = m.Lock(ctx)
+	check("Lock", err)
+	_, err = m.TryLock(ctx)
+	check("TryLock", err)
+	rw := e.rwmutex(cli, "closed-rw")
+	_, err = rw.RLock(ctx)
+	check("RLock", err)
+	waitKeys(t, e.cli, e.ns, 0) // the hold's key went with its lease
 }

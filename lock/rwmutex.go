@@ -105,7 +105,7 @@ func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex,
 // its own) and returns ctx's error (context.Cause). It returns
 // ErrSessionExpired if the lease ends while waiting, ErrDeleted if another
 // client deleted the waiting key, ErrClosed after or during Close,
-// ErrInvalidOption if the safety margin does not fit the TTL the server
+// ErrClientClosed once the etcd client is closed, ErrInvalidOption if the safety margin does not fit the TTL the server
 // granted (or the passed session's TTL), or etcd's error.
 func (m *RWMutex) RLock(ctx context.Context) (*Hold, error) {
 	return m.acquire(ctx, &m.reader, false)

@@ -117,7 +117,8 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 // waiting key (on a bounded context of its own) and returns ctx's error
 // (context.Cause). It returns ErrSessionExpired if the lease ends while
 // waiting, ErrDeleted if another client deleted the waiting key, ErrClosed
-// after or during Close, ErrInvalidOption if the safety margin does not fit
+// after or during Close, ErrClientClosed once the etcd client is closed,
+// ErrInvalidOption if the safety margin does not fit
 // the lease's TTL, or etcd's error. On every error its key is removed
 // (if etcd cannot be reached, after the lease's next renewal, or with the
 // lease).

@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"errors"
-	"fmt"
 	"github.com/etcdlock/etcdlock/internal/lease"
 	"sync"
 	"time"
@@ -125,9 +124,9 @@ func (d *dispatcher) waitUp(ctx context.Context, gone <-chan struct{}) (int64, e
 			d.mu.Unlock()
 			return 0, errDispatcherClosed
 		}
-		if err := d.cli.Ctx().Err(); err != nil {
+		if d.cli.Ctx().Err() != nil {
 			d.mu.Unlock()
-			return 0, fmt.Errorf("etcdlock: etcd client closed: %w", err)
+			return 0, ErrClientClosed
 		}
 		d.kickLocked()
 		if d.up {

@@ -18,6 +18,10 @@ var (
 	ErrClosed         = lease.ErrClosed
 	ErrSessionExpired = lease.ErrExpired
 	ErrDeadline       = lease.ErrDeadline
+	// ErrClientClosed is returned for a request that cannot be made
+	// because the etcd client was closed. It does not match
+	// context.Canceled: the caller's context may be alive.
+	ErrClientClosed = errors.New("etcdlock: etcd client closed")
 )
 
 // LostError reports that a hold was lost, and why. It matches ErrLost and

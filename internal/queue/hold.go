@@ -383,6 +383,11 @@ func (h *Hold) Release(ctx context.Context) error {
 		if lost == nil {
 			h.k.Orphan(h.token.Key, h.token.Revision)
 		}
+		if ctx.Err() == nil {
+			// With the client closed the lease is no longer renewed, and
+			// the key goes with it within its TTL.
+			return clientClosed(h.q, err)
+		}
 		return err
 	}
 	h.freeSlot() // deleted now, or gone before

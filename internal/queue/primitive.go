@@ -82,6 +82,10 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
+	if q.Client.Ctx().Err() != nil {
+		p.mu.Unlock()
+		return nil, ErrClientClosed
+	}
 	p.wg.Add(1) // for the hold, done when it ends (onEnd), or undone below
 	p.mu.Unlock()
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -95,7 +99,7 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		return nil, err
+		return nil, clientClosed(q, err)
 	}
 	h, err := q.Acquire(ctx, k, value, try, func(h *Hold) {
 		p.mu.Lock()
@@ -110,7 +114,7 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 			// say why ctx ended (the caller's cause, or ErrClosed).
 			return nil, context.Cause(ctx)
 		}
-		return nil, err
+		return nil, clientClosed(q, err)
 	}
 	p.mu.Lock()
 	if p.closed { // Close ran while the grant was on its way
@@ -172,3 +176,13 @@ func (p *Primitive) Close() error {
 // CloseContext returns a context cancelled when Close is called, for
 // background work the primitive's owner starts.
 func (p *Primitive) CloseContext() context.Context { return p.closeCtx }
+
+// clientClosed returns ErrClientClosed in place of err when q's client is
+// closed: clientv3 then fails requests with context.Canceled, which would
+// read as the caller's own context ending.
+func clientClosed(q *Queue, err error) error {
+	if q.Client.Ctx().Err() != nil {
+		return ErrClientClosed
+	}
+	return err
+}

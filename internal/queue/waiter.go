@@ -432,8 +432,8 @@ func (w *waiter) retryable(ctx context.Context, err error, b *backoff) error {
 	if w.k.Gone() != nil {
 		return lease.ErrExpired
 	}
-	if cerr := w.q.Client.Ctx().Err(); cerr != nil {
-		return fmt.Errorf("etcdlock: etcd client closed: %w", cerr)
+	if w.q.Client.Ctx().Err() != nil {
+		return ErrClientClosed
 	}
 	w.readRev = -1
 	w.q.logger().Debug("retrying wait", zap.String("key", w.key), zap.Error(err))
