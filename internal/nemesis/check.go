@@ -189,10 +189,11 @@ func (r *grantResult) add(format string, args ...any) {
 // Admission is monotone, so this is: K's first admitted revision A exists,
 // A <= RPost, and K was not deleted before A.
 //
-// From the lives it also checks that at every revision the keys of reported
-// grants, each counted from A (or from RPost if earlier, or from its
-// creation if never admitted) until its deletion, are no more than the
-// lock allows; that a grant made after another's key was deleted has a
+// For a semaphore, the permits reported with a grant must be those its key
+// takes. From the lives it also checks that at every revision the keys of
+// reported grants (with the permits their holders were told of), each
+// counted from A (or from RPost if earlier, or from its creation if never
+// admitted) until its deletion, are no more than the lock allows; that a grant made after another's key was deleted has a
 // larger token; that a reported hold's key is deleted only by its own
 // unlock, by the end of its lease, or by the library once it had told the
 // holder the hold was lost (a key deleted while its holder still believed
@@ -236,6 +237,10 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		case g.RPost > 0 && l.admit > g.RPost:
 			res.add("%s: reported grant %d@%s was not true when reported: first admitted at %d, after revision %d read after the grant",
 				g.Worker, g.Token, g.Key, l.admit, g.RPost)
+		}
+		if spec.kind == semaphore && g.Weight != l.weight {
+			res.add("%s: reported %d permits for %d@%s, but its key takes %d",
+				g.Worker, g.Weight, g.Token, g.Key, l.weight)
 		}
 		ms = append(ms, matched{g, l})
 	}
@@ -311,7 +316,9 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		case spec.kind == readWrite:
 			readers += d
 		default:
-			weight += d * p.m.l.weight
+			// The permits the holder was told it has, or its key takes if
+			// more.
+			weight += d * max(p.m.g.Weight, p.m.l.weight)
 		}
 		if i+1 < len(pts) && pts[i+1].rev == p.rev {
 			continue // judge after every change at this revision

@@ -244,3 +244,22 @@ func TestCheckObserve(t *testing.T) {
 		t.Fatal("a candidate that never led passed")
 	}
 }
+
+// A semaphore hold that believes it took more permits than its key
+// declares: the permits the holders were told they have exceed the limit.
+func TestGrantsSemaphoreReportedPermits(t *testing.T) {
+	sem := lockSpec{prefix: pfx, kind: semaphore, limit: 3}
+	evs := []Event{
+		put(10, pfx+"a", 1, "v1 2 3 h", 0),
+		put(11, pfx+"b", 2, "v1 1 3 h", 0), // reported as 2 permits
+		del(12, pfx+"a", 100),
+		del(13, pfx+"b", 100),
+	}
+	a := grant(pfx+"a", 10, 10, 0, 50, 0)
+	a.Weight = 2
+	b := grant(pfx+"b", 11, 11, 0, 50, 0)
+	b.Weight = 2
+	r := findings(t, sem, evs, a, b)
+	wantFinding(t, r, "reported 2 permits for 11@"+pfx+"b, but its key takes 1")
+	wantFinding(t, r, "4 permits of 3")
+}
