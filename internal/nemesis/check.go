@@ -344,6 +344,79 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		}
 	}
 
+	// Holders' beliefs: from its return until its worker asked to unlock
+	// or it was told the hold was lost (less lateTolerance, for the delay
+	// in recording DoneAt), a hold's worker believes it holds. The holds
+	// believed at once must be no more than the lock allows. This does
+	// not rely on when the watcher received a deletion, which may be late
+	// (a watch behind a restarted or paused member), and so bounds the
+	// told-in-time check below from the other side.
+	type belief struct {
+		at    int64
+		start bool
+		g     *Grant
+	}
+	var bs []belief
+	for _, m := range ms {
+		g := m.g
+		end := int64(never)
+		if g.UnlockAt > 0 {
+			end = g.UnlockAt
+		}
+		if g.DoneAt > 0 {
+			end = min(end, g.DoneAt-int64(lateTolerance))
+		}
+		if end <= g.Return {
+			continue
+		}
+		bs = append(bs, belief{g.Return, true, g}, belief{end, false, g})
+	}
+	sort.SliceStable(bs, func(i, j int) bool {
+		if bs[i].at != bs[j].at {
+			return bs[i].at < bs[j].at
+		}
+		return !bs[i].start && bs[j].start // ends first
+	})
+	writers, readers, weight = 0, 0, 0
+	reported = 0
+	for _, b := range bs {
+		d := int64(1)
+		if !b.start {
+			d = -1
+		}
+		switch {
+		case spec.kind == readWrite && b.g.Writer:
+			writers += d
+		case spec.kind == readWrite:
+			readers += d
+		default:
+			weight += d * max(b.g.Weight, 1)
+		}
+		if !b.start {
+			continue
+		}
+		bad := ""
+		switch spec.kind {
+		case exclusive:
+			if weight > 1 {
+				bad = fmt.Sprintf("%d holds", weight)
+			}
+		case readWrite:
+			if writers > 1 || (writers == 1 && readers > 0) {
+				bad = fmt.Sprintf("%d write and %d read holds", writers, readers)
+			}
+		case semaphore:
+			if weight > spec.limit {
+				bad = fmt.Sprintf("%d permits of %d", weight, spec.limit)
+			}
+		}
+		if bad != "" && reported < 5 {
+			res.add("%s: when granted %d@%s at %v, its holder and others believed they had %s",
+				b.g.Worker, b.g.Token, b.g.Key, ms2(b.at), bad)
+			reported++
+		}
+	}
+
 	// Who deleted each reported hold's key, and was its holder told in time?
 	for _, m := range ms {
 		g, l := m.g, m.l

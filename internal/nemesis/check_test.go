@@ -128,12 +128,12 @@ func TestGrantsRWAndSemaphore(t *testing.T) {
 			t.Errorf("%s admitted at %d, want %d", l.key, got, want[strings.TrimPrefix(l.key, pfx)])
 		}
 	}
-	reader := func(key string, tok, rpost int64) *Grant {
-		g := grant(key, tok, rpost, 0, 5, 0)
+	reader := func(key string, tok, rpost, ret, unlockAt int64) *Grant {
+		g := grant(key, tok, rpost, ret, unlockAt, 0)
 		g.Writer = false
 		return g
 	}
-	ok := []*Grant{reader(pfx+"r/a", 10, 10), reader(pfx+"r/b", 11, 11), grant(pfx+"w/c", 12, 15, 0, 5, 0), reader(pfx+"r/d", 13, 16)}
+	ok := []*Grant{reader(pfx+"r/a", 10, 10, 1, 3), reader(pfx+"r/b", 11, 11, 1, 3), grant(pfx+"w/c", 12, 15, 4, 6, 0), reader(pfx+"r/d", 13, 16, 7, 9)}
 	if r := findings(t, rw, evs, ok...); len(r.findings) != 0 {
 		t.Fatalf("correct RW history: %v", r.findings)
 	}
@@ -154,7 +154,9 @@ func TestGrantsRWAndSemaphore(t *testing.T) {
 	if lives[2].admit != 13 {
 		t.Fatalf("c admitted at %d, want 13", lives[2].admit)
 	}
-	r = findings(t, sem, evs, grant(pfx+"a", 10, 10, 0, 0, 0), grant(pfx+"b", 11, 11, 0, 0, 0), grant(pfx+"c", 12, 12, 0, 0, 0))
+	b := grant(pfx+"b", 11, 11, 0, 0, 0)
+	b.Weight = 2
+	r = findings(t, sem, evs, grant(pfx+"a", 10, 10, 0, 0, 0), b, grant(pfx+"c", 12, 12, 0, 0, 0))
 	wantFinding(t, r, "4 permits of 3")
 }
 
@@ -262,4 +264,51 @@ func TestGrantsSemaphoreReportedPermits(t *testing.T) {
 	r := findings(t, sem, evs, a, b)
 	wantFinding(t, r, "reported 2 permits for 11@"+pfx+"b, but its key takes 1")
 	wantFinding(t, r, "4 permits of 3")
+}
+
+// A holder told of its loss after the next holder was granted is a real
+// overlap even when the watcher received the deletion later still (a
+// watcher behind a restarted or paused member receives it late): the
+// watcher's receipt is no bound on when the next holder could be granted.
+func TestGrantsToldAfterNextGrant(t *testing.T) {
+	spec := lockSpec{prefix: pfx, kind: exclusive}
+	ms := int64(time.Millisecond)
+	evs := []Event{
+		put(10, pfx+"a", 1, "", 0),
+		put(11, pfx+"b", 2, "", 0),
+		del(12, pfx+"a", 2000*ms), // a's lease ended; the watcher is 1s late
+		del(13, pfx+"b", 2500*ms),
+	}
+	a := grant(pfx+"a", 10, 10, ms, 0, 1500*ms)      // told at 1.5s
+	b := grant(pfx+"b", 11, 12, 1000*ms, 2400*ms, 0) // granted at 1s
+	r := findings(t, spec, evs, a, b)
+	wantFinding(t, r, "believed")
+
+	// Told before the next grant (within the tolerance): no finding.
+	a.DoneAt = 1050 * ms
+	if r := findings(t, spec, evs, a, b); len(r.findings) != 0 {
+		t.Fatalf("holder told in time: %v", r.findings)
+	}
+
+	// RWMutex: a reader told after a writer's grant; two readers believed
+	// at once are fine.
+	rw := lockSpec{prefix: pfx, kind: readWrite}
+	evs = []Event{
+		put(10, pfx+"r/a", 1, "", 0),
+		put(11, pfx+"r/b", 2, "", 0),
+		put(12, pfx+"w/c", 3, "", 0),
+		del(13, pfx+"r/a", 2000*ms),
+		del(14, pfx+"r/b", 2000*ms),
+		del(15, pfx+"w/c", 2500*ms),
+	}
+	ra := grant(pfx+"r/a", 10, 10, ms, 0, 1500*ms)
+	ra.Writer = false
+	rb := grant(pfx+"r/b", 11, 11, 2*ms, 900*ms, 0)
+	rb.Writer = false
+	wc := grant(pfx+"w/c", 12, 14, 1000*ms, 2400*ms, 0)
+	wantFinding(t, findings(t, rw, evs, ra, rb, wc), "believed")
+	ra.DoneAt = 950 * ms
+	if r := findings(t, rw, evs, ra, rb, wc); len(r.findings) != 0 {
+		t.Fatalf("readers at once, then a writer: %v", r.findings)
+	}
 }
