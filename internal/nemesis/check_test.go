@@ -312,3 +312,20 @@ func TestGrantsToldAfterNextGrant(t *testing.T) {
 		t.Fatalf("readers at once, then a writer: %v", r.findings)
 	}
 }
+
+// A workload that completed no critical section once the faults began
+// was not exercised by them: its row must be invalid, not passed.
+func TestRowExercised(t *testing.T) {
+	row := Row{WarmupSections: 10, CriticalSections: 40, FaultsInjected: 5}
+	if r := row.exercised(); len(r) != 0 {
+		t.Fatalf("exercised row: %v", r)
+	}
+	row.CriticalSections = 10
+	if r := row.exercised(); len(r) == 0 || !strings.Contains(r[0], "under the faults") {
+		t.Fatalf("no critical section under the faults: %v", r)
+	}
+	row = Row{WarmupSections: 10, CriticalSections: 40, FaultsInjected: 5, HolderPauses: 2}
+	if r := row.exercised(); len(r) == 0 {
+		t.Fatal("pauses without lease expiries passed")
+	}
+}

@@ -382,18 +382,29 @@ func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []integ
 		}
 	}
 
-	// Validity.
-	if warm < MinWarmupSections {
-		invalid(fmt.Sprintf("%d critical sections before the first fault", warm))
-	}
-	if row.FaultsInjected == 0 {
-		invalid("no fault ran")
-	}
-	if row.HolderPauses > 0 && row.LeaseExpiries == 0 {
-		invalid(fmt.Sprintf("%d holder pauses let no lease expire", row.HolderPauses))
-	}
+	row.Invalid = append(row.Invalid, row.exercised()...)
 	row.Valid = len(row.Invalid) == 0
 	return row
+}
+
+// exercised returns why row's workload was not exercised enough for its
+// checks to vouch for anything, nil if it was.
+func (row *Row) exercised() []string {
+	var out []string
+	if row.WarmupSections < MinWarmupSections {
+		out = append(out, fmt.Sprintf("%d critical sections before the first fault", row.WarmupSections))
+	}
+	if row.FaultsInjected == 0 {
+		out = append(out, "no fault ran")
+	} else if row.CriticalSections <= row.WarmupSections {
+		// A workload that stopped (or never got) going once the faults
+		// began has nothing under the faults for the checkers to check.
+		out = append(out, "no critical section completed under the faults")
+	}
+	if row.HolderPauses > 0 && row.LeaseExpiries == 0 {
+		out = append(out, fmt.Sprintf("%d holder pauses let no lease expire", row.HolderPauses))
+	}
+	return out
 }
 
 // waitEmpty waits up to d for no key to be left under prefix, and returns
