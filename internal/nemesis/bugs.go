@@ -77,15 +77,7 @@ func (e *env) runSeededBugs(ctx context.Context) []BugResult {
 		if err != nil {
 			errs = append(errs, "with the bug: "+err.Error())
 		}
-		r.Caught = len(on) > 0
-		for _, f := range on {
-			if !slices.Contains(r.Checkers, f.Checker) {
-				r.Checkers = append(r.Checkers, f.Checker)
-			}
-		}
-		if len(on) > 0 {
-			r.Finding = on[0].What
-		}
+		r.verdict(on)
 		if len(errs) > 0 {
 			r.Err = fmt.Sprint(errs)
 		}
@@ -93,6 +85,22 @@ func (e *env) runSeededBugs(ctx context.Context) []BugResult {
 		out = append(out, r)
 	}
 	return out
+}
+
+// verdict sets r's Caught, Checkers and Finding from the findings of the
+// run with the bug on.
+func (r *BugResult) verdict(on []Finding) {
+	for _, f := range on {
+		if !slices.Contains(r.Checkers, f.Checker) {
+			r.Checkers = append(r.Checkers, f.Checker)
+		}
+		if f.Checker != CheckCleanup && !r.Caught {
+			r.Caught, r.Finding = true, f.What
+		}
+	}
+	if !r.Caught && len(on) > 0 {
+		r.Finding = on[0].What
+	}
 }
 
 // scenario is one run of a seeded bug's scenario: its own namespace,
@@ -122,7 +130,8 @@ func (e *env) runScenario(ctx context.Context, b seededBug, on bool) ([]Finding,
 		}
 		err = b.run(sctx, s)
 	}()
-	return s.finish(ctx), errors.Join(err, s.close())
+	fs, ferr := s.finish(ctx)
+	return fs, errors.Join(err, ferr, s.close())
 }
 
 func (s *scenario) onClose(f func() error) {
@@ -145,8 +154,10 @@ func (s *scenario) close() error {
 	return errors.Join(errs...)
 }
 
-// finish closes everything and runs checker (1) and the clean-up check.
-func (s *scenario) finish(ctx context.Context) []Finding {
+// finish closes everything and runs checker (1) and the clean-up check. A
+// watcher that cannot catch up is an error, not a finding: it says nothing
+// of the library.
+func (s *scenario) finish(ctx context.Context) ([]Finding, error) {
 	_ = s.close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -155,13 +166,12 @@ func (s *scenario) finish(ctx context.Context) []Finding {
 		out = append(out, Finding{CheckCleanup, "keys left: " + left})
 	}
 	if err := s.e.w.catchUp(ctx); err != nil {
-		out = append(out, Finding{CheckGrants, "watcher: " + err.Error()})
-		return out
+		return out, fmt.Errorf("watcher: %w", err)
 	}
 	grants, _, _ := s.hist.snapshot()
 	events := s.e.w.Events()
 	gr := checkGrants(s.spec, replay(events, s.spec), grants, leaseUse(events))
-	return append(out, gr.findings...)
+	return append(out, gr.findings...), nil
 }
 
 // client returns a client of every member, through proxies if proxied.

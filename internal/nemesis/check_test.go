@@ -329,3 +329,18 @@ func TestRowExercised(t *testing.T) {
 		t.Fatal("pauses without lease expiries passed")
 	}
 }
+
+// A seeded bug is caught only by a checker of the library's promises: a
+// key left behind by a scenario that went wrong is not a catch.
+func TestBugVerdict(t *testing.T) {
+	var r BugResult
+	r.verdict([]Finding{{CheckCleanup, "keys left: 1"}})
+	if r.Caught {
+		t.Fatalf("caught by the clean-up check alone: %+v", r)
+	}
+	r = BugResult{}
+	r.verdict([]Finding{{CheckCleanup, "keys left: 1"}, {CheckGrants, "reported token 7"}})
+	if !r.Caught || r.Finding != "reported token 7" {
+		t.Fatalf("caught by checker (1): %+v", r)
+	}
+}

@@ -94,7 +94,9 @@ type Row struct {
 // bug's switch off (it must pass) and once with it on (a checker must fail).
 type BugResult struct {
 	Bug string `json:"bug"`
-	// Caught is true when a checker failed with the bug on.
+	// Caught is true when a checker other than the clean-up check failed
+	// with the bug on: a key left behind is no proof that the checkers of
+	// the library's promises see the bug.
 	Caught bool `json:"caught"`
 	// Checkers are those that failed with the bug on.
 	Checkers []string `json:"checkers,omitempty"`
