@@ -93,6 +93,7 @@ type History struct {
 	observed []Observation
 	nextID   int
 	pauses   int // holder pauses taken
+	long     int // of which lasted their full 2 TTL or more
 }
 
 func newHistory(start time.Time) *History { return &History{start: start} }
@@ -126,10 +127,13 @@ func (h *History) addObservation(o Observation) {
 	h.observed = append(h.observed, o)
 }
 
-func (h *History) addPause() {
+func (h *History) addPause(long bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.pauses++
+	if long {
+		h.long++
+	}
 }
 
 // snapshot returns the records; call it once the workers have stopped.

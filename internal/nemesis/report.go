@@ -73,6 +73,9 @@ type Row struct {
 	StaleRejected    int `json:"stale_rejected"`
 	LeaseExpiries    int `json:"lease_expiries"`
 	HolderPauses     int `json:"holder_pauses"`
+	// longPauses are the holder pauses that lasted their full 2 TTL or
+	// more: each must let the holder's lease expire.
+	longPauses int
 	// Porcupine is LinOK, LinIllegal, LinTimeout, LinNone (no register) or,
 	// for the control, LinExpected.
 	Porcupine string `json:"porcupine"`

@@ -117,6 +117,7 @@ func (r *register) access(tok fencing.Token, write, writer bool, v int64) (int64
 
 type pauseRequest struct {
 	d    time.Duration
+	long bool        // d is at least 2 TTL: the holder's lease must expire
 	done chan string // the worker that paused, when its pause ended
 }
 
@@ -528,8 +529,11 @@ const conflict Outcome = "conflict"
 func (w *worker) pausePoint(ctx context.Context) {
 	select {
 	case req := <-w.wl.pauseReq:
+		start := time.Now()
 		_ = integration.PauseClient(ctx, req.d, w.proxies...)
-		w.wl.hist.addPause()
+		// A pause the phase's end cut short, or shorter than 2 TTL, need
+		// not let the lease expire.
+		w.wl.hist.addPause(req.long && time.Since(start) >= req.d)
 		req.done <- w.name
 	default:
 	}
@@ -655,7 +659,7 @@ func (wl *workload) pauseHolderFault(ttl time.Duration) integration.Fault {
 			lo = 2 * ttl
 		}
 		d := between(rng, lo, 3*ttl)
-		req := &pauseRequest{d: d, done: make(chan string, 1)}
+		req := &pauseRequest{d: d, long: d >= 2*ttl, done: make(chan string, 1)}
 		t := time.NewTimer(5 * time.Second)
 		defer t.Stop()
 		select {
