@@ -86,6 +86,11 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 		p.mu.Unlock()
 		return nil, ErrClientClosed
 	}
+	if err := context.Cause(ctx); err != nil {
+		// Ended already: grant no lease and enqueue nothing.
+		p.mu.Unlock()
+		return nil, err
+	}
 	p.wg.Add(1) // for the hold, done when it ends (onEnd), or undone below
 	p.mu.Unlock()
 	ctx, cancel := context.WithCancelCause(ctx)
