@@ -55,8 +55,9 @@ func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
 //
 // It returns nil on success, including when retried after an error whose
 // request may have landed; ErrNotHeld (wrapping the *LostError, if any) when
-// the hold was lost or already unlocked, leaving no key behind; or ctx's or
-// etcd's error, after which Unlock can be called again. After such an error
+// the hold was lost or already unlocked, leaving no key behind; or ctx's
+// error (context.Cause; nothing is sent if ctx had ended before the call)
+// or etcd's, after which Unlock can be called again. After such an error
 // the key is also deleted in the background, with the same guard, once the
 // lease's next renewal gets through; until then it keeps later holders
 // waiting. That goes on while the lock (or another one on the same lease)

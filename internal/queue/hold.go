@@ -371,7 +371,13 @@ func (h *Hold) Release(ctx context.Context) error {
 	if bugs.UnlockByName.Load() {
 		cmps = nil // planted bug: delete by name, whatever its revision
 	}
-	resp, err := h.q.Client.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(h.token.Key)).Commit()
+	var (
+		resp *clientv3.TxnResponse
+		err  = context.Cause(ctx) // ended already: send nothing
+	)
+	if err == nil {
+		resp, err = h.q.Client.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(h.token.Key)).Commit()
+	}
 	if err != nil {
 		// The hold has ended for its owner, but its key may live on with
 		// the lease, which is still renewed, and block the queue until the
@@ -388,7 +394,7 @@ func (h *Hold) Release(ctx context.Context) error {
 			// the key goes with it within its TTL.
 			return clientClosed(h.q, err)
 		}
-		return err
+		return context.Cause(ctx)
 	}
 	h.freeSlot() // deleted now, or gone before
 	if resp.Succeeded {
