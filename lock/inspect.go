@@ -131,12 +131,16 @@ func (e Entry) Waiting() bool { return !e.Holding && e.Err == nil }
 // Of the options only WithNamespace matters; the others are validated and
 // ignored. Inspect returns ErrNilClient, ErrInvalidName, ErrInvalidNamespace
 // or ErrInvalidOption for bad arguments, without I/O; ctx's error
-// (context.Cause) if it ends first; or etcd's error. It is safe for
-// concurrent use.
+// (context.Cause) if it ends first, without I/O if it had ended before the
+// call; ErrClientClosed once the etcd client is closed; or etcd's error. It
+// is safe for concurrent use.
 func Inspect(ctx context.Context, cli *clientv3.Client, name string, options ...Option) (*Status, error) {
 	cfg, err := config.Build(cli, name, opts(options))
 	if err != nil {
 		return nil, err
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, err // ended already: no read
 	}
 	kinds := []struct {
 		kind Kind
@@ -153,6 +157,9 @@ func Inspect(ctx context.Context, cli *clientv3.Client, name string, options ...
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			return nil, cause
+		}
+		if cli.Ctx().Err() != nil {
+			return nil, ErrClientClosed // not the context.Canceled clientv3 reports
 		}
 		return nil, fmt.Errorf("etcdlock: reading the queues of %q: %w", name, err)
 	}
