@@ -113,11 +113,31 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 }
 
 // Leader returns the current leader, in one linearizable read. It returns
-// ErrNoLeader when nobody leads, ctx's error if ctx ends before etcd
-// answers, or etcd's error if the read fails.
+// ErrNoLeader when nobody leads, ctx's error (context.Cause) if ctx ends
+// before etcd answers (without a read if it had ended before the call),
+// ErrClosed after Close, ErrClientClosed once the etcd client is closed, or
+// etcd's error if the read fails.
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
-	resp, err := e.p.Q.Client.Get(ctx, e.p.Q.Prefix, clientv3.WithFirstCreate()...)
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	cli := e.p.Q.Client
+	switch {
+	case closed:
+		return Leader{}, ErrClosed
+	case cli.Ctx().Err() != nil:
+		return Leader{}, ErrClientClosed
+	case ctx.Err() != nil:
+		return Leader{}, context.Cause(ctx)
+	}
+	resp, err := cli.Get(ctx, e.p.Q.Prefix, clientv3.WithFirstCreate()...)
 	if err != nil {
+		if ctx.Err() != nil {
+			return Leader{}, context.Cause(ctx)
+		}
+		if cli.Ctx().Err() != nil {
+			return Leader{}, ErrClientClosed
+		}
 		return Leader{}, err
 	}
 	if len(resp.Kvs) == 0 {
@@ -220,7 +240,9 @@ func (t *Term) Lease() clientv3.LeaseID { return t.h.Lease() }
 // Proclaim publishes a new value for this term, in one transaction that
 // succeeds only while the term's key is current. It returns ErrNotLeader
 // (wrapping the loss, if known) when the term has ended, ErrInvalidValue,
-// or etcd's or ctx's error.
+// ErrClientClosed once the etcd client is closed, ctx's error
+// (context.Cause; nothing is sent if ctx had ended before the call), or
+// etcd's error.
 func (t *Term) Proclaim(ctx context.Context, value string) error {
 	if err := checkValue(value); err != nil {
 		return err
@@ -228,11 +250,17 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	if err := t.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
 	tok := t.Token()
 	resp, err := t.e.p.Q.Client.Txn(ctx).If(tok.Cmp()).
 		Then(clientv3.OpPut(tok.Key, value, clientv3.WithLease(t.h.Lease()))).Commit()
 	if err != nil {
-		if ctx.Err() == nil && t.e.p.Q.Client.Ctx().Err() != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if t.e.p.Q.Client.Ctx().Err() != nil {
 			return ErrClientClosed
 		}
 		return err

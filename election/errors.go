@@ -37,8 +37,8 @@ var (
 	// ErrClosed is returned after Close, and by the campaigns and Runs
 	// that Close ended.
 	ErrClosed = queue.ErrClosed
-	// ErrClientClosed is returned by a campaign, Run, Proclaim or Resign
-	// that cannot be done because the etcd client was closed (the keys then
+	// ErrClientClosed is returned by a campaign, Run, Leader, Proclaim or
+	// Resign that cannot be done because the etcd client was closed (the keys then
 	// go with their lease, within its TTL). It does not match
 	// context.Canceled, which the etcd client reports in that case.
 	ErrClientClosed = queue.ErrClientClosed
