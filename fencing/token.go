@@ -65,7 +65,8 @@ func (t Token) valid() bool { return t.Key != "" && t.Revision > 0 }
 // the transaction's response comes with it, non-nil (nil for a token not
 // from a grant, without a key or with a revision of 0 or less, the zero
 // Token among them, which Commit refuses without a round trip). Other errors
-// are etcd's or ctx's, with a nil response. It blocks for one round trip to
+// are etcd's or ctx's (context.Cause; without a round trip if ctx had ended
+// before the call), with a nil response. It blocks for one round trip to
 // etcd and is safe for concurrent use. kv must not be nil (a
 // *clientv3.Client will do).
 //
@@ -76,8 +77,14 @@ func Commit(ctx context.Context, kv clientv3.KV, t Token, ops ...clientv3.Op) (*
 	if !t.valid() {
 		return nil, fmt.Errorf("%w: %s is not a grant's token", ErrFenced, t)
 	}
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
 	resp, err := kv.Txn(ctx).If(t.Cmp()).Then(ops...).Commit()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
 		return nil, err
 	}
 	if !resp.Succeeded {
