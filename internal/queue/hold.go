@@ -345,6 +345,9 @@ func (h *Hold) lose(cause error) {
 // still exist: the lease's keeper then deletes it once etcd answers again,
 // and Release may be called again meanwhile.
 func (h *Hold) Release(ctx context.Context) error {
+	// Read before any state changes: a nil ctx panics here, leaving the
+	// hold as it was.
+	ended := context.Cause(ctx)
 	h.mu.Lock()
 	lost, attempted, released := h.lost, h.attempted, h.released
 	if !h.stopped {
@@ -373,7 +376,7 @@ func (h *Hold) Release(ctx context.Context) error {
 	}
 	var (
 		resp *clientv3.TxnResponse
-		err  = context.Cause(ctx) // ended already: send nothing
+		err  = ended // ended already: send nothing
 	)
 	if err == nil {
 		resp, err = h.q.Client.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(h.token.Key)).Commit()

@@ -77,6 +77,9 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 	if value == "" {
 		value = p.Value
 	}
+	// Read before any state changes: a nil ctx panics here, leaving the
+	// Primitive as it was.
+	ended := context.Cause(ctx)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -86,10 +89,9 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 		p.mu.Unlock()
 		return nil, ErrClientClosed
 	}
-	if err := context.Cause(ctx); err != nil {
-		// Ended already: grant no lease and enqueue nothing.
+	if ended != nil { // grant no lease and enqueue nothing
 		p.mu.Unlock()
-		return nil, err
+		return nil, ended
 	}
 	p.wg.Add(1) // for the hold, done when it ends (onEnd), or undone below
 	p.mu.Unlock()
