@@ -22,11 +22,15 @@ import (
 // waits for each send.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
+	// Derived here, not in the goroutine, so that a nil ctx panics in the
+	// caller, as context.WithCancel does.
+	ctx, cancel := context.WithCancel(ctx)
 	// Add under mu, and never once Close has set closed: Close's wg.Wait
 	// must not race with an Add.
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
+		cancel()
 		close(ch)
 		return ch
 	}
@@ -35,7 +39,6 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	go func() {
 		defer e.wg.Done()
 		defer close(ch)
-		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stopClose := context.AfterFunc(e.p.CloseContext(), cancel)
 		defer stopClose()
