@@ -372,3 +372,31 @@ func TestBadInputEndedSession(t *testing.T) {
 		})
 	}
 }
+
+// TestBadInputNilContext: a nil context is a programming error; Observe
+// panics in the caller's goroutine, where it can be seen (and recovered),
+// as Campaign, Run and Leader do, not in a goroutine of its own, which
+// would crash the process.
+func TestBadInputNilContext(t *testing.T) {
+	e := newEnv(t)
+	el := e.election(e.cli)
+	var nilCtx context.Context
+	for _, c := range []struct {
+		name string
+		call func()
+	}{
+		{"Observe", func() { el.Observe(nilCtx) }},
+		{"Campaign", func() { _, _ = el.Campaign(nilCtx, "v") }},
+		{"Run", func() { _ = el.Run(nilCtx, "v", leadNever(t)) }},
+		{"Leader", func() { _, _ = el.Leader(nilCtx) }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s(nil) did not panic", c.name)
+				}
+			}()
+			c.call()
+		}()
+	}
+}

@@ -497,3 +497,40 @@ func TestBadInputInspectClosedClient(t *testing.T) {
 		t.Fatalf("Inspect on a closed client = %v, want ErrClientClosed (and not context.Canceled)", err)
 	}
 }
+
+// TestBadInputNilContext: a nil context is a programming error and panics
+// in the caller, as context.WithCancel does, before anything changes: the
+// lock still closes, a hold passed nil still unlocks, and no key is left.
+func TestBadInputNilContext(t *testing.T) {
+	e := newEnv(t)
+	m := e.mutex(e.cli, "m")
+	rw := e.rwmutex(e.cli, "rw")
+	s := e.semaphore(e.cli, "s", 2)
+	h := mustLock(t, m)
+	var nilCtx context.Context
+	for _, c := range []struct {
+		name string
+		call func()
+	}{
+		{"Mutex.Lock", func() { _, _ = m.Lock(nilCtx) }},
+		{"Mutex.TryLock", func() { _, _ = m.TryLock(nilCtx) }},
+		{"RWMutex.RLock", func() { _, _ = rw.RLock(nilCtx) }},
+		{"RWMutex.TryLock", func() { _, _ = rw.TryLock(nilCtx) }},
+		{"Semaphore.Acquire", func() { _, _ = s.Acquire(nilCtx, 1) }},
+		{"Inspect", func() { _, _ = lock.Inspect(nilCtx, e.cli, "m", lock.WithNamespace(e.ns)) }},
+		{"Hold.Unlock", func() { _ = h.Unlock(nilCtx) }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s(nil) did not panic", c.name)
+				}
+			}()
+			c.call()
+		}()
+	}
+	if err := h.Err(); err != nil {
+		t.Errorf("hold after Unlock(nil) = %v, want still held", err)
+	}
+	mustUnlock(t, h)
+}
