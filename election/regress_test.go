@@ -26,7 +26,7 @@ func mustNotLead(t *testing.T) func(context.Context, *election.Term) error {
 }
 
 // runPrompt runs el.Run with a 30s context and fails t unless it returns
-// within prompt, with an error that is not the context's.
+// before that context ends, with an error that is not the context's.
 func runPrompt(t *testing.T, el *election.Election, value string, cb election.Callbacks) error {
 	t.Helper()
 	err := el.Run(ctxT(t, 30*time.Second), value, cb)
