@@ -37,4 +37,8 @@
 //
 // Set the client's DialKeepAliveTime and DialKeepAliveTimeout so that a
 // dead connection is noticed well within the TTL (see package lock).
+//
+// A call given a context that has already ended sends nothing to etcd and
+// returns the context's cause (context.Cause); a nil context panics, before
+// any state changes.
 package election

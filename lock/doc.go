@@ -47,4 +47,12 @@
 // well within the TTL. Without keep-alive pings, a connection that died
 // silently holds the renewal until it times out, and the hold is reported
 // lost (safely, but needlessly) where a reconnect would have kept it.
+//
+// # Contexts and errors
+//
+// A call given a context that has already ended sends nothing to etcd and
+// returns the context's cause (context.Cause). A nil context panics, as in
+// the standard library, before any state changes. Every error a call
+// returns matches one of the package's Err values with errors.Is, or is
+// the context's cause or etcd's own error.
 package lock
