@@ -323,22 +323,7 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		if i+1 < len(pts) && pts[i+1].rev == p.rev {
 			continue // judge after every change at this revision
 		}
-		bad := ""
-		switch spec.kind {
-		case exclusive:
-			if weight > 1 {
-				bad = fmt.Sprintf("%d holders", weight)
-			}
-		case readWrite:
-			if writers > 1 || (writers == 1 && readers > 0) {
-				bad = fmt.Sprintf("%d writers and %d readers", writers, readers)
-			}
-		case semaphore:
-			if weight > spec.limit {
-				bad = fmt.Sprintf("%d permits of %d", weight, spec.limit)
-			}
-		}
-		if bad != "" && reported < 5 {
+		if bad := spec.exceeded(writers, readers, weight); bad != "" && reported < 5 {
 			res.add("at revision %d the reported holds alive were %s (last change: %s %d@%s)", p.rev, bad, p.m.g.Worker, p.m.g.Token, p.m.g.Key)
 			reported++
 		}
@@ -395,22 +380,7 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		if !b.start {
 			continue
 		}
-		bad := ""
-		switch spec.kind {
-		case exclusive:
-			if weight > 1 {
-				bad = fmt.Sprintf("%d holds", weight)
-			}
-		case readWrite:
-			if writers > 1 || (writers == 1 && readers > 0) {
-				bad = fmt.Sprintf("%d write and %d read holds", writers, readers)
-			}
-		case semaphore:
-			if weight > spec.limit {
-				bad = fmt.Sprintf("%d permits of %d", weight, spec.limit)
-			}
-		}
-		if bad != "" && reported < 5 {
+		if bad := spec.exceeded(writers, readers, weight); bad != "" && reported < 5 {
 			res.add("%s: when granted %d@%s at %v, its holder and others believed they had %s",
 				b.g.Worker, b.g.Token, b.g.Key, ms2(b.at), bad)
 			reported++
@@ -564,4 +534,25 @@ func checkCounter(acc []Access, final int64) counterResult {
 		r.findings = append(r.findings, Finding{CheckCounter, fmt.Sprintf("final value %d above the %d acknowledged and %d unknown increments", final, r.acked, r.unknown)})
 	}
 	return r
+}
+
+// exceeded says how holds alive at once break the lock's rule (one holder;
+// no writer with anyone else; at most limit permits), or "" if they do not.
+// writers and readers count a read-write lock's holds, weight the others'.
+func (spec lockSpec) exceeded(writers, readers, weight int64) string {
+	switch spec.kind {
+	case exclusive:
+		if weight > 1 {
+			return fmt.Sprintf("%d holders", weight)
+		}
+	case readWrite:
+		if writers > 1 || (writers == 1 && readers > 0) {
+			return fmt.Sprintf("%d writers and %d readers", writers, readers)
+		}
+	case semaphore:
+		if weight > spec.limit {
+			return fmt.Sprintf("%d permits of %d", weight, spec.limit)
+		}
+	}
+	return ""
 }
