@@ -10,74 +10,16 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"google.golang.org/grpc"
 
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/integration"
 )
 
-// rpcCounter counts the gRPC calls a client starts, by method, including
-// calls gRPC fails before sending.
-type rpcCounter struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (c *rpcCounter) add(method string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n[method]++
-}
-
-func (c *rpcCounter) snapshot() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]int, len(c.n))
-	for k, v := range c.n {
-		out[k] = v
-	}
-	return out
-}
-
-// since returns the calls made after before, by method; nil for none.
-// Lease renewals are left out: keepers send them in the background.
-func (c *rpcCounter) since(before map[string]int) map[string]int {
-	var out map[string]int
-	for k, v := range c.snapshot() {
-		if k == "/etcdserverpb.Lease/LeaseKeepAlive" {
-			continue
-		}
-		if d := v - before[k]; d > 0 {
-			if out == nil {
-				out = make(map[string]int)
-			}
-			out[k] = d
-		}
-	}
-	return out
-}
-
 // rpcClient returns a new client of the shared server whose calls are
 // counted, closed at cleanup.
-func (e *env) rpcClient() (*clientv3.Client, *rpcCounter) {
+func (e *env) rpcClient() (*clientv3.Client, *integration.RPCCounter) {
 	e.t.Helper()
-	c := &rpcCounter{n: make(map[string]int)}
-	cli, err := integration.Shared(e.t).NewClient(func(cfg *clientv3.Config) {
-		cfg.DialOptions = append(cfg.DialOptions,
-			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-				c.add(method)
-				return invoker(ctx, method, req, reply, cc, opts...)
-			}),
-			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-				c.add(method)
-				return streamer(ctx, desc, cc, method, opts...)
-			}))
-	})
-	if err != nil {
-		e.t.Fatalf("client: %v", err)
-	}
-	e.t.Cleanup(func() { _ = cli.Close() })
-	return cli, c
+	return integration.Shared(e.t).CountingClient(e.t)
 }
 
 type endedContext struct {
@@ -149,14 +91,14 @@ func TestBadInputNew(t *testing.T) {
 		{"nil session", cli, "x", []election.Option{election.WithSession(nil)}, election.ErrInvalidOption},
 		{"zero option", cli, "x", []election.Option{{}}, election.ErrInvalidOption},
 	}
-	before := calls.snapshot()
+	before := calls.Snapshot()
 	for _, c := range cases {
 		el, err := election.New(c.cli, c.elec, append([]election.Option{election.WithNamespace(e.ns)}, c.opts...)...)
 		if !errors.Is(err, c.want) || el != nil {
 			t.Errorf("New, %s = %v, %v; want %v", c.name, el, err, c.want)
 		}
 	}
-	if got := calls.since(before); got != nil {
+	if got := calls.Since(before); got != nil {
 		t.Errorf("refused New asked etcd %v, want nothing", got)
 	}
 	el, err := election.New(cli, strings.Repeat("n", election.MaxNameLen), election.WithNamespace(e.ns), election.WithTTL(2*time.Second))
@@ -181,7 +123,7 @@ func TestBadInputValue(t *testing.T) {
 	term := mustCampaign(t, el, "v")
 	long := strings.Repeat("x", election.MaxValueLen+1)
 	ctx := ctxT(t, 10*time.Second)
-	before := calls.snapshot()
+	before := calls.Snapshot()
 	if _, err := el.Campaign(ctx, long); !errors.Is(err, election.ErrInvalidValue) {
 		t.Errorf("Campaign = %v, want ErrInvalidValue", err)
 	}
@@ -194,7 +136,7 @@ func TestBadInputValue(t *testing.T) {
 	if err := el.Run(ctx, "v", election.Callbacks{}); !errors.Is(err, election.ErrInvalidOption) {
 		t.Errorf("Run without Lead = %v, want ErrInvalidOption", err)
 	}
-	if got := calls.since(before); got != nil {
+	if got := calls.Since(before); got != nil {
 		t.Errorf("refused calls asked etcd %v, want nothing", got)
 	}
 	if v := term.Value(); v != "v" {
@@ -238,19 +180,19 @@ func TestBadInputEndedContext(t *testing.T) {
 			}},
 			{"Proclaim", func(ctx context.Context) error { return term.Proclaim(ctx, "w") }},
 		} {
-			before := calls.snapshot()
+			before := calls.Snapshot()
 			if err := op.run(c.ctx); !errors.Is(err, c.want) {
 				t.Errorf("%s with a %s context = %v, want %v", op.name, c.name, err, c.want)
 			}
-			if got := calls.since(before); got != nil {
+			if got := calls.Since(before); got != nil {
 				t.Errorf("%s with a %s context asked etcd %v, want nothing", op.name, c.name, got)
 			}
 		}
-		before := calls.snapshot()
+		before := calls.Snapshot()
 		if _, ok := <-fresh.Observe(c.ctx); ok {
 			t.Errorf("Observe with a %s context sent a leader, want the channel closed", c.name)
 		}
-		if got := calls.since(before); got != nil {
+		if got := calls.Since(before); got != nil {
 			t.Errorf("Observe with a %s context asked etcd %v, want nothing", c.name, got)
 		}
 	}
@@ -295,7 +237,7 @@ func TestBadInputUseAfterClose(t *testing.T) {
 		t.Errorf("Close again = %v, want nil", err)
 	}
 	ctx := ctxT(t, 10*time.Second)
-	before := calls.snapshot()
+	before := calls.Snapshot()
 	if _, err := el.Campaign(ctx, "v"); !errors.Is(err, election.ErrClosed) {
 		t.Errorf("Campaign after Close = %v, want ErrClosed", err)
 	}
@@ -320,7 +262,7 @@ func TestBadInputUseAfterClose(t *testing.T) {
 	if el.IsLeader() {
 		t.Error("IsLeader after Close")
 	}
-	if got := calls.since(before); got != nil {
+	if got := calls.Since(before); got != nil {
 		t.Errorf("calls after Close asked etcd %v, want nothing", got)
 	}
 	integration.RequireEmpty(t, e.cli, e.ns)

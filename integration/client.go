@@ -41,9 +41,9 @@ func newClient(endpoints []string, cfgs []func(*clientv3.Config)) (*clientv3.Cli
 }
 
 // testClient makes a client closed at tb cleanup, failing tb on error.
-func testClient(tb testing.TB, endpoints []string) *clientv3.Client {
+func testClient(tb testing.TB, endpoints []string, cfg ...func(*clientv3.Config)) *clientv3.Client {
 	tb.Helper()
-	cli, err := newClient(endpoints, nil)
+	cli, err := newClient(endpoints, cfg)
 	if err != nil {
 		tb.Fatalf("integration: creating client for %v: %v", endpoints, err)
 	}

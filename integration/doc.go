@@ -57,6 +57,8 @@
 // server through [Shared], keep their keys apart with [Namespace], and check
 // they cleaned up with [RequireEmpty]. Main checks for goroutine leaks after
 // the tests; packages with their own TestMain can use [GoleakOptions].
+// [Server.CountingClient] counts the calls a client starts, to check that
+// a call sent nothing or how many round trips it took.
 //
 //	func TestMain(m *testing.M) { integration.Main(m) }
 //

@@ -10,77 +10,17 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"google.golang.org/grpc"
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
-// rpcCounter counts the gRPC calls a client starts, unary and streams, by
-// method: whatever the library asks etcd, including calls gRPC fails before
-// sending.
-type rpcCounter struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (c *rpcCounter) add(method string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n[method]++
-}
-
-// snapshot returns a copy of the counts so far.
-func (c *rpcCounter) snapshot() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]int, len(c.n))
-	for k, v := range c.n {
-		out[k] = v
-	}
-	return out
-}
-
-// since returns the calls made after before, by method; nil for none.
-// Lease renewals are left out: keepers send them in the background.
-func (c *rpcCounter) since(before map[string]int) map[string]int {
-	var out map[string]int
-	for k, v := range c.snapshot() {
-		if k == "/etcdserverpb.Lease/LeaseKeepAlive" {
-			continue
-		}
-		if d := v - before[k]; d > 0 {
-			if out == nil {
-				out = make(map[string]int)
-			}
-			out[k] = d
-		}
-	}
-	return out
-}
-
 // rpcClient returns a new client of the shared server whose calls are
 // counted, closed at cleanup.
-func (e *env) rpcClient() (*clientv3.Client, *rpcCounter) {
+func (e *env) rpcClient() (*clientv3.Client, *integration.RPCCounter) {
 	e.t.Helper()
-	c := &rpcCounter{n: make(map[string]int)}
-	cli, err := integration.Shared(e.t).NewClient(func(cfg *clientv3.Config) {
-		cfg.DialOptions = append(cfg.DialOptions,
-			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-				c.add(method)
-				return invoker(ctx, method, req, reply, cc, opts...)
-			}),
-			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-				c.add(method)
-				return streamer(ctx, desc, cc, method, opts...)
-			}))
-	})
-	if err != nil {
-		e.t.Fatalf("client: %v", err)
-	}
-	e.t.Cleanup(func() { _ = cli.Close() })
-	return cli, c
+	return integration.Shared(e.t).CountingClient(e.t)
 }
 
 // endedContexts are contexts that have ended before the call they are
@@ -182,12 +122,12 @@ func TestBadInputEndedContext(t *testing.T) {
 			}
 			for _, op := range ops {
 				for _, c := range endedContexts() {
-					before := calls.snapshot()
+					before := calls.Snapshot()
 					err := op.run(c.ctx)
 					if !errors.Is(err, c.want) {
 						t.Errorf("%s with a %s context = %v, want %v", op.name, c.name, err, c.want)
 					}
-					if got := calls.since(before); got != nil {
+					if got := calls.Since(before); got != nil {
 						t.Errorf("%s with a %s context asked etcd %v, want nothing", op.name, c.name, got)
 					}
 				}
@@ -246,7 +186,7 @@ func TestBadInputUseAfterClose(t *testing.T) {
 	}
 	fn := func(context.Context, fencing.Token) error { return errors.New("fn ran") }
 	hold := func(_ *lock.Hold, err error) error { return err }
-	before := calls.snapshot()
+	before := calls.Snapshot()
 	for _, c := range []struct {
 		name string
 		err  error
@@ -268,7 +208,7 @@ func TestBadInputUseAfterClose(t *testing.T) {
 			t.Errorf("%s after Close = %v, want ErrClosed", c.name, c.err)
 		}
 	}
-	if got := calls.since(before); got != nil {
+	if got := calls.Since(before); got != nil {
 		t.Errorf("acquires after Close asked etcd %v, want nothing", got)
 	}
 	for i, h := range holds {
@@ -335,7 +275,7 @@ func TestBadInputConstructors(t *testing.T) {
 			return lock.Inspect(context.Background(), c, n, o...)
 		}},
 	}
-	before := calls.snapshot()
+	before := calls.Snapshot()
 	for _, c := range cases {
 		for _, ctor := range ctors {
 			v, err := ctor.make(c.cli, c.lock, append([]lock.Option{ns}, c.opts...))
@@ -369,7 +309,7 @@ func TestBadInputConstructors(t *testing.T) {
 			t.Errorf("NewSemaphore(limit %d) = %v, want ErrInvalidOption", limit, err)
 		}
 	}
-	if got := calls.since(before); got != nil {
+	if got := calls.Since(before); got != nil {
 		t.Errorf("refused constructors asked etcd %v, want nothing", got)
 	}
 
@@ -411,7 +351,7 @@ func TestBadInputPermits(t *testing.T) {
 	cli, calls := e.rpcClient()
 	s := e.semaphore(cli, "s", 3)
 	ctx := ctxT(t, 5*time.Second)
-	before := calls.snapshot()
+	before := calls.Snapshot()
 	for _, k := range []int64{0, -1, -1 << 63, 4, lock.MaxSemaphoreLimit + 1} {
 		if _, err := s.Acquire(ctx, k); !errors.Is(err, lock.ErrInvalidPermits) {
 			t.Errorf("Acquire(%d) = %v, want ErrInvalidPermits", k, err)
@@ -423,7 +363,7 @@ func TestBadInputPermits(t *testing.T) {
 			t.Errorf("Do(%d) = %v, want ErrInvalidPermits", k, err)
 		}
 	}
-	if got := calls.since(before); got != nil {
+	if got := calls.Since(before); got != nil {
 		t.Errorf("refused acquires asked etcd %v, want nothing", got)
 	}
 }
