@@ -127,19 +127,7 @@ func TestRunPausesAfterFailingWork(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v", err)
 	}
-	var pauses []any
-	for _, en := range logs.FilterMessage("leader work failed; campaigning again").All() {
-		pauses = append(pauses, en.ContextMap()["pause"])
-	}
-	want := []any{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}
-	if len(pauses) < len(want) {
-		t.Fatalf("pauses %v, want %v first", pauses, want)
-	}
-	for i, p := range want {
-		if pauses[i] != p {
-			t.Fatalf("pauses %v, want %v first", pauses, want)
-		}
-	}
+	requireDoublingPauses(t, logs)
 	integration.RequireEmpty(t, e.cli, el.Prefix())
 }
 
@@ -405,6 +393,14 @@ func TestRunPausesAfterWorkResigns(t *testing.T) {
 	if lost := logs.FilterMessage("leadership lost; campaigning again").Len(); lost != 0 {
 		t.Errorf("a resign by the work was logged as a loss %d times", lost)
 	}
+	requireDoublingPauses(t, logs)
+	integration.RequireEmpty(t, e.cli, el.Prefix())
+}
+
+// requireDoublingPauses fails t unless the pauses Run logged after failing
+// work begin 50ms, 100ms, 200ms.
+func requireDoublingPauses(t *testing.T, logs *observer.ObservedLogs) {
+	t.Helper()
 	var pauses []any
 	for _, en := range logs.FilterMessage("leader work failed; campaigning again").All() {
 		pauses = append(pauses, en.ContextMap()["pause"])
@@ -418,5 +414,4 @@ func TestRunPausesAfterWorkResigns(t *testing.T) {
 			t.Fatalf("pauses %v, want %v first", pauses, want)
 		}
 	}
-	integration.RequireEmpty(t, e.cli, el.Prefix())
 }
