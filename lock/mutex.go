@@ -32,7 +32,10 @@ func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, err
 }
 
 // Lock blocks until the lock is held and returns the hold. Uncontended, it
-// costs one round trip to etcd (plus a lease grant the first time).
+// costs one round trip to etcd (plus a lease grant the first time). After a
+// Lock that found the lock free, the next first sends a smaller request
+// that only takes a free lock; if the lock is held by then, one more round
+// trip enqueues it (while the holder holds).
 //
 // If ctx ends first, Lock removes its waiting key (on a bounded context of
 // its own) and returns ctx's error (context.Cause). It returns

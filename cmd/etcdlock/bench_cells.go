@@ -199,10 +199,10 @@ func serialPut(ctx context.Context, env *benchEnv, ns string) (func(context.Cont
 const measuresBareTxns = "the two transactions of an uncontended Lock+Unlock of lock.Mutex, sent bare; latency of the pair"
 
 // serialBareTxns sets up the two requests an uncontended lock.Mutex cycle
-// sends (the enqueue Txn, shaped as the queue's fast path, and the Unlock
-// guarded by the create revision), on one key and lease of a client, with
-// none of the library around them: what the uncontended etcdlock row would
-// cost if the client did no work of its own.
+// sends (the enqueue Txn, in the lean shape an idle lock's acquires use,
+// and the Unlock guarded by the create revision), on one key and lease of a
+// client, with none of the library around them: what the uncontended
+// etcdlock row would cost if the client did no work of its own.
 func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context.Context) error, func() error, error) {
 	cli, err := env.newClient()
 	if err != nil {
@@ -218,14 +218,12 @@ func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context
 	}
 	prefix := ns + "lock/"
 	key, val := keys.Slot(prefix, lg.ID, 0, 0), benchValue
-	// The mutex's own rule gives the compare and the reads, and the hold's
-	// token the Unlock guard, so the shapes cannot drift apart.
-	rule := queue.Exclusive{}
-	ifs := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, rule.TryIf(prefix)...)
+	// The queue gives the mutex's comparisons, and the hold's token the
+	// Unlock guard, so the shapes cannot drift apart.
+	ifs := queue.EnqueueIf(queue.Exclusive{}.TryIf(prefix), key)
 	put := clientv3.OpPut(key, val, clientv3.WithLease(lg.ID))
-	els := append([]clientv3.Op{clientv3.OpPut(key, val, clientv3.WithLease(lg.ID), clientv3.WithPrevKV())}, rule.Reads(prefix, 0)...)
 	op := func(ctx context.Context) error {
-		r, err := cli.Txn(ctx).If(ifs...).Then(put).Else(els...).Commit()
+		r, err := cli.Txn(ctx).If(ifs...).Then(put).Commit()
 		if err != nil {
 			return err
 		}

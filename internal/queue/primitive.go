@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/etcdlock/etcdlock/internal/config"
 	"github.com/etcdlock/etcdlock/internal/keys"
@@ -54,7 +55,7 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, sharedWatc
 		disp = newDispatcher(ctx, cli, prefix, lg)
 	}
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp},
+		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool)},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,

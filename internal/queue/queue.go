@@ -20,7 +20,13 @@
 //
 // # Round trips
 //
-//   - Uncontended acquire: one Txn (put own key + the rule's reads).
+//   - Acquire: one Txn, the enqueue. It puts the waiter's key when the
+//     rule's comparisons (Rule.TryIf) say the lock is free, else puts it and
+//     runs the rule's reads. When the last acquire through the queue found
+//     the lock free, the next sends the lean enqueue first: the same
+//     comparisons and the put, no reads; on a busy lock it writes nothing
+//     and the full enqueue follows, one more round trip while the holder
+//     holds.
 //   - Release: one Txn (delete own key if its create revision is still ours).
 //   - A waiter with per-key watches: after the enqueue Txn, it opens its
 //     watches at the server's current revision and waits for the "created"
@@ -42,6 +48,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -115,6 +122,11 @@ type Queue struct {
 	// waiter gets a random key.
 	Slots *Slots
 
+	// idle, if set, is the hint that the last acquire through this queue
+	// found it idle, which makes the next one try the lean enqueue first
+	// (see Acquire); copies of a Primitive's Queue share it. Nil: never.
+	idle *atomic.Bool
+
 	// disp, if set, routes the deletes under the Primitive's prefix to
 	// waiters and holds; copies of a Primitive's Queue share it (see
 	// NewPrimitive).
@@ -142,29 +154,46 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 	}
 	w := &waiter{q: q, k: k}
 	var verdict Verdict
-	for attempt := 0; ; attempt++ {
-		if q.Slots != nil {
-			w.key, w.free = q.Slots.take(q.Prefix, k.ID())
-		} else {
-			w.key, w.free = keys.Waiter(q.Prefix, k.ID()), nil
-		}
-		if bugs.UnlockByName.Load() {
-			w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())), nil // planted bug: etcd's key naming
+	tryIf := q.Rule.TryIf(q.Prefix)
+	// lean: try the lean enqueue first (see below), on the hint that the
+	// last acquire through this queue found it idle.
+	lean := tryIf != nil && !try && q.idle != nil && q.idle.Load()
+	for strays := 0; ; {
+		if w.key == "" {
+			if q.Slots != nil {
+				w.key, w.free = q.Slots.take(q.Prefix, k.ID())
+			} else {
+				w.key, w.free = keys.Waiter(q.Prefix, k.ID()), nil
+			}
+			if bugs.UnlockByName.Load() {
+				w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())), nil // planted bug: etcd's key naming
+			}
 		}
 		var (
-			absent = clientv3.Compare(clientv3.CreateRevision(w.key), "=", 0)
-			put    = clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()))
-			getOwn = clientv3.OpGet(w.key, clientv3.WithKeysOnly())
-			tryIf  = q.Rule.TryIf(q.Prefix)
-			resp   *clientv3.TxnResponse
-			err    error
+			put  = clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()))
+			resp *clientv3.TxnResponse
+			err  error
 		)
 		switch {
-		case tryIf != nil && try:
+		case tryIf != nil && (try || lean):
 			// When the rule's comparisons say a newcomer is admitted at once
 			// (an idle lock), the Txn is a compare and a put: no range read
-			// and no sort. Otherwise a try fails, putting nothing.
-			resp, err = q.Client.Txn(ctx).If(append([]clientv3.Cmp{absent}, tryIf...)...).Then(put).Else(getOwn).Commit()
+			// and no sort. Otherwise a try fails, putting nothing, and reads
+			// its own key, which tells a stray key (below) from a busy lock.
+			// The lean enqueue is the same Txn with an empty Else: on a busy
+			// lock it writes nothing, and the full enqueue follows. It
+			// spares the server the full enqueue's Else branch (a put and a
+			// sorted range, decoded and logged with every request) on an
+			// idle lock, where most acquires of an uncontended lock land; a
+			// lock found busy costs one more round trip, while its holder
+			// holds anyway, and turns the hint off until an acquire finds
+			// the lock idle again.
+			cmps := EnqueueIf(tryIf, w.key)
+			if lean {
+				resp, err = q.Client.Txn(ctx).If(cmps...).Then(put).Commit()
+			} else {
+				resp, err = q.Client.Txn(ctx).If(cmps...).Then(put).Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
+			}
 		case tryIf != nil:
 			// As for a try, but a wait falls through to the put and the
 			// rule's reads, in the same Txn. The Else branch is flat (a
@@ -176,10 +205,12 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			// share a number): its value is then overwritten, which a watch
 			// on the queue sees as a put, before the key is deleted.
 			putPrev := clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()), clientv3.WithPrevKV())
-			resp, err = q.Client.Txn(ctx).If(append([]clientv3.Cmp{absent}, tryIf...)...).Then(put).
+			resp, err = q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(put).
 				Else(append([]clientv3.Op{putPrev}, q.Rule.Reads(q.Prefix, 0)...)...).Commit()
 		default:
-			resp, err = q.Client.Txn(ctx).If(absent).Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).Else(getOwn).Commit()
+			resp, err = q.Client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(w.key), "=", 0)).
+				Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).
+				Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
 		}
 		if err != nil {
 			// The put may have landed, or may still land: remove it now and
@@ -189,6 +220,14 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 				return nil, lease.ErrExpired // the keeper has not noticed yet
 			}
 			return nil, err
+		}
+		if lean && !resp.Succeeded {
+			// Busy, or a stray key under our name: the lean enqueue wrote
+			// nothing. Enqueue in full under the same name, which tells a
+			// stray (below).
+			lean = false
+			q.idle.Store(false)
+			continue
 		}
 		w.rev = resp.Header.Revision
 		rs := resp.Responses
@@ -221,12 +260,16 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 		// name, so someone else wrote it: have it deleted (guarded by its
 		// revision) and take another key.
 		k.Orphan(w.key, strayRev)
-		if attempt < 3 {
+		if strays++; strays <= 3 {
+			w.key = "" // take another
 			continue
 		}
 		return nil, fmt.Errorf("etcdlock: waiter key %s already exists", w.key)
 	}
 	w.readRev, w.needRev = w.rev, w.rev
+	if q.idle != nil && !try {
+		q.idle.Store(verdict.Admitted)
+	}
 	if verdict.Err != nil {
 		w.remove()
 		return nil, verdict.Err
@@ -251,6 +294,38 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 		}
 	}
 	return w.hold(epoch, onEnd), nil
+}
+
+// EnqueueIf returns the comparisons of an enqueue Txn of key whose Then
+// branch admits the waiter at once, given the rule's TryIf: those, and that
+// key does not exist yet, unless they already say so (an empty range holding
+// key). Each comparison costs the server a range read, and the client a
+// copy of it in clientv3's Txn.If.
+func EnqueueIf(tryIf []clientv3.Cmp, key string) []clientv3.Cmp {
+	for i := range tryIf {
+		if saysAbsent(tryIf[i].GetCompare(), key) {
+			return tryIf
+		}
+	}
+	return append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, tryIf...)
+}
+
+// saysAbsent reports whether c, holding, says that key does not exist: it
+// requires create revision 0 of every key in a range that holds key (etcd
+// compares an empty range as one key with create revision 0).
+func saysAbsent(c *pb.Compare, key string) bool {
+	if c == nil || c.Target != pb.Compare_CREATE || c.Result != pb.Compare_EQUAL || c.GetCreateRevision() != 0 {
+		return false
+	}
+	from, end := string(c.Key), string(c.RangeEnd)
+	switch end {
+	case "":
+		return key == from
+	case "\x00": // every key from Key on
+		return key >= from
+	default:
+		return key >= from && key < end
+	}
 }
 
 func ranges(rs []*pb.ResponseOp) []*pb.RangeResponse {
