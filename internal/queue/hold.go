@@ -65,7 +65,9 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		onEnd:  onEnd,
 		free:   w.free,
 	}
-	w.q.logger().Debug("acquired", zap.Stringer("token", h.token))
+	if ce := w.q.logger().Check(zap.DebugLevel, "acquired"); ce != nil { // no field built when off
+		ce.Write(zap.Stringer("token", h.token))
+	}
 	// The end of the epoch closes Done by itself, whatever the monitor
 	// goroutine is busy with (opening a watch, re-reading after a break).
 	h.stopEpoch = context.AfterFunc(epoch.Context(), func() { h.lose(epoch.Err()) })
@@ -407,7 +409,9 @@ func (h *Hold) Release(ctx context.Context) error {
 		if lost != nil {
 			return fmt.Errorf("%w: %w", ErrNotHeld, lost)
 		}
-		h.q.logger().Debug("released", zap.Stringer("token", h.token))
+		if ce := h.q.logger().Check(zap.DebugLevel, "released"); ce != nil {
+			ce.Write(zap.Stringer("token", h.token))
+		}
 		return nil
 	}
 	switch {
