@@ -42,13 +42,17 @@ var (
 	// go with their lease, within its TTL). It does not match
 	// context.Canceled, which the etcd client reports in that case.
 	ErrClientClosed = queue.ErrClientClosed
+	// ErrRunning is returned by Run, at once and without campaigning, while
+	// another Run is in progress on the same Election.
+	ErrRunning = errors.New("election: Run already in progress on this Election")
 	// ErrUnhealthy is returned by Check when Run's leader work runs on too
 	// long: more than the tolerance after its term ended or after Run's
 	// context ended, or past the term's lease deadline (see Check).
 	ErrUnhealthy = errors.New("election: leader work unhealthy")
 	// ErrInvalidName, ErrInvalidNamespace, ErrInvalidOption and
 	// ErrNilClient are returned by New for bad arguments. ErrInvalidOption
-	// is also returned by Run for Callbacks without Lead, and by Campaign
+	// is also returned by Run for Callbacks without Lead, by Check for a
+	// negative tolerance, and by Campaign
 	// and Run when the safety margin is not less than half the TTL of the
 	// session given with WithSession (known only once its lease is read).
 	ErrInvalidName      = keys.ErrInvalidName

@@ -87,7 +87,9 @@ const (
 // user-empty and request-too-large errors, and any error once the etcd
 // client is closed. Other campaign errors (etcd unreachable,
 // an own lease that expired) are logged and retried with backoff. Run may be
-// called again after it returns, but not twice at once on one Election.
+// called again after it returns; while one runs, another Run on the same
+// Election returns ErrRunning at once (Check follows one Run; use one
+// Election per Run).
 func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 	if cb.Lead == nil {
 		return fmt.Errorf("%w: Run needs Callbacks.Lead", ErrInvalidOption)
@@ -102,6 +104,10 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 	if e.closed {
 		e.mu.Unlock()
 		return ErrClosed
+	}
+	if len(e.runs) > 0 {
+		e.mu.Unlock()
+		return ErrRunning
 	}
 	e.runs[ctl] = struct{}{}
 	e.mu.Unlock()
@@ -286,8 +292,11 @@ func (e *Election) waitWork(done <-chan error, st *runState, term *Term, why err
 // standby out), or more than tolerance past the term's
 // lease deadline (a process paused or starved so long that its own timers
 // did not fire). Wire it to a liveness probe so such a process is restarted.
-// Check does no I/O.
+// Check does no I/O. A negative tolerance returns ErrInvalidOption.
 func (e *Election) Check(tolerance time.Duration) error {
+	if tolerance < 0 {
+		return fmt.Errorf("%w: negative Check tolerance %v", ErrInvalidOption, tolerance)
+	}
 	e.mu.Lock()
 	st := e.running
 	var lostAt, stopAt time.Time

@@ -415,3 +415,54 @@ func requireDoublingPauses(t *testing.T, logs *observer.ObservedLogs) {
 		}
 	}
 }
+
+// TestRunTwiceAtOnce: a second Run on an Election while one runs returns
+// ErrRunning at once, campaigning for nothing (before, it queued a second
+// key behind the first Run's term, and Check followed only one of them);
+// once the first has returned, Run works again.
+func TestRunTwiceAtOnce(t *testing.T) {
+	e := newEnv(t)
+	el := e.election(e.cli)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leading := make(chan struct{})
+	first := goRun(ctx, el, "first", func(ctx context.Context, _ *election.Term) error {
+		close(leading)
+		<-ctx.Done()
+		return nil
+	})
+	<-leading
+	err := runPrompt(t, el, "second", election.Callbacks{Lead: mustNotLead(t)})
+	if !errors.Is(err, election.ErrRunning) {
+		t.Fatalf("second Run = %v, want ErrRunning", err)
+	}
+	if keys := leaderKeys(t, e.cli, el); len(keys) != 1 {
+		t.Fatalf("keys %v, want the first Run's only", keys)
+	}
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first Run = %v, want context.Canceled", err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	err = el.Run(ctx2, "third", election.Callbacks{Lead: func(context.Context, *election.Term) error {
+		cancel2()
+		return nil
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run after the first returned = %v, want context.Canceled after leading", err)
+	}
+}
+
+// TestCheckNegativeTolerance: Check refuses a negative tolerance, which
+// would call a healthy leader unhealthy (its deadline is in the future).
+func TestCheckNegativeTolerance(t *testing.T) {
+	e := newEnv(t)
+	el := e.election(e.cli)
+	if err := el.Check(-time.Second); !errors.Is(err, election.ErrInvalidOption) {
+		t.Fatalf("Check(-1s) = %v, want ErrInvalidOption", err)
+	}
+	if err := el.Check(0); err != nil {
+		t.Fatalf("Check(0) with no Run = %v, want nil", err)
+	}
+}
