@@ -65,9 +65,11 @@ func (f *Fence) resource(name string) *fenced {
 
 // Admit accepts t for resource if its revision is at least the highest
 // admitted so far for resource, and records it. It returns a *StaleError
-// matching ErrStale otherwise. A token with no revision (the zero Token,
-// or one not from a grant) is always refused. Admit does no I/O; it waits
-// only for a Do's fn running on the same resource.
+// matching ErrStale otherwise. Only the revision is compared, so a resource
+// that is handed just the number (etcdlock run's $ETCDLOCK_TOKEN) may pass
+// Token{Revision: n}. A token with no positive revision (the zero Token, or
+// one not from a grant) is always refused. Admit does no I/O; it waits only
+// for a Do's fn running on the same resource.
 func (f *Fence) Admit(resource string, t Token) error {
 	return f.Do(resource, t, nil)
 }

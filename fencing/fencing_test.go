@@ -197,6 +197,25 @@ func TestFenceRefusesRevisionless(t *testing.T) {
 	}
 }
 
+// TestFenceRevisionOnly: a resource handed only the revision (as etcdlock
+// run's $ETCDLOCK_TOKEN) fences with it alone, against tokens with keys
+// too.
+func TestFenceRevisionOnly(t *testing.T) {
+	var f fencing.Fence
+	if err := f.Admit("r", fencing.Token{Revision: 5}); err != nil {
+		t.Fatalf("Admit(revision 5) = %v", err)
+	}
+	if err := f.Admit("r", fencing.Token{Key: "k", Revision: 4}); !errors.Is(err, fencing.ErrStale) {
+		t.Fatalf("Admit(k@4) after 5 = %v, want ErrStale", err)
+	}
+	if err := f.Admit("r", fencing.Token{Key: "k", Revision: 6}); err != nil {
+		t.Fatalf("Admit(k@6) = %v", err)
+	}
+	if err := f.Admit("r", fencing.Token{Revision: 5}); !errors.Is(err, fencing.ErrStale) {
+		t.Fatalf("Admit(revision 5) after 6 = %v, want ErrStale", err)
+	}
+}
+
 // TestRevisionlessTokenNeverHolds: a token with a key but no create
 // revision (0, or negative) is not from a grant. Its Cmp must not hold
 // while the key is absent (etcd gives an absent key create revision 0),
