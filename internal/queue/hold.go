@@ -36,12 +36,15 @@ type Hold struct {
 	free   func() // returns the key's slot for reuse, once the key is gone
 	// stopEpoch unregisters the loss on the epoch's end; finish calls it.
 	stopEpoch func() bool
-	// delay, if set, starts the monitor after ownWatchDelay. Release stops
-	// it when it has not fired, and then ends the hold itself: a short
-	// uncontended hold never starts a goroutine.
-	delay *time.Timer
+	// due is when the Queue's delayer starts the monitor of a hold
+	// admitted at once (delayed, below).
+	due time.Time
 
-	mu        sync.Mutex
+	mu sync.Mutex
+	// delayed: the monitor waits for the delayer. Release clears it before
+	// the delayer starts the monitor, and then ends the hold itself: a
+	// short uncontended hold never starts a goroutine.
+	delayed   bool
 	lost      error // *LostError, once lost
 	stopped   bool  // monitor told to stop
 	attempted bool  // a release request was sent
@@ -80,11 +83,27 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		// Admitted by the enqueue Txn: the watch on the own key is opened
 		// only after ownWatchDelay (see monitorWatching). Until then the
 		// epoch reports the loss of the lease, and no goroutine runs.
-		h.mu.Lock()
-		h.delay = time.AfterFunc(ownWatchDelay, func() { h.monitorWatching(nil) })
-		h.mu.Unlock()
+		if w.q.delays == nil {
+			go h.monitorWatching(nil)
+			break
+		}
+		h.due = time.Now().Add(ownWatchDelay)
+		h.delayed = true // before the delayer can see it
+		w.q.delays.add(h)
 	}
 	return h
+}
+
+// startDelayed starts the monitor of a hold admitted at once, unless
+// Release came first.
+func (h *Hold) startDelayed() {
+	h.mu.Lock()
+	start := h.delayed
+	h.delayed = false
+	h.mu.Unlock()
+	if start {
+		go h.monitorWatching(nil)
+	}
 }
 
 // finish ends the hold once its monitor is done (or was never started).
@@ -360,8 +379,8 @@ func (h *Hold) Release(ctx context.Context) error {
 		}
 	}
 	h.attempted = true
-	unstarted := h.delay != nil && h.delay.Stop()
-	h.delay = nil
+	unstarted := h.delayed
+	h.delayed = false
 	h.mu.Unlock()
 	if unstarted {
 		h.finish() // the monitor never ran

@@ -55,7 +55,7 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, sharedWatc
 		disp = newDispatcher(ctx, cli, prefix, lg)
 	}
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool)},
+		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool), delays: &delayer{}},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,

@@ -126,6 +126,9 @@ type Queue struct {
 	// found it idle, which makes the next one try the lean enqueue first
 	// (see Acquire); copies of a Primitive's Queue share it. Nil: never.
 	idle *atomic.Bool
+	// delays, if set, starts the own-key watches of holds admitted at once
+	// (see Hold); copies of a Primitive's Queue share it. Nil: at once.
+	delays *delayer
 
 	// disp, if set, routes the deletes under the Primitive's prefix to
 	// waiters and holds; copies of a Primitive's Queue share it (see
