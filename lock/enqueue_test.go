@@ -126,6 +126,11 @@ func TestLeanEnqueue(t *testing.T) {
 		got <- h
 	}()
 	waitKeys(t, e.cli, e.ns, 2) // the holder's key and the waiter's
+	// The log records a Txn once its answer is back, which can be after
+	// etcd shows the key: wait for the full enqueue's answer too.
+	for deadline := time.Now().Add(5 * time.Second); log.len() < n+2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	sent = log.since(n)
 	if len(sent) != 2 || !sent[0].lean() || sent[0].succeeded || sent[1].lean() {
 		t.Fatalf("acquire on a busy lock sent %v, want a failed lean enqueue and a full one", sent)
