@@ -63,9 +63,12 @@ import (
 // # Round trips
 //
 // RLock, Lock and Unlock uncontended: one Txn each (plus a lease grant the
-// first time). After an acquire that found the lock free, the next first
-// sends a smaller Txn that only takes a free lock, and one more when the
-// lock is taken by then. TryRLock and TryLock: one Txn, granted or not. Each
+// first time). After an RLock or Lock granted at once (an RLock is when no
+// writer is queued, even while readers hold), the next RLock or Lock first
+// sends a smaller Txn that only takes the lock when it would be granted at
+// once, and one more when it would not (so a Lock after an RLock granted
+// beside other readers costs two). TryRLock and TryLock: one Txn, granted or
+// not, and they leave that hint alone. Each
 // RWMutex keeps one watch on the lock's keys while it is in use (opened by
 // its first acquire, closed after 30s unused), which tells its waiters and
 // holds of deletes. A waiter reads, in its enqueue Txn, every key it must

@@ -22,11 +22,13 @@
 //
 //   - Acquire: one Txn, the enqueue. It puts the waiter's key when the
 //     rule's comparisons (Rule.TryIf) say the lock is free, else puts it and
-//     runs the rule's reads. When the last acquire through the queue found
-//     the lock free, the next sends the lean enqueue first: the same
-//     comparisons and the put, no reads; on a busy lock it writes nothing
-//     and the full enqueue follows, one more round trip while the holder
-//     holds.
+//     runs the rule's reads (a rule without TryIf: always both). When the
+//     last waiting acquire through the Primitive (a try neither uses nor
+//     sets the hint; a read-write lock's readers and writers share it) was
+//     admitted at once, the next sends the lean enqueue first: the same
+//     comparisons and the put, no reads; if they fail (a busy lock, or a
+//     stray key) it writes nothing and the full enqueue follows, one more
+//     round trip.
 //   - Release: one Txn (delete own key if its create revision is still ours).
 //   - A waiter with per-key watches: after the enqueue Txn, it opens its
 //     watches at the server's current revision and waits for the "created"
