@@ -18,8 +18,9 @@ import (
 
 // txnLog records the Txns a client sends, with whether each succeeded.
 type txnLog struct {
-	mu   sync.Mutex
-	txns []sentTxn
+	mu    sync.Mutex
+	txns  []sentTxn
+	added chan struct{} // closed and replaced at each record
 }
 
 type sentTxn struct {
@@ -30,12 +31,14 @@ type sentTxn struct {
 // recordingClient returns a new client of the shared server whose Txns are
 // recorded in the returned log.
 func (e *env) recordingClient() (*clientv3.Client, *txnLog) {
-	l := &txnLog{}
+	l := &txnLog{added: make(chan struct{})}
 	rec := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if r, ok := req.(*pb.TxnRequest); ok && err == nil {
 			l.mu.Lock()
 			l.txns = append(l.txns, sentTxn{req: proto.Clone(r).(*pb.TxnRequest), succeeded: reply.(*pb.TxnResponse).Succeeded})
+			close(l.added)
+			l.added = make(chan struct{})
 			l.mu.Unlock()
 		}
 		return err
@@ -55,6 +58,25 @@ func (l *txnLog) since(n int) []sentTxn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]sentTxn(nil), l.txns[n:]...)
+}
+
+// waitLen waits up to d for n Txns to be recorded.
+func (l *txnLog) waitLen(t *testing.T, n int, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		l.mu.Lock()
+		got, added := len(l.txns), l.added
+		l.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-added:
+		case <-timeout:
+			t.Fatalf("%d Txns recorded after %v, want %d", got, d, n)
+		}
+	}
 }
 
 func (l *txnLog) len() int {
@@ -128,9 +150,7 @@ func TestLeanEnqueue(t *testing.T) {
 	waitKeys(t, e.cli, e.ns, 2) // the holder's key and the waiter's
 	// The log records a Txn once its answer is back, which can be after
 	// etcd shows the key: wait for the full enqueue's answer too.
-	for deadline := time.Now().Add(5 * time.Second); log.len() < n+2 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
+	log.waitLen(t, n+2, 5*time.Second)
 	sent = log.since(n)
 	if len(sent) != 2 || !sent[0].lean() || sent[0].succeeded || sent[1].lean() {
 		t.Fatalf("acquire on a busy lock sent %v, want a failed lean enqueue and a full one", sent)
@@ -212,5 +232,54 @@ func TestLeanEnqueueComparesOwnKeyOnlyOutsideTheRange(t *testing.T) {
 	}
 	if wk := w.Token().Key; ownKey(enq[1], wk) || len(enq[1].req.Compare) != 1 || !strings.HasSuffix(string(enq[1].req.Compare[0].Key), "/") {
 		t.Errorf("writer's lean enqueue compares %v, want the lock's range only", enq[1].req.Compare)
+	}
+}
+
+// A read-write lock's readers and writers keep separate hints: a reader
+// let in beside other readers says nothing of a writer's chances, so the
+// next Lock, whose last one had to wait, sends the full enqueue alone.
+func TestRWHintsApart(t *testing.T) {
+	e := newEnv(t)
+	cli, log := e.recordingClient()
+	m := e.rwmutex(cli, "rw")
+	other := e.rwmutex(e.client(), "rw")
+	ctx := ctxT(t, 10*time.Second)
+	lockBehindReader := func() []sentTxn {
+		t.Helper()
+		r, err := other.RLock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := log.len()
+		got := make(chan *lock.Hold, 1)
+		go func() {
+			h, err := m.Lock(ctx)
+			if err != nil {
+				t.Errorf("Lock: %v", err)
+			}
+			got <- h
+		}()
+		waitKeys(t, e.cli, e.ns, 2)
+		log.waitLen(t, n+1, 5*time.Second) // its first Txn's answer is back
+		sent := log.since(n)
+		mustUnlock(t, r)
+		if w := <-got; w != nil {
+			mustUnlock(t, w)
+		}
+		return sent
+	}
+	lockBehindReader() // the writer's last acquire waited
+	r, err := other.RLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := m.RLock(ctx) // let in at once, beside the other reader
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustUnlock(t, own)
+	mustUnlock(t, r)
+	if sent := lockBehindReader(); len(sent) != 1 || sent[0].lean() {
+		t.Fatalf("Lock behind a reader after an RLock let in at once sent %v, want the full enqueue alone", sent)
 	}
 }

@@ -63,12 +63,11 @@ import (
 // # Round trips
 //
 // RLock, Lock and Unlock uncontended: one Txn each (plus a lease grant the
-// first time). After an RLock or Lock granted at once (an RLock is when no
-// writer is queued, even while readers hold), the next RLock or Lock first
-// sends a smaller Txn that only takes the lock when it would be granted at
-// once, and one more when it would not (so a Lock after an RLock granted
-// beside other readers costs two). TryRLock and TryLock: one Txn, granted or
-// not, and they leave that hint alone. Each
+// first time). After an RLock granted at once (no writer queued, even
+// while readers hold), the next RLock first sends a smaller Txn that only
+// takes the lock if it is granted at once, and one more Txn when it is not;
+// Lock likewise after a Lock granted at once. TryRLock and TryLock: one
+// Txn, granted or not, and they leave that hint alone. Each
 // RWMutex keeps one watch on the lock's keys while it is in use (opened by
 // its first acquire, closed after 30s unused), which tells its waiters and
 // holds of deletes. A waiter reads, in its enqueue Txn, every key it must
@@ -98,6 +97,8 @@ func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex,
 	m := &RWMutex{p: p, name: name, prefix: base, reader: p.Q, writer: p.Q}
 	m.reader.Prefix, m.reader.Rule = rwReader(base)
 	m.writer.Prefix, m.writer.Rule = rwWriter(base)
+	m.reader.OwnHint() // a reader let in beside readers says nothing of writers' chances
+	m.writer.OwnHint()
 	p.Q = m.writer // so that p.Acquire, if ever used, is a write lock
 	return m, nil
 }

@@ -23,12 +23,11 @@
 //   - Acquire: one Txn, the enqueue. It puts the waiter's key when the
 //     rule's comparisons (Rule.TryIf) say the lock is free, else puts it and
 //     runs the rule's reads (a rule without TryIf: always both). When the
-//     last waiting acquire through the Primitive (a try neither uses nor
-//     sets the hint; a read-write lock's readers and writers share it) was
-//     admitted at once, the next sends the lean enqueue first: the same
-//     comparisons and the put, no reads; if they fail (a busy lock, or a
-//     stray key) it writes nothing and the full enqueue follows, one more
-//     round trip.
+//     last waiting acquire through the queue (a try neither uses nor sets
+//     the hint; see Queue.OwnHint) was admitted at once, the next sends the
+//     lean enqueue first: the same comparisons and the put, no reads; if
+//     they fail (a busy lock, or a stray key) it writes nothing and the
+//     full enqueue follows, one more round trip.
 //   - Release: one Txn (delete own key if its create revision is still ours).
 //   - A waiter with per-key watches: after the enqueue Txn, it opens its
 //     watches at the server's current revision and waits for the "created"
@@ -332,6 +331,11 @@ func saysAbsent(c *pb.Compare, key string) bool {
 		return key >= from && key < end
 	}
 }
+
+// OwnHint gives q a lean-enqueue hint of its own (see Acquire), apart from
+// the Queue it was copied from: for a queue whose acquires are admitted on
+// other terms (a read-write lock's readers and writers).
+func (q *Queue) OwnHint() { q.idle = new(atomic.Bool) }
 
 func ranges(rs []*pb.ResponseOp) []*pb.RangeResponse {
 	out := make([]*pb.RangeResponse, len(rs))
