@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/internal/etcdcmp"
 )
 
 // ErrFenced is returned by Commit when the token's hold is no longer
@@ -53,7 +55,7 @@ func (t Token) Cmp() clientv3.Cmp {
 	if t.Revision <= 0 {
 		return clientv3.Compare(clientv3.CreateRevision(t.Key), "<", 0)
 	}
-	return clientv3.Compare(clientv3.CreateRevision(t.Key), "=", t.Revision)
+	return etcdcmp.CreateRevision(t.Key, t.Revision, false) // at every Unlock: no copies
 }
 
 // valid reports whether t can be a grant's token: it has a key and a

@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/etcdcmp"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
 
@@ -215,7 +216,7 @@ func (readerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdi
 }
 
 func (r readerRule) TryIf(string) []clientv3.Cmp {
-	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(r.base+"w/"), "=", 0).WithPrefix()}
+	return []clientv3.Cmp{etcdcmp.CreateRevision(r.base+"w/", 0, true)}
 }
 
 // writerRule admits a writer when no key of the lock, reader's or writer's,

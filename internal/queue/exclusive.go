@@ -3,6 +3,8 @@ package queue
 import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/internal/etcdcmp"
 )
 
 // Exclusive is the rule of a mutex and of an election: the oldest key is
@@ -34,5 +36,5 @@ func (Exclusive) Judge(self Entry, resps []*pb.RangeResponse) Verdict {
 // TryIf holds when no key exists under prefix: etcd compares every key in
 // the range, and an empty range compares as a key with create revision 0.
 func (Exclusive) TryIf(prefix string) []clientv3.Cmp {
-	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithPrefix()}
+	return []clientv3.Cmp{etcdcmp.CreateRevision(prefix, 0, true)}
 }

@@ -60,6 +60,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/bugs"
+	"github.com/etcdlock/etcdlock/internal/etcdcmp"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
@@ -212,7 +213,7 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			resp, err = q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(put).
 				Else(append([]clientv3.Op{putPrev}, q.Rule.Reads(q.Prefix, 0)...)...).Commit()
 		default:
-			resp, err = q.Client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(w.key), "=", 0)).
+			resp, err = q.Client.Txn(ctx).If(etcdcmp.CreateRevision(w.key, 0, false)).
 				Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).
 				Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
 		}
@@ -311,7 +312,7 @@ func EnqueueIf(tryIf []clientv3.Cmp, key string) []clientv3.Cmp {
 			return tryIf
 		}
 	}
-	return append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, tryIf...)
+	return append([]clientv3.Cmp{etcdcmp.CreateRevision(key, 0, false)}, tryIf...)
 }
 
 // saysAbsent reports whether c, holding, says that key does not exist: it
