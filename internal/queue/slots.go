@@ -19,6 +19,18 @@ type Slots struct {
 	pool  uint32
 	free  []int64
 	next  int64
+	// names caches the keys made for this lease: the same few are taken
+	// again and again. Copies of a Queue (a read-write lock's two) share
+	// their Slots under different prefixes.
+	names map[slotName]string
+}
+
+// maxNamedSlots bounds Slots.names.
+const maxNamedSlots = 64
+
+type slotName struct {
+	prefix string
+	n      int64
 }
 
 // take returns a key for lease and the function that gives it back. Only
@@ -28,7 +40,7 @@ func (s *Slots) take(prefix string, lease clientv3.LeaseID) (string, func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lease != s.lease { // a new lease: its keys are new names anyway
-		s.lease, s.pool, s.free, s.next = lease, keys.NewPool(), nil, 0
+		s.lease, s.pool, s.free, s.next, s.names = lease, keys.NewPool(), nil, 0, nil
 	}
 	var n int64
 	if l := len(s.free); l > 0 {
@@ -37,8 +49,18 @@ func (s *Slots) take(prefix string, lease clientv3.LeaseID) (string, func()) {
 		n = s.next
 		s.next++
 	}
+	name, ok := s.names[slotName{prefix, n}]
+	if !ok {
+		name = keys.Slot(prefix, lease, s.pool, n)
+		if n < maxNamedSlots { // slots lost to failed cleanups are not reused
+			if s.names == nil {
+				s.names = make(map[slotName]string)
+			}
+			s.names[slotName{prefix, n}] = name
+		}
+	}
 	var once sync.Once
-	return keys.Slot(prefix, lease, s.pool, n), func() {
+	return name, func() {
 		once.Do(func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
