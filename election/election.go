@@ -238,7 +238,9 @@ func (t *Term) Deadline() time.Time { return t.h.Deadline() }
 func (t *Term) Lease() clientv3.LeaseID { return t.h.Lease() }
 
 // Proclaim publishes a new value for this term, in one transaction that
-// succeeds only while the term's key is current. It returns ErrNotLeader
+// succeeds only while the term's key is current. An empty value is
+// published as it is (Campaign's empty value stands for the holder
+// description; Proclaim's does not). It returns ErrNotLeader
 // (wrapping the loss, if known) when the term has ended, ErrInvalidValue,
 // ErrClientClosed once the etcd client is closed, ctx's error
 // (context.Cause; nothing is sent if ctx had ended before the call), or

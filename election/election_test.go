@@ -274,6 +274,13 @@ func TestProclaim(t *testing.T) {
 	if err != nil || l.Value != "v2" || l.Token != term.Token() {
 		t.Fatalf("Leader = %v %v", l, err)
 	}
+	// An empty value is published as it is.
+	if err := term.Proclaim(ctxT(t, 5*time.Second), ""); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := el.Leader(ctxT(t, 5*time.Second)); err != nil || l.Value != "" || term.Value() != "" {
+		t.Fatalf("after Proclaim(\"\"): Leader = %v %v, Value %q", l, err, term.Value())
+	}
 	// Someone deletes the key: the term is lost and Proclaim is fenced,
 	// even before the loss is seen.
 	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), term.Token().Key); err != nil {
