@@ -39,7 +39,9 @@ func WithTTL(ttl time.Duration) Option { return Option{config.TTL(ttl)} }
 func WithSafetyMargin(d time.Duration) Option { return Option{config.Margin(d)} }
 
 // WithNamespace sets the prefix of every key. Optional, defaults to
-// DefaultNamespace ("etcdlock/").
+// DefaultNamespace ("etcdlock/"). A client wrapped by etcd's namespace
+// package works too, its prefix coming first, provided its KV, Watcher and
+// Lease are all wrapped.
 func WithNamespace(ns string) Option { return Option{config.Namespace(ns)} }
 
 // WithLogger logs state changes (elected, lost, resigned, hazards) to lg.

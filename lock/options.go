@@ -42,7 +42,9 @@ func WithTTL(ttl time.Duration) Option { return Option{config.TTL(ttl)} }
 func WithSafetyMargin(d time.Duration) Option { return Option{config.Margin(d)} }
 
 // WithNamespace sets the prefix of every key, e.g. "myapp/locks/". Optional,
-// defaults to DefaultNamespace ("etcdlock/").
+// defaults to DefaultNamespace ("etcdlock/"). A client wrapped by etcd's
+// namespace package works too, its prefix coming first, provided its KV,
+// Watcher and Lease are all wrapped.
 func WithNamespace(ns string) Option { return Option{config.Namespace(ns)} }
 
 // WithLogger logs state changes (acquired, lost, released) to lg. Optional,
