@@ -126,7 +126,8 @@ type Queue struct {
 
 	// idle, if set, is the hint that the last acquire through this queue
 	// found it idle, which makes the next one try the lean enqueue first
-	// (see Acquire); copies of a Primitive's Queue share it. Nil: never.
+	// (see Acquire); copies of a Primitive's Queue share it unless given
+	// their own (OwnHint). Nil: never.
 	idle *atomic.Bool
 	// delays, if set, starts the own-key watches of holds admitted at once
 	// (see Hold); copies of a Primitive's Queue share it. Nil: at once.
