@@ -388,6 +388,12 @@ func (k *Keeper) Check() {
 	}
 }
 
+// unknownPutWindow bounds how long after a failed request its put may still
+// land: etcd gives up on a proposal after its request timeout (5 s by
+// default), and one already in a leader's log may be committed by the next
+// leader after an election (about a second by default).
+const unknownPutWindow = 15 * time.Second
+
 // orphan is a key to delete if its create revision is still rev; with rev
 // 0, if it is on this lease. Keyed by both, an older hold's failed cleanup
 // never displaces a newer one's of the same (reused) name.
@@ -400,7 +406,8 @@ type orphan struct {
 // delete. Left alone it would stay as long as the lease lives and block its
 // queue. The keeper deletes it (if its create revision is still rev) at
 // once and after each successful renewal. With rev 0 (the put's outcome is
-// unknown and it may still land) it keeps trying for one TTL.
+// unknown and it may still land) it keeps trying for a TTL, and at least
+// for unknownPutWindow.
 func (k *Keeper) Orphan(key string, rev int64) {
 	k.mu.Lock()
 	if k.orphans == nil {
@@ -433,7 +440,7 @@ func (k *Keeper) deleteOrphans(ctx context.Context) {
 		if resp.Succeeded {
 			k.lg.Info("deleted a key left by a failed cleanup", zap.String("key", o.key))
 		}
-		if o.rev > 0 || time.Since(since) > ttl {
+		if o.rev > 0 || time.Since(since) > max(ttl, unknownPutWindow) {
 			k.mu.Lock()
 			if k.orphans[o] == since {
 				delete(k.orphans, o)

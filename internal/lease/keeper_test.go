@@ -326,3 +326,27 @@ func TestSourceGetDuringClose(t *testing.T) {
 		t.Errorf("lease %x lives on after Close (TTL %d)", k.ID(), ttl.TTL)
 	}
 }
+
+// A key handed over with revision 0 (a put whose outcome is unknown) may
+// land after the TTL of a short-lived lease: etcd may apply a proposal up
+// to its request timeout, or after a leader election, later. The keeper
+// must still delete it then, not only within one TTL.
+func TestOrphanLandingAfterTTL(t *testing.T) {
+	srv := integration.Shared(t)
+	cli := srv.Client(t)
+	ns := integration.Namespace(t)
+	g, err := cli.Grant(ctxT(t, 5*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = cli.Revoke(ctxT(t, 5*time.Second), g.ID) })
+	k := lease.Start(cli, g.ID, lease.Config{TTL: time.Second, Sent: time.Now()}) // renews every 333 ms
+	defer k.Stop()
+	key := ns + "late"
+	k.Orphan(key, 0)
+	time.Sleep(2 * time.Second) // two TTLs: the put lands late
+	if _, err := cli.Put(ctxT(t, 5*time.Second), key, "", clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	integration.WaitKeyCount(t, cli, ns, 0, 5*time.Second)
+}
