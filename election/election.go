@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
 
@@ -132,8 +133,8 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	}
 	resp, err := cli.Get(ctx, e.p.Q.Prefix, clientv3.WithFirstCreate()...)
 	if err != nil {
-		if ctx.Err() != nil {
-			return Leader{}, context.Cause(ctx)
+		if cause := ctxerr.Ended(ctx); cause != nil {
+			return Leader{}, cause
 		}
 		if cli.Ctx().Err() != nil {
 			return Leader{}, ErrClientClosed
@@ -259,8 +260,8 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	resp, err := t.e.p.Q.Client.Txn(ctx).If(tok.Cmp()).
 		Then(clientv3.OpPut(tok.Key, value, clientv3.WithLease(t.h.Lease()))).Commit()
 	if err != nil {
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
+		if cause := ctxerr.Ended(ctx); cause != nil {
+			return cause
 		}
 		if t.e.p.Q.Client.Ctx().Err() != nil {
 			return ErrClientClosed

@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/etcdcmp"
 )
 
@@ -84,8 +85,8 @@ func Commit(ctx context.Context, kv clientv3.KV, t Token, ops ...clientv3.Op) (*
 	}
 	resp, err := kv.Txn(ctx).If(t.Cmp()).Then(ops...).Commit()
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
+		if cause := ctxerr.Ended(ctx); cause != nil {
+			return nil, cause
 		}
 		return nil, err
 	}

@@ -6,6 +6,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/lock"
 )
 
 // A Lock whose context's deadline comes while a request is at the server
@@ -38,4 +43,68 @@ func TestShortDeadlineIsTheContextsError(t *testing.T) {
 	}
 	wg.Wait()
 	waitKeys(t, e.cli, e.ns, 1)
+}
+
+// lagCtx is a context whose timer runs late, as on a loaded machine: its
+// Deadline is due after in, but Done closes, with context.DeadlineExceeded
+// as its cause, only lag later. The request it carries tells etcd the
+// deadline, and etcd may answer "request timed out" while the context does
+// not yet say it ended.
+type lagCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lagCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func newLagCtx(t *testing.T, in, lag time.Duration) context.Context {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	tm := time.AfterFunc(in+lag, func() { cancel(context.DeadlineExceeded) })
+	t.Cleanup(func() { tm.Stop(); cancel(nil) })
+	return lagCtx{Context: ctx, deadline: time.Now().Add(in)}
+}
+
+// Lock, Unlock, Inspect and fencing.Commit report the context's error, not
+// etcd's timeout, for a request whose deadline passed at the server before
+// the caller's timer fired; Lock and Unlock leave no key. Deadlines of 0 to
+// 1 ms catch some requests in flight (those that finish first succeed).
+func TestDeadlineBeforeTimerFires(t *testing.T) {
+	e := newEnv(t)
+	m := e.mutex(e.cli, "lag")
+	mustUnlock(t, mustLock(t, m)) // the lease is granted
+	const lag = 30 * time.Millisecond
+	failed := 0
+	check := func(what string, err error) {
+		t.Helper()
+		switch {
+		case err == nil:
+		case errors.Is(err, context.DeadlineExceeded):
+			failed++
+		default:
+			t.Fatalf("%s = %v, want context.DeadlineExceeded", what, err)
+		}
+	}
+	for i := range 40 {
+		in := time.Duration(i) * 25 * time.Microsecond
+		h, err := m.Lock(newLagCtx(t, in, lag))
+		check("Lock", err)
+		if err != nil {
+			h = mustLock(t, m)
+		}
+		_, err = fencing.Commit(newLagCtx(t, in, lag), e.cli, h.Token(), clientv3.OpPut(e.ns+"x", ""))
+		check("Commit", err)
+		_, err = lock.Inspect(newLagCtx(t, in, lag), e.cli, "lag", lock.WithNamespace(e.ns))
+		check("Inspect", err)
+		if err := h.Unlock(newLagCtx(t, in, lag)); err != nil {
+			check("Unlock", err)
+			waitKeys(t, e.cli, e.ns+"mutex/", 0) // the keeper deletes the key Unlock could not
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no request failed: the deadlines were never due in flight")
+	}
+	t.Logf("%d requests failed by their deadline", failed)
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), e.ns+"x"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/config"
+	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
@@ -155,7 +156,7 @@ func Inspect(ctx context.Context, cli *clientv3.Client, name string, options ...
 	}
 	resp, err := cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil {
+		if cause := ctxerr.Ended(ctx); cause != nil {
 			return nil, cause
 		}
 		if cli.Ctx().Err() != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/bugs"
+	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
 
@@ -413,12 +414,12 @@ func (h *Hold) Release(ctx context.Context) error {
 		if lost == nil {
 			h.k.Orphan(h.token.Key, h.token.Revision)
 		}
-		if ctx.Err() == nil {
-			// With the client closed the lease is no longer renewed, and
-			// the key goes with it within its TTL.
-			return clientClosed(h.q, err)
+		if cause := ctxerr.Ended(ctx); cause != nil {
+			return cause
 		}
-		return context.Cause(ctx)
+		// With the client closed the lease is no longer renewed, and the
+		// key goes with it within its TTL.
+		return clientClosed(h.q, err)
 	}
 	h.freeSlot() // deleted now, or gone before
 	if resp.Succeeded {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/etcdlock/etcdlock/internal/config"
+	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/lease"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -104,8 +105,8 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 	k, err := p.Src.Get(ctx)
 	if err != nil {
 		p.wg.Done()
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
+		if cause := ctxerr.Ended(ctx); cause != nil {
+			return nil, cause
 		}
 		return nil, clientClosed(q, err)
 	}
@@ -117,10 +118,11 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 	})
 	if err != nil {
 		p.wg.Done()
-		if ctx.Err() != nil {
-			// A request cut short by ctx reports a bare context error;
-			// say why ctx ended (the caller's cause, or ErrClosed).
-			return nil, context.Cause(ctx)
+		if cause := ctxerr.Ended(ctx); cause != nil {
+			// A request cut short by ctx reports a bare context error, or
+			// etcd's timeout; say why ctx ended (the caller's cause, or
+			// ErrClosed).
+			return nil, cause
 		}
 		return nil, clientClosed(q, err)
 	}
