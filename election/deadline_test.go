@@ -5,24 +5,9 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/etcdlock/etcdlock/internal/testctx"
 )
-
-// lagCtx is a context whose timer runs late, as on a loaded machine: its
-// Deadline is due after in, but Done closes, with context.DeadlineExceeded
-// as its cause, only lag later.
-type lagCtx struct {
-	context.Context
-	deadline time.Time
-}
-
-func (c lagCtx) Deadline() (time.Time, bool) { return c.deadline, true }
-
-func newLagCtx(t *testing.T, in, lag time.Duration) context.Context {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	tm := time.AfterFunc(in+lag, func() { cancel(context.DeadlineExceeded) })
-	t.Cleanup(func() { tm.Stop(); cancel(nil) })
-	return lagCtx{Context: ctx, deadline: time.Now().Add(in)}
-}
 
 // Campaign, Proclaim, Leader and Resign report the context's error, not
 // etcd's "request timed out", for a request whose deadline passed at the
@@ -47,15 +32,15 @@ func TestDeadlineBeforeTimerFires(t *testing.T) {
 	}
 	for i := range 40 {
 		in := time.Duration(i) * 25 * time.Microsecond
-		term, err := el.Campaign(newLagCtx(t, in, lag), "v")
+		term, err := el.Campaign(testctx.LateTimer(t, in, lag), "v")
 		check("Campaign", err)
 		if err != nil {
 			term = mustCampaign(t, el, "v")
 		}
-		check("Proclaim", term.Proclaim(newLagCtx(t, in, lag), "w"))
-		_, err = el.Leader(newLagCtx(t, in, lag))
+		check("Proclaim", term.Proclaim(testctx.LateTimer(t, in, lag), "w"))
+		_, err = el.Leader(testctx.LateTimer(t, in, lag))
 		check("Leader", err)
-		if err := term.Resign(newLagCtx(t, in, lag)); err != nil {
+		if err := term.Resign(testctx.LateTimer(t, in, lag)); err != nil {
 			check("Resign", err)
 			waitKeys(t, e.cli, e.ns, 0) // the keeper deletes the key Resign could not
 		}

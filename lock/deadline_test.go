@@ -10,13 +10,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/testctx"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
 // A Lock whose context's deadline comes while a request is at the server
 // returns the context's error (context.DeadlineExceeded), not etcd's
 // "request timed out": the server times the request out by the deadline
-// the client sent, which can pass a moment before the client's own.
+// the client sent, which can come before the client's timer fires.
 func TestShortDeadlineIsTheContextsError(t *testing.T) {
 	e := newEnv(t)
 	m := e.mutex(e.cli, "short")
@@ -45,25 +46,6 @@ func TestShortDeadlineIsTheContextsError(t *testing.T) {
 	waitKeys(t, e.cli, e.ns, 1)
 }
 
-// lagCtx is a context whose timer runs late, as on a loaded machine: its
-// Deadline is due after in, but Done closes, with context.DeadlineExceeded
-// as its cause, only lag later. The request it carries tells etcd the
-// deadline, and etcd may answer "request timed out" while the context does
-// not yet say it ended.
-type lagCtx struct {
-	context.Context
-	deadline time.Time
-}
-
-func (c lagCtx) Deadline() (time.Time, bool) { return c.deadline, true }
-
-func newLagCtx(t *testing.T, in, lag time.Duration) context.Context {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	tm := time.AfterFunc(in+lag, func() { cancel(context.DeadlineExceeded) })
-	t.Cleanup(func() { tm.Stop(); cancel(nil) })
-	return lagCtx{Context: ctx, deadline: time.Now().Add(in)}
-}
-
 // Lock, Unlock, Inspect and fencing.Commit report the context's error, not
 // etcd's timeout, for a request whose deadline passed at the server before
 // the caller's timer fired; Lock and Unlock leave no key. Deadlines of 0 to
@@ -86,16 +68,16 @@ func TestDeadlineBeforeTimerFires(t *testing.T) {
 	}
 	for i := range 40 {
 		in := time.Duration(i) * 25 * time.Microsecond
-		h, err := m.Lock(newLagCtx(t, in, lag))
+		h, err := m.Lock(testctx.LateTimer(t, in, lag))
 		check("Lock", err)
 		if err != nil {
 			h = mustLock(t, m)
 		}
-		_, err = fencing.Commit(newLagCtx(t, in, lag), e.cli, h.Token(), clientv3.OpPut(e.ns+"x", ""))
+		_, err = fencing.Commit(testctx.LateTimer(t, in, lag), e.cli, h.Token(), clientv3.OpPut(e.ns+"x", ""))
 		check("Commit", err)
-		_, err = lock.Inspect(newLagCtx(t, in, lag), e.cli, "lag", lock.WithNamespace(e.ns))
+		_, err = lock.Inspect(testctx.LateTimer(t, in, lag), e.cli, "lag", lock.WithNamespace(e.ns))
 		check("Inspect", err)
-		if err := h.Unlock(newLagCtx(t, in, lag)); err != nil {
+		if err := h.Unlock(testctx.LateTimer(t, in, lag)); err != nil {
 			check("Unlock", err)
 			waitKeys(t, e.cli, e.ns+"mutex/", 0) // the keeper deletes the key Unlock could not
 		}

@@ -7,16 +7,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/etcdlock/etcdlock/internal/testctx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type lagging struct {
-	context.Context
-	deadline time.Time
-}
-
-func (c lagging) Deadline() (time.Time, bool) { return c.deadline, true }
 
 func TestEnded(t *testing.T) {
 	if err := Ended(context.Background()); err != nil {
@@ -34,11 +29,7 @@ func TestEnded(t *testing.T) {
 		t.Fatalf("Ended(cancelled) = %v, want its cause", err)
 	}
 	// Deadline passed, timer late: Ended waits for the context's cause.
-	late, fire := context.WithCancelCause(context.Background())
-	defer fire(nil)
-	tm := time.AfterFunc(20*time.Millisecond, func() { fire(context.DeadlineExceeded) })
-	defer tm.Stop()
-	if err := Ended(lagging{late, time.Now().Add(-time.Millisecond)}); !errors.Is(err, context.DeadlineExceeded) {
+	if err := Ended(testctx.LateTimer(t, -time.Millisecond, 20*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Ended(deadline passed, timer late) = %v, want context.DeadlineExceeded", err)
 	}
 }
