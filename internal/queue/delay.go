@@ -16,6 +16,10 @@ type delayer struct {
 	pending []*Hold // in order of due time
 	timer   *time.Timer
 	armed   bool // timer set to fire for pending[0]
+	fired   int  // times the timer fired (for tests)
+	// start starts a due hold's monitor: Hold.startDelayed, unless a test
+	// sets another.
+	start func(*Hold)
 }
 
 // add has h's monitor started at h.due, unless Release comes first (see
@@ -36,23 +40,32 @@ func (d *delayer) add(h *Hold) {
 	}
 }
 
-// fire starts the monitors that are due, and sets the timer for the next.
-// Holds released meanwhile are skipped. A timer left set when the
+// fire starts the monitors that are due, drops the holds released
+// meanwhile, and sets the timer for the first hold left. Dropping released
+// holds matters to a Primitive locked and unlocked in a loop: were the
+// timer set for the next hold in line, released or not, it would fire once
+// per cycle (each firing a goroutine and a wake-up); set for the first live
+// one, it fires about once per ownWatchDelay. A timer left set when the
 // Primitive closes fires and finds nothing to start (Close has released
 // every hold), or starts the monitor of a hold lost before it was
 // registered, which ends it at once.
 func (d *delayer) fire() {
 	now := time.Now()
+	var due []*Hold
 	d.mu.Lock()
-	n := 0
-	for n < len(d.pending) && !d.pending[n].due.After(now) {
-		n++
+	d.fired++
+	start := d.start
+	kept := d.pending[:0]
+	for _, h := range d.pending {
+		switch {
+		case !h.due.After(now):
+			due = append(due, h)
+		case h.isDelayed():
+			kept = append(kept, h)
+		}
 	}
-	due := make([]*Hold, n)
-	copy(due, d.pending)
-	rest := copy(d.pending, d.pending[n:])
-	clear(d.pending[rest:])
-	d.pending = d.pending[:rest]
+	clear(d.pending[len(kept):])
+	d.pending = kept
 	if len(d.pending) > 0 {
 		d.timer.Reset(time.Until(d.pending[0].due))
 	} else {
@@ -60,6 +73,10 @@ func (d *delayer) fire() {
 	}
 	d.mu.Unlock()
 	for _, h := range due {
-		h.startDelayed()
+		if start != nil {
+			start(h)
+		} else {
+			h.startDelayed()
+		}
 	}
 }

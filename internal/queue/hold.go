@@ -107,6 +107,14 @@ func (h *Hold) startDelayed() {
 	}
 }
 
+// isDelayed reports whether h's monitor still waits for the delayer: false
+// once Release ran, or the delayer started the monitor.
+func (h *Hold) isDelayed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.delayed
+}
+
 // finish ends the hold once its monitor is done (or was never started).
 func (h *Hold) finish() {
 	h.stopEpoch()
