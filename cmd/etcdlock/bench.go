@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -29,7 +30,8 @@ var benchCmd = &command{
 	usage:   "etcdlock bench [flags]",
 	help: `
 Bench starts one embedded etcd server (one member, fsync on unless
---fsync=false) and measures, in this process, cell by cell:
+--fsync=false; or see --endpoints below) and measures, in this process,
+cell by cell:
 
 	put          serial raw Puts by one client: the floor.
 	uncontended  Lock+Unlock cycles by one client; ops/s, p50 and p99 of
@@ -65,6 +67,14 @@ clients, library) used over its measured time: as cores kept busy, and per
 operation. On a small machine a cell that keeps every core busy is bound by
 CPU, not by the disk or the protocol.
 
+With --endpoints, bench runs against that etcd instead of starting one:
+your own cluster, with the server on other machines as in production.
+Its cells write keys under --namespace (in a prefix of their own, made
+for the run) and delete them; point it at a cluster you may load, not at
+one serving production. The other connection flags (TLS, --user) apply;
+--fsync is then the server's own setting and may not be given, and the
+CPU figures are this process's alone: clients and library.
+
 The output is a table (or, with --json, one JSON array of objects with keys
 impl, scenario, contenders, ops_per_sec, p50_ms, p99_ms, and more), preceded
 by the machine and the etcd version. Progress goes to stderr.`,
@@ -80,6 +90,10 @@ type benchConfig struct {
 	rounds     int
 	only       []string // implementations whose groups run; empty: all
 	cpuProfile string   // file for a CPU profile of the whole run; "": none
+	// conn are the connection flags; external says --endpoints was given
+	// on the command line: the bench then runs against that etcd.
+	conn     connFlags
+	external bool
 }
 
 // setupBench defines bench's flags.
@@ -107,7 +121,27 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		return nil
 	})
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server, clients and library together) to `file`")
+	cfg.conn.register(fs)
+	fs.Lookup("endpoints").Usage = "run against the etcd at these comma-separated `endpoints` instead of an embedded one (only from the command line)"
+	fs.Lookup("namespace").Usage = "with --endpoints: `prefix` under which the cells write (and delete) their keys"
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		given := make(map[string]bool)
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		// Only the command line switches to an outside etcd: an
+		// $ETCDCTL_ENDPOINTS left in the environment must not turn a bench
+		// of the embedded server into load on a cluster.
+		cfg.external = given["endpoints"]
+		if cfg.external {
+			if given["fsync"] {
+				return badUsage(stderr, "bench", "--fsync is the server's own setting with --endpoints")
+			}
+			if err := cfg.conn.resolve(); err != nil {
+				return badUsage(stderr, "bench", "%v", err)
+			}
+			if len(cfg.conn.endpointList()) == 0 {
+				return badUsage(stderr, "bench", "--endpoints names no endpoint")
+			}
+		}
 		switch {
 		case cfg.duration <= 0:
 			return badUsage(stderr, "bench", "--duration must be positive, not %v", cfg.duration)
@@ -153,21 +187,25 @@ func parseCounts(s string) ([]int, error) {
 	return out, nil
 }
 
-// benchEnv is what every cell runs against: the embedded server and a
-// client of the bench's own, for checks and cleanup.
+// benchEnv is what every cell runs against: the server (embedded, or
+// outside with --endpoints) and a client of the bench's own, for checks and
+// cleanup.
 type benchEnv struct {
-	srv   *integration.Server
-	admin *clientv3.Client
-	seq   int // numbers the cells' namespaces
+	// dial returns a new client of the server; the caller closes it.
+	dial     func() (*clientv3.Client, error)
+	endpoint string // asked for the server's status
+	root     string // prefix of every cell's namespace
+	admin    *clientv3.Client
+	seq      int // numbers the cells' namespaces
 }
 
 // newClient returns a new client of the server; the caller closes it.
-func (e *benchEnv) newClient() (*clientv3.Client, error) { return e.srv.NewClient() }
+func (e *benchEnv) newClient() (*clientv3.Client, error) { return e.dial() }
 
 // namespace returns a key prefix no other cell run uses.
 func (e *benchEnv) namespace(c *cell) string {
 	e.seq++
-	return fmt.Sprintf("etcdlock-bench/%d-%s-%s-%d/", e.seq, c.impl, c.scenario, c.contenders)
+	return fmt.Sprintf("%s%d-%s-%s-%d/", e.root, e.seq, c.impl, c.scenario, c.contenders)
 }
 
 // checkEmpty returns an error if any key is left under ns, after deleting
@@ -205,19 +243,32 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var opts []integration.Option
-	if !cfg.fsync {
-		opts = append(opts, integration.WithoutFsync())
-	}
-	srv, err := integration.StartServer(opts...)
-	if err != nil {
-		fmt.Fprintf(stderr, "etcdlock bench: starting etcd: %v\n", err)
-		return exitFailure
-	}
-	env := &benchEnv{srv: srv}
-	rows, info, err := env.run(ctx, cfg, plan, stderr)
-	if cerr := srv.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("closing etcd: %w", cerr))
+	var (
+		env  *benchEnv
+		rows []row
+		info benchInfo
+		err  error
+	)
+	if cfg.external {
+		if env, err = outsideEnv(ctx, &cfg.conn); err != nil {
+			return report(stderr, "bench", err, exitFailure)
+		}
+		rows, info, err = env.run(ctx, cfg, plan, stderr)
+	} else {
+		var opts []integration.Option
+		if !cfg.fsync {
+			opts = append(opts, integration.WithoutFsync())
+		}
+		srv, serr := integration.StartServer(opts...)
+		if serr != nil {
+			fmt.Fprintf(stderr, "etcdlock bench: starting etcd: %v\n", serr)
+			return exitFailure
+		}
+		env = &benchEnv{dial: func() (*clientv3.Client, error) { return srv.NewClient() }, endpoint: srv.Endpoints()[0], root: "etcdlock-bench/"}
+		rows, info, err = env.run(ctx, cfg, plan, stderr)
+		if cerr := srv.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing etcd: %w", cerr))
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
@@ -256,18 +307,14 @@ func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progr
 	}()
 	info = benchInfo{cpus: runtime.NumCPU(), goos: runtime.GOOS, arch: runtime.GOARCH, cpuModel: cpuModel()}
 	sctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
-	st, err := e.admin.Status(sctx, e.srv.Endpoints()[0])
+	st, err := e.admin.Status(sctx, e.endpoint)
 	cancel()
 	if err != nil {
 		return nil, info, fmt.Errorf("reading etcd's status: %w", err)
 	}
 	info.etcdVersion = st.Version
-	fsync := "on"
-	if !cfg.fsync {
-		fsync = "off"
-	}
-	fmt.Fprintf(progress, "etcdlock bench: %v per cell, %d round(s), fsync %s, etcd %s, %d CPUs\n",
-		cfg.duration, cfg.rounds, fsync, info.etcdVersion, info.cpus)
+	fmt.Fprintf(progress, "etcdlock bench: %v per cell, %d round(s), %s, etcd %s, %d CPUs\n",
+		cfg.duration, cfg.rounds, serverDesc(cfg), info.etcdVersion, info.cpus)
 
 	results := make(map[cellKey][]sample)
 	for _, g := range plan {
@@ -302,7 +349,12 @@ func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progr
 	rows = summarize(plan, results)
 	for i := range rows {
 		r := &rows[i]
-		r.DurationS, r.Fsync = cfg.duration.Seconds(), cfg.fsync
+		r.DurationS, r.Server = cfg.duration.Seconds(), "embedded"
+		if cfg.external {
+			r.Server = "external"
+		} else {
+			r.Fsync = &cfg.fsync
+		}
 		r.EtcdVersion, r.CPUs, r.CPUModel = info.etcdVersion, info.cpus, info.cpuModel
 		r.Platform = info.goos + "/" + info.arch
 	}
@@ -335,6 +387,40 @@ func (e *benchEnv) runGroupInterleaved(ctx context.Context, g group, r int, cfg 
 		results[c.key()] = append(results[c.key()], ss[i])
 	}
 	return nil
+}
+
+// serverDesc says which etcd the bench measures.
+func serverDesc(cfg benchConfig) string {
+	if cfg.external {
+		return "external at " + strings.Join(cfg.conn.endpointList(), ",")
+	}
+	if cfg.fsync {
+		return "embedded, 1 member, fsync on"
+	}
+	return "embedded, 1 member, fsync off"
+}
+
+// outsideEnv connects to the etcd of --endpoints. Its cells' keys go under
+// the namespace, in a prefix made for this run, so that two benches at once
+// (or a bench and etcdlock's own keys) never meet.
+func outsideEnv(ctx context.Context, conn *connFlags) (*benchEnv, error) {
+	cfg, err := conn.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	root := fmt.Sprintf("%sbench-%08x/", conn.namespace, rand.Uint32())
+	// Reach it once first, so that a wrong endpoint or a refused login is
+	// told as such, with connect's exit status.
+	cli, err := conn.connect(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	closeQuietly(cli)
+	return &benchEnv{
+		dial:     func() (*clientv3.Client, error) { return clientv3.New(cfg) },
+		endpoint: cfg.Endpoints[0],
+		root:     root,
+	}, nil
 }
 
 // cpuModel returns the CPU model named in /proc/cpuinfo, or "".
@@ -384,12 +470,16 @@ type row struct {
 	Measures string `json:"measures"`
 	// Where and how the row was measured, so that saved results describe
 	// themselves.
-	DurationS   float64 `json:"duration_s"` // per cell and round
-	Fsync       bool    `json:"fsync"`
-	EtcdVersion string  `json:"etcd_version"`
-	CPUs        int     `json:"cpus"`
-	Platform    string  `json:"platform"` // GOOS/GOARCH
-	CPUModel    string  `json:"cpu_model,omitempty"`
+	DurationS float64 `json:"duration_s"` // per cell and round
+	// Server is "embedded" (one member in this process; Fsync says how it
+	// wrote) or "external" (--endpoints; Fsync absent, the CPU figures are
+	// the clients' alone).
+	Server      string `json:"server"`
+	Fsync       *bool  `json:"fsync,omitempty"`
+	EtcdVersion string `json:"etcd_version"`
+	CPUs        int    `json:"cpus"`
+	Platform    string `json:"platform"` // GOOS/GOARCH
+	CPUModel    string `json:"cpu_model,omitempty"`
 }
 
 // summarize turns the samples of every cell into rows, in plan order, with
@@ -463,16 +553,12 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 
 // printTable writes the human form of the results.
 func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
-	fsync := "on"
-	if !cfg.fsync {
-		fsync = "off"
-	}
 	model := info.cpuModel
 	if model == "" {
 		model = "unknown CPU"
 	}
 	fmt.Fprintf(w, "machine: %d CPUs, %s/%s, %s\n", info.cpus, info.goos, info.arch, model)
-	fmt.Fprintf(w, "etcd:    %s, embedded, 1 member, fsync %s\n", info.etcdVersion, fsync)
+	fmt.Fprintf(w, "etcd:    %s, %s\n", info.etcdVersion, serverDesc(cfg))
 	rounds := "1 round"
 	if cfg.rounds > 1 {
 		rounds = fmt.Sprintf("median of %d rounds", cfg.rounds)
@@ -506,7 +592,11 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "cores: CPU time of the whole process (server, clients, library) over the\n")
+	if cfg.external {
+		fmt.Fprintf(w, "cores: CPU time of this process (clients, library; not the server) over the\n")
+	} else {
+		fmt.Fprintf(w, "cores: CPU time of the whole process (server, clients, library) over the\n")
+	}
 	fmt.Fprintf(w, "  measured time, of the machine's %d; cpu us/op: that CPU per operation.\n", info.cpus)
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")

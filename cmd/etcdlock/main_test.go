@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	"github.com/etcdlock/etcdlock/integration"
@@ -205,5 +206,84 @@ func TestBenchOnly(t *testing.T) {
 	want := []cellKey{{"etcdlock-sem", "contended", 16}, {"etcdlock", "contended", 16}, {"put", "parallel", 16}}
 	if !slices.Equal(got, want) {
 		t.Errorf("--only etcdlock-sem runs %v, want %v", got, want)
+	}
+}
+
+// TestBenchEndpoints runs a short bench against an etcd of its own given
+// with --endpoints: the rows say so and carry no fsync, the cells wrote
+// under --namespace, and they left nothing there.
+func TestBenchEndpoints(t *testing.T) {
+	srv := e2eServer(t)
+	cli, err := srv.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ns := integration.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	before, err := cli.Get(ctx, ns, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, 2*time.Minute, "bench", "--endpoints", srv.Endpoint(), "--namespace", ns,
+		"--only", "txn", "--contenders", "", "--duration", "200ms", "--json")
+	if code != exitOK {
+		t.Fatalf("bench exited %d, want 0; stderr:\n%s", code, errOut)
+	}
+	var rows []struct {
+		Impl   string          `json:"impl"`
+		Ops    int             `json:"ops"`
+		Ratio  *float64        `json:"ratio"`
+		Server string          `json:"server"`
+		Fsync  json.RawMessage `json:"fsync"`
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("stdout is not one JSON array: %v\n%s", err, out)
+	}
+	impls, writes := map[string]bool{}, int64(0)
+	for _, r := range rows {
+		impls[r.Impl] = true
+		if r.Server != "external" || r.Fsync != nil {
+			t.Errorf("row %s: server %q, fsync %s; want external and no fsync", r.Impl, r.Server, r.Fsync)
+		}
+		if r.Impl != "put" && r.Ratio == nil {
+			t.Errorf("row %s: no ratio to the puts", r.Impl)
+		}
+		writes += int64(r.Ops) // each operation writes once or more
+	}
+	for _, want := range []string{"put", "etcdlock", "concurrency", "txn"} {
+		if !impls[want] {
+			t.Errorf("no %s row in %s", want, out)
+		}
+	}
+	// The cells' writes went to this server: its revision moved by at
+	// least their number. And none of their keys is left.
+	after, err := cli.Get(ctx, ns, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved := after.Header.Revision - before.Header.Revision; moved < writes {
+		t.Errorf("server revision moved by %d over the bench, want at least %d (its operations)", moved, writes)
+	}
+	integration.RequireEmpty(t, cli, ns)
+}
+
+// TestBenchEndpointsUsage checks bench's refusals of bad connection flags:
+// a usage error for --fsync with --endpoints or an empty list, and
+// etcdlock's status for an etcd it cannot reach.
+func TestBenchEndpointsUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--endpoints", "127.0.0.1:1", "--fsync=false"}, exitUsage},
+		{[]string{"--endpoints", " , "}, exitUsage},
+		{[]string{"--endpoints", "127.0.0.1:1", "--dial-timeout", "300ms"}, exitUnreachable},
+	} {
+		code, _, errOut := runCmd(t, time.Minute, append([]string{"bench", "--contenders", ""}, tc.args...)...)
+		if code != tc.code {
+			t.Errorf("etcdlock bench %q exited %d, want %d; stderr: %s", tc.args, code, tc.code, errOut)
+		}
 	}
 }
