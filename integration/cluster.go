@@ -41,7 +41,10 @@ var errClusterClosed = errors.New("integration: cluster closed while starting")
 // cleanup is registered before anything that can fail or leak, and on any
 // error NewCluster fails the test with tb.Fatalf. It blocks for up to the
 // start timeout (see [WithStartTimeout]). Peer sockets are created in the
-// working directory (see the package documentation).
+// working directory (see the package documentation). For each member whose
+// server reported an error while it ran (see [Member.Err]; in any run,
+// restarts included), the cleanup fails the test with tb.Errorf naming the
+// member, after closing the cluster.
 func NewCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	tb.Helper()
 	cfg := newConfig(opts)
@@ -56,6 +59,9 @@ func NewCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	tb.Cleanup(func() {
 		if err := c.Close(); err != nil {
 			tb.Errorf("integration: closing etcd cluster: %v", err)
+		}
+		for _, m := range c.Members() {
+			m.reportFailure(tb)
 		}
 	})
 	if err := c.start(n, cfg, dirs); err != nil {
@@ -180,7 +186,7 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 	started := make([]chan error, n)
 	for i, m := range members {
 		m.lifeMu.Lock()
-		e, err := m.launch()
+		r, err := m.launch()
 		m.lifeMu.Unlock()
 		if err != nil {
 			if strings.Contains(err.Error(), m.peerURL.Host) {
@@ -190,7 +196,7 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 		}
 		ch := make(chan error, 1)
 		started[i] = ch
-		wg.Go(func() { ch <- waitReady(ctx, e) })
+		wg.Go(func() { ch <- waitReady(ctx, r) })
 	}
 	for i, ch := range started {
 		if err := <-ch; err != nil {

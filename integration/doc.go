@@ -30,6 +30,13 @@
 // [WithClientURL] makes a single server listen on TCP instead (for a
 // development server, e.g. "http://127.0.0.1:2379").
 //
+// A member whose server reports an error after it started (a client or peer
+// listener whose Serve failed, say) keeps running, and its clients then
+// typically time out. [Member.Err] and [Server.Err] return that error,
+// [NewServer] and [NewCluster] fail the test with it at cleanup, naming the
+// member, and [Main] fails the test binary with that of the [Shared]
+// server. Stopping or closing a member on purpose is no such error.
+//
 // # Faults
 //
 // [Proxy] sits between a client and an endpoint (built on

@@ -87,10 +87,60 @@ type Member struct {
 	mu        sync.Mutex
 	etcd      *embed.Etcd // nil while stopped
 	clientURL url.URL
+	// run is the latest run, kept after it stops so that Err reports it;
+	// nil before the first launch.
+	run *run
+	// firstErr is the first failure of any run, reported at the cleanup of
+	// NewServer and NewCluster and by Main for the shared server.
+	firstErr error
 	// grpcs are the running member's gRPC servers, made with
 	// grpc.WaitForHandlers so that stopping one waits for its handlers: a
 	// hard stop stops them before the storage closes under a handler.
 	grpcs []*grpc.Server
+}
+
+// run is one run of a member's embedded server, from a launch to the stop
+// that ends it. Its watcher goroutine (Member.watch) is the only reader of
+// e.Err().
+type run struct {
+	e *embed.Etcd
+	// failed is closed when err is set; err is never written again, so it
+	// may be read without Member.mu once failed is closed.
+	failed chan struct{}
+	// watched is closed when the watcher returns, which it does once
+	// e.Close has closed e.Err().
+	watched chan struct{}
+
+	// Guarded by Member.mu.
+	stopping bool  // set by stop before it closes anything of e
+	err      error // first error e reported while not stopping
+}
+
+// errServeEnded stands for a nil error on embed.Etcd.Err: a serving
+// goroutine of the server returned without an error while it was not being
+// stopped.
+var errServeEnded = errors.New("a serving goroutine of the server returned without an error")
+
+// watch reads r.e.Err() until e.Close closes it, and records the first
+// error the server reports before stop marks r as stopping: errors caused
+// by stopping the member on purpose (closed listeners, stopped gRPC
+// servers) are not failures.
+func (m *Member) watch(r *run) {
+	defer close(r.watched)
+	for err := range r.e.Err() {
+		m.mu.Lock()
+		if !r.stopping && r.err == nil {
+			if err == nil {
+				err = errServeEnded
+			}
+			r.err = err
+			if m.firstErr == nil {
+				m.firstErr = err
+			}
+			close(r.failed)
+		}
+		m.mu.Unlock()
+	}
 }
 
 func (m *Member) embedConfig() *embed.Config {
@@ -120,9 +170,9 @@ func (m *Member) embedConfig() *embed.Config {
 	return cfg
 }
 
-// launch starts the embedded server without waiting for it to be ready.
-// The caller holds lifeMu.
-func (m *Member) launch() (*embed.Etcd, error) {
+// launch starts the embedded server, and the goroutine that watches its
+// errors, without waiting for it to be ready. The caller holds lifeMu.
+func (m *Member) launch() (*run, error) {
 	if m.closed {
 		return nil, errors.New("integration: member " + m.name + " belongs to a closed server or cluster")
 	}
@@ -136,8 +186,10 @@ func (m *Member) launch() (*embed.Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("integration: starting member %s: %w", m.name, err)
 	}
+	r := &run{e: e, failed: make(chan struct{}), watched: make(chan struct{})}
 	m.mu.Lock()
 	m.etcd = e
+	m.run = r
 	m.grpcs = nil // servers of an earlier launch are stopped
 	if m.id == 0 {
 		m.id = e.Server.MemberID()
@@ -150,7 +202,8 @@ func (m *Member) launch() (*embed.Etcd, error) {
 		}
 	}
 	m.mu.Unlock()
-	return e, nil
+	go m.watch(r)
+	return r, nil
 }
 
 // stop closes the embedded server if it runs. With final it also forbids
@@ -166,6 +219,10 @@ func (m *Member) stop(final, hard bool) {
 	m.mu.Lock()
 	e := m.etcd
 	m.etcd = nil
+	r := m.run
+	if e != nil {
+		r.stopping = true
+	}
 	m.mu.Unlock()
 	if e == nil {
 		return
@@ -192,24 +249,24 @@ func (m *Member) stop(final, hard bool) {
 	// in-flight RPCs), transfers leadership if this member leads and peers
 	// are reachable, stops raft and all serving goroutines.
 	e.Close()
+	<-r.watched // e.Close has closed e.Err()
 	if m.peerSockPath != "" {
 		_ = os.Remove(m.peerSockPath) // normally already removed by the listener
 	}
 }
 
-// waitReady waits until e serves clients (its member has joined and
-// published itself, which needs a leader), or fails.
-func waitReady(ctx context.Context, e *embed.Etcd) error {
+// waitReady waits until the server of r serves clients (its member has
+// joined and published itself, which needs a leader), or fails.
+func waitReady(ctx context.Context, r *run) error {
 	select {
-	case <-e.Server.ReadyNotify():
+	case <-r.e.Server.ReadyNotify():
 		return nil
-	case <-e.Server.StopNotify():
+	case <-r.e.Server.StopNotify():
 		return errors.New("server stopped before it became ready")
-	case err, ok := <-e.Err():
-		if !ok {
-			return errors.New("server closed before it became ready")
-		}
-		return fmt.Errorf("server failed before it became ready: %w", err)
+	case <-r.failed:
+		return fmt.Errorf("server failed before it became ready: %w", r.err)
+	case <-r.watched:
+		return errors.New("server closed before it became ready")
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for server to become ready: %w", ctx.Err())
 	}
@@ -263,6 +320,55 @@ func (m *Member) Etcd() *embed.Etcd {
 	return m.etcd
 }
 
+// Err returns the first error that the member's embedded server reported
+// on its embed.Etcd.Err channel since the member last started (by its
+// constructor or the last [Member.Restart]), or nil if there was none. Such
+// an error means that part of the server stopped serving while the member
+// ran, for example a client or peer listener whose Serve failed; its
+// clients then typically see timeouts. The error names the member and wraps
+// the server's own (a serving goroutine that returned without an error
+// counts as one too). Stopping the member on purpose ([Member.Stop],
+// [Member.HardStop], Close of its [Server] or [Cluster]) closes listeners
+// but is not reported. The error stays after the member stops, until it
+// restarts; a member whose server failed may still be running, and Err
+// does not stop it. Err does not block. [NewServer] and [NewCluster] also
+// fail their test with tb.Errorf at cleanup if the server of a member
+// reported such an error in any of its runs.
+func (m *Member) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.run == nil || m.run.err == nil {
+		return nil
+	}
+	return m.failure(m.run.err)
+}
+
+// failure wraps err, reported by the member's server, with the member's
+// name.
+func (m *Member) failure(err error) error {
+	return fmt.Errorf("integration: member %s: server failed while running: %w", m.name, err)
+}
+
+// firstFailure returns the first error that the server of any run of the
+// member reported (see [Member.Err]), or nil.
+func (m *Member) firstFailure() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.firstErr == nil {
+		return nil
+	}
+	return m.failure(m.firstErr)
+}
+
+// reportFailure fails tb with tb.Errorf if the server of any run of the
+// member reported an error (see [Member.Err]).
+func (m *Member) reportFailure(tb testing.TB) {
+	tb.Helper()
+	if err := m.firstFailure(); err != nil {
+		tb.Errorf("%v", err)
+	}
+}
+
 // Stop stops the member gracefully and keeps its data directory: it stops
 // serving clients (waiting for in-flight requests up to etcd's request
 // timeout, about 5 s), hands leadership to another member if it leads and a
@@ -302,17 +408,17 @@ func (m *Member) HardStop() error {
 // the error says so; call Stop to stop it.
 func (m *Member) Restart(ctx context.Context) error {
 	m.lifeMu.Lock()
-	e, err := m.launch()
+	r, err := m.launch()
 	m.lifeMu.Unlock()
 	if err != nil {
 		return err
 	}
 	if m.c != nil {
-		m.c.applyCuts(m.idx, e.Server)
+		m.c.applyCuts(m.idx, r.e.Server)
 	}
 	ctx, cancel := readyTimeout(ctx, m.cfg.startTimeout)
 	defer cancel()
-	if err := waitReady(ctx, e); err != nil {
+	if err := waitReady(ctx, r); err != nil {
 		return fmt.Errorf("integration: member %s restarted but is not ready (still running): %w", m.name, err)
 	}
 	return nil

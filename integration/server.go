@@ -32,7 +32,9 @@ type Server struct {
 // the server is registered, so that the server stops before the directory is
 // removed. The cleanup is registered before anything that can fail or leak,
 // and on any error NewServer fails the test with tb.Fatalf. It blocks for up
-// to the start timeout (see [WithStartTimeout]).
+// to the start timeout (see [WithStartTimeout]). If the server reported an
+// error while it ran (see [Member.Err]; in any run, restarts included), the
+// cleanup fails the test with tb.Errorf after closing the server.
 func NewServer(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
 	cfg := newConfig(opts)
@@ -43,6 +45,9 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	tb.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			tb.Errorf("integration: closing etcd server: %v", err)
+		}
+		if m := s.Member(); m != nil {
+			m.reportFailure(tb)
 		}
 	})
 	if err := s.start(cfg); err != nil {
@@ -113,14 +118,14 @@ func (s *Server) start(cfg *config) error {
 	s.mu.Unlock()
 
 	m.lifeMu.Lock()
-	e, err := m.launch()
+	r, err := m.launch()
 	m.lifeMu.Unlock()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.startTimeout)
 	defer cancel()
-	if err := waitReady(ctx, e); err != nil {
+	if err := waitReady(ctx, r); err != nil {
 		return fmt.Errorf("integration: etcd server: %w", err)
 	}
 	return nil
@@ -153,6 +158,16 @@ func (s *Server) Member() *Member {
 func (s *Server) EtcdServer() *etcdserver.EtcdServer {
 	if m := s.Member(); m != nil {
 		return m.EtcdServer()
+	}
+	return nil
+}
+
+// Err returns [Member.Err] of the server's member: the first error its
+// embedded server reported while running since it last started, or nil. It
+// does not block.
+func (s *Server) Err() error {
+	if m := s.Member(); m != nil {
+		return m.Err()
 	}
 	return nil
 }

@@ -29,12 +29,13 @@ var shared struct {
 //
 // It runs m.Run(). The shared server of [Shared] is started on first use,
 // with opts plus [WithoutFsync]. After the tests Main closes the shared
-// server and, if everything passed, checks that no goroutines leaked (with
-// goleak and [GoleakOptions], ignoring goroutines that already ran before
-// m.Run, and retrying for a while so that goroutines shutting down can
-// finish). It then exits the process: with m.Run's code,
-// or 1 if closing the server failed or goroutines leaked (the leaked stacks
-// are printed to stderr). Main never returns.
+// server, prints the error it reported while running if any (see
+// [Member.Err]) and, if everything passed, checks that no goroutines leaked
+// (with goleak and [GoleakOptions], ignoring goroutines that already ran
+// before m.Run, and retrying for a while so that goroutines shutting down
+// can finish). It then exits the process: with m.Run's code, or 1 if
+// closing the server failed, the server reported an error or goroutines
+// leaked (the leaked stacks are printed to stderr). Main never returns.
 func Main(m *testing.M, opts ...Option) {
 	os.Exit(runMain(m, opts))
 }
@@ -61,6 +62,14 @@ func runMain(m *testing.M, opts []Option) int {
 			fmt.Fprintf(os.Stderr, "integration: closing shared etcd server: %v\n", err)
 			if code == 0 {
 				code = 1
+			}
+		}
+		if mb := srv.Member(); mb != nil {
+			if err := mb.firstFailure(); err != nil {
+				fmt.Fprintf(os.Stderr, "integration: shared etcd server: %v\n", err)
+				if code == 0 {
+					code = 1
+				}
 			}
 		}
 	}
