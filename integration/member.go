@@ -331,7 +331,9 @@ func (m *Member) Etcd() *embed.Etcd {
 // [Member.HardStop], Close of its [Server] or [Cluster]) closes listeners
 // but is not reported. The error stays after the member stops, until it
 // restarts; a member whose server failed may still be running, and Err
-// does not stop it. Err does not block. [NewServer] and [NewCluster] also
+// does not stop it. An error the server reports just before or while a
+// stop begins may go unrecorded: it cannot be told from one the stop
+// causes. Err does not block. [NewServer] and [NewCluster] also
 // fail their test with tb.Errorf at cleanup if the server of a member
 // reported such an error in any of its runs.
 func (m *Member) Err() error {

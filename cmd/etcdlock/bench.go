@@ -71,9 +71,17 @@ With --endpoints, bench runs against that etcd instead of starting one:
 your own cluster, with the server on other machines as in production.
 Its cells write keys under --namespace (in a prefix of their own, made
 for the run) and delete them; point it at a cluster you may load, not at
-one serving production. The other connection flags (TLS, --user) apply;
---fsync is then the server's own setting and may not be given, and the
-CPU figures are this process's alone: clients and library.
+one serving production. The other connection flags (TLS, --user,
+--dial-timeout, --namespace) then apply, and default from the environment
+as for the other commands ($ETCDCTL_CACERT, $ETCDCTL_CERT, $ETCDCTL_KEY,
+$ETCDCTL_USER, $ETCDCTL_DIAL_TIMEOUT, $ETCDLOCK_NAMESPACE; the password
+from $ETCDLOCK_PASSWORD or $ETCDCTL_PASSWORD, or else asked for on the
+terminal); without --endpoints they are refused. --fsync is then the
+server's own setting and may not be given, and the CPU figures are this
+process's alone: clients and library.
+
+The exit status is 0, 2 for bad usage, 120 if --endpoints names an etcd
+that does not answer within --dial-timeout, and 1 for other failures.
 
 The output is a table (or, with --json, one JSON array of objects with keys
 impl, scenario, contenders, ops_per_sec, p50_ms, p99_ms, and more), preceded
@@ -120,7 +128,7 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		}
 		return nil
 	})
-	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server, clients and library together) to `file`")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over the whole run (server, clients and library together; with --endpoints, clients and library) to `file`")
 	cfg.conn.register(fs)
 	fs.Lookup("endpoints").Usage = "run against the etcd at these comma-separated `endpoints` instead of an embedded one (only from the command line)"
 	fs.Lookup("namespace").Usage = "with --endpoints: `prefix` under which the cells write (and delete) their keys"
@@ -131,15 +139,23 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		// $ETCDCTL_ENDPOINTS left in the environment must not turn a bench
 		// of the embedded server into load on a cluster.
 		cfg.external = given["endpoints"]
-		if cfg.external {
+		if !cfg.external {
+			for _, f := range []string{"cacert", "cert", "key", "user", "dial-timeout", "namespace"} {
+				if given[f] {
+					return badUsage(stderr, "bench", "--%s needs --endpoints: without it the bench measures an embedded etcd", f)
+				}
+			}
+		} else {
+			// Before resolve, which takes an empty list for the default
+			// endpoint: "--endpoints ''" must not bench 127.0.0.1:2379.
+			if len(cfg.conn.endpointList()) == 0 {
+				return badUsage(stderr, "bench", "--endpoints names no endpoint")
+			}
 			if given["fsync"] {
 				return badUsage(stderr, "bench", "--fsync is the server's own setting with --endpoints")
 			}
 			if err := cfg.conn.resolve(); err != nil {
-				return badUsage(stderr, "bench", "%v", err)
-			}
-			if len(cfg.conn.endpointList()) == 0 {
-				return badUsage(stderr, "bench", "--endpoints names no endpoint")
+				return report(stderr, "bench", err, exitUsage)
 			}
 		}
 		switch {
@@ -192,11 +208,11 @@ func parseCounts(s string) ([]int, error) {
 // cleanup.
 type benchEnv struct {
 	// dial returns a new client of the server; the caller closes it.
-	dial     func() (*clientv3.Client, error)
-	endpoint string // asked for the server's status
-	root     string // prefix of every cell's namespace
-	admin    *clientv3.Client
-	seq      int // numbers the cells' namespaces
+	dial      func() (*clientv3.Client, error)
+	endpoints []string // asked in turn for the server's status
+	root      string   // prefix of every cell's namespace
+	admin     *clientv3.Client
+	seq       int // numbers the cells' namespaces
 }
 
 // newClient returns a new client of the server; the caller closes it.
@@ -264,8 +280,13 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "etcdlock bench: starting etcd: %v\n", serr)
 			return exitFailure
 		}
-		env = &benchEnv{dial: func() (*clientv3.Client, error) { return srv.NewClient() }, endpoint: srv.Endpoints()[0], root: "etcdlock-bench/"}
+		env = &benchEnv{dial: func() (*clientv3.Client, error) { return srv.NewClient() }, endpoints: srv.Endpoints(), root: "etcdlock-bench/"}
 		rows, info, err = env.run(ctx, cfg, plan, stderr)
+		if err != nil {
+			// The server's own failure, if it broke, says more than its
+			// clients' timeouts.
+			err = errors.Join(err, srv.Err())
+		}
 		if cerr := srv.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing etcd: %w", cerr))
 		}
@@ -306,9 +327,17 @@ func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progr
 		}
 	}()
 	info = benchInfo{cpus: runtime.NumCPU(), goos: runtime.GOOS, arch: runtime.GOARCH, cpuModel: cpuModel()}
-	sctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
-	st, err := e.admin.Status(sctx, e.endpoint)
-	cancel()
+	// Any endpoint that answers will do: the connect probe may have gone
+	// through another than the first.
+	var st *clientv3.StatusResponse
+	for _, ep := range e.endpoints {
+		sctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+		st, err = e.admin.Status(sctx, ep)
+		cancel()
+		if err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, info, fmt.Errorf("reading etcd's status: %w", err)
 	}
@@ -411,15 +440,15 @@ func outsideEnv(ctx context.Context, conn *connFlags) (*benchEnv, error) {
 	root := fmt.Sprintf("%sbench-%08x/", conn.namespace, rand.Uint32())
 	// Reach it once first, so that a wrong endpoint or a refused login is
 	// told as such, with connect's exit status.
-	cli, err := conn.connect(ctx, root)
+	cli, err := conn.connectWith(ctx, cfg, root)
 	if err != nil {
 		return nil, err
 	}
 	closeQuietly(cli)
 	return &benchEnv{
-		dial:     func() (*clientv3.Client, error) { return clientv3.New(cfg) },
-		endpoint: cfg.Endpoints[0],
-		root:     root,
+		dial:      func() (*clientv3.Client, error) { return clientv3.New(cfg) },
+		endpoints: cfg.Endpoints,
+		root:      root,
 	}, nil
 }
 

@@ -190,6 +190,12 @@ func (c *connFlags) connect(ctx context.Context, probe string) (*clientv3.Client
 	if err != nil {
 		return nil, err
 	}
+	return c.connectWith(ctx, cfg, probe)
+}
+
+// connectWith is connect with the configuration already made (so that a
+// caller who needs it too asks for the password once).
+func (c *connFlags) connectWith(ctx context.Context, cfg clientv3.Config, probe string) (*clientv3.Client, error) {
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -257,21 +257,43 @@ func TestBenchEndpoints(t *testing.T) {
 			t.Errorf("no %s row in %s", want, out)
 		}
 	}
-	// The cells' writes went to this server: its revision moved by at
-	// least their number. And none of their keys is left.
-	after, err := cli.Get(ctx, ns, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	// The cells' writes went to this server, under ns: its history there
+	// holds at least one put per operation. And none of their keys is
+	// left.
+	// A put of our own after the bench marks where its history ends.
+	end, err := cli.Put(ctx, ns+"end", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if moved := after.Header.Revision - before.Header.Revision; moved < writes {
-		t.Errorf("server revision moved by %d over the bench, want at least %d (its operations)", moved, writes)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	var puts int64
+	for wr := range cli.Watch(wctx, ns, clientv3.WithPrefix(), clientv3.WithRev(before.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			t.Fatalf("watching %s from revision %d: %v", ns, before.Header.Revision+1, err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypePut && ev.Kv.ModRevision < end.Header.Revision {
+				puts++
+			}
+		}
+		if n := len(wr.Events); n > 0 && wr.Events[n-1].Kv.ModRevision >= end.Header.Revision {
+			break
+		}
+	}
+	if _, err := cli.Delete(ctx, ns+"end"); err != nil {
+		t.Fatal(err)
+	}
+	if puts < writes {
+		t.Errorf("%d puts under %s over the bench, want at least %d (its operations)", puts, ns, writes)
 	}
 	integration.RequireEmpty(t, cli, ns)
 }
 
 // TestBenchEndpointsUsage checks bench's refusals of bad connection flags:
-// a usage error for --fsync with --endpoints or an empty list, and
-// etcdlock's status for an etcd it cannot reach.
+// a usage error for --fsync with --endpoints, an empty list, or a
+// connection flag without --endpoints, and etcdlock's status for an etcd it
+// cannot reach.
 func TestBenchEndpointsUsage(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -279,6 +301,10 @@ func TestBenchEndpointsUsage(t *testing.T) {
 	}{
 		{[]string{"--endpoints", "127.0.0.1:1", "--fsync=false"}, exitUsage},
 		{[]string{"--endpoints", " , "}, exitUsage},
+		{[]string{"--endpoints", ""}, exitUsage}, // not the default endpoint
+		{[]string{"--namespace", "x/"}, exitUsage},
+		{[]string{"--user", "bob"}, exitUsage},
+		{[]string{"--dial-timeout", "1s"}, exitUsage},
 		{[]string{"--endpoints", "127.0.0.1:1", "--dial-timeout", "300ms"}, exitUnreachable},
 	} {
 		code, _, errOut := runCmd(t, time.Minute, append([]string{"bench", "--contenders", ""}, tc.args...)...)

@@ -15,7 +15,7 @@ type delayer struct {
 	mu      sync.Mutex
 	pending []*Hold // in order of due time
 	timer   *time.Timer
-	armed   bool // timer set to fire for pending[0]
+	armed   bool // timer set to fire for pending[0], or fire running (it re-arms)
 	fired   int  // times the timer fired (for tests)
 	// start starts a due hold's monitor: Hold.startDelayed, unless a test
 	// sets another.
@@ -45,7 +45,7 @@ func (d *delayer) add(h *Hold) {
 // holds matters to a Primitive locked and unlocked in a loop: were the
 // timer set for the next hold in line, released or not, it would fire once
 // per cycle (each firing a goroutine and a wake-up); set for the first live
-// one, it fires about once per ownWatchDelay. A timer left set when the
+// one, it fires at most twice per ownWatchDelay. A timer left set when the
 // Primitive closes fires and finds nothing to start (Close has released
 // every hold), or starts the monitor of a hold lost before it was
 // registered, which ends it at once.

@@ -39,8 +39,8 @@ func TestDelayerSkipsReleasedHolds(t *testing.T) {
 			// most two per ownWatchDelay. Setting the timer for the next
 			// hold in line, released or not, fires once per cycle.
 			elapsed := time.Since(t0)
-			if max := 2*int(elapsed/ownWatchDelay) + 2; fired > max {
-				t.Errorf("timer fired %d times for %d holds in %v, want at most %d", fired, cycles, elapsed, max)
+			if most := 2*int(elapsed/ownWatchDelay) + 2; fired > most {
+				t.Errorf("timer fired %d times for %d holds in %v, want at most %d", fired, cycles, elapsed, most)
 			}
 			return
 		}
@@ -48,5 +48,39 @@ func TestDelayerSkipsReleasedHolds(t *testing.T) {
 			t.Fatalf("timer still armed with %d holds pending, 10 s after the last release", pending)
 		}
 		time.Sleep(ownWatchDelay / 4)
+	}
+}
+
+// A hold still live when its due time comes has its monitor started then,
+// however many released holds came before it.
+func TestDelayerStartsLiveHolds(t *testing.T) {
+	var d delayer
+	holds := make([]*Hold, 10)
+	for i := range holds {
+		holds[i] = &Hold{delayed: true}
+	}
+	live := holds[5] // never released
+	started := make(chan time.Time, 1)
+	d.start = func(h *Hold) {
+		if h == live {
+			started <- time.Now()
+		}
+	}
+	for _, h := range holds {
+		h.due = time.Now().Add(ownWatchDelay)
+		d.add(h)
+		if h != live {
+			h.mu.Lock()
+			h.delayed = false
+			h.mu.Unlock()
+		}
+	}
+	select {
+	case at := <-started:
+		if at.Before(live.due) {
+			t.Errorf("live hold's monitor started %v before its due time", live.due.Sub(at))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("live hold's monitor not started 10 s after its due time")
 	}
 }
