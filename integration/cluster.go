@@ -13,7 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/etcdserver"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 )
 
 // Cluster is a cluster of embedded etcd members running in this process.
@@ -27,9 +27,14 @@ type Cluster struct {
 	// isolated or a is paused; see cutWanted.
 	isolated map[int]int
 	muted    map[int]int
-	owned    []string // directories to remove at Close
-	closed   bool
-	closeErr error
+	// cut holds, for each link a partition cut, the peer of the from
+	// member's transport that was paused (see links.go).
+	cut         map[link]rafthttp.Pausable
+	stopEnforce chan struct{} // closed by Close; nil if no enforcer runs
+	enforced    sync.WaitGroup
+	owned       []string // directories to remove at Close
+	closed      bool
+	closeErr    error
 }
 
 var errClusterClosed = errors.New("integration: cluster closed while starting")
@@ -174,6 +179,11 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 		return errClusterClosed
 	}
 	c.members = members
+	c.cut = make(map[link]rafthttp.Pausable)
+	if n > 1 {
+		c.stopEnforce = make(chan struct{})
+		c.enforced.Go(func() { c.enforce(c.stopEnforce) })
+	}
 	c.mu.Unlock()
 
 	// The readiness waiters end when ctx does (at the latest when this
@@ -205,6 +215,9 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 	}
 	if _, err := c.WaitLeader(ctx); err != nil {
 		return err
+	}
+	if n > 1 && transportOf(members[0].EtcdServer()) == nil {
+		return errors.New("integration: cannot reach the raft transport of etcd's server (its internals changed): partitions would cut nothing")
 	}
 	return nil
 }
@@ -330,20 +343,21 @@ func (c *Cluster) MoveLeader(ctx context.Context, to int) error {
 }
 
 // Isolate partitions member i from all other members: from now on each side
-// drops the raft messages it would send to or receive from the other (via
-// EtcdServer.CutPeer on both sides). Clients can still reach member i, but
-// it can no longer commit anything or serve linearizable reads; if it led,
-// it steps down after an election timeout and the others elect a new
-// leader. The partition applies to stopped members too, when they restart
-// (re-applied right after the start, so there is a brief window).
+// drops the raft messages it would send to or receive from the other (each
+// pauses its raft peer for the other). Clients can still reach member i,
+// but it can no longer commit anything or serve linearizable reads; if it
+// led, it steps down after an election timeout and the others elect a new
+// leader. The partition applies to stopped members too, when they restart,
+// and to peers that etcd replaces when it applies a snapshot (re-applied
+// within 20 ms, so there is a brief window).
 //
 // Partitions nest: member i stays isolated until every Isolate(i) has been
 // matched by a [Cluster.Heal](i), and a link between two members stays cut
 // while either of them is isolated, so that overlapping partitions (of the
 // same member or of different ones) each end only their own part. Do not
-// call the members' CutPeer, MendPeer, PauseSending or ResumeSending
-// directly while a partition is in effect. It does not block. It panics if
-// i is out of range.
+// call the members' CutPeer or MendPeer as well: on etcd v3.7 a MendPeer of
+// a link that was not cut can make a later CutPeer wait forever. It does
+// not block. It panics if i is out of range.
 func (c *Cluster) Isolate(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -356,7 +370,7 @@ func (c *Cluster) Isolate(i int) {
 }
 
 // Heal ends one [Cluster.Isolate] of member i; once none is left, member i
-// and the others exchange messages again (EtcdServer.MendPeer), except
+// and the others exchange messages again, except
 // those that another partition still in effect cuts. A Heal without an
 // Isolate to end does nothing. It does not block; the member catches up
 // shortly afterwards. It panics if i is out of range.
@@ -367,7 +381,9 @@ func (c *Cluster) Heal(i int) {
 	if c.isolated[i] == 0 {
 		return
 	}
-	c.isolated[i]--
+	if c.isolated[i]--; c.isolated[i] == 0 {
+		delete(c.isolated, i)
+	}
 	c.applyLinks(i)
 }
 
@@ -394,7 +410,17 @@ func (c *Cluster) unmute(i int) {
 	if c.muted[i] == 0 {
 		return
 	}
-	c.muted[i]--
+	if c.muted[i]--; c.muted[i] == 0 {
+		delete(c.muted, i)
+	}
+	c.applyLinks(i)
+}
+
+// relink applies the partitions in effect to member i's links, after its
+// restart.
+func (c *Cluster) relink(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.applyLinks(i)
 }
 
@@ -409,39 +435,6 @@ func (c *Cluster) checkIndex(i int) {
 // c.mu is held.
 func (c *Cluster) cutWanted(a, b int) bool {
 	return c.isolated[a] > 0 || c.isolated[b] > 0 || c.muted[a] > 0
-}
-
-// applyLinks cuts or mends, on both sides, every link of member i to the
-// others as the partitions in effect want. Cutting a cut link or mending a
-// mended one does nothing. c.mu is held.
-func (c *Cluster) applyLinks(i int) {
-	for j := range c.members {
-		if j == i {
-			continue
-		}
-		for _, p := range [][2]int{{i, j}, {j, i}} {
-			a, b := c.members[p[0]], c.members[p[1]]
-			srv := a.EtcdServer()
-			switch {
-			case srv == nil: // stopped: applyCuts cuts at the restart
-			case c.cutWanted(p[0], p[1]):
-				srv.CutPeer(b.id)
-			default:
-				srv.MendPeer(b.id)
-			}
-		}
-	}
-}
-
-// applyCuts re-applies the partitions of member i to its new server srv.
-func (c *Cluster) applyCuts(i int, srv *etcdserver.EtcdServer) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for j, m := range c.members {
-		if j != i && c.cutWanted(i, j) {
-			srv.CutPeer(m.id)
-		}
-	}
 }
 
 // Close stops all members at once (without leadership transfers) and waits
@@ -460,7 +453,11 @@ func (c *Cluster) Close() error {
 	}
 	c.closed = true
 	members := c.members
+	if c.stopEnforce != nil {
+		close(c.stopEnforce)
+	}
 	c.mu.Unlock()
+	c.enforced.Wait()
 
 	var wg sync.WaitGroup
 	for _, m := range members {

@@ -245,7 +245,7 @@ func (f *Faults) MoveLeader(ctx context.Context) (int, error) {
 
 // PauseMember pauses all raft traffic of member i for d or until ctx ends:
 // the member drops every message it would send to its peers and every
-// message it reads from them (EtcdServer.CutPeer on its side only, what
+// message it reads from them (its side of every link is cut, what
 // PauseSending does), then this pause ends. Its clients stay connected but
 // nothing it serves can commit; if it led, the others elect a new leader.
 // Pauses nest with each other and with partitions ([Cluster.Isolate]):
@@ -446,7 +446,17 @@ type FaultRecord struct {
 	// Err is the text of the error Inject returned, "" if none: the fault
 	// may not have been injected, or not undone cleanly.
 	Err string `json:"err,omitempty"`
+	// Stuck is set when Inject had not returned after the schedule's
+	// StuckAfter: End is then when the schedule gave up on it, Target is
+	// empty, and the fault may still be in effect.
+	Stuck bool `json:"stuck,omitempty"`
 }
+
+// DefaultStuckAfter is how long a [Schedule] waits by default for one
+// fault, its undo included, before it counts the fault as stuck. Every
+// fault of this package ends well within it (a member restart, the
+// longest, within about half of it).
+const DefaultStuckAfter = 90 * time.Second
 
 // FaultLog collects the records of one or more schedules. The zero value
 // is ready to use; it is safe for concurrent use.
@@ -486,11 +496,24 @@ type Schedule struct {
 	Log *FaultLog
 	// Logger, if set, logs each fault's start and end.
 	Logger *zap.Logger
+	// StuckAfter bounds how long one fault, its undo included, may run:
+	// past it Run gives up on the fault (see Run). Optional, defaults to
+	// DefaultStuckAfter.
+	StuckAfter time.Duration
+	// OnStuck, if set, is called on Run's goroutine when a fault is
+	// stuck, with its record, while the fault still hangs: the time to
+	// take a goroutine dump.
+	OnStuck func(FaultRecord)
 }
 
-// Run runs the schedule on the caller's goroutine until ctx ends, and
-// returns the records of the faults it injected. A fault running when ctx
-// ends is undone before Run returns.
+// Run runs the schedule until ctx ends, and returns the records of the
+// faults it injected. A fault running when ctx ends is undone before Run
+// returns. Each fault runs on a goroutine of its own while Run waits for
+// it; one that has not returned after StuckAfter is stuck: Run calls
+// OnStuck, and returns at once with the stuck fault's record last, leaving
+// that goroutine behind, since nothing can end a call that hangs inside
+// etcd. After a stuck fault, the cluster may still be partitioned or a
+// member stopped: report it and end the process or test.
 func (s *Schedule) Run(ctx context.Context) []FaultRecord {
 	if len(s.Faults) == 0 {
 		<-ctx.Done()
@@ -520,20 +543,60 @@ func (s *Schedule) Run(ctx context.Context) []FaultRecord {
 		frng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
 		r := FaultRecord{Name: flt.Name, Start: time.Now()}
 		lg.Info("fault start", zap.String("fault", flt.Name))
-		target, err := flt.Inject(ctx, frng)
+		target, ok, err := s.inject(ctx, flt, frng)
 		r.Target, r.End = target, time.Now()
-		if err != nil {
+		switch {
+		case !ok:
+			r.Stuck = true
+			r.Err = fmt.Sprintf("stuck: did not return within %v", s.stuckAfter())
+			lg.Error("fault stuck", zap.String("fault", flt.Name), zap.Duration("after", s.stuckAfter()))
+		case err != nil:
 			r.Err = err.Error()
 		}
-		lg.Info("fault end", zap.String("fault", flt.Name), zap.String("target", target),
-			zap.Duration("took", r.End.Sub(r.Start)), zap.Error(err))
+		if ok {
+			lg.Info("fault end", zap.String("fault", flt.Name), zap.String("target", target),
+				zap.Duration("took", r.End.Sub(r.Start)), zap.Error(err))
+		}
 		out = append(out, r)
 		if s.Log != nil {
 			s.Log.Add(r)
 		}
-		if ctx.Err() != nil {
+		if r.Stuck && s.OnStuck != nil {
+			s.OnStuck(r)
+		}
+		if r.Stuck || ctx.Err() != nil {
 			return out
 		}
+	}
+}
+
+func (s *Schedule) stuckAfter() time.Duration {
+	if s.StuckAfter > 0 {
+		return s.StuckAfter
+	}
+	return DefaultStuckAfter
+}
+
+// inject runs flt.Inject on a goroutine of its own and waits for it at most
+// StuckAfter; ok is false if it did not return by then. The goroutine then
+// ends when Inject does, if ever.
+func (s *Schedule) inject(ctx context.Context, flt Fault, rng *rand.Rand) (target string, ok bool, err error) {
+	type result struct {
+		target string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		t, err := flt.Inject(ctx, rng)
+		done <- result{t, err}
+	}()
+	timer := time.NewTimer(s.stuckAfter())
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.target, true, r.err
+	case <-timer.C:
+		return "", false, nil
 	}
 }
 

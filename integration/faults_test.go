@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -405,4 +407,38 @@ func TestPauseMemberNests(t *testing.T) {
 	stop()
 	wg.Wait()
 	getRetry(t, cli, "k")
+}
+
+// A fault that has not returned after StuckAfter ends its schedule: Run
+// calls OnStuck and returns with the fault's record marked stuck, without
+// waiting for it and without starting another fault.
+func TestScheduleGivesUpOnStuckFault(t *testing.T) {
+	release, exited := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	var stuck []integration.FaultRecord
+	s := &integration.Schedule{
+		Seed: 1, MinGap: time.Millisecond, MaxGap: time.Millisecond, StuckAfter: 200 * time.Millisecond,
+		Faults: []integration.Fault{{Name: "hang", Inject: func(ctx context.Context, _ *rand.Rand) (string, error) {
+			if calls.Add(1) == 1 {
+				return "quick", nil
+			}
+			defer close(exited)
+			<-release
+			return "late", nil
+		}}},
+		OnStuck: func(r integration.FaultRecord) { stuck = append(stuck, r) },
+	}
+	recs := s.Run(ctxT(t, time.Minute)) // the context outlives the test's checks
+	close(release)
+	<-exited
+	if len(recs) != 2 || recs[0].Stuck || recs[0].Target != "quick" || !recs[1].Stuck || recs[1].Name != "hang" ||
+		!strings.Contains(recs[1].Err, "stuck") {
+		t.Fatalf("records %+v, want a quick fault, then a stuck one", recs)
+	}
+	if len(stuck) != 1 || stuck[0] != recs[1] {
+		t.Errorf("OnStuck got %+v, want the stuck record once", stuck)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d faults started, want none after the stuck one", n)
+	}
 }

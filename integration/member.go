@@ -300,7 +300,8 @@ func (m *Member) Running() bool {
 }
 
 // EtcdServer returns the running etcd server, for fault injection and
-// inspection (CutPeer, MendPeer, MoveLeader, Lead, ...), or nil while the
+// inspection (MoveLeader, Lead, ...; for partitions use [Cluster.Isolate],
+// not its CutPeer and MendPeer), or nil while the
 // member is stopped. The pointer becomes stale when the member stops; fetch
 // it again after a restart.
 func (m *Member) EtcdServer() *etcdserver.EtcdServer {
@@ -416,7 +417,7 @@ func (m *Member) Restart(ctx context.Context) error {
 		return err
 	}
 	if m.c != nil {
-		m.c.applyCuts(m.idx, r.e.Server)
+		m.c.relink(m.idx)
 	}
 	ctx, cancel := readyTimeout(ctx, m.cfg.startTimeout)
 	defer cancel()

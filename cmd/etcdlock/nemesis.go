@@ -6,6 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,7 +41,16 @@ control_lost_updates, seeded_bugs_caught, seeded_bugs_total and valid.
 The exit status is 0 when the run is valid, with no violation and every
 planted bug caught; 1 otherwise. A failed run writes its histories and
 porcupine's visualizations to a directory it names; --seed replays the
-fault schedule (not the exact interleaving).`,
+fault schedule (not the exact interleaving).
+
+A fault that does not return within 90 s (its undo included) stops the
+run: the report names it, is invalid, and points at a file with every
+goroutine's stack.
+
+The first SIGINT or SIGTERM ends the faults; the suite undoes them, checks
+what ran and prints that report, marked interrupted, then exits with
+128+N. A second signal, or a minute passing first, exits with 128+N at
+once, without a report.`,
 	setup: setupNemesis,
 }
 
@@ -60,14 +72,19 @@ func setupNemesis(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 			enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
 			lg = zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), zapcore.InfoLevel))
 		}
-		rep, err := nemesis.Run(ctx, nemesis.Config{
+		cfg := nemesis.Config{
 			Duration: *duration,
 			Seed:     *seed,
 			Tier:     nemesis.TierFull,
 			TTL:      *ttl,
 			OutDir:   *out,
 			Logger:   lg,
-		})
+		}
+		rep, intr, err := runNemesis(ctx, cfg)
+		if intr != nil && rep == nil {
+			fmt.Fprintf(stderr, "etcdlock nemesis: %v; quit without a report\n", intr)
+			return intr.status()
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "etcdlock nemesis: %v\n", err)
 			return exitFailure
@@ -82,9 +99,84 @@ func setupNemesis(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 			fmt.Fprintf(stderr, "etcdlock nemesis: %v\n", err)
 			return exitFailure
 		}
+		if intr != nil {
+			fmt.Fprintf(stderr, "etcdlock nemesis: %v; the report covers what ran until then\n", intr)
+			return intr.status()
+		}
 		if !rep.Valid || rep.Violations > 0 || rep.SeededBugsCaught < rep.SeededBugsTotal {
 			return exitFailure
 		}
 		return exitOK
+	}
+}
+
+// nemesisGrace bounds the wait, after the first stop signal, for the suite
+// to undo its faults, check what ran and report.
+const nemesisGrace = time.Minute
+
+// runNemesis runs the suite under the signals of the process (see
+// superviseNemesis).
+func runNemesis(ctx context.Context, cfg nemesis.Config) (*nemesis.Report, *interrupted, error) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, stopSignals...)
+	defer signal.Stop(sigs)
+	return superviseNemesis(ctx, sigs, nemesisGrace, func(ctx context.Context) (*nemesis.Report, error) {
+		return nemesis.Run(ctx, cfg)
+	})
+}
+
+// superviseNemesis runs run until it returns. The first stop signal on sigs
+// (or the end of ctx, main's, which the first SIGINT or SIGTERM ends) ends
+// run's context, so that the suite undoes its faults and reports what ran;
+// intr is then that signal (SIGTERM if ctx ended otherwise). A second
+// signal, or grace passing first, returns at once with a nil report and
+// leaves run running: the process is about to exit.
+func superviseNemesis(ctx context.Context, sigs <-chan os.Signal, grace time.Duration,
+	run func(context.Context) (*nemesis.Report, error)) (rep *nemesis.Report, intr *interrupted, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		rep *nemesis.Report
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := run(ctx)
+		done <- result{rep, err}
+	}()
+	var graceC <-chan time.Time
+	interrupt := func(sig os.Signal) {
+		intr = &interrupted{sig}
+		graceC = time.After(grace)
+		cancel()
+	}
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case r := <-done:
+			if intr != nil {
+				select {
+				case sig := <-sigs: // a second signal that came with the report
+					return nil, &interrupted{sig}, nil
+				default:
+				}
+			}
+			return r.rep, intr, r.err
+		case sig := <-sigs:
+			if intr == nil {
+				interrupt(sig)
+				continue
+			}
+			return nil, &interrupted{sig}, nil
+		case <-ctxDone:
+			ctxDone = nil
+			// Unless a signal ended main's context (sigs delivers that
+			// signal too), or interrupt did.
+			if intr == nil && !causedBySignal(ctx) {
+				interrupt(syscall.SIGTERM)
+			}
+		case <-graceC:
+			return nil, intr, nil
+		}
 	}
 }

@@ -106,6 +106,14 @@ type Config struct {
 	// Cluster, if set, is the 3-member cluster to run on (for tests);
 	// otherwise Run starts its own (without fsync) and closes it.
 	Cluster *integration.Cluster
+	// StuckAfter bounds each fault, its undo included: one still running
+	// after it stops the run (see Report.StuckFault). Optional, defaults
+	// to integration.DefaultStuckAfter.
+	StuckAfter time.Duration
+
+	// extraFault, if set, joins every phase's faults in a lane of its own
+	// (for tests of the stuck-fault path).
+	extraFault *integration.Fault
 }
 
 func (c Config) phases() []string {
@@ -138,6 +146,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	if c.StuckAfter == 0 {
+		c.StuckAfter = integration.DefaultStuckAfter
+	}
 	if c.Seed == 0 {
 		c.Seed = time.Now().UnixNano() % 1_000_000_000
 	}
@@ -147,6 +158,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.TTL < time.Second || c.TTL%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("nemesis: TTL %v is not a whole number of seconds >= 1s", c.TTL))
+	}
+	if c.StuckAfter < 0 {
+		errs = append(errs, fmt.Errorf("nemesis: negative StuckAfter %v", c.StuckAfter))
 	}
 	if c.Tier != TierShort && c.Tier != TierFull {
 		errs = append(errs, fmt.Errorf("nemesis: unknown tier %q", c.Tier))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +33,21 @@ type env struct {
 	start   time.Time
 	root    string
 	log     integration.FaultLog
+
+	stuckMu sync.Mutex
+	stuck   *stuckFault // the first fault that did not return, if one
 }
+
+// stuckFault is a fault that did not return within Config.StuckAfter.
+type stuckFault struct {
+	name string // "phase: fault"
+	dump string // file with every goroutine's stack, "" if not written
+	err  error  // why the dump was not written
+}
+
+// teardownBound bounds the teardown of a run after a stuck fault: what
+// hangs in the fault may hang there too.
+const teardownBound = 30 * time.Second
 
 // Run runs the nemesis suite: each fault phase of cfg with every workload,
 // then the checkers, then the seeded-bug scenarios, and returns the
@@ -51,27 +66,61 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		zap.Duration("duration", cfg.Duration), zap.Strings("faults", cfg.phases()), zap.Strings("workloads", cfg.workloads()))
 	e := &env{cfg: cfg, lg: lg, cluster: cfg.Cluster, start: time.Now(),
 		root: fmt.Sprintf("nemesis/%d-%d/", cfg.Seed, time.Now().UnixNano()%1e6)}
+	// The run's goroutine hands over the report before it tears down, so
+	// that a teardown that hangs where a stuck fault hangs does not hold
+	// the report back; otherwise Run waits for the teardown.
+	type result struct {
+		rep *Report
+		err error
+	}
+	res := make(chan result, 1)
+	torn := make(chan struct{})
+	go func() {
+		defer close(torn)
+		if err := e.run(ctx, func(rep *Report) { res <- result{rep, nil} }); err != nil {
+			res <- result{nil, err}
+		}
+	}()
+	r := <-res
+	if e.stuckFault() == nil {
+		<-torn
+		return r.rep, r.err
+	}
+	select {
+	case <-torn:
+	case <-time.After(teardownBound):
+		lg.Error("teardown after a stuck fault did not end; abandoned", zap.Duration("after", teardownBound))
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("teardown after the stuck fault abandoned after %v", teardownBound))
+	}
+	return r.rep, r.err
+}
+
+// run runs the suite and calls deliver with the report before it tears
+// down the cluster, clients and watcher. It returns an error, without
+// calling deliver, when the suite could not run.
+func (e *env) run(ctx context.Context, deliver func(*Report)) (err error) {
+	cfg, lg := e.cfg, e.lg
 	if e.cluster == nil {
 		c, err := integration.StartCluster(3, integration.WithoutFsync())
 		if err != nil {
-			return nil, fmt.Errorf("nemesis: starting cluster: %w", err)
+			return fmt.Errorf("nemesis: starting cluster: %w", err)
 		}
 		defer c.Close()
 		e.cluster = c
 	}
 	if e.faults, err = integration.NewFaults(e.cluster, lg); err != nil {
-		return nil, err
+		return err
 	}
 	defer e.faults.Close()
 	if e.direct, err = e.cluster.NewClient(); err != nil {
-		return nil, err
+		return err
 	}
 	defer e.direct.Close()
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	resp, err := e.direct.Get(sctx, "\x00", clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("nemesis: reading the start revision: %w", err)
+		return fmt.Errorf("nemesis: reading the start revision: %w", err)
 	}
 	e.w = startWatcher(e.direct, e.root, resp.Header.Revision+1, e.start)
 	defer e.w.stop()
@@ -80,7 +129,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	phases := cfg.phases()
 	phaseDur := cfg.Duration / time.Duration(len(phases))
 	for i, ph := range phases {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || e.stuckFault() != nil {
 			break
 		}
 		rows, notes, err := e.runPhase(ctx, ph, phaseDur, mix(uint64(cfg.Seed), uint64(i)))
@@ -90,13 +139,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Notes = append(rep.Notes, notes...)
 		rep.Rows = append(rep.Rows, rows...)
 	}
-	if !cfg.SkipSeededBugs && ctx.Err() == nil {
+	stuck := e.stuckFault()
+	if !cfg.SkipSeededBugs && ctx.Err() == nil && stuck == nil {
 		rep.SeededBugs = e.runSeededBugs(ctx)
 	}
 	if err := e.w.err(); err != nil {
 		rep.InvalidReasons = append(rep.InvalidReasons, err.Error())
 	}
+	if stuck != nil {
+		rep.StuckFault, rep.StuckDump = stuck.name, stuck.dump
+		why := fmt.Sprintf("fault %s did not return within %v (seed %d); the run stopped there; goroutines in %s",
+			stuck.name, cfg.StuckAfter, cfg.Seed, stuck.dump)
+		if stuck.err != nil {
+			why = fmt.Sprintf("fault %s did not return within %v (seed %d); the run stopped there; no goroutine dump: %v",
+				stuck.name, cfg.StuckAfter, cfg.Seed, stuck.err)
+		}
+		rep.InvalidReasons = append(rep.InvalidReasons, why)
+	}
 	if ctx.Err() != nil {
+		rep.Interrupted = true
 		rep.InvalidReasons = append(rep.InvalidReasons, "run cut short: "+ctx.Err().Error())
 	}
 	rep.Faults = e.log.Records()
@@ -107,7 +168,52 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			lg.Warn("could not write the histories", zap.Error(err))
 		}
 	}
-	return rep, nil
+	deliver(rep)
+	return nil
+}
+
+// stuckFault returns the first fault that did not return in time, or nil.
+func (e *env) stuckFault() *stuckFault {
+	e.stuckMu.Lock()
+	defer e.stuckMu.Unlock()
+	return e.stuck
+}
+
+// onStuck records the first stuck fault and writes every goroutine's stack
+// to a file in the run's output directory.
+func (e *env) onStuck(r integration.FaultRecord) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	sf := &stuckFault{name: r.Name}
+	base := e.cfg.OutDir
+	if base == "" {
+		base = os.TempDir()
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		sf.err = err
+	} else if f, err := os.CreateTemp(base, fmt.Sprintf("etcdlock-nemesis-seed%d-stuck-*.txt", e.cfg.Seed)); err != nil {
+		sf.err = err
+	} else {
+		_, werr := fmt.Fprintf(f, "fault %q stuck for %v (seed %d), started %s\n\n%s",
+			r.Name, e.cfg.StuckAfter, e.cfg.Seed, r.Start.Format(time.RFC3339Nano), buf)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		sf.dump, sf.err = f.Name(), werr
+	}
+	e.lg.Error("fault stuck", zap.String("fault", r.Name), zap.Int64("seed", e.cfg.Seed), zap.String("goroutines", sf.dump))
+	e.stuckMu.Lock()
+	if e.stuck == nil {
+		e.stuck = sf
+	}
+	e.stuckMu.Unlock()
 }
 
 // mix derives a seed for part i of a run from the run's seed (splitmix64).
@@ -268,11 +374,26 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 		client(pause, blackhole)
 		compact = true
 	}
+	if e.cfg.extraFault != nil {
+		member(*e.cfg.extraFault)
+	}
+	// A stuck fault ends the phase: the other lanes are told to stop, and
+	// waited for no longer than a fault may take (they may hang where the
+	// stuck one does).
+	stuck := make(chan struct{})
+	var stuckOnce sync.Once
 	var wg sync.WaitGroup
 	for i, s := range lanes {
 		s.Seed = mix(seed, uint64(i))
 		s.Log = &log
 		s.Logger = e.lg.With(zap.String("phase", phase))
+		s.StuckAfter = e.cfg.StuckAfter
+		s.OnStuck = func(r integration.FaultRecord) {
+			r.Name = phase + ": " + r.Name
+			e.onStuck(r)
+			stuckOnce.Do(func() { close(stuck) })
+			cancel()
+		}
 		wg.Go(func() { s.Run(fctx) })
 	}
 	if compact {
@@ -289,7 +410,17 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 			}
 		})
 	}
-	wg.Wait()
+	lanesDone := make(chan struct{})
+	go func() { wg.Wait(); close(lanesDone) }()
+	select {
+	case <-lanesDone:
+	case <-stuck:
+		select {
+		case <-lanesDone:
+		case <-time.After(e.cfg.StuckAfter):
+			e.lg.Error("fault lanes still running after a stuck fault; abandoned", zap.String("phase", phase))
+		}
+	}
 	recs := log.Records()
 	for i := range recs {
 		recs[i].Name = phase + ": " + recs[i].Name

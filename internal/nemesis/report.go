@@ -42,6 +42,16 @@ type Report struct {
 	// which.
 	Valid          bool     `json:"valid"`
 	InvalidReasons []string `json:"invalid_reasons,omitempty"`
+	// Interrupted is set when the run's context ended before the run did
+	// (a signal, in the command): the report covers what ran until then,
+	// and the run is not valid.
+	Interrupted bool `json:"interrupted,omitempty"`
+	// StuckFault names the fault that did not return within
+	// Config.StuckAfter ("phase: name"), if one did not; the run stopped
+	// there and is not valid, and StuckDump is the file holding every
+	// goroutine's stack taken then.
+	StuckFault string `json:"stuck_fault,omitempty"`
+	StuckDump  string `json:"stuck_dump,omitempty"`
 
 	Tier     Tier          `json:"tier"`
 	Duration time.Duration `json:"duration_ns"`
@@ -171,6 +181,9 @@ func (r *Report) Table(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nseed %d, %s tier, %v of faults, TTL %v: %d violations, %d/%d seeded bugs caught, valid %v\n",
 		r.Seed, r.Tier, r.Duration, r.TTL, r.Violations, r.SeededBugsCaught, r.SeededBugsTotal, r.Valid)
+	if r.Interrupted {
+		fmt.Fprintf(w, "  interrupted: the report covers what ran until then\n")
+	}
 	for _, s := range r.Notes {
 		fmt.Fprintf(w, "  note: %s\n", s)
 	}
