@@ -47,6 +47,10 @@
 // well within the TTL. Without keep-alive pings, a connection that died
 // silently holds the renewal until it times out, and the hold is reported
 // lost (safely, but needlessly) where a reconnect would have kept it.
+// gRPC raises a DialKeepAliveTime under 10 s to 10 s; etcd closes a
+// connection that pings more often than its --grpc-keepalive-min-time
+// (5 s by default) with a "too_many_pings" GoAway, so keep that server flag
+// under 10 s.
 //
 // # Contexts and errors
 //
