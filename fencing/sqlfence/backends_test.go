@@ -34,7 +34,7 @@ var backends = []backend{
 		name:   "postgresql",
 		d:      sqlfence.PostgreSQL,
 		open:   func(t *testing.T) *sql.DB { return pgtest.Shared(t).DB(t) },
-		levels: []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelSerializable},
+		levels: []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelRepeatableRead, sql.LevelSerializable},
 	},
 	{
 		name:   "sqlite",
@@ -62,14 +62,8 @@ func eachBackend(t *testing.T, fn func(t *testing.T, b backend, db *sql.DB, f *s
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			db := b.open(t)
-			f, err := sqlfence.New(b.d, "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := newFence(t, b, db)
 			ctx := testCtx(t)
-			if err := f.CreateTable(ctx, db); err != nil {
-				t.Fatal(err)
-			}
 			for _, s := range []string{
 				"CREATE TABLE data (id INTEGER PRIMARY KEY, n BIGINT NOT NULL, token BIGINT NOT NULL)",
 				"CREATE TABLE log (n BIGINT PRIMARY KEY, token BIGINT NOT NULL)",
@@ -82,6 +76,18 @@ func eachBackend(t *testing.T, fn func(t *testing.T, b backend, db *sql.DB, f *s
 			fn(t, b, db, f)
 		})
 	}
+}
+
+// newFence returns a Fence of b's dialect with its table created in db.
+func newFence(t *testing.T, b backend, db *sql.DB) *sqlfence.Fence {
+	f, err := sqlfence.New(b.d, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CreateTable(testCtx(t), db); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // testCtx returns a context that ends at the test's end, or after a minute.
