@@ -160,9 +160,14 @@ type Store interface {
 
 // Memory returns a Store that admits through f, in this process, and
 // refuses a token of another lock than the first one admitted for a
-// resource with an error matching sqlfence.ErrLockMismatch. f must not be
-// nil.
-func Memory(f *fencing.Fence) Store { return &memory{f: f, locks: make(map[string]string)} }
+// resource with an error matching sqlfence.ErrLockMismatch. A nil f means a
+// new, empty Fence.
+func Memory(f *fencing.Fence) Store {
+	if f == nil {
+		f = new(fencing.Fence)
+	}
+	return &memory{f: f, locks: make(map[string]string)}
+}
 
 type memory struct {
 	f     *fencing.Fence
@@ -206,8 +211,12 @@ type Guard struct {
 // resource and then calls next, with the token in the request's context
 // (TokenFrom). It answers StaleStatus or MissingStatus, or 503 Service
 // Unavailable when Store fails otherwise (a database error), with the
-// reason in a text body, and does not call next.
+// reason in a text body, and does not call next. It panics if Store or next
+// is nil, as http.Handle does for a nil handler.
 func (g *Guard) Wrap(next http.Handler) http.Handler {
+	if g.Store == nil || next == nil {
+		panic("httpfence: Guard.Wrap with a nil Store or handler")
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := Parse(r.Header)
 		if err != nil {

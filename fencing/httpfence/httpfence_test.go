@@ -335,3 +335,28 @@ func TestRealHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGuardBadSetup: a Guard without a Store, or wrapping nothing, panics
+// at Wrap, not at its first request; Memory(nil) works.
+func TestGuardBadSetup(t *testing.T) {
+	for name, wrap := range map[string]func(){
+		"nil store":   func() { (&httpfence.Guard{}).Wrap(http.NotFoundHandler()) },
+		"nil handler": func() { (&httpfence.Guard{Store: httpfence.Memory(nil)}).Wrap(nil) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: Wrap did not panic", name)
+				}
+			}()
+			wrap()
+		}()
+	}
+	s := httpfence.Memory(nil)
+	if err := s.Admit(context.Background(), "r", tok(2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Admit(context.Background(), "r", tok(1)); !errors.Is(err, fencing.ErrStale) {
+		t.Fatalf("Memory(nil): 1 after 2 = %v, want stale", err)
+	}
+}
