@@ -130,6 +130,18 @@ func TestTokenString(t *testing.T) {
 	if tok.IsZero() || !(fencing.Token{}).IsZero() {
 		t.Fatal("IsZero")
 	}
+	for key, want := range map[string]string{
+		"etcdlock/mutex/a/1":              "etcdlock/mutex/a/",
+		"etcdlock/rw/a%2Fb/w/00ff-0a":     "etcdlock/rw/a%2Fb/w/",
+		"etcdlock/election/leader/0001-2": "etcdlock/election/leader/",
+		"a/":                              "a/",
+		"no-slash":                        "",
+		"":                                "",
+	} {
+		if got := (fencing.Token{Key: key, Revision: 1}).LockKey(); got != want {
+			t.Errorf("LockKey of %q = %q, want %q", key, got, want)
+		}
+	}
 }
 
 // TestFenceResourcesIndependent: an access running under Do on one

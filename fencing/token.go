@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -36,6 +37,18 @@ func (t Token) IsZero() bool { return t == Token{} }
 // String returns the revision and the key, as "1234@key".
 func (t Token) String() string {
 	return strconv.FormatInt(t.Revision, 10) + "@" + t.Key
+}
+
+// LockKey returns the key prefix shared by every grant of t's lock: Key up
+// to and including its last '/' (etcdlock escapes '/' in lock names, so
+// that is where the holder's own part begins), e.g. "etcdlock/mutex/db/"
+// for "etcdlock/mutex/db/694d7a3c1e2f0a11-1". Every Mutex hold of a name has
+// the same LockKey; so do the write holds of an RWMutex (read holds have
+// another), and the terms of an election. A resource fenced by revision
+// must take tokens of one LockKey only: revisions of different locks are
+// not a sequence of grants. It returns "" for a Key without '/'.
+func (t Token) LockKey() string {
+	return t.Key[:strings.LastIndexByte(t.Key, '/')+1]
 }
 
 // Newer reports whether t was granted after u. Comparing tokens of different

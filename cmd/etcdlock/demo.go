@@ -30,17 +30,22 @@ var demoCmd = &command{
 	help: `
 Demo starts an embedded etcd server (no fsync) and 4 workers, w1 to w4, each
 with its own client and its own lock.Mutex (TTL 2s) on one lock. Holding the
-lock, a worker does a read-modify-write of a counter kept outside etcd; the
-counter admits the hold's fencing token through a fencing.Fence for the read
-and again for the write.
+lock, a worker does a read-modify-write of a counter kept outside etcd, and
+the counter admits the hold's fencing token for the read and again for the
+write. By default the counter is a row in a SQLite database (in a temporary
+directory, removed at the end), and each access is a transaction that
+admits the token with sqlfence first: the database itself refuses a stale
+token. With --store memory, the counter is an integer in memory behind a
+fencing.Fence.
 
 w1's client reaches etcd through a proxy. In its second critical section,
 after its read, the demo pauses that proxy and w1 sleeps without looking at
 its hold's Done channel, as a process stopped by a long GC pause would. etcd
 expires w1's lease and another worker takes the lock with a higher token.
-Then w1 resumes and writes with its old token: the fence rejects it
-(fencing.ErrStale). The demo also shows that w1's Done had closed: the lock
-did tell it, before etcd gave the lock away.
+Then w1 resumes and writes with its old token: the database (or the fence)
+rejects it (fencing.ErrStale) and nothing is written. The demo also shows
+that w1's Done had closed: the lock did tell it, before etcd gave the lock
+away.
 
 Every event is printed with the time since the start. The last line sums up:
 
@@ -71,7 +76,12 @@ const (
 // setupDemo defines demo's flags.
 func setupDemo(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	logLocks := fs.Bool("log", false, "log the locks' state changes (acquired, lost, released) to stderr")
+	store := fs.String("store", storeSQLite, "where the counter lives: "+storeSQLite+" (a SQLite database, fenced by sqlfence) or "+storeMemory+" (in memory, fenced by a fencing.Fence)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		if *store != storeSQLite && *store != storeMemory {
+			fmt.Fprintf(stderr, "etcdlock demo: --store %q: want %s or %s\n", *store, storeSQLite, storeMemory)
+			return exitUsage
+		}
 		lg := zap.NewNop()
 		if *logLocks {
 			enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
@@ -84,7 +94,7 @@ func setupDemo(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wri
 		sigpipe := make(chan os.Signal, 1)
 		signal.Notify(sigpipe, syscall.SIGPIPE)
 		defer signal.Stop(sigpipe)
-		return runDemo(ctx, lg, stdout, stderr)
+		return runDemo(ctx, lg, *store, stdout, stderr)
 	}
 }
 
@@ -93,7 +103,7 @@ func setupDemo(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wri
 // "FAILED"; a demo that could not run to its end (interrupted, or its
 // events could not be written) says why in one line, and claims no failure
 // of the invariants that only its end can check.
-func runDemo(parent context.Context, lg *zap.Logger, stdout, stderr io.Writer) int {
+func runDemo(parent context.Context, lg *zap.Logger, store string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(parent, demoTimeout)
 	defer cancel()
 	ctx, stopWriting := context.WithCancelCause(ctx)
@@ -101,6 +111,7 @@ func runDemo(parent context.Context, lg *zap.Logger, stdout, stderr io.Writer) i
 	d := &demo{
 		log:      &eventLog{w: stdout, start: time.Now(), failed: stopWriting},
 		lg:       lg,
+		store:    store,
 		tookOver: make(chan struct{}),
 	}
 	err := d.run(ctx)
@@ -110,7 +121,10 @@ func runDemo(parent context.Context, lg *zap.Logger, stdout, stderr io.Writer) i
 	case werr != nil:
 		err = werr
 	}
-	value, writes := d.res.snapshot()
+	var value, writes int
+	if d.res != nil {
+		value, writes = d.res.snapshot()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	lost := max(writes-value, 0)
@@ -144,7 +158,8 @@ func runDemo(parent context.Context, lg *zap.Logger, stdout, stderr io.Writer) i
 type demo struct {
 	log   *eventLog
 	lg    *zap.Logger
-	res   counter
+	res   resource // the counter; nil until run creates it
+	store string   // "sqlite" or "memory": where the counter lives
 	prog  progress
 	proxy *integration.Proxy // between the paused worker's client and etcd
 	obs   *clientv3.Client   // a direct client for watching and checking
@@ -182,6 +197,11 @@ func (d *demo) fail(format string, args ...any) {
 func (d *demo) run(ctx context.Context) (err error) {
 	var cl closers
 	defer func() { err = errors.Join(err, cl.close()) }()
+
+	if d.res, err = newResource(d.store); err != nil {
+		return fmt.Errorf("creating the counter: %w", err)
+	}
+	cl.add("counter", d.res.close)
 
 	srv, err := integration.StartServer(integration.WithoutFsync())
 	if err != nil {
@@ -227,6 +247,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	d.log.printf("etcd ready; %d workers on lock %q, lease TTL %v; %s talks to etcd through a proxy",
 		demoWorkers, demoLock, demoTTL, workers[0].name)
+	d.log.printf("the counter is %s", d.res)
 
 	// ctx ends the workers only on failure (or timeout). They are stopped
 	// by closing stopping instead: a waiter then still gets the lock, does
@@ -423,8 +444,8 @@ func (d *demo) pausedSection(ctx context.Context, w *worker, h *lock.Hold) error
 		d.mu.Lock()
 		d.stale++
 		d.mu.Unlock()
-		d.log.printf("%s write counter %d -> %d REJECTED: %v (%s's token %d < %s's token %d)",
-			w.name, v, v+1, err, w.name, tok.Revision, successor, succTok.Revision)
+		d.log.printf("%s write counter %d -> %d REJECTED by %s: %v (%s's token %d < %s's token %d)",
+			w.name, v, v+1, d.res.refuser(), err, w.name, tok.Revision, successor, succTok.Revision)
 	case err == nil:
 		d.fail("%s's stale write with token %d was ACCEPTED after %s's token %d", w.name, tok.Revision, successor, succTok.Revision)
 	default:
@@ -442,47 +463,6 @@ func (d *demo) pausedSection(ctx context.Context, w *worker, h *lock.Hold) error
 		return fmt.Errorf("%s: unlock token %d: %w", w.name, tok.Revision, err)
 	}
 	return nil
-}
-
-// counter is the protected resource: an integer outside etcd whose every
-// access, read or write, is admitted by a fencing.Fence first.
-type counter struct {
-	fence fencing.Fence
-
-	mu     sync.Mutex
-	value  int // the counter
-	writes int // increments accepted
-}
-
-// read returns the counter if the fence admits t.
-func (c *counter) read(t fencing.Token) (int, error) {
-	var v int
-	err := c.fence.Do(demoResource, t, func() error {
-		c.mu.Lock()
-		v = c.value
-		c.mu.Unlock()
-		return nil
-	})
-	return v, err
-}
-
-// write sets the counter to v, counting an accepted increment, if the fence
-// admits t. It returns a *fencing.StaleError otherwise.
-func (c *counter) write(t fencing.Token, v int) error {
-	return c.fence.Do(demoResource, t, func() error {
-		c.mu.Lock()
-		c.value = v
-		c.writes++
-		c.mu.Unlock()
-		return nil
-	})
-}
-
-// snapshot returns the counter and the number of accepted increments.
-func (c *counter) snapshot() (value, writes int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.value, c.writes
 }
 
 // progress counts completed critical sections and lets a goroutine wait for

@@ -107,3 +107,21 @@ func TestDemoBrokenPipe(t *testing.T) {
 		t.Errorf("left in $TMPDIR: %s", e.Name())
 	}
 }
+
+// TestDemoStores: the demo's counter in memory (--store memory) is fenced
+// as well as the default SQLite one (TestDemo): the stale write is refused,
+// by the fence rather than the database; an unknown store is a usage error.
+func TestDemoStores(t *testing.T) {
+	code, out, errOut := runCmd(t, 2*time.Minute, "demo", "--store", "memory")
+	if code != exitOK {
+		t.Fatalf("demo --store memory exited %d, want 0; stderr:\n%s\nstdout:\n%s", code, errOut, out)
+	}
+	for _, want := range []string{"REJECTED by the fence: fencing: stale token", "1 stale write rejected, 0 lost updates", "an integer in memory"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo --store memory: output lacks %q:\n%s", want, out)
+		}
+	}
+	if code, _, errOut := runCmd(t, time.Minute, "demo", "--store", "redis"); code != exitUsage || !strings.Contains(errOut, `--store "redis"`) {
+		t.Errorf("demo --store redis: exit %d, stderr %q; want a usage error", code, errOut)
+	}
+}

@@ -63,7 +63,7 @@ func TestDemo(t *testing.T) {
 	if !strings.HasPrefix(last, "demo: ") || !strings.Contains(last, "1 stale write rejected") || !strings.Contains(last, ", 0 lost updates") {
 		t.Errorf("last line = %q, want the summary with 1 stale write rejected and 0 lost updates", last)
 	}
-	for _, want := range []string{"TAKEOVER", "REJECTED: fencing: stale token", "Done had closed"} {
+	for _, want := range []string{"TAKEOVER", "REJECTED by the database: fencing: stale token", "Done had closed", "a row in SQLite database"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
