@@ -66,8 +66,8 @@ const (
 	DefaultWarmup = 2 * time.Second
 	// MinWarmupSections is the fewest critical sections a workload must
 	// complete in a phase's warm-up for the phase to be valid. A warm-up
-	// goes on past Warmup (by up to as long again, and at most half of
-	// the rest of the phase) while a workload has completed fewer.
+	// goes on past Warmup (by up to half of the rest of the phase) while
+	// a workload has completed fewer.
 	MinWarmupSections = 3
 	// CompactionPeriod is the period of the compaction fault.
 	CompactionPeriod = 200 * time.Millisecond

@@ -295,12 +295,11 @@ func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, see
 		start := time.Now()
 		sleepCtx(ctx, e.cfg.Warmup)
 		// A loaded machine can slow a phase's start (new clients, a cluster
-		// still settling after the last phase): wait, up to the warm-up
-		// again, until every workload has shown it makes progress, rather
-		// than fault a workload that has not started and call the run
-		// invalid. The faults get what is left of the phase, at least half
-		// of what the warm-up left.
-		extra := min(e.cfg.Warmup, (dur-e.cfg.Warmup)/2)
+		// still settling after the last phase): wait until every workload
+		// has shown it makes progress, rather than fault a workload that
+		// has not started and call the run invalid. The faults get what is
+		// left of the phase, at least half of what the warm-up left.
+		extra := (dur - e.cfg.Warmup) / 2
 		for deadline := start.Add(e.cfg.Warmup + extra); !warmedUp(wls) && time.Now().Before(deadline) && ctx.Err() == nil; {
 			sleepCtx(ctx, 20*time.Millisecond)
 		}
