@@ -313,6 +313,9 @@ func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, see
 	// noted, not fatal: whatever they leave behind, the clean-up check sees.
 	var notes []string
 	for _, wl := range wls {
+		if n := wl.malformed.Load(); n > 0 {
+			notes = append(notes, fmt.Sprintf("%s/%s: %d transaction responses without their operation's response, recorded as of unknown outcome", phase, wl.name, n))
+		}
 		if err := wl.stop(); err != nil {
 			notes = append(notes, fmt.Sprintf("%s/%s: closing: %v", phase, wl.name, err))
 		}
