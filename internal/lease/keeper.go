@@ -266,7 +266,7 @@ func (k *Keeper) run(ctx context.Context) {
 			r := probeResult{sent: sent, err: err}
 			if err == nil {
 				r.ttl = time.Duration(resp.TTL) * time.Second
-				if bugs.ReceiveTimeDeadline.Load() {
+				if bugs.Compiled && bugs.On(bugs.ReceiveTimeDeadline) {
 					r.sent = time.Now() // planted bug: the stock client's receive time
 				}
 			}

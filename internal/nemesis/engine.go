@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Rows = append(rep.Rows, rows...)
 	}
 	if !cfg.SkipSeededBugs && ctx.Err() == nil {
-		rep.SeededBugs = e.runSeededBugs(ctx)
+		rep.SeededBugs, rep.SeededBugsSkipped = e.runSeededBugs(ctx)
 	}
 	if err := e.w.err(); err != nil {
 		rep.InvalidReasons = append(rep.InvalidReasons, err.Error())

@@ -126,7 +126,7 @@ func (h *Hold) finish() {
 
 // Token returns the hold's fencing token.
 func (h *Hold) Token() fencing.Token {
-	if bugs.LeaseIDToken.Load() {
+	if bugs.Compiled && bugs.On(bugs.LeaseIDToken) {
 		return fencing.Token{Key: h.token.Key, Revision: int64(h.k.ID())} // planted bug
 	}
 	return h.token
@@ -401,7 +401,7 @@ func (h *Hold) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: already released", ErrNotHeld)
 	}
 	cmps := []clientv3.Cmp{h.token.Cmp()}
-	if bugs.UnlockByName.Load() {
+	if bugs.Compiled && bugs.On(bugs.UnlockByName) {
 		cmps = nil // planted bug: delete by name, whatever its revision
 	}
 	var (

@@ -171,7 +171,7 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			} else {
 				w.key, w.free = keys.Waiter(q.Prefix, k.ID()), nil
 			}
-			if bugs.UnlockByName.Load() {
+			if bugs.Compiled && bugs.On(bugs.UnlockByName) {
 				w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())), nil // planted bug: etcd's key naming
 			}
 		}
