@@ -35,7 +35,7 @@ type Election struct {
 // ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
 // bad arguments.
 func New(cli *clientv3.Client, name string, options ...Option) (*Election, error) {
-	p, err := queue.NewPrimitive(cli, "election", name, queue.Exclusive{}, false, opts(options))
+	p, err := queue.NewPrimitive(cli, "election", name, queue.Exclusive{}, queue.KeyWatches, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	if err := checkValue(value); err != nil {
 		return nil, err
 	}
-	h, err := e.p.Acquire(ctx, value, false)
+	h, err := e.p.Acquire(ctx, &e.p.Q, queue.Request{Value: value})
 	if err != nil {
 		return nil, err
 	}

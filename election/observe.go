@@ -6,6 +6,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/internal/backoff"
 )
 
 // Observe returns a channel that receives the current leader at once and
@@ -81,23 +83,23 @@ func (o *observer) emit(ctx context.Context) bool {
 }
 
 func (o *observer) run(ctx context.Context) {
-	pause := 20 * time.Millisecond
+	b := backoff.New(20*time.Millisecond, time.Second)
 	for ctx.Err() == nil {
 		// Back off (to 1 s) while etcd fails us, e.g. without a leader;
 		// observe resets the pause once it has read the leader.
-		if !o.observe(ctx, &pause) && !sleep(ctx, &pause) {
+		if !o.observe(ctx, b) && b.Sleep(ctx) != nil {
 			return
 		}
 	}
 }
 
 // observe opens a watch on the prefix at the server's current revision,
-// reads the leader after the watch is created (and then resets *pause), and
+// reads the leader after the watch is created (and then resets b), and
 // follows the watch's events. It returns false when the watch broke or could not be opened, or
 // the read failed: the leader must then be read again. A watch started from
 // the read's revision instead would usually start at a revision the server
 // has passed, and etcd catches such watchers up only on a 100 ms tick.
-func (o *observer) observe(ctx context.Context, pause *time.Duration) bool {
+func (o *observer) observe(ctx context.Context, b *backoff.Backoff) bool {
 	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -111,7 +113,7 @@ func (o *observer) observe(ctx context.Context, pause *time.Duration) bool {
 	if err != nil {
 		return false
 	}
-	*pause = 20 * time.Millisecond
+	b.Reset()
 	o.cur = Leader{}
 	if len(resp.Kvs) > 0 {
 		o.cur = leaderOf(resp.Kvs[0])
@@ -164,16 +166,4 @@ func (o *observer) follow(ctx context.Context, wch clientv3.WatchChan, read int6
 		}
 	}
 	return ctx.Err() != nil
-}
-
-func sleep(ctx context.Context, d *time.Duration) bool {
-	t := time.NewTimer(*d)
-	defer t.Stop()
-	*d = min(*d*2, time.Second)
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/zap"
 
+	"github.com/etcdlock/etcdlock/internal/backoff"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
 
@@ -129,7 +130,7 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 			}
 		})
 	}
-	campaignPause, workPause := minPause, minPause
+	campaignPause, workPause := backoff.New(minPause, maxPause), backoff.New(minPause, maxPause)
 	for {
 		term, err := e.Campaign(ctx, value)
 		switch {
@@ -148,13 +149,13 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 			e.lg.Error("campaign failed; not retrying", zap.Error(err))
 			return fmt.Errorf("election: Run: campaign: %w", err)
 		case err != nil:
-			e.lg.Warn("campaign failed; retrying", zap.Error(err), zap.Duration("pause", campaignPause))
-			if !sleepMax(ctx, &campaignPause, maxPause) {
+			e.lg.Warn("campaign failed; retrying", zap.Error(err), zap.Duration("pause", campaignPause.Next()))
+			if campaignPause.Sleep(ctx) != nil {
 				return context.Cause(ctx)
 			}
 			continue
 		}
-		campaignPause = minPause
+		campaignPause.Reset()
 		began := time.Now()
 		lost, leadErr := e.lead(ctx, term, cb.Lead)
 		if cb.OnStoppedLeading != nil {
@@ -172,7 +173,7 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		// etcd answers the keeper, so campaigning at once is fine: it does
 		// not wait forever.
 		if time.Since(began) > maxPause {
-			workPause = minPause // a term that lasted: failures are not piling up
+			workPause.Reset() // a term that lasted: failures are not piling up
 		}
 		if lost {
 			// Lost: campaign again at once. (Lead's error is most likely
@@ -185,11 +186,11 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		// returns) at once does not make the candidates take turns as fast
 		// as etcd allows.
 		if leadErr != nil {
-			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr), zap.Duration("pause", workPause))
+			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr), zap.Duration("pause", workPause.Next()))
 		} else {
-			e.lg.Info("leader work returned; campaigning again", zap.Duration("pause", workPause))
+			e.lg.Info("leader work returned; campaigning again", zap.Duration("pause", workPause.Next()))
 		}
-		if !sleepMax(ctx, &workPause, maxPause) {
+		if workPause.Sleep(ctx) != nil {
 			return context.Cause(ctx)
 		}
 	}
@@ -335,16 +336,4 @@ func (e *Election) permanent(err error) bool {
 		return true
 	}
 	return e.p.Q.Client.Ctx().Err() != nil
-}
-
-func sleepMax(ctx context.Context, d *time.Duration, limit time.Duration) bool {
-	t := time.NewTimer(*d)
-	defer t.Stop()
-	*d = min(*d*2, limit)
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

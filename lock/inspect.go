@@ -212,7 +212,7 @@ func (q *Queue) judge(name string, kvs []*mvccpb.KeyValue) {
 			}
 			e.Permits, e.Holder = k, holder
 			self.Weight = k
-			rule, prefix = semRule{k: k, limit: limit, name: name}, q.Prefix
+			rule, prefix = semRule{limit: limit, name: name}, q.Prefix
 		}
 		if rule != nil {
 			v := judge(rule, prefix, q.Prefix, self, kvs)

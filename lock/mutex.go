@@ -24,7 +24,7 @@ type Mutex struct {
 // ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
 // bad arguments.
 func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, error) {
-	p, err := queue.NewPrimitive(cli, mutexKind, name, queue.Exclusive{}, false, opts(options))
+	p, err := queue.NewPrimitive(cli, mutexKind, name, queue.Exclusive{}, queue.KeyWatches, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +44,7 @@ func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, err
 // ErrClientClosed once the etcd client is closed, ErrInvalidOption if the safety margin does not fit the TTL the server
 // granted (or the passed session's TTL), or etcd's error.
 func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
-	h, err := m.p.Acquire(ctx, "", false)
+	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Wait})
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +55,7 @@ func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
 // trip, and returns ErrLocked at once otherwise, leaving no key behind. Its
 // other errors are Lock's.
 func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
-	h, err := m.p.Acquire(ctx, "", true)
+	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Try})
 	if err != nil {
 		return nil, err
 	}

@@ -90,7 +90,7 @@ type RWMutex struct {
 // Prefix()+"w/". It does no I/O. It returns ErrNilClient, ErrInvalidName,
 // ErrInvalidNamespace or ErrInvalidOption for bad arguments.
 func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex, error) {
-	p, err := queue.NewPrimitive(cli, rwKind, name, writerRule{}, true, opts(options))
+	p, err := queue.NewPrimitive(cli, rwKind, name, nil, queue.SharedWatch, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,6 @@ func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex,
 	m.writer.Prefix, m.writer.Rule = rwWriter(base)
 	m.reader.OwnHint() // a reader let in beside readers says nothing of writers' chances
 	m.writer.OwnHint()
-	p.Q = m.writer // so that p.Acquire, if ever used, is a write lock
 	return m, nil
 }
 
@@ -115,32 +114,32 @@ func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex,
 // ErrClientClosed once the etcd client is closed, ErrInvalidOption if the safety margin does not fit the TTL the server
 // granted (or the passed session's TTL), or etcd's error.
 func (m *RWMutex) RLock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.reader, false)
+	return m.acquire(ctx, &m.reader, queue.Wait)
 }
 
 // Lock blocks until a write hold is granted: when every reader and writer
 // queued before this call has unlocked, given up or lost its hold. Its cost
 // and errors are RLock's.
 func (m *RWMutex) Lock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.writer, false)
+	return m.acquire(ctx, &m.writer, queue.Wait)
 }
 
 // TryRLock takes a read hold if no writer holds or waits, in one round trip,
 // and returns ErrLocked at once otherwise, leaving no key behind. Its other
 // errors are RLock's.
 func (m *RWMutex) TryRLock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.reader, true)
+	return m.acquire(ctx, &m.reader, queue.Try)
 }
 
 // TryLock takes a write hold if nobody holds or waits, in one round trip,
 // and returns ErrLocked at once otherwise, leaving no key behind. Its other
 // errors are RLock's.
 func (m *RWMutex) TryLock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.writer, true)
+	return m.acquire(ctx, &m.writer, queue.Try)
 }
 
-func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, try bool) (*Hold, error) {
-	h, err := m.p.AcquireWith(ctx, q, "", try)
+func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, mode queue.Mode) (*Hold, error) {
+	h, err := m.p.Acquire(ctx, q, queue.Request{Mode: mode})
 	if err != nil {
 		return nil, err
 	}

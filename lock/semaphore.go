@@ -98,7 +98,7 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 	if limit < 1 || limit > MaxSemaphoreLimit {
 		return nil, fmt.Errorf("%w: semaphore limit %d is not in [1, %d]", ErrInvalidOption, limit, MaxSemaphoreLimit)
 	}
-	p, err := queue.NewPrimitive(cli, semKind, name, semRule{k: 1, limit: limit, name: name}, true, opts(options))
+	p, err := queue.NewPrimitive(cli, semKind, name, semRule{limit: limit, name: name}, queue.SharedWatch, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +123,7 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 // (if etcd cannot be reached, after the lease's next renewal, or with the
 // lease).
 func (s *Semaphore) Acquire(ctx context.Context, k int64) (*Hold, error) {
-	return s.acquire(ctx, k, false)
+	return s.acquire(ctx, k, queue.Wait)
 }
 
 // TryAcquire takes k permits if they fit beside the holders now and no
@@ -132,16 +132,14 @@ func (s *Semaphore) Acquire(ctx context.Context, k int64) (*Hold, error) {
 // round trip when granted and two when refused (it enqueues, judges, and
 // removes its key). Its other errors are Acquire's.
 func (s *Semaphore) TryAcquire(ctx context.Context, k int64) (*Hold, error) {
-	return s.acquire(ctx, k, true)
+	return s.acquire(ctx, k, queue.Try)
 }
 
-func (s *Semaphore) acquire(ctx context.Context, k int64, try bool) (*Hold, error) {
+func (s *Semaphore) acquire(ctx context.Context, k int64, mode queue.Mode) (*Hold, error) {
 	if k < 1 || k > s.limit {
 		return nil, fmt.Errorf("%w: %d permits of semaphore %q with limit %d", ErrInvalidPermits, k, s.name, s.limit)
 	}
-	q := s.p.Q // one queue per call: the rule knows this call's k
-	q.Rule = semRule{k: k, limit: s.limit, name: s.name}
-	h, err := s.p.AcquireWith(ctx, &q, semValue(k, s.limit, s.p.Value), try)
+	h, err := s.p.Acquire(ctx, &s.p.Q, queue.Request{Value: semValue(k, s.limit, s.p.Value), Weight: k, Mode: mode})
 	if err != nil {
 		return nil, err
 	}
@@ -213,13 +211,14 @@ func notSemEntry(name string, kv *mvccpb.KeyValue) error {
 	return fmt.Errorf("%w: key %s of semaphore %q holds %q, not a semaphore entry", ErrLimitMismatch, kv.Key, name, v)
 }
 
-// semRule admits a request for k permits when the permits of every older
-// key, holding or waiting, plus k fit in the limit. Counting older waiters
-// as if they held is what stops barging. A waiter that does not fit waits
-// for the older keys' summed permits to drop to limit-k.
+// semRule admits a request for k permits (the waiter's weight) when the
+// permits of every older key, holding or waiting, plus k fit in the limit.
+// Counting older waiters as if they held is what stops barging. A waiter
+// that does not fit waits for the older keys' summed permits to drop to
+// limit-k.
 type semRule struct {
-	k, limit int64
-	name     string
+	limit int64
+	name  string
 }
 
 func (semRule) Reads(prefix string, maxRev int64) []clientv3.Op {
@@ -249,10 +248,10 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 		older = append(older, queue.Entry{Key: string(kv.Key), Rev: kv.CreateRevision, Weight: k})
 		sum += k
 	}
-	if sum+r.k <= r.limit {
+	if sum+self.Weight <= r.limit {
 		return queue.Verdict{Admitted: true}
 	}
-	return queue.Verdict{Blockers: older, Threshold: r.limit - r.k, Complete: true}
+	return queue.Verdict{Blockers: older, Threshold: r.limit - self.Weight, Complete: true}
 }
 
 // TryIf is nil: whether k permits fit is a sum etcd cannot compare, so a

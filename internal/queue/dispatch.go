@@ -260,10 +260,10 @@ func (d *dispatcher) run() {
 		}
 		d.mu.Unlock()
 		if healthy {
-			b = newBackoff()
+			b.Reset()
 		}
 		d.lg.Debug("reopening watch", zap.String("prefix", d.prefix))
-		if b.sleep(d.ctx) != nil {
+		if b.Sleep(d.ctx) != nil {
 			d.mu.Lock()
 			d.running = false
 			d.mu.Unlock()

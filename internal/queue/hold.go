@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/backoff"
 	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/lease"
@@ -32,7 +33,6 @@ type Hold struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	stop   chan struct{}
-	done   chan struct{}
 	onEnd  func(*Hold)
 	free   func() // returns the key's slot for reuse, once the key is gone
 	// stopEpoch unregisters the loss on the epoch's end; finish calls it.
@@ -65,7 +65,6 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		ctx:    ctx,
 		cancel: cancel,
 		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
 		onEnd:  onEnd,
 		free:   w.free,
 	}
@@ -118,7 +117,6 @@ func (h *Hold) isDelayed() bool {
 // finish ends the hold once its monitor is done (or was never started).
 func (h *Hold) finish() {
 	h.stopEpoch()
-	close(h.done)
 	if h.onEnd != nil {
 		h.onEnd(h)
 	}
@@ -287,13 +285,13 @@ func (h *Hold) freeSlot() {
 // after the watch's creation. It returns the read's revision, or
 // ErrDeleted/ErrExpired when the key is gone, or another error when the
 // hold was stopped meanwhile (or the Primitive closed).
-func (h *Hold) recheck(b *backoff) (int64, error) {
+func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
 	ctx, cancel := context.WithCancel(h.ctx) // ends at Release
 	defer cancel()
 	defer context.AfterFunc(h.epoch.Context(), cancel)()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			if err := b.sleep(ctx); err != nil {
+			if err := b.Sleep(ctx); err != nil {
 				return 0, err
 			}
 		}
@@ -320,13 +318,13 @@ func (h *Hold) recheck(b *backoff) (int64, error) {
 // backoff if pause. It returns a non-nil watch, or ErrDeleted/ErrExpired
 // when the key is gone, or another error when the hold was stopped
 // meanwhile.
-func (h *Hold) rewatch(b *backoff, pause bool) (*watch, error) {
+func (h *Hold) rewatch(b *backoff.Backoff, pause bool) (*watch, error) {
 	ctx, cancel := context.WithCancel(h.ctx) // ends at Release or loss
 	defer cancel()
 	defer context.AfterFunc(h.epoch.Context(), cancel)()
 	for attempt := 0; ; attempt++ {
 		if pause || attempt > 0 {
-			if err := b.sleep(ctx); err != nil {
+			if err := b.Sleep(ctx); err != nil {
 				return nil, err
 			}
 		}
@@ -459,14 +457,3 @@ func (h *Hold) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrNotHeld, &LostError{Token: h.token, Cause: cause})
 	}
 }
-
-// Stopped reports whether Release was called.
-func (h *Hold) Stopped() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.stopped
-}
-
-// Wait blocks until the hold has ended: its monitor goroutine, if it
-// started one, has exited (after loss or Release) and onEnd has run.
-func (h *Hold) Wait() { <-h.done }
