@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/ctxerr"
+	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
 
@@ -35,12 +36,21 @@ type Election struct {
 // ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
 // bad arguments.
 func New(cli *clientv3.Client, name string, options ...Option) (*Election, error) {
-	p, err := queue.NewPrimitive(cli, "election", name, queue.Exclusive{}, queue.KeyWatches, opts(options))
+	p, err := queue.NewPrimitive(cli, kind, name, queue.Exclusive{}, queue.KeyWatches, opts(options))
 	if err != nil {
 		return nil, err
 	}
 	return &Election{p: p, name: name, lg: p.Q.Logger, terms: make(map[*Term]struct{}), runs: make(map[*runCtl]struct{})}, nil
 }
+
+// KeyPrefix returns the etcd key prefix under which the candidates of the
+// election called name queue, under namespace: what Prefix returns. name
+// must be valid (see ErrInvalidName); it is escaped so that no election's
+// prefix holds another's.
+func KeyPrefix(namespace, name string) string { return keys.Prefix(namespace, kind, name) }
+
+// kind is the election's kind in its keys: "<namespace>election/<name>/".
+const kind = "election"
 
 // Name returns the election's name.
 func (e *Election) Name() string { return e.name }

@@ -21,8 +21,9 @@
 //     the token's revision. Commit does this and returns ErrFenced when the
 //     hold is gone.
 //   - For a resource outside etcd, keep the highest token seen and refuse any
-//     access with a lower one. Fence does this in memory; a database can do
-//     the same with a column and a conditional update.
+//     access with a lower one. Fence does this in memory (RWFence for a
+//     resource guarded by a lock.RWMutex, whose read holds overlap); a
+//     database can do the same with a column and a conditional update.
 //
 // Fence reads as well as writes. A stale holder that reads, computes and
 // writes can lose an update even when its write is checked, if a newer holder

@@ -31,7 +31,7 @@
 //   - It gives every grant a fencing token (package fencing), the key's
 //     create revision, which only ever grows. Make the protected resource
 //     refuse a token lower than the highest it has seen (fencing.Fence; for
-//     an RWMutex, RWFence, since read holds overlap), or guard etcd writes
+//     an RWMutex, fencing.RWFence, since read holds overlap), or guard etcd writes
 //     with the token (fencing.Commit; the only way for semaphore permits,
 //     whose holds overlap in no order). That is what keeps a paused, stale
 //     holder from doing harm.

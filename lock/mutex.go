@@ -24,7 +24,7 @@ type Mutex struct {
 // ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
 // bad arguments.
 func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, error) {
-	p, err := queue.NewPrimitive(cli, mutexKind, name, queue.Exclusive{}, queue.KeyWatches, opts(options))
+	p, err := queue.NewPrimitive(cli, string(KindMutex), name, queue.Exclusive{}, queue.KeyWatches, opts(options))
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package lock
 
 import (
 	"context"
-	"sync"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,8 +47,8 @@ import (
 //   - accepts a read iff its token is at least the highest writer token
 //     seen (so a stale reader is refused after a newer writer acted).
 //
-// RWFence implements exactly this for a resource in the same process as the
-// check. Inside etcd, fence with fencing.Commit, which holds only while the
+// fencing.RWFence implements exactly this for a resource in the same
+// process as the check. Inside etcd, fence with fencing.Commit, which holds only while the
 // hold's key is current, for reads as well as writes.
 //
 // The lock is not reentrant: a hold of either kind followed by Lock on the
@@ -90,7 +89,7 @@ type RWMutex struct {
 // Prefix()+"w/". It does no I/O. It returns ErrNilClient, ErrInvalidName,
 // ErrInvalidNamespace or ErrInvalidOption for bad arguments.
 func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex, error) {
-	p, err := queue.NewPrimitive(cli, rwKind, name, nil, queue.SharedWatch, opts(options))
+	p, err := queue.NewPrimitive(cli, string(KindRWMutex), name, nil, queue.SharedWatch, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -239,70 +238,3 @@ func (writerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdi
 }
 
 func (r writerRule) TryIf(string) []clientv3.Cmp { return queue.Exclusive{}.TryIf(r.base) }
-
-// RWFence is the fence of a resource guarded by an RWMutex: it admits the
-// accesses of current holders and refuses those of stale ones, by the rule
-// in RWMutex's doc. For each resource it keeps the highest token revision
-// admitted from anyone and the highest admitted from a writer.
-//
-// Admit every access, reads as well as writes, atomically with the access:
-// call AdmitWrite while holding the resource's own exclusive lock for the
-// write, and AdmitRead while holding at least its shared lock for the read,
-// so that no admitted write can slip between a read's admission and the
-// read.
-//
-// The zero RWFence is empty and ready to use. An RWFence is safe for
-// concurrent use and never blocks on I/O. It forgets nothing.
-type RWFence struct {
-	mu sync.Mutex
-	m  map[string]rwMarks
-}
-
-type rwMarks struct{ all, write int64 }
-
-// AdmitWrite accepts t, a write hold's token, for resource if it is at least
-// every token admitted so far for resource, and records it. Otherwise it
-// returns a *fencing.StaleError matching fencing.ErrStale. A token with no
-// revision (the zero Token, or one not from a grant) is always refused.
-func (f *RWFence) AdmitWrite(resource string, t fencing.Token) error {
-	return f.admit(resource, t, true)
-}
-
-// AdmitRead accepts t, a read hold's token, for resource if it is at least
-// every write token admitted so far for resource, and records it. Otherwise
-// it returns a *fencing.StaleError matching fencing.ErrStale. A token with
-// no revision (the zero Token, or one not from a grant) is always refused.
-func (f *RWFence) AdmitRead(resource string, t fencing.Token) error {
-	return f.admit(resource, t, false)
-}
-
-func (f *RWFence) admit(resource string, t fencing.Token, write bool) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	h := f.m[resource]
-	floor := h.write
-	if write {
-		floor = h.all
-	}
-	if t.Revision <= 0 || t.Revision < floor { // no grant has a revision <= 0
-		return &fencing.StaleError{Resource: resource, Token: t, Highest: floor}
-	}
-	if f.m == nil {
-		f.m = make(map[string]rwMarks)
-	}
-	h.all = max(h.all, t.Revision)
-	if write {
-		h.write = t.Revision
-	}
-	f.m[resource] = h
-	return nil
-}
-
-// Highest returns the highest token revision admitted for resource from
-// anyone, and from a writer; zero for none.
-func (f *RWFence) Highest(resource string) (all, write int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	h := f.m[resource]
-	return h.all, h.write
-}

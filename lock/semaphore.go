@@ -98,7 +98,7 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 	if limit < 1 || limit > MaxSemaphoreLimit {
 		return nil, fmt.Errorf("%w: semaphore limit %d is not in [1, %d]", ErrInvalidOption, limit, MaxSemaphoreLimit)
 	}
-	p, err := queue.NewPrimitive(cli, semKind, name, semRule{limit: limit, name: name}, queue.SharedWatch, opts(options))
+	p, err := queue.NewPrimitive(cli, string(KindSemaphore), name, semRule{limit: limit, name: name}, queue.SharedWatch, opts(options))
 	if err != nil {
 		return nil, err
 	}
@@ -186,12 +186,12 @@ func semValue(k, limit int64, holder string) string {
 	return semFormat + " " + strconv.FormatInt(k, 10) + " " + strconv.FormatInt(limit, 10) + " " + holder
 }
 
-// ParseSemaphoreValue parses the value of a semaphore's key, "v1 <permits>
-// <limit> <holder>", into the permits the key holds or waits for, the limit
-// of the Semaphore that wrote it, and its holder description (WithHolder).
-// It returns ok false if v is not such a value: another format, or numbers
-// out of range (1 <= permits <= limit <= MaxSemaphoreLimit).
-func ParseSemaphoreValue(v []byte) (permits, limit int64, holder string, ok bool) {
+// parseSemValue parses the value of a semaphore's key (semValue) into the
+// permits the key holds or waits for, the limit of the Semaphore that wrote
+// it, and its holder description. It returns ok false if v is not such a
+// value: another format, or numbers out of range (1 <= permits <= limit <=
+// MaxSemaphoreLimit).
+func parseSemValue(v []byte) (permits, limit int64, holder string, ok bool) {
 	f := strings.SplitN(string(v), " ", 4)
 	if len(f) != 4 || f[0] != semFormat {
 		return 0, 0, "", false
@@ -238,7 +238,7 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 		if kv.CreateRevision >= self.Rev {
 			continue
 		}
-		k, limit, _, ok := ParseSemaphoreValue(kv.Value)
+		k, limit, _, ok := parseSemValue(kv.Value)
 		if !ok {
 			return queue.Verdict{Err: notSemEntry(r.name, kv)}
 		}

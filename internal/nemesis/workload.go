@@ -30,7 +30,7 @@ const (
 	// lose updates when a holder pauses past its lease.
 	WorkloadControl = "mutex-control"
 	// WorkloadRWMutex: RWMutex writers read-modify-write and readers read
-	// a register outside etcd fenced by lock.RWFence.
+	// a register outside etcd fenced by fencing.RWFence.
 	WorkloadRWMutex = "rwmutex"
 	// WorkloadSemaphore: holders of a Semaphore of 3 permits (one worker
 	// takes 2) increment a counter in etcd with a compare-and-swap guarded
@@ -83,7 +83,7 @@ type register struct {
 	mode  registerMode
 	value int64
 	fence fencing.Fence
-	rw    lock.RWFence
+	rw    fencing.RWFence
 }
 
 type registerMode int
