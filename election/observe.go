@@ -10,18 +10,12 @@ import (
 	"github.com/etcdlock/etcdlock/internal/backoff"
 )
 
-// Observe returns a channel that receives the current leader at once and
-// then every change of leader or of the leader's value, in order. The zero
-// Leader means "no leader". It never reports a candidate that does not lead:
-// when the leader's key is deleted it reads who leads at that very revision.
-// Watch errors and compaction make it read the current leader and go on
-// (it may then skip changes it could not see, but never goes back in time:
-// terms reported only grow, and a term is never reported again after
-// another). The channel is closed, once its goroutine has stopped, when ctx
-// ends, when the Election is closed, or when the etcd client is closed
-// (nothing more can be observed through it); Observe on a closed Election
-// returns a channel that is already closed. Receive promptly: the goroutine
-// waits for each send.
+// Observe returns a channel that receives the current leader (the zero
+// Leader for none) and then every change of leader or value, in order,
+// never a candidate that does not lead and never going back in time (after
+// a watch error it may skip changes). It is closed, once its goroutine has
+// stopped, when ctx ends or the Election or etcd client is closed. Receive
+// promptly: the goroutine waits for each send.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	// Derived here, not in the goroutine, so that a nil ctx panics in the

@@ -63,34 +63,20 @@ const (
 	maxPause = 5 * time.Second
 )
 
-// Run campaigns with value, leads by calling cb.Lead, and when leadership is
-// lost or Lead returns, resigns (if still leader) and campaigns again, until
-// ctx ends or the Election is closed. On the way out it cancels Lead's
-// context, waits for Lead to return, and resigns so that a standby leads at
-// once; a term won as ctx ended is resigned too.
+// Run campaigns with value and leads by calling cb.Lead, again and again,
+// until ctx ends or the Election is closed; on the way out it cancels
+// Lead's context, waits for Lead, and resigns so that a standby leads at
+// once. A lost term is campaigned for again at once; a Lead that returns
+// with its term current is followed by a pause (50ms doubling to 5s, reset
+// by a term that lasted 5s), and failed campaigns by a backoff of their own.
 //
-// A term lost is campaigned for again at once. A Lead that returns while
-// its term is current (an error, or nil: the work is done), or after
-// resigning it, is followed by a pause before the next campaign, doubling
-// from 50ms to 5s while such returns follow one another, and reset by a
-// term that lasted longer than 5s; failed campaigns are retried with a backoff of their own, reset by a
-// campaign that wins.
-//
-// Run returns only after every goroutine it started has returned, with
-// ctx's cause once ctx ends, ErrClosed if the Election was closed,
-// ErrClientClosed if its etcd client was, or ErrSessionExpired when the
-// session given with WithSession ended. It
-// returns at once, without campaigning, ErrInvalidOption when cb.Lead is nil
-// and ErrInvalidValue for a value longer than MaxValueLen. Campaign errors
-// that retrying cannot cure end Run too, with an error that wraps them:
-// ErrInvalidOption (a WithSafetyMargin not less than half the session's
-// TTL), etcd's permission-denied, authentication-failed, user-not-found,
-// user-empty and request-too-large errors, and any error once the etcd
-// client is closed. Other campaign errors (etcd unreachable,
-// an own lease that expired) are logged and retried with backoff. Run may be
-// called again after it returns; while one runs, another Run on the same
-// Election returns ErrRunning at once (Check follows one Run; use one
-// Election per Run).
+// Run returns after every goroutine it started has: with ctx's cause,
+// ErrClosed, ErrClientClosed, or ErrSessionExpired when the WithSession
+// session ended; at once with ErrInvalidOption for a nil cb.Lead,
+// ErrInvalidValue, or ErrRunning while another Run is in progress on the
+// Election; or with an error wrapping a campaign error that retrying
+// cannot cure (ErrInvalidOption, etcd's permission, authentication and
+// request-too-large errors). Other campaign errors are logged and retried.
 func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 	if cb.Lead == nil {
 		return fmt.Errorf("%w: Run needs Callbacks.Lead", ErrInvalidOption)
@@ -286,14 +272,11 @@ func (e *Election) waitWork(done <-chan error, st *runState, term *Term, why err
 	return <-done
 }
 
-// Check reports whether this process is healthy as far as leadership goes:
-// it returns ErrUnhealthy when Run's leader work is still running more than
-// tolerance after its term ended or after Run's context ended (a stop that
-// takes longer than tolerance counts: the term, held meanwhile, keeps every
-// standby out), or more than tolerance past the term's
-// lease deadline (a process paused or starved so long that its own timers
-// did not fire). Wire it to a liveness probe so such a process is restarted.
-// Check does no I/O. A negative tolerance returns ErrInvalidOption.
+// Check returns ErrUnhealthy when Run's leader work still runs more than
+// tolerance after its term ended or Run's context ended, or past the term's
+// lease deadline (a process paused so long its timers did not fire): wire
+// it to a liveness probe. It does no I/O; a negative tolerance returns
+// ErrInvalidOption.
 func (e *Election) Check(tolerance time.Duration) error {
 	if tolerance < 0 {
 		return fmt.Errorf("%w: negative Check tolerance %v", ErrInvalidOption, tolerance)

@@ -278,7 +278,7 @@ func TestBadInputConstructors(t *testing.T) {
 			v, err := ctor.make(c.cli, c.lock, append([]lock.Option{ns}, c.opts...))
 			if !errors.Is(err, c.want) {
 				t.Errorf("%s, %s: error %v, want %v", ctor.name, c.name, err, c.want)
-			} else if err != nil && !strings.HasPrefix(err.Error(), "etcdlock: ") {
+			} else if err != nil && !strings.HasPrefix(err.Error(), "lock: ") {
 				t.Errorf("%s, %s: error %q does not say where it comes from", ctor.name, c.name, err)
 			}
 			switch v := v.(type) {

@@ -87,9 +87,9 @@ func ExampleMutex_Lock() {
 		log.Fatal(err)
 	}
 	// Output:
-	// second: etcdlock: held by another holder
+	// second: lock: held by another holder
 	// token grew: true
-	// first's context: etcdlock: released
+	// first's context: lock: released
 }
 
 // Inspect shows who holds a lock and who waits for it, as the lock's own

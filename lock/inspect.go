@@ -125,7 +125,7 @@ func Inspect(ctx context.Context, cli *clientv3.Client, namespace, name string) 
 		return nil, ErrNilClient
 	}
 	if err := errors.Join(keys.ValidateName(name), keys.ValidateNamespace(namespace)); err != nil {
-		return nil, err
+		return nil, public.Err(err)
 	}
 	if err := context.Cause(ctx); err != nil {
 		return nil, err // ended already: no read

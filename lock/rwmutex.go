@@ -84,12 +84,11 @@ type RWMutex struct {
 	writer queue.Queue // keys under prefix+"w/"
 }
 
-// NewRWMutex returns the reader-writer lock called name on cli. Its keys are
-// under Prefix(): readers' under Prefix()+"r/", writers' under
-// Prefix()+"w/". It does no I/O. It returns ErrNilClient, ErrInvalidName,
-// ErrInvalidNamespace or ErrInvalidOption for bad arguments.
+// NewRWMutex returns the reader-writer lock called name on cli, its
+// readers' keys under Prefix()+"r/", its writers' under Prefix()+"w/". It
+// does no I/O.
 func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex, error) {
-	p, err := queue.NewPrimitive(cli, string(KindRWMutex), name, nil, queue.SharedWatch, opts(options))
+	p, err := queue.NewPrimitive(cli, string(KindRWMutex), name, nil, queue.SharedWatch, opts(options), public)
 	if err != nil {
 		return nil, err
 	}
@@ -102,37 +101,28 @@ func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex,
 	return m, nil
 }
 
-// RLock blocks until a read hold is granted: when no writer queued before
-// this call still holds or waits. Uncontended, it costs one round trip to
-// etcd (plus a lease grant the first time).
-//
-// If ctx ends first, RLock removes its waiting key (on a bounded context of
-// its own) and returns ctx's error (context.Cause). It returns
-// ErrSessionExpired if the lease ends while waiting, ErrDeleted if another
-// client deleted the waiting key, ErrClosed after or during Close,
-// ErrClientClosed once the etcd client is closed, ErrInvalidOption if the safety margin does not fit the TTL the server
-// granted (or the passed session's TTL), or etcd's error.
+// RLock blocks until a read hold is granted, when no writer queued before
+// it still holds or waits; its errors are an acquire's (see the package
+// doc). Uncontended it costs one round trip.
 func (m *RWMutex) RLock(ctx context.Context) (*Hold, error) {
 	return m.acquire(ctx, &m.reader, queue.Wait)
 }
 
-// Lock blocks until a write hold is granted: when every reader and writer
-// queued before this call has unlocked, given up or lost its hold. Its cost
-// and errors are RLock's.
+// Lock blocks until a write hold is granted, when every reader and writer
+// queued before it has unlocked, given up or lost its hold. Its cost and
+// errors are RLock's.
 func (m *RWMutex) Lock(ctx context.Context) (*Hold, error) {
 	return m.acquire(ctx, &m.writer, queue.Wait)
 }
 
-// TryRLock takes a read hold if no writer holds or waits, in one round trip,
-// and returns ErrLocked at once otherwise, leaving no key behind. Its other
-// errors are RLock's.
+// TryRLock takes a read hold if no writer holds or waits, in one round
+// trip, and returns ErrLocked at once otherwise.
 func (m *RWMutex) TryRLock(ctx context.Context) (*Hold, error) {
 	return m.acquire(ctx, &m.reader, queue.Try)
 }
 
 // TryLock takes a write hold if nobody holds or waits, in one round trip,
-// and returns ErrLocked at once otherwise, leaving no key behind. Its other
-// errors are RLock's.
+// and returns ErrLocked at once otherwise.
 func (m *RWMutex) TryLock(ctx context.Context) (*Hold, error) {
 	return m.acquire(ctx, &m.writer, queue.Try)
 }
@@ -145,12 +135,7 @@ func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, mode queue.Mode) 
 	return &Hold{h}, nil
 }
 
-// RDo takes a read hold, runs fn with a context that is cancelled when the
-// hold is lost (or ctx ends) and the hold's fencing token, then unlocks. It
-// returns fn's error joined with Unlock's, or RLock's error if fn never ran.
-// If the hold was lost while fn ran, the error matches ErrLost even when fn
-// returned nil. Unlock runs on a context of its own, bounded by 5 s even
-// after ctx has ended, and RDo waits for it.
+// RDo is Mutex.Do with a read hold.
 func (m *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.RLock(ctx)
 	if err != nil {
@@ -159,7 +144,7 @@ func (m *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context, token fe
 	return h.run(ctx, fn)
 }
 
-// Do is RDo with a write hold, and waits for its Unlock in the same way.
+// Do is Mutex.Do with a write hold.
 func (m *RWMutex) Do(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.Lock(ctx)
 	if err != nil {
@@ -175,15 +160,8 @@ func (m *RWMutex) Name() string { return m.name }
 // reader and writer key.
 func (m *RWMutex) Prefix() string { return m.prefix }
 
-// Close ends waits in progress (they return ErrClosed), unlocks every hold
-// still held through this RWMutex, and revokes the lease the RWMutex
-// granted, if any (a session given with WithSession stays open). The holds
-// are unlocked together, on one context bounded by 5 s, then the revoke gets
-// up to 5 s of its own (a grant that lands during Close adds one more
-// bounded release), so Close does not hang when etcd does not answer. Later
-// calls to RLock, Lock, TryRLock and TryLock return ErrClosed. Close is
-// idempotent: a Close called while another runs waits for it and returns
-// nil.
+// Close ends the RWMutex's waits, unlocks its holds and revokes its own
+// lease, each bounded in time (see the package doc).
 func (m *RWMutex) Close() error { return m.p.Close() }
 
 // rwReader returns the key prefix and the rule of the readers of the lock

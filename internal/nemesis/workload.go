@@ -396,13 +396,13 @@ func (e *env) granted(hist *History, worker string, h holdLike, invoke int64, we
 // causeName names why a hold ended.
 func causeName(err error) string {
 	switch {
-	case errors.Is(err, lock.ErrDeadline):
+	case errors.Is(err, lock.ErrDeadline), errors.Is(err, election.ErrDeadline):
 		return causeDeadline
-	case errors.Is(err, lock.ErrDeleted):
+	case errors.Is(err, lock.ErrDeleted), errors.Is(err, election.ErrDeleted):
 		return "deleted"
-	case errors.Is(err, lock.ErrSessionExpired):
+	case errors.Is(err, lock.ErrSessionExpired), errors.Is(err, election.ErrSessionExpired):
 		return "expired"
-	case errors.Is(err, lock.ErrReleased):
+	case errors.Is(err, lock.ErrReleased), errors.Is(err, election.ErrResigned):
 		return "released"
 	case err == nil:
 		return ""

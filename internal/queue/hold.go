@@ -46,7 +46,7 @@ type Hold struct {
 	// the delayer starts the monitor, and then ends the hold itself: a
 	// short uncontended hold never starts a goroutine.
 	delayed   bool
-	lost      error // *LostError, once lost
+	lost      error // the public package's *LostError, once lost
 	stopped   bool  // monitor told to stop
 	attempted bool  // a release request was sent
 	released  bool  // a release request deleted the key
@@ -352,7 +352,7 @@ func (h *Hold) lose(cause error) {
 	if h.stopped || h.lost != nil {
 		return
 	}
-	h.lost = &LostError{Token: h.token, Cause: cause}
+	h.lost = h.q.pub.lost(h.token, cause)
 	h.cancel(h.lost)
 	h.q.logger().Warn("hold lost", zap.Stringer("token", h.token), zap.Error(cause))
 	if errors.Is(cause, lease.ErrDeadline) {
@@ -372,7 +372,9 @@ func (h *Hold) lose(cause error) {
 // or already released; or etcd's or ctx's error, after which the key may
 // still exist: the lease's keeper then deletes it once etcd answers again,
 // and Release may be called again meanwhile.
-func (h *Hold) Release(ctx context.Context) error {
+func (h *Hold) Release(ctx context.Context) error { return h.q.pub.Err(h.release(ctx)) }
+
+func (h *Hold) release(ctx context.Context) error {
 	// Read before any state changes: a nil ctx panics here, leaving the
 	// hold as it was.
 	ended := context.Cause(ctx)
@@ -382,7 +384,7 @@ func (h *Hold) Release(ctx context.Context) error {
 		h.stopped = true
 		close(h.stop)
 		if lost == nil {
-			h.cancel(ErrReleased)
+			h.cancel(h.q.pub.Err(ErrReleased))
 		}
 	}
 	h.attempted = true
@@ -454,6 +456,6 @@ func (h *Hold) Release(ctx context.Context) error {
 		if h.k.Gone() != nil {
 			cause = lease.ErrExpired
 		}
-		return fmt.Errorf("%w: %w", ErrNotHeld, &LostError{Token: h.token, Cause: cause})
+		return fmt.Errorf("%w: %w", ErrNotHeld, h.q.pub.lost(h.token, cause))
 	}
 }

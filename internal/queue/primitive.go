@@ -51,11 +51,12 @@ const (
 // NewPrimitive validates the options and builds a Primitive of kind (see
 // package keys) named name, whose waiters are admitted by rule. rule may
 // be nil for a Primitive whose acquires all go through copies of Q with
-// rules of their own (a read-write lock's readers and writers).
-func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching Watching, opts []config.Option) (*Primitive, error) {
+// rules of their own (a read-write lock's readers and writers). Its
+// errors, from here on, are pub's (see Public).
+func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching Watching, opts []config.Option, pub *Public) (*Primitive, error) {
 	cfg, err := config.Build(cli, name, opts)
 	if err != nil {
-		return nil, err
+		return nil, pub.Err(err)
 	}
 	lg := cfg.Logger.With(zap.String(kind, name))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,7 +66,7 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 		disp = newDispatcher(ctx, cli, prefix, lg)
 	}
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool), delays: &delayer{}},
+		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,
@@ -79,6 +80,11 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 // (see Queue.Acquire), on the Primitive's lease. After Close it returns
 // ErrClosed, and Close makes waits in progress return ErrClosed.
 func (p *Primitive) Acquire(ctx context.Context, q *Queue, req Request) (*Hold, error) {
+	h, err := p.acquire(ctx, q, req)
+	return h, q.pub.Err(err)
+}
+
+func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, error) {
 	if req.Value == "" {
 		req.Value = p.Value
 	}
@@ -183,7 +189,7 @@ func (p *Primitive) Close() error {
 		p.Q.disp.close()
 	}
 	errs = append(errs, p.Src.Close())
-	return errors.Join(errs...)
+	return p.Q.pub.Err(errors.Join(errs...))
 }
 
 // CloseContext returns a context cancelled when Close is called, for

@@ -133,6 +133,10 @@ type Queue struct {
 	// (see Hold); copies of a Primitive's Queue share it. Nil: at once.
 	delays *delayer
 
+	// pub reports errors as the public package's (see Public); copies of a
+	// Primitive's Queue share it. Nil: as this package's.
+	pub *Public
+
 	// disp, if set, routes the deletes under the Primitive's prefix to
 	// waiters and holds; copies of a Primitive's Queue share it (see
 	// NewPrimitive).
@@ -227,7 +231,7 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 		// revision) and take another key.
 		k.Orphan(w.key, strayRev)
 		if strays++; strays > 3 {
-			return Verdict{}, fmt.Errorf("etcdlock: waiter key %s already exists", w.key)
+			return Verdict{}, fmt.Errorf("%w: %s already exists, as did the names before it", ErrKeyTaken, w.key)
 		}
 		w.key = ""
 	}

@@ -33,7 +33,7 @@ type waiter struct {
 func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: w.weight} }
 
 // errWatchBroken makes a waiter read again once its watch is back.
-var errWatchBroken = errors.New("etcdlock: watch broken")
+var errWatchBroken = errors.New("watch broken")
 
 // wait blocks until the waiter is admitted. On return with an error the
 // caller removes the key (and closes the waiter).
@@ -52,7 +52,7 @@ func blockerTarget(q *Queue, v Verdict) (string, bool) {
 }
 
 // errBlockerBroken says the blockers' watch is the broken one.
-var errBlockerBroken = errors.New("etcdlock: blockers' watch broken")
+var errBlockerBroken = errors.New("blockers' watch broken")
 
 // waitShared is wait with the Primitive's dispatcher. The waiter registers its key and its blockers with the Primitive's
 // dispatcher. Its watch was normally created before the enqueue, so a

@@ -56,7 +56,7 @@ func (q *Queue) openWatch(ctx context.Context, target string, prefix bool) (*wat
 		if ok && wr.Err() != nil {
 			return nil, wr.Err()
 		}
-		return nil, errors.New("etcdlock: watch closed before it was created")
+		return nil, errors.New("watch closed before it was created")
 	}
 	x.created = wr.Header.Revision
 	return x, nil
