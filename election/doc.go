@@ -57,6 +57,15 @@
 // safety margin is not less than half the TTL of the session given with
 // WithSession; or etcd's own error.
 //
+// Run retries a campaign that fails for a reason that may pass (logged,
+// with a backoff) and returns, once every goroutine it started has
+// returned, ctx's cause, ErrClosed, ErrClientClosed, or ErrSessionExpired
+// when the WithSession session ended; at once ErrInvalidOption for a nil
+// Callbacks.Lead, ErrInvalidValue, or ErrRunning while another Run is in
+// progress on the Election; or an error wrapping a campaign error that
+// retrying cannot cure (ErrInvalidOption; etcd's permission-denied,
+// authentication-failed, user-not-found, user-empty and request-too-large).
+//
 // A lost term reports a *LostError, which matches ErrLost and its cause:
 // ErrDeleted, ErrSessionExpired or ErrDeadline. Every error matches one of
 // the package's Err values with errors.Is, or is ctx's cause or etcd's

@@ -64,19 +64,10 @@ const (
 )
 
 // Run campaigns with value and leads by calling cb.Lead, again and again,
-// until ctx ends or the Election is closed; on the way out it cancels
-// Lead's context, waits for Lead, and resigns so that a standby leads at
-// once. A lost term is campaigned for again at once; a Lead that returns
-// with its term current is followed by a pause (50ms doubling to 5s, reset
-// by a term that lasted 5s), and failed campaigns by a backoff of their own.
-//
-// Run returns after every goroutine it started has: with ctx's cause,
-// ErrClosed, ErrClientClosed, or ErrSessionExpired when the WithSession
-// session ended; at once with ErrInvalidOption for a nil cb.Lead,
-// ErrInvalidValue, or ErrRunning while another Run is in progress on the
-// Election; or with an error wrapping a campaign error that retrying
-// cannot cure (ErrInvalidOption, etcd's permission, authentication and
-// request-too-large errors). Other campaign errors are logged and retried.
+// until ctx ends or the Election is closed; then it cancels Lead's context,
+// waits for Lead, and resigns so that a standby leads at once. A lost term
+// is campaigned for at once; a Lead that returns with its term current is
+// followed by a pause (50ms doubling to 5s). Its errors: see the package doc.
 func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 	if cb.Lead == nil {
 		return fmt.Errorf("%w: Run needs Callbacks.Lead", ErrInvalidOption)

@@ -48,13 +48,11 @@ func (h *Hold) Deadline() time.Time { return h.h.Deadline() }
 // Lease returns the ID of the hold's lease.
 func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
 
-// Unlock releases the hold in one Txn that deletes its key only while the
-// key's create revision is the token's. Done closes at once. It returns nil
-// (also when retried after an error), ErrNotHeld (wrapping the *LostError,
-// if any) when the hold was lost or already unlocked, or ctx's cause, etcd's
-// error or ErrClientClosed, after which the key is deleted in the
-// background once etcd answers (or goes with the lease) and Unlock may be
-// retried.
+// Unlock deletes the hold's key in one Txn, only while its create revision
+// is the token's; Done closes at once. It returns nil (also on a retry),
+// ErrNotHeld wrapping the loss if the hold was lost or unlocked, or ctx's
+// cause, etcd's error or ErrClientClosed, after which Unlock may be retried
+// and the key is deleted in the background once etcd answers.
 func (h *Hold) Unlock(ctx context.Context) error { return h.h.Release(ctx) }
 
 // run runs fn under the hold and unlocks it; see Mutex.Do.

@@ -109,17 +109,12 @@ type KeyState struct {
 // Waiting reports whether k waits: neither holds nor is rejected.
 func (k KeyState) Waiting() bool { return !k.Holding && k.Err == nil }
 
-// Inspect reads the Mutex, RWMutex and Semaphore called name under
-// namespace (DefaultNamespace unless the locks use WithNamespace) and says
-// who holds and who waits, by the rules their acquires apply. It blocks
-// for one linearizable Txn (one range per lock, values included), reads no
-// leases and writes nothing. The Snapshot may be stale as soon as it
-// returns: show or monitor a lock with it, never use it in place of a
-// hold or of fencing.
-//
-// It returns ErrNilClient, ErrInvalidName or ErrInvalidNamespace for bad
-// arguments, without I/O; otherwise the package's usual errors (see the
-// package doc). It is safe for concurrent use.
+// Inspect reads, in one linearizable Txn, the Mutex, RWMutex and Semaphore
+// called name under namespace (DefaultNamespace unless they use
+// WithNamespace) and says who holds and who waits, by their own rules. The
+// Snapshot is for display and monitoring, never in place of a hold or of
+// fencing. Bad arguments return ErrNilClient, ErrInvalidName or
+// ErrInvalidNamespace without I/O.
 func Inspect(ctx context.Context, cli *clientv3.Client, namespace, name string) (*Snapshot, error) {
 	if cli == nil {
 		return nil, ErrNilClient
