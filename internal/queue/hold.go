@@ -328,7 +328,7 @@ func (h *Hold) rewatch(b *backoff.Backoff, pause bool) (*watch, error) {
 				return nil, err
 			}
 		}
-		x, err := h.q.openWatch(ctx, h.token.Key, false)
+		x, err := h.q.openWatch(ctx, watchTarget{key: h.token.Key})
 		if err != nil {
 			continue
 		}

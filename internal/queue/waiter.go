@@ -44,11 +44,13 @@ func (w *waiter) wait(ctx context.Context, v Verdict) error {
 	return w.waitWatching(ctx, v)
 }
 
-func blockerTarget(q *Queue, v Verdict) (string, bool) {
+// blockerTarget is what a waiter watches for its blockers: the one key, or
+// the queue's prefix.
+func blockerTarget(q *Queue, v Verdict) watchTarget {
 	if len(v.Blockers) == 1 {
-		return v.Blockers[0].Key, false
+		return watchTarget{key: v.Blockers[0].Key}
 	}
-	return q.Prefix, true
+	return watchTarget{key: q.Prefix, prefix: true}
 }
 
 // errBlockerBroken says the blockers' watch is the broken one.
@@ -151,7 +153,7 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	b := newBackoff()
 	for {
 		if w.own == nil {
-			own, err := w.q.openWatch(ctx, w.key, false)
+			own, err := w.q.openWatch(ctx, watchTarget{key: w.key})
 			if err != nil {
 				if err := w.retryable(ctx, err, b); err != nil {
 					return err
@@ -160,11 +162,11 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			}
 			w.own = own
 		}
-		target, prefix := blockerTarget(w.q, v)
-		if blk == nil || blk.target != target || blk.prefix != prefix {
+		target := blockerTarget(w.q, v)
+		if blk == nil || blk.target != target {
 			blk.stop()
 			blk = nil
-			x, err := w.q.openWatch(ctx, target, prefix)
+			x, err := w.q.openWatch(ctx, target)
 			if err != nil {
 				if err := w.retryable(ctx, err, b); err != nil {
 					return err
@@ -191,7 +193,7 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			if v.Err != nil {
 				return v.Err
 			}
-			if t, p := blockerTarget(w.q, v); t != blk.target || p != blk.prefix {
+			if blockerTarget(w.q, v) != blk.target {
 				continue
 			}
 		}

@@ -16,13 +16,18 @@ import (
 // dispatcher's watch: 20 ms, doubling to 1 s.
 func newBackoff() *backoff.Backoff { return backoff.New(20*time.Millisecond, time.Second) }
 
+// watchTarget is what a watch watches: one key, or every key under a prefix.
+type watchTarget struct {
+	key    string
+	prefix bool // key is a prefix
+}
+
 // watch is one etcd watch that this package opened and must cancel.
 type watch struct {
 	ch      clientv3.WatchChan
 	cancel  context.CancelFunc
 	created int64 // server revision when the watch was created; events after it are delivered
-	target  string
-	prefix  bool
+	target  watchTarget
 }
 
 func (x *watch) stop() {
@@ -31,21 +36,21 @@ func (x *watch) stop() {
 	}
 }
 
-// openWatch watches deletes of target (a key, or a prefix) from the server's
+// openWatch watches deletes of t (a key, or a prefix) from the server's
 // current revision, and waits for the created reply, so that no event after
 // x.created is missed and the watcher starts synced.
 //
 // The watch outlives ctx (a waiter's own watch goes on into its hold), but
 // ctx can end its creation: clientv3's Watch blocks until the server has
 // answered, which it never does while etcd is unreachable.
-func (q *Queue) openWatch(ctx context.Context, target string, prefix bool) (*watch, error) {
+func (q *Queue) openWatch(ctx context.Context, t watchTarget) (*watch, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
 	stop := context.AfterFunc(ctx, cancel)
 	opts := []clientv3.OpOption{clientv3.WithCreatedNotify(), clientv3.WithFilterPut()}
-	if prefix {
+	if t.prefix {
 		opts = append(opts, clientv3.WithPrefix())
 	}
-	x := &watch{ch: q.Client.Watch(wctx, target, opts...), cancel: cancel, target: target, prefix: prefix}
+	x := &watch{ch: q.Client.Watch(wctx, t.key, opts...), cancel: cancel, target: t}
 	wr, ok := <-x.ch
 	if !stop() { // ctx ended meanwhile
 		cancel()
