@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -235,7 +236,7 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 		return err
 	}
 	if err := t.Err(); err != nil {
-		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		return notLeader(err)
 	}
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
@@ -278,7 +279,7 @@ func (t *Term) Resign(ctx context.Context) error {
 		t.e.mu.Unlock()
 	}
 	if errorsIsNotHeld(err) {
-		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		return notLeader(err)
 	}
 	if err == nil {
 		t.e.lg.Info("resigned", zap.Stringer("term", t.Token()))
@@ -295,3 +296,18 @@ func checkValue(value string) error {
 }
 
 func errorsIsNotHeld(err error) bool { return errors.Is(err, errNotHeld) }
+
+// notLeader wraps err, a term's loss or a release's ErrNotHeld, in
+// ErrNotLeader, with the package's prefix once.
+func notLeader(err error) error {
+	msg := ErrNotLeader.Error() + ": " + strings.TrimPrefix(err.Error(), "election: ")
+	return &notLeaderError{msg: msg, err: err}
+}
+
+type notLeaderError struct {
+	msg string
+	err error
+}
+
+func (e *notLeaderError) Error() string   { return e.msg }
+func (e *notLeaderError) Unwrap() []error { return []error{ErrNotLeader, e.err} }
