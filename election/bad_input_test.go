@@ -89,7 +89,7 @@ func TestBadInputNew(t *testing.T) {
 		{"margin over ttl", cli, "x", []election.Option{election.WithTTL(2 * time.Second), election.WithSafetyMargin(time.Minute)}, election.ErrInvalidOption},
 		{"session and ttl", cli, "x", []election.Option{election.WithSession(s), election.WithTTL(5 * time.Second)}, election.ErrInvalidOption},
 		{"nil session", cli, "x", []election.Option{election.WithSession(nil)}, election.ErrInvalidOption},
-		{"zero option", cli, "x", []election.Option{{}}, election.ErrInvalidOption},
+		{"zero option", cli, "x", []election.Option{nil}, election.ErrInvalidOption},
 	}
 	before := calls.Snapshot()
 	for _, c := range cases {

@@ -38,7 +38,36 @@
 // Set the client's DialKeepAliveTime and DialKeepAliveTimeout so that a
 // dead connection is noticed well within the TTL (see package lock).
 //
-// A call given a context that has already ended sends nothing to etcd and
-// returns the context's cause (context.Cause); a nil context panics, before
-// any state changes.
+// # Errors
+//
+// Every call that does I/O takes a context; given one that has already
+// ended, it sends nothing and returns the context's cause (context.Cause).
+// A nil context panics, before any state changes. New does no I/O and
+// returns ErrNilClient, ErrInvalidName, ErrInvalidNamespace or
+// ErrInvalidOption for bad arguments.
+//
+// A campaign (Campaign, and each of Run's) blocks until it leads. On
+// failure it removes its key (on a bounded context of its own; if etcd
+// does not answer, the lease's keeper deletes it after the next renewal,
+// or it goes with the lease) and returns one of: ctx's cause;
+// ErrInvalidValue; ErrSessionExpired if the lease ended while waiting (a
+// candidate is never told it leads on a key it no longer has); ErrDeleted
+// if another client deleted its key; ErrClosed after or during Close;
+// ErrClientClosed once the etcd client is closed; ErrInvalidOption if the
+// safety margin is not less than half the TTL of the session given with
+// WithSession; or etcd's own error.
+//
+// Run retries a campaign that fails for a reason that may pass (logged,
+// with a backoff) and returns, once every goroutine it started has
+// returned, ctx's cause, ErrClosed, ErrClientClosed, or ErrSessionExpired
+// when the WithSession session ended; at once ErrInvalidOption for a nil
+// Callbacks.Lead, ErrInvalidValue, or ErrRunning while another Run is in
+// progress on the Election; or an error wrapping a campaign error that
+// retrying cannot cure (ErrInvalidOption; etcd's permission-denied,
+// authentication-failed, user-not-found, user-empty and request-too-large).
+//
+// A lost term reports a *LostError, which matches ErrLost and its cause:
+// ErrDeleted, ErrSessionExpired or ErrDeadline. Every error matches one of
+// the package's Err values with errors.Is, or is ctx's cause or etcd's
+// error; the package's messages start with "election: ".
 package election

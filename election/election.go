@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/ctxerr"
+	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
 
@@ -31,16 +33,23 @@ type Election struct {
 	wg      sync.WaitGroup       // Observe goroutines; Add only under mu while !closed
 }
 
-// New returns the election called name on cli. It does no I/O. It returns
-// ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
-// bad arguments.
+// New returns the election called name on cli. It does no I/O.
 func New(cli *clientv3.Client, name string, options ...Option) (*Election, error) {
-	p, err := queue.NewPrimitive(cli, "election", name, queue.Exclusive{}, false, opts(options))
+	p, err := queue.NewPrimitive(cli, kind, name, queue.Exclusive{}, queue.KeyWatches, opts(options), public)
 	if err != nil {
 		return nil, err
 	}
 	return &Election{p: p, name: name, lg: p.Q.Logger, terms: make(map[*Term]struct{}), runs: make(map[*runCtl]struct{})}, nil
 }
+
+// KeyPrefix returns the etcd key prefix under which the candidates of the
+// election called name queue, under namespace: what Prefix returns. name
+// must be valid (see ErrInvalidName); it is escaped so that no election's
+// prefix holds another's.
+func KeyPrefix(namespace, name string) string { return keys.Prefix(namespace, kind, name) }
+
+// kind is the election's kind in its keys: "<namespace>election/<name>/".
+const kind = "election"
 
 // Name returns the election's name.
 func (e *Election) Name() string { return e.name }
@@ -78,22 +87,14 @@ func leaderOf(kv *mvccpb.KeyValue) Leader {
 }
 
 // Campaign blocks until this candidate leads, in the order candidates
-// campaigned, and returns the term. value is published as the leader's
-// value (an empty value publishes the holder description, "hostname:pid").
-//
-// Before returning, Campaign confirms in the same read that decided its turn
-// that its own key is still alive: a candidate whose lease ended while it
-// waited gets ErrSessionExpired, never a term. If ctx ends first, Campaign
-// removes its key on a bounded context and returns ctx's error. Other
-// errors: ErrInvalidValue, ErrDeleted, ErrClosed, ErrClientClosed,
-// ErrInvalidOption (a
-// WithSafetyMargin not less than half the TTL of the WithSession session),
-// or etcd's.
+// campaigned, and returns the term; its errors are a campaign's (see the
+// package doc). value is published as the leader's value; an empty value
+// publishes the holder description, "hostname:pid".
 func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	if err := checkValue(value); err != nil {
 		return nil, err
 	}
-	h, err := e.p.Acquire(ctx, value, false)
+	h, err := e.p.Acquire(ctx, &e.p.Q, queue.Request{Value: value})
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +115,8 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 }
 
 // Leader returns the current leader, in one linearizable read. It returns
-// ErrNoLeader when nobody leads, ctx's error (context.Cause) if ctx ends
-// before etcd answers (without a read if it had ended before the call),
-// ErrClosed after Close, ErrClientClosed once the etcd client is closed, or
-// etcd's error if the read fails.
+// ErrNoLeader when nobody leads, ErrClosed after Close, ErrClientClosed once
+// the etcd client is closed, ctx's cause, or etcd's error.
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	e.mu.Lock()
 	closed := e.closed
@@ -163,20 +162,11 @@ func (e *Election) IsLeader() bool {
 	return leads
 }
 
-// Close ends Runs in progress as if their contexts ended (they return
-// ErrClosed) and waits for them, so that a leader's work has returned before
-// its term is resigned; then it ends campaigns in progress (they return
-// ErrClosed), resigns every current term, stops observers started by Observe
-// (later calls to Observe return a closed channel), and revokes the lease
-// the Election granted, if any.
-//
-// Close blocks while a Run's Lead has not returned (Run waits for it), so it
-// must not be called from Lead or another callback of Run. Each request it
-// then sends runs on a bounded context: Run's resign up to 5 s, then the
-// other current terms' resigns, together on one context, up to 5 s more,
-// then the lease revoke up to 5 s. Close is idempotent: a Close called while
-// another runs waits for the same work, and only one of them returns its
-// error.
+// Close ends Runs in progress (they return ErrClosed) and waits for their
+// Lead to return, so it must not be called from a callback of Run; then it
+// ends campaigns (ErrClosed), resigns every current term, stops observers,
+// and revokes the lease it granted, each request bounded by 5 s. Close is
+// idempotent: a second Close waits for the first and returns nil.
 func (e *Election) Close() error {
 	e.mu.Lock()
 	e.closed = true // no Observe adds to wg, and no Run starts, from here on
@@ -229,29 +219,24 @@ func (t *Term) Context() context.Context { return t.h.Context() }
 // ErrResigned once resigned.
 func (t *Term) Err() error { return t.h.Err() }
 
-// Deadline returns the time at which the term will be presumed lost unless
-// its lease is renewed first. Renewals move it forward every TTL/3. It reads
-// the lease's current deadline, so after a loss (see Err) it no longer
+// Deadline returns when the term will be presumed lost unless its lease is
+// renewed first (renewals move it every TTL/3). After a loss it no longer
 // describes this term.
 func (t *Term) Deadline() time.Time { return t.h.Deadline() }
 
 // Lease returns the ID of the term's lease.
 func (t *Term) Lease() clientv3.LeaseID { return t.h.Lease() }
 
-// Proclaim publishes a new value for this term, in one transaction that
-// succeeds only while the term's key is current. An empty value is
-// published as it is (Campaign's empty value stands for the holder
-// description; Proclaim's does not). It returns ErrNotLeader
-// (wrapping the loss, if known) when the term has ended, ErrInvalidValue,
-// ErrClientClosed once the etcd client is closed, ctx's error
-// (context.Cause; nothing is sent if ctx had ended before the call), or
-// etcd's error.
+// Proclaim publishes value (an empty one as it is) in one Txn that succeeds
+// only while the term's key is current. It returns ErrNotLeader (wrapping
+// the loss, if known) once the term has ended, ErrInvalidValue,
+// ErrClientClosed, ctx's cause, or etcd's error.
 func (t *Term) Proclaim(ctx context.Context, value string) error {
 	if err := checkValue(value); err != nil {
 		return err
 	}
 	if err := t.Err(); err != nil {
-		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		return notLeader(err)
 	}
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
@@ -281,17 +266,11 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	return nil
 }
 
-// Resign ends the term: one transaction that deletes the leader key only if
-// it is still this term's, so the next candidate leads at once. Done and
-// Context close, and IsLeader turns false, at the first call, even if its
-// request fails.
-//
-// It returns nil on success (including a retry after a request that may
-// have landed), ErrNotLeader (wrapping the loss) if the term was lost or
-// already resigned, or ctx's or etcd's error, after which Resign can be
-// called again. After such an error the key is also deleted in the
-// background, with the same guard, once the lease's next renewal gets
-// through; until then no other candidate can lead.
+// Resign ends the term in one Txn that deletes the leader key only while it
+// is this term's, so the next candidate leads at once; Done closes at the
+// first call, even if it fails. It returns nil (also on a retry), ErrNotLeader
+// (wrapping the loss) if the term was lost or resigned, or ctx's or etcd's
+// error, after which the key is deleted in the background once etcd answers.
 func (t *Term) Resign(ctx context.Context) error {
 	err := t.h.Release(ctx)
 	if err == nil || errorsIsNotHeld(err) {
@@ -300,7 +279,7 @@ func (t *Term) Resign(ctx context.Context) error {
 		t.e.mu.Unlock()
 	}
 	if errorsIsNotHeld(err) {
-		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		return notLeader(err)
 	}
 	if err == nil {
 		t.e.lg.Info("resigned", zap.Stringer("term", t.Token()))
@@ -316,4 +295,19 @@ func checkValue(value string) error {
 	return nil
 }
 
-func errorsIsNotHeld(err error) bool { return errors.Is(err, queue.ErrNotHeld) }
+func errorsIsNotHeld(err error) bool { return errors.Is(err, errNotHeld) }
+
+// notLeader wraps err, a term's loss or a release's ErrNotHeld, in
+// ErrNotLeader, with the package's prefix once.
+func notLeader(err error) error {
+	msg := ErrNotLeader.Error() + ": " + strings.TrimPrefix(err.Error(), "election: ")
+	return &notLeaderError{msg: msg, err: err}
+}
+
+type notLeaderError struct {
+	msg string
+	err error
+}
+
+func (e *notLeaderError) Error() string   { return e.msg }
+func (e *notLeaderError) Unwrap() []error { return []error{ErrNotLeader, e.err} }

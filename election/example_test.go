@@ -57,6 +57,6 @@ func ExampleElection_Run() {
 	// Output:
 	// leading
 	// work stopped: context canceled
-	// stopped leading: etcdlock: released
+	// stopped leading: election: resigned
 	// Run returned: context canceled
 }

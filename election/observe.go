@@ -6,20 +6,16 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/internal/backoff"
 )
 
-// Observe returns a channel that receives the current leader at once and
-// then every change of leader or of the leader's value, in order. The zero
-// Leader means "no leader". It never reports a candidate that does not lead:
-// when the leader's key is deleted it reads who leads at that very revision.
-// Watch errors and compaction make it read the current leader and go on
-// (it may then skip changes it could not see, but never goes back in time:
-// terms reported only grow, and a term is never reported again after
-// another). The channel is closed, once its goroutine has stopped, when ctx
-// ends, when the Election is closed, or when the etcd client is closed
-// (nothing more can be observed through it); Observe on a closed Election
-// returns a channel that is already closed. Receive promptly: the goroutine
-// waits for each send.
+// Observe returns a channel that receives the current leader (the zero
+// Leader for none) and then every change of leader or value, in order,
+// never a candidate that does not lead and never going back in time (after
+// a watch error it may skip changes). It is closed, once its goroutine has
+// stopped, when ctx ends or the Election or etcd client is closed. Receive
+// promptly: the goroutine waits for each send.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	// Derived here, not in the goroutine, so that a nil ctx panics in the
@@ -81,23 +77,23 @@ func (o *observer) emit(ctx context.Context) bool {
 }
 
 func (o *observer) run(ctx context.Context) {
-	pause := 20 * time.Millisecond
+	b := backoff.New(20*time.Millisecond, time.Second)
 	for ctx.Err() == nil {
 		// Back off (to 1 s) while etcd fails us, e.g. without a leader;
 		// observe resets the pause once it has read the leader.
-		if !o.observe(ctx, &pause) && !sleep(ctx, &pause) {
+		if !o.observe(ctx, b) && b.Sleep(ctx) != nil {
 			return
 		}
 	}
 }
 
 // observe opens a watch on the prefix at the server's current revision,
-// reads the leader after the watch is created (and then resets *pause), and
+// reads the leader after the watch is created (and then resets b), and
 // follows the watch's events. It returns false when the watch broke or could not be opened, or
 // the read failed: the leader must then be read again. A watch started from
 // the read's revision instead would usually start at a revision the server
 // has passed, and etcd catches such watchers up only on a 100 ms tick.
-func (o *observer) observe(ctx context.Context, pause *time.Duration) bool {
+func (o *observer) observe(ctx context.Context, b *backoff.Backoff) bool {
 	cli, prefix := o.e.p.Q.Client, o.e.p.Q.Prefix
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -111,7 +107,7 @@ func (o *observer) observe(ctx context.Context, pause *time.Duration) bool {
 	if err != nil {
 		return false
 	}
-	*pause = 20 * time.Millisecond
+	b.Reset()
 	o.cur = Leader{}
 	if len(resp.Kvs) > 0 {
 		o.cur = leaderOf(resp.Kvs[0])
@@ -164,16 +160,4 @@ func (o *observer) follow(ctx context.Context, wch clientv3.WatchChan, read int6
 		}
 	}
 	return ctx.Err() != nil
-}
-
-func sleep(ctx context.Context, d *time.Duration) bool {
-	t := time.NewTimer(*d)
-	defer t.Stop()
-	*d = min(*d*2, time.Second)
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

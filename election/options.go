@@ -9,14 +9,21 @@ import (
 	"github.com/etcdlock/etcdlock/internal/config"
 )
 
-// Option configures an Election. Invalid values are reported by New as
-// ErrInvalidOption or ErrInvalidNamespace.
-type Option struct{ o config.Option }
+// Option configures an Election: one of the With functions below. New
+// reports an invalid value (or a nil Option) as ErrInvalidOption or
+// ErrInvalidNamespace.
+type Option interface{ config() config.Option }
+
+type option config.Option
+
+func (o option) config() config.Option { return config.Option(o) }
 
 func opts(os []Option) []config.Option {
 	out := make([]config.Option, len(os))
 	for i, o := range os {
-		out[i] = o.o
+		if o != nil { // else nil, which New refuses
+			out[i] = o.config()
+		}
 	}
 	return out
 }
@@ -26,24 +33,24 @@ func opts(os []Option) []config.Option {
 // campaigns fail with ErrSessionExpired. Optional: by default the Election
 // grants its own lease of WithTTL's TTL when first needed, replaces it when
 // it expires, and revokes it at Close. Cannot be combined with WithTTL.
-func WithSession(s *concurrency.Session) Option { return Option{config.Session(s)} }
+func WithSession(s *concurrency.Session) Option { return option(config.Session(s)) }
 
 // WithTTL sets the TTL of the lease the Election grants itself: at least 1s
 // and a whole number of seconds. After a leader's process dies, a standby
 // leads about one TTL later. Optional, defaults to DefaultTTL (10s).
-func WithTTL(ttl time.Duration) Option { return Option{config.TTL(ttl)} }
+func WithTTL(ttl time.Duration) Option { return option(config.TTL(ttl)) }
 
 // WithSafetyMargin sets how long before the server could expire the lease a
 // term is presumed lost: positive and less than half the TTL. Optional,
 // defaults to a fifth of the granted TTL.
-func WithSafetyMargin(d time.Duration) Option { return Option{config.Margin(d)} }
+func WithSafetyMargin(d time.Duration) Option { return option(config.Margin(d)) }
 
 // WithNamespace sets the prefix of every key. Optional, defaults to
 // DefaultNamespace ("etcdlock/"). A client wrapped by etcd's namespace
 // package works too, its prefix coming first, provided its KV, Watcher and
 // Lease are all wrapped.
-func WithNamespace(ns string) Option { return Option{config.Namespace(ns)} }
+func WithNamespace(ns string) Option { return option(config.Namespace(ns)) }
 
 // WithLogger logs state changes (elected, lost, resigned, hazards) to lg.
 // Optional, defaults to no logging.
-func WithLogger(lg *zap.Logger) Option { return Option{config.Logger(lg)} }
+func WithLogger(lg *zap.Logger) Option { return option(config.Logger(lg)) }

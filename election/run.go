@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/zap"
 
+	"github.com/etcdlock/etcdlock/internal/backoff"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
 
@@ -62,34 +63,11 @@ const (
 	maxPause = 5 * time.Second
 )
 
-// Run campaigns with value, leads by calling cb.Lead, and when leadership is
-// lost or Lead returns, resigns (if still leader) and campaigns again, until
-// ctx ends or the Election is closed. On the way out it cancels Lead's
-// context, waits for Lead to return, and resigns so that a standby leads at
-// once; a term won as ctx ended is resigned too.
-//
-// A term lost is campaigned for again at once. A Lead that returns while
-// its term is current (an error, or nil: the work is done), or after
-// resigning it, is followed by a pause before the next campaign, doubling
-// from 50ms to 5s while such returns follow one another, and reset by a
-// term that lasted longer than 5s; failed campaigns are retried with a backoff of their own, reset by a
-// campaign that wins.
-//
-// Run returns only after every goroutine it started has returned, with
-// ctx's cause once ctx ends, ErrClosed if the Election was closed,
-// ErrClientClosed if its etcd client was, or ErrSessionExpired when the
-// session given with WithSession ended. It
-// returns at once, without campaigning, ErrInvalidOption when cb.Lead is nil
-// and ErrInvalidValue for a value longer than MaxValueLen. Campaign errors
-// that retrying cannot cure end Run too, with an error that wraps them:
-// ErrInvalidOption (a WithSafetyMargin not less than half the session's
-// TTL), etcd's permission-denied, authentication-failed, user-not-found,
-// user-empty and request-too-large errors, and any error once the etcd
-// client is closed. Other campaign errors (etcd unreachable,
-// an own lease that expired) are logged and retried with backoff. Run may be
-// called again after it returns; while one runs, another Run on the same
-// Election returns ErrRunning at once (Check follows one Run; use one
-// Election per Run).
+// Run campaigns with value and leads by calling cb.Lead, again and again,
+// until ctx ends or the Election is closed; then it cancels Lead's context,
+// waits for Lead, and resigns so that a standby leads at once. A lost term
+// is campaigned for at once; a Lead that returns with its term current is
+// followed by a pause (50ms doubling to 5s). Its errors: see the package doc.
 func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 	if cb.Lead == nil {
 		return fmt.Errorf("%w: Run needs Callbacks.Lead", ErrInvalidOption)
@@ -129,7 +107,7 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 			}
 		})
 	}
-	campaignPause, workPause := minPause, minPause
+	campaignPause, workPause := backoff.New(minPause, maxPause), backoff.New(minPause, maxPause)
 	for {
 		term, err := e.Campaign(ctx, value)
 		switch {
@@ -148,13 +126,13 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 			e.lg.Error("campaign failed; not retrying", zap.Error(err))
 			return fmt.Errorf("election: Run: campaign: %w", err)
 		case err != nil:
-			e.lg.Warn("campaign failed; retrying", zap.Error(err), zap.Duration("pause", campaignPause))
-			if !sleepMax(ctx, &campaignPause, maxPause) {
+			e.lg.Warn("campaign failed; retrying", zap.Error(err), zap.Duration("pause", campaignPause.Next()))
+			if campaignPause.Sleep(ctx) != nil {
 				return context.Cause(ctx)
 			}
 			continue
 		}
-		campaignPause = minPause
+		campaignPause.Reset()
 		began := time.Now()
 		lost, leadErr := e.lead(ctx, term, cb.Lead)
 		if cb.OnStoppedLeading != nil {
@@ -172,7 +150,7 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		// etcd answers the keeper, so campaigning at once is fine: it does
 		// not wait forever.
 		if time.Since(began) > maxPause {
-			workPause = minPause // a term that lasted: failures are not piling up
+			workPause.Reset() // a term that lasted: failures are not piling up
 		}
 		if lost {
 			// Lost: campaign again at once. (Lead's error is most likely
@@ -185,11 +163,11 @@ func (e *Election) Run(ctx context.Context, value string, cb Callbacks) error {
 		// returns) at once does not make the candidates take turns as fast
 		// as etcd allows.
 		if leadErr != nil {
-			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr), zap.Duration("pause", workPause))
+			e.lg.Warn("leader work failed; campaigning again", zap.Error(leadErr), zap.Duration("pause", workPause.Next()))
 		} else {
-			e.lg.Info("leader work returned; campaigning again", zap.Duration("pause", workPause))
+			e.lg.Info("leader work returned; campaigning again", zap.Duration("pause", workPause.Next()))
 		}
-		if !sleepMax(ctx, &workPause, maxPause) {
+		if workPause.Sleep(ctx) != nil {
 			return context.Cause(ctx)
 		}
 	}
@@ -285,14 +263,11 @@ func (e *Election) waitWork(done <-chan error, st *runState, term *Term, why err
 	return <-done
 }
 
-// Check reports whether this process is healthy as far as leadership goes:
-// it returns ErrUnhealthy when Run's leader work is still running more than
-// tolerance after its term ended or after Run's context ended (a stop that
-// takes longer than tolerance counts: the term, held meanwhile, keeps every
-// standby out), or more than tolerance past the term's
-// lease deadline (a process paused or starved so long that its own timers
-// did not fire). Wire it to a liveness probe so such a process is restarted.
-// Check does no I/O. A negative tolerance returns ErrInvalidOption.
+// Check returns ErrUnhealthy when Run's leader work still runs more than
+// tolerance after its term ended or Run's context ended, or past the term's
+// lease deadline (a process paused so long its timers did not fire): wire
+// it to a liveness probe. It does no I/O; a negative tolerance returns
+// ErrInvalidOption.
 func (e *Election) Check(tolerance time.Duration) error {
 	if tolerance < 0 {
 		return fmt.Errorf("%w: negative Check tolerance %v", ErrInvalidOption, tolerance)
@@ -335,16 +310,4 @@ func (e *Election) permanent(err error) bool {
 		return true
 	}
 	return e.p.Q.Client.Ctx().Err() != nil
-}
-
-func sleepMax(ctx context.Context, d *time.Duration, limit time.Duration) bool {
-	t := time.NewTimer(*d)
-	defer t.Stop()
-	*d = min(*d*2, limit)
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

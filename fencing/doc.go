@@ -21,10 +21,12 @@
 //     the token's revision. Commit does this and returns ErrFenced when the
 //     hold is gone.
 //   - For a resource outside etcd, keep the highest token seen and refuse any
-//     access with a lower one. Fence does this in memory; package
-//     fencing/sqlfence does it in a SQL database, inside the caller's own
-//     transaction, and package fencing/httpfence in front of an HTTP
-//     service. Neither is linked by a program that imports only fencing.
+//     access with a lower one. Fence does this in memory (RWFence for a
+//     resource guarded by a lock.RWMutex, whose read holds overlap);
+//     package fencing/sqlfence does it in a SQL database, inside the
+//     caller's own transaction, and package fencing/httpfence in front of
+//     an HTTP service. Neither is linked by a program that imports only
+//     fencing.
 //
 // Fence reads as well as writes. A stale holder that reads, computes and
 // writes can lose an update even when its write is checked, if a newer holder

@@ -76,15 +76,11 @@ func (t Token) Cmp() clientv3.Cmp {
 // positive revision.
 func (t Token) valid() bool { return t.Key != "" && t.Revision > 0 }
 
-// Commit applies ops in one transaction that succeeds only while t's hold is
-// current. It returns ErrFenced, and applies nothing, when the hold is gone;
-// the transaction's response comes with it, non-nil (nil for a token not
-// from a grant, without a key or with a revision of 0 or less, the zero
-// Token among them, which Commit refuses without a round trip). Other errors
-// are etcd's or ctx's (context.Cause; without a round trip if ctx had ended
-// before the call), with a nil response. It blocks for one round trip to
-// etcd and is safe for concurrent use. kv must not be nil (a
-// *clientv3.Client will do).
+// Commit applies ops in one Txn, one round trip, that succeeds only while
+// t's hold is current. When the hold is gone it applies nothing and returns
+// ErrFenced with the Txn's response (nil, and no round trip, for a token not
+// from a grant). Other errors, with a nil response, are etcd's or ctx's
+// cause. kv must not be nil (a *clientv3.Client will do).
 //
 // The ops must not write t's key: a put without the holder's lease would
 // detach the key from it, so the lock would outlive its holder and the token

@@ -84,7 +84,7 @@ func (e *env) acquireOps(cli *clientv3.Client, opts ...lock.Option) []acquireOp 
 		{"Semaphore.TryAcquire", hold(func(ctx context.Context) (*lock.Hold, error) { return s.TryAcquire(ctx, 2) })},
 		{"Semaphore.Do", func(ctx context.Context) error { return s.Do(ctx, 1, fn) }},
 		{"Inspect", func(ctx context.Context) error {
-			_, err := lock.Inspect(ctx, cli, "m", lock.WithNamespace(e.ns))
+			_, err := lock.Inspect(ctx, cli, e.ns, "m")
 			return err
 		}},
 	}
@@ -260,7 +260,7 @@ func TestBadInputConstructors(t *testing.T) {
 		{"session and ttl", cli, "x", []lock.Option{lock.WithSession(s), lock.WithTTL(5 * time.Second)}, lock.ErrInvalidOption},
 		{"nil session", cli, "x", []lock.Option{lock.WithSession(nil)}, lock.ErrInvalidOption},
 		{"holder over max", cli, "x", []lock.Option{lock.WithHolder(strings.Repeat("h", 4097))}, lock.ErrInvalidOption},
-		{"zero option", cli, "x", []lock.Option{{}}, lock.ErrInvalidOption},
+		{"zero option", cli, "x", []lock.Option{nil}, lock.ErrInvalidOption},
 	}
 	ctors := []struct {
 		name string
@@ -271,9 +271,6 @@ func TestBadInputConstructors(t *testing.T) {
 		{"NewSemaphore", func(c *clientv3.Client, n string, o []lock.Option) (any, error) {
 			return lock.NewSemaphore(c, n, 2, o...)
 		}},
-		{"Inspect", func(c *clientv3.Client, n string, o []lock.Option) (any, error) {
-			return lock.Inspect(context.Background(), c, n, o...)
-		}},
 	}
 	before := calls.Snapshot()
 	for _, c := range cases {
@@ -281,7 +278,7 @@ func TestBadInputConstructors(t *testing.T) {
 			v, err := ctor.make(c.cli, c.lock, append([]lock.Option{ns}, c.opts...))
 			if !errors.Is(err, c.want) {
 				t.Errorf("%s, %s: error %v, want %v", ctor.name, c.name, err, c.want)
-			} else if err != nil && !strings.HasPrefix(err.Error(), "etcdlock: ") {
+			} else if err != nil && !strings.HasPrefix(err.Error(), "lock: ") {
 				t.Errorf("%s, %s: error %q does not say where it comes from", ctor.name, c.name, err)
 			}
 			switch v := v.(type) {
@@ -294,10 +291,6 @@ func TestBadInputConstructors(t *testing.T) {
 					t.Errorf("%s, %s: non-nil result with an error", ctor.name, c.name)
 				}
 			case *lock.Semaphore:
-				if v != nil {
-					t.Errorf("%s, %s: non-nil result with an error", ctor.name, c.name)
-				}
-			case *lock.Status:
 				if v != nil {
 					t.Errorf("%s, %s: non-nil result with an error", ctor.name, c.name)
 				}
@@ -326,8 +319,8 @@ func TestBadInputConstructors(t *testing.T) {
 	}
 	defer m.Close()
 	h := mustLock(t, m)
-	if st, err := lock.Inspect(ctxT(t, 5*time.Second), cli, longName, lock.WithNamespace(longNS)); err != nil ||
-		len(st.Queue(lock.KindMutex).Entries) != 1 {
+	if st, err := lock.Inspect(ctxT(t, 5*time.Second), cli, longNS, longName); err != nil ||
+		len(st.Lock(lock.KindMutex).Keys) != 1 {
 		t.Fatalf("Inspect at the limits = %+v, %v", st, err)
 	}
 	mustUnlock(t, h)
@@ -432,7 +425,7 @@ func TestBadInputInspectClosedClient(t *testing.T) {
 	if err := cli.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := lock.Inspect(ctxT(t, 5*time.Second), cli, "x", lock.WithNamespace(e.ns))
+	_, err := lock.Inspect(ctxT(t, 5*time.Second), cli, e.ns, "x")
 	if !errors.Is(err, lock.ErrClientClosed) || errors.Is(err, context.Canceled) {
 		t.Fatalf("Inspect on a closed client = %v, want ErrClientClosed (and not context.Canceled)", err)
 	}
@@ -457,7 +450,7 @@ func TestBadInputNilContext(t *testing.T) {
 		{"RWMutex.RLock", func() { _, _ = rw.RLock(nilCtx) }},
 		{"RWMutex.TryLock", func() { _, _ = rw.TryLock(nilCtx) }},
 		{"Semaphore.Acquire", func() { _, _ = s.Acquire(nilCtx, 1) }},
-		{"Inspect", func() { _, _ = lock.Inspect(nilCtx, e.cli, "m", lock.WithNamespace(e.ns)) }},
+		{"Inspect", func() { _, _ = lock.Inspect(nilCtx, e.cli, e.ns, "m") }},
 		{"Hold.Unlock", func() { _ = h.Unlock(nilCtx) }},
 	} {
 		func() {

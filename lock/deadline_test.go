@@ -75,7 +75,7 @@ func TestDeadlineBeforeTimerFires(t *testing.T) {
 		}
 		_, err = fencing.Commit(testctx.LateTimer(t, in, lag), e.cli, h.Token(), clientv3.OpPut(e.ns+"x", ""))
 		check("Commit", err)
-		_, err = lock.Inspect(testctx.LateTimer(t, in, lag), e.cli, "lag", lock.WithNamespace(e.ns))
+		_, err = lock.Inspect(testctx.LateTimer(t, in, lag), e.cli, e.ns, "lag")
 		check("Inspect", err)
 		if err := h.Unlock(testctx.LateTimer(t, in, lag)); err != nil {
 			check("Unlock", err)

@@ -1,43 +1,75 @@
 // Package lock provides fair (FIFO) distributed locks on etcd whose every
 // grant carries a fencing token: a Mutex, a writer-fair RWMutex, and a
 // counting Semaphore whose holders take k of N permits. All three are one
-// queue mechanism with three admission rules.
+// queue of keys under the lock's prefix, each key on an etcd lease, with
+// three admission rules. A waiter watches only the keys it waits for (for
+// a Mutex, the one just ahead: no herd). Inspect reads a queue and says who
+// holds and who waits.
 //
-// A Mutex is a queue of keys under one prefix, each attached to an etcd
-// lease; the key with the lowest create revision holds the lock. Lock blocks
-// until this waiter's turn, watching only the waiter just ahead of it (no
-// herd), and confirms ownership with one read after waiting. A Hold is one
-// grant: its Token, a Done channel and Context that end at the first sign the
-// hold may be lost, and Unlock, a delete guarded by the key's create revision
-// that can never remove someone else's hold.
-//
-// Inspect reads the queues of a name and says who holds and who waits, by
-// the same rules: a snapshot for display and monitoring.
+// A Hold is one grant: its Token, a Done channel and Context that end at
+// the first sign the hold may be lost, and Unlock, a delete guarded by the
+// key's create revision that can never remove someone else's hold.
 //
 // # Safety model
 //
-// A lease-based lock cannot stop a paused holder from acting after its lease
-// expired. If a holder stops for longer than its TTL (a GC pause, a stopped
-// VM, a network partition), etcd expires its lease and grants the lock to the
-// next waiter, and the paused holder, when it resumes, does not know. No
+// A lease-based lock cannot stop a paused holder from acting after its
+// lease expired. A holder stopped for longer than its TTL (a GC pause, a
+// stopped VM, a partition) has its lease expired by etcd and the lock
+// granted to the next waiter, and when it resumes it does not know. No
 // client library can prevent that. What this package does:
 //
-//   - It tells a live holder early. Done closes when the holder's key is
-//     deleted, when the lease is gone, or when a conservative local deadline
-//     passes: the send time of the last acknowledged lease renewal plus the
-//     TTL, minus a safety margin. The server cannot expire the lease before
-//     that time, so a holder that watches Done learns of loss before the
-//     lock can be granted to anyone else, unless the holder itself is paused.
-//   - It gives every grant a fencing token (package fencing), the key's
-//     create revision, which only ever grows. Make the protected resource
-//     refuse a token lower than the highest it has seen (fencing.Fence; for
-//     an RWMutex, RWFence, since read holds overlap), or guard etcd writes
-//     with the token (fencing.Commit; the only way for semaphore permits,
-//     whose holds overlap in no order). That is what keeps a paused, stale
-//     holder from doing harm.
+//   - It tells a live holder early. Done closes when the key is deleted,
+//     when the lease is gone, or when a conservative local deadline passes:
+//     the send time of the last acknowledged renewal plus the TTL, minus a
+//     safety margin, which comes before etcd can expire the lease.
+//   - It gives every grant a fencing token (package fencing): the key's
+//     create revision, which only ever grows. Make the resource refuse a
+//     token lower than the highest it has seen (fencing.Fence; for an
+//     RWMutex, fencing.RWFence, since read holds overlap), or guard etcd
+//     writes with the token (fencing.Commit; the only way for semaphore
+//     permits, whose holds overlap in no order).
 //
 // Use the token. Without it, the lock is an efficiency measure, not a
 // correctness guarantee.
+//
+// # Errors
+//
+// Every call that does I/O takes a context; given one that has already
+// ended, it sends nothing and returns the context's cause (context.Cause).
+// A nil context panics, before any state changes. Constructors do no I/O
+// and return ErrNilClient, ErrInvalidName, ErrInvalidNamespace or
+// ErrInvalidOption for bad arguments.
+//
+// An acquire (Lock, RLock, Acquire, their Try forms, Do and RDo) blocks
+// until granted. On failure it leaves no key behind (it removes its key on
+// a bounded context of its own; if etcd does not answer, the lease's
+// keeper deletes it after the next renewal, or it goes with the lease) and
+// returns one of:
+//
+//   - ctx's cause, if ctx ended first;
+//   - ErrLocked, from a Try form that would have to wait;
+//   - ErrSessionExpired if the lease ended while waiting, or ErrDeleted if
+//     another client deleted the waiting key;
+//   - ErrClosed after or during Close, or ErrClientClosed once the etcd
+//     client is closed;
+//   - ErrInvalidOption if the safety margin does not fit the TTL the server
+//     granted (or the session's);
+//   - etcd's own error.
+//
+// A lost hold reports a *LostError, which matches ErrLost and its cause:
+// ErrDeleted, ErrSessionExpired or ErrDeadline. Every error matches one of
+// the package's Err values with errors.Is, or is ctx's cause or etcd's
+// error; the package's messages start with "lock: ".
+//
+// # Close
+//
+// Close of a Mutex, RWMutex or Semaphore ends its waits in progress (they
+// return ErrClosed), unlocks every hold still held through it, together on
+// one context bounded by 5 s, and revokes the lease it granted itself, if
+// any, on up to 5 s more (a session given with WithSession stays open), so
+// it does not hang when etcd does not answer. Later acquires return
+// ErrClosed. Close is idempotent: a Close called while another runs waits
+// for it and returns nil.
 //
 // # Client settings
 //
@@ -51,12 +83,4 @@
 // connection that pings more often than its --grpc-keepalive-min-time
 // (5 s by default) with a "too_many_pings" GoAway, so keep that server flag
 // under 10 s.
-//
-// # Contexts and errors
-//
-// A call given a context that has already ended sends nothing to etcd and
-// returns the context's cause (context.Cause). A nil context panics, as in
-// the standard library, before any state changes. Every error a call
-// returns matches one of the package's Err values with errors.Is, or is
-// the context's cause or etcd's own error.
 package lock

@@ -1,6 +1,10 @@
 package lock
 
 import (
+	"errors"
+	"strings"
+
+	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/config"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/queue"
@@ -10,51 +14,72 @@ import (
 var (
 	// ErrLocked is returned by TryLock when another holder or an earlier
 	// waiter exists.
-	ErrLocked = queue.ErrLocked
+	ErrLocked = errors.New("lock: held by another holder")
 	// ErrNotHeld is returned by Unlock when the hold was lost or already
 	// unlocked.
-	ErrNotHeld = queue.ErrNotHeld
+	ErrNotHeld = errors.New("lock: not held")
 	// ErrLost is matched by the error of a hold that was lost (see
 	// LostError); the cause is ErrDeleted, ErrSessionExpired or ErrDeadline.
-	ErrLost = queue.ErrLost
+	ErrLost = errors.New("lock: hold lost")
 	// ErrReleased is the cause of a hold's Context after Unlock.
-	ErrReleased = queue.ErrReleased
+	ErrReleased = errors.New("lock: released")
 	// ErrDeleted means the key was deleted, not by this process: by another
 	// client, or with its lease by a revoke. A hold is told of the delete
 	// at once, without first asking etcd why, so a revoke this process had
 	// not yet noticed shows as ErrDeleted; ErrSessionExpired when the lease
 	// was already known to be gone. A waiter asks, and gets
 	// ErrSessionExpired for a revoke.
-	ErrDeleted = queue.ErrDeleted
+	ErrDeleted = errors.New("lock: key deleted by another client or a lease revoke")
 	// ErrSessionExpired means the lease is gone: expired, revoked, or its
 	// session closed.
-	ErrSessionExpired = queue.ErrSessionExpired
+	ErrSessionExpired = errors.New("lock: session expired")
 	// ErrDeadline means no lease renewal was acknowledged before the
 	// conservative deadline: the lease may have expired at the server.
-	ErrDeadline = queue.ErrDeadline
+	ErrDeadline = errors.New("lock: lease renewal deadline passed")
 	// ErrClosed is returned after Close, and by waits that Close ended.
-	ErrClosed = queue.ErrClosed
+	ErrClosed = errors.New("lock: closed")
 	// ErrClientClosed is returned by an acquire, a wait or an Unlock that
 	// cannot be done because the etcd client was closed (the keys then go
 	// with their lease, within its TTL). It does not match
 	// context.Canceled, which the etcd client reports in that case.
-	ErrClientClosed = queue.ErrClientClosed
+	ErrClientClosed = errors.New("lock: etcd client closed")
 	// ErrInvalidName is returned by constructors for an empty name, one
 	// longer than MaxNameLen bytes, or one that is not UTF-8.
-	ErrInvalidName = keys.ErrInvalidName
+	ErrInvalidName = errors.New("lock: invalid name")
 	// ErrInvalidNamespace is returned for a namespace longer than
 	// MaxNamespaceLen bytes or not UTF-8.
-	ErrInvalidNamespace = keys.ErrInvalidNamespace
+	ErrInvalidNamespace = errors.New("lock: invalid namespace")
 	// ErrInvalidOption is returned by constructors for an option value that
 	// makes no sense; the message says which.
-	ErrInvalidOption = config.ErrInvalidOption
+	ErrInvalidOption = errors.New("lock: invalid option")
 	// ErrNilClient is returned by constructors given a nil client.
-	ErrNilClient = config.ErrNilClient
+	ErrNilClient = errors.New("lock: nil etcd client")
 )
 
 // LostError is the error of a lost hold: Hold.Err and the cause of its
 // Context. It matches ErrLost and its Cause.
-type LostError = queue.LostError
+type LostError struct {
+	Token fencing.Token
+	Cause error // ErrDeleted, ErrSessionExpired or ErrDeadline
+}
+
+// Error names the hold and the cause.
+func (e *LostError) Error() string {
+	return "lock: hold " + e.Token.String() + " lost: " + strings.TrimPrefix(e.Cause.Error(), "lock: ")
+}
+
+// Is reports whether target is ErrLost.
+func (e *LostError) Is(target error) bool { return target == ErrLost }
+
+// Unwrap returns the cause.
+func (e *LostError) Unwrap() error { return e.Cause }
+
+// public reports the errors of the lock's queue as this package's.
+var public = queue.NewPublic("lock: ", queue.Sentinels{
+	Locked: ErrLocked, NotHeld: ErrNotHeld, Released: ErrReleased, Deleted: ErrDeleted,
+	Closed: ErrClosed, SessionExpired: ErrSessionExpired, Deadline: ErrDeadline, ClientClosed: ErrClientClosed,
+	InvalidOption: ErrInvalidOption, NilClient: ErrNilClient, InvalidName: ErrInvalidName, InvalidNamespace: ErrInvalidNamespace,
+}, func(t fencing.Token, cause error) error { return &LostError{Token: t, Cause: cause} })
 
 // Limits.
 const (

@@ -87,9 +87,9 @@ func ExampleMutex_Lock() {
 		log.Fatal(err)
 	}
 	// Output:
-	// second: etcdlock: held by another holder
+	// second: lock: held by another holder
 	// token grew: true
-	// first's context: etcdlock: released
+	// first's context: lock: released
 }
 
 // Inspect shows who holds a lock and who waits for it, as the lock's own
@@ -130,18 +130,18 @@ func ExampleInspect() {
 		waited <- err
 	}()
 
-	var st *lock.Status
+	var st *lock.Snapshot
 	for { // until host-b's key is queued
-		if st, err = lock.Inspect(ctx, cli, "backup"); err != nil {
+		if st, err = lock.Inspect(ctx, cli, lock.DefaultNamespace, "backup"); err != nil {
 			log.Fatal(err)
 		}
-		if len(st.Queue(lock.KindMutex).Entries) == 2 {
+		if len(st.Lock(lock.KindMutex).Keys) == 2 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, q := range st.Queues {
-		for _, e := range q.Entries {
+	for _, q := range st.Locks {
+		for _, e := range q.Keys {
 			state := "waiting"
 			if e.Holding {
 				state = "holding"

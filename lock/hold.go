@@ -40,33 +40,19 @@ func (h *Hold) Context() context.Context { return h.h.Context() }
 // and its cause) once lost, or ErrReleased once unlocked.
 func (h *Hold) Err() error { return h.h.Err() }
 
-// Deadline returns the time at which the hold will be presumed lost unless
-// its lease is renewed first. Renewals move it forward every TTL/3. It reads
-// the lease's current deadline, so after a loss (see Err) it no longer
+// Deadline returns when the hold will be presumed lost unless its lease is
+// renewed first (renewals move it every TTL/3). After a loss it no longer
 // describes this hold.
 func (h *Hold) Deadline() time.Time { return h.h.Deadline() }
 
 // Lease returns the ID of the hold's lease.
 func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
 
-// Unlock releases the hold: one transaction that deletes the hold's key only
-// if its create revision is still the token's, so it can never delete a
-// newer hold. Done closes at once.
-//
-// It returns nil on success, including when retried after an error whose
-// request may have landed; ErrNotHeld (wrapping the *LostError, if any) when
-// the hold was lost or already unlocked, leaving no key behind; or ctx's
-// error (context.Cause; nothing is sent if ctx had ended before the call)
-// or etcd's, after which Unlock can be called again. After such an error
-// the key is also deleted in the background, with the same guard, once the
-// lease's next renewal gets through; until then it keeps later holders
-// waiting. That goes on while the lock (or another one on the same lease)
-// is open; its Close tries once more, and then, on a session given with
-// WithSession, the key lasts as long as the session does (or until an
-// Unlock retried succeeds). Without WithSession, Close revokes the lease,
-// and the key goes with it. With the etcd client closed, Unlock returns
-// ErrClientClosed; the lease is no longer renewed, and the key goes with it
-// within its TTL.
+// Unlock deletes the hold's key in one Txn, only while its create revision
+// is the token's; Done closes at once. It returns nil (also on a retry),
+// ErrNotHeld wrapping the loss if the hold was lost or unlocked, or ctx's
+// cause, etcd's error or ErrClientClosed, after which Unlock may be retried
+// and the key is deleted in the background once etcd answers.
 func (h *Hold) Unlock(ctx context.Context) error { return h.h.Release(ctx) }
 
 // run runs fn under the hold and unlocks it; see Mutex.Do.

@@ -12,146 +12,125 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/fencing"
-	"github.com/etcdlock/etcdlock/internal/config"
 	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/queue"
 )
 
-// The kinds of queue as they appear in keys: "<namespace><kind>/<name>/".
-const (
-	mutexKind = "mutex"
-	rwKind    = "rw"
-	semKind   = "sem"
-)
-
-// Kind names the kind of lock a Queue belongs to.
+// Kind is the kind of a lock, spelled as in its keys:
+// "<namespace><kind>/<name>/".
 type Kind string
 
-// The kinds of lock, in the order Inspect returns their queues.
+// The kinds of lock, in the order Inspect returns them.
 const (
-	KindMutex     Kind = "mutex"     // a Mutex
-	KindRWMutex   Kind = "rwmutex"   // an RWMutex
-	KindSemaphore Kind = "semaphore" // a Semaphore
+	KindMutex     Kind = "mutex" // a Mutex
+	KindRWMutex   Kind = "rw"    // an RWMutex
+	KindSemaphore Kind = "sem"   // a Semaphore
 )
 
-// The modes of an RWMutex's entries.
+// Mode is the mode of an RWMutex's key.
+type Mode string
+
+// The modes of an RWMutex's keys.
 const (
-	ModeRead  = "read"
-	ModeWrite = "write"
+	ModeRead  Mode = "read"
+	ModeWrite Mode = "write"
 )
 
-// ErrForeignKey is matched by the Entry.Err of a key under an RWMutex's
+// ErrStrayKey is matched by the KeyState.Err of a key under an RWMutex's
 // prefix that is neither a reader's nor a writer's: no RWMutex wrote it,
 // yet writers queued after it wait for it to go.
-var ErrForeignKey = errors.New("etcdlock: not a key of the lock")
+var ErrStrayKey = errors.New("lock: stray key, written by no lock")
 
-// Status is what Inspect read: the queues of one name, at one revision.
-type Status struct {
-	// Name is the lock's name, as passed to Inspect.
-	Name string
-	// Namespace is the key prefix the lock's keys live under (WithNamespace).
-	Namespace string
-	// Revision is the etcd revision the queues were read at.
-	Revision int64
-	// Queues holds one queue of each kind, in the order KindMutex,
-	// KindRWMutex, KindSemaphore, each present even when it has no keys.
-	Queues []Queue
+// KeyPrefix returns the etcd key prefix of the lock of kind called name
+// under namespace: what its Prefix method returns. name must be valid (see
+// ErrInvalidName); it is escaped so that no lock's prefix holds another's.
+func KeyPrefix(namespace string, kind Kind, name string) string {
+	return keys.Prefix(namespace, string(kind), name)
 }
 
-// Queue returns the queue of the given kind, or nil for an unknown kind.
-func (s *Status) Queue(kind Kind) *Queue {
-	for i := range s.Queues {
-		if s.Queues[i].Kind == kind {
-			return &s.Queues[i]
+// Snapshot is what Inspect read: the locks of one name, at one revision.
+type Snapshot struct {
+	Name      string // the name passed to Inspect
+	Namespace string // the namespace passed to Inspect
+	Revision  int64  // the etcd revision the keys were read at
+	// Locks holds one lock of each kind, in the order KindMutex,
+	// KindRWMutex, KindSemaphore, each present even when it has no keys.
+	Locks []LockState
+}
+
+// Lock returns the lock of the given kind, or nil for an unknown kind.
+func (s *Snapshot) Lock(kind Kind) *LockState {
+	for i := range s.Locks {
+		if s.Locks[i].Kind == kind {
+			return &s.Locks[i]
 		}
 	}
 	return nil
 }
 
-// Queue is the queue of one lock: its holders and waiters.
-type Queue struct {
-	// Kind says which primitive's keys these are.
-	Kind Kind
-	// Prefix is the etcd key prefix of the lock's keys (its Prefix()).
-	Prefix string
-	// Limit is the semaphore's limit, as stored with its oldest entry that
-	// is a semaphore entry; 0 if there is none, and for other kinds.
+// LockState is one lock in a Snapshot: its holders and waiters.
+type LockState struct {
+	Kind   Kind
+	Prefix string // the etcd key prefix of the lock's keys (KeyPrefix)
+	// Limit is the semaphore's limit, as stored with its oldest key that is
+	// a semaphore entry; 0 if there is none, and for other kinds.
 	Limit int64
-	// Entries are every key under Prefix, in queue order: by create
-	// revision, which is their token.
-	Entries []Entry
+	// Keys are every key under Prefix, in queue order: by create revision,
+	// which is their token.
+	Keys []KeyState
 }
 
-// Entry is one key of a queue: a holder, a waiter, or a key the lock's
+// KeyState is one key of a lock: a holder, a waiter, or a key the lock's
 // rules reject.
-type Entry struct {
-	// Key is the etcd key.
-	Key string
-	// Token is the fencing token the key's hold has or will have.
-	Token fencing.Token
-	// Lease is the key's lease, 0 for none. Inspect does not read leases;
-	// ask cli.TimeToLive for what is left of one.
+type KeyState struct {
+	Key   string
+	Token fencing.Token // the fencing token the key's hold has or will have
+	// Lease is the key's lease, 0 for none. Inspect reads no leases: ask
+	// cli.TimeToLive for what is left of one.
 	Lease clientv3.LeaseID
-	// Holding says whether the lock's rules, which the entry's own acquire
-	// applies, admit the entry: it holds (or, a waiter just admitted, will
-	// hold as soon as it learns so). An entry with Err never holds.
+	// Holding says whether the lock's rules, which the key's own acquire
+	// applies, admit the key: it holds (or, a waiter just admitted, will
+	// hold as soon as it learns so). A key with Err never holds.
 	Holding bool
-	// Mode is ModeRead or ModeWrite for an RWMutex entry, "" otherwise.
-	Mode string
-	// Permits is the number of permits a Semaphore entry holds or waits
-	// for; 0 for other kinds.
-	Permits int64
-	// Holder is the holder description (WithHolder) stored in the key: its
-	// value, or the holder part of a semaphore entry's value. If the key is
-	// not a semaphore entry, it is the whole value.
+	Mode    Mode  // ModeRead or ModeWrite for an RWMutex's key, else ""
+	Permits int64 // the permits a Semaphore's key holds or waits for, else 0
+	// Holder is the holder description (WithHolder) stored in the key; all
+	// of its value if the key is not a semaphore entry.
 	Holder string
-	// Err is non-nil if the lock's rules reject the entry, which then
-	// neither holds nor waits. Under an RWMutex: a key that is neither a
-	// reader's nor a writer's (ErrForeignKey), which no RWMutex wrote.
-	// Under a Semaphore: a key that is not a semaphore entry, or one behind
-	// such a key or behind an entry of another limit, whose acquire fails
-	// with this error (matching ErrLimitMismatch).
+	// Err is non-nil if the lock's rules reject the key, which then neither
+	// holds nor waits: under an RWMutex, a key no RWMutex wrote
+	// (ErrStrayKey); under a Semaphore, a key that is not a semaphore
+	// entry, or one behind such a key or an entry of another limit, whose
+	// acquire fails with this error (matching ErrLimitMismatch).
 	Err error
 }
 
-// Waiting reports whether e waits: neither holds nor is rejected.
-func (e Entry) Waiting() bool { return !e.Holding && e.Err == nil }
+// Waiting reports whether k waits: neither holds nor is rejected.
+func (k KeyState) Waiting() bool { return !k.Holding && k.Err == nil }
 
-// Inspect reads the queues of the Mutex, RWMutex and Semaphore called name
-// and says who holds and who waits, by the rules their Lock, RLock and
-// Acquire apply. It reads in one linearizable transaction (one range per
-// queue, values included), so it blocks for one round trip to etcd, or
-// until ctx ends. It reads no leases and writes nothing.
-//
-// The result is a snapshot at Status.Revision: it may be stale the moment
-// Inspect returns, as holders unlock and waiters come and go. Use it to show
-// or monitor a lock, never in place of holding it or of checking a hold's
-// fencing token.
-//
-// Of the options only WithNamespace matters; the others are validated and
-// ignored. Inspect returns ErrNilClient, ErrInvalidName, ErrInvalidNamespace
-// or ErrInvalidOption for bad arguments, without I/O; ctx's error
-// (context.Cause) if it ends first, without I/O if it had ended before the
-// call; ErrClientClosed once the etcd client is closed; or etcd's error. It
-// is safe for concurrent use.
-func Inspect(ctx context.Context, cli *clientv3.Client, name string, options ...Option) (*Status, error) {
-	cfg, err := config.Build(cli, name, opts(options))
-	if err != nil {
-		return nil, err
+// Inspect reads, in one linearizable Txn, the Mutex, RWMutex and Semaphore
+// called name under namespace (DefaultNamespace unless they use
+// WithNamespace) and says who holds and who waits, by their own rules. The
+// Snapshot is for display and monitoring, never in place of a hold or of
+// fencing. Bad arguments return ErrNilClient, ErrInvalidName or
+// ErrInvalidNamespace without I/O.
+func Inspect(ctx context.Context, cli *clientv3.Client, namespace, name string) (*Snapshot, error) {
+	if cli == nil {
+		return nil, ErrNilClient
+	}
+	if err := errors.Join(keys.ValidateName(name), keys.ValidateNamespace(namespace)); err != nil {
+		return nil, public.Err(err)
 	}
 	if err := context.Cause(ctx); err != nil {
 		return nil, err // ended already: no read
 	}
-	kinds := []struct {
-		kind Kind
-		key  string
-	}{{KindMutex, mutexKind}, {KindRWMutex, rwKind}, {KindSemaphore, semKind}}
-	st := &Status{Name: name, Namespace: cfg.Namespace, Queues: make([]Queue, len(kinds))}
+	kinds := []Kind{KindMutex, KindRWMutex, KindSemaphore}
+	st := &Snapshot{Name: name, Namespace: namespace, Locks: make([]LockState, len(kinds))}
 	ops := make([]clientv3.Op, len(kinds))
 	for i, k := range kinds {
-		st.Queues[i] = Queue{Kind: k.kind, Prefix: keys.Prefix(cfg.Namespace, k.key, name)}
-		ops[i] = clientv3.OpGet(st.Queues[i].Prefix, clientv3.WithPrefix(),
+		st.Locks[i] = LockState{Kind: k, Prefix: KeyPrefix(namespace, k, name)}
+		ops[i] = clientv3.OpGet(st.Locks[i].Prefix, clientv3.WithPrefix(),
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	}
 	resp, err := cli.Txn(ctx).Then(ops...).Commit()
@@ -162,21 +141,21 @@ func Inspect(ctx context.Context, cli *clientv3.Client, name string, options ...
 		if cli.Ctx().Err() != nil {
 			return nil, ErrClientClosed // not the context.Canceled clientv3 reports
 		}
-		return nil, fmt.Errorf("etcdlock: reading the queues of %q: %w", name, err)
+		return nil, fmt.Errorf("lock: reading the keys of %q: %w", name, err)
 	}
 	st.Revision = resp.Header.Revision
-	for i := range st.Queues {
-		st.Queues[i].judge(name, resp.Responses[i].GetResponseRange().Kvs)
+	for i := range st.Locks {
+		st.Locks[i].judge(name, resp.Responses[i].GetResponseRange().Kvs)
 	}
 	return st, nil
 }
 
-// judge fills q.Entries from kvs, the keys under q.Prefix, each judged by
+// judge fills l.Keys from kvs, the keys under l.Prefix, each judged by
 // the rule its acquire applies.
-func (q *Queue) judge(name string, kvs []*mvccpb.KeyValue) {
-	q.Entries = make([]Entry, 0, len(kvs))
+func (l *LockState) judge(name string, kvs []*mvccpb.KeyValue) {
+	l.Keys = make([]KeyState, 0, len(kvs))
 	for _, kv := range kvs {
-		e := Entry{
+		e := KeyState{
 			Key:    string(kv.Key),
 			Token:  fencing.Token{Key: string(kv.Key), Revision: kv.CreateRevision},
 			Lease:  clientv3.LeaseID(kv.Lease),
@@ -187,38 +166,38 @@ func (q *Queue) judge(name string, kvs []*mvccpb.KeyValue) {
 			rule   queue.Rule
 			prefix string // of the queue the acquire used
 		)
-		switch q.Kind {
+		switch l.Kind {
 		case KindMutex:
-			rule, prefix = queue.Exclusive{}, q.Prefix
+			rule, prefix = queue.Exclusive{}, l.Prefix
 		case KindRWMutex:
-			rp, rr := rwReader(q.Prefix)
-			wp, wr := rwWriter(q.Prefix)
+			rp, rr := rwReader(l.Prefix)
+			wp, wr := rwWriter(l.Prefix)
 			switch {
 			case strings.HasPrefix(e.Key, rp):
 				e.Mode, rule, prefix = ModeRead, rr, rp
 			case strings.HasPrefix(e.Key, wp):
 				e.Mode, rule, prefix = ModeWrite, wr, wp
 			default:
-				e.Err = fmt.Errorf("%w: %s is neither a reader's nor a writer's key of reader-writer lock %q", ErrForeignKey, e.Key, name)
+				e.Err = fmt.Errorf("%w: %s is neither a reader's nor a writer's key of reader-writer lock %q", ErrStrayKey, e.Key, name)
 			}
 		case KindSemaphore:
-			k, limit, holder, ok := ParseSemaphoreValue(kv.Value)
+			k, limit, holder, ok := parseSemValue(kv.Value)
 			if !ok {
 				e.Err = notSemEntry(name, kv)
 				break
 			}
-			if q.Limit == 0 {
-				q.Limit = limit
+			if l.Limit == 0 {
+				l.Limit = limit
 			}
 			e.Permits, e.Holder = k, holder
 			self.Weight = k
-			rule, prefix = semRule{k: k, limit: limit, name: name}, q.Prefix
+			rule, prefix = semRule{limit: limit, name: name}, l.Prefix
 		}
 		if rule != nil {
-			v := judge(rule, prefix, q.Prefix, self, kvs)
+			v := judge(rule, prefix, l.Prefix, self, kvs)
 			e.Holding, e.Err = v.Admitted && v.Err == nil, v.Err
 		}
-		q.Entries = append(q.Entries, e)
+		l.Keys = append(l.Keys, e)
 	}
 }
 

@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,48 +12,48 @@ import (
 
 // inspect runs lock.Inspect on e's namespace and returns the queue of kind,
 // checking what every Status must satisfy.
-func (e *env) inspect(name string, kind lock.Kind) *lock.Queue {
+func (e *env) inspect(name string, kind lock.Kind) *lock.LockState {
 	e.t.Helper()
-	st, err := lock.Inspect(ctxT(e.t, 10*time.Second), e.cli, name, lock.WithNamespace(e.ns))
+	st, err := lock.Inspect(ctxT(e.t, 10*time.Second), e.cli, e.ns, name)
 	if err != nil {
 		e.t.Fatalf("Inspect: %v", err)
 	}
-	if st.Name != name || st.Namespace != e.ns || st.Revision <= 0 || len(st.Queues) != 3 ||
-		st.Queues[0].Kind != lock.KindMutex || st.Queues[1].Kind != lock.KindRWMutex || st.Queues[2].Kind != lock.KindSemaphore {
+	if st.Name != name || st.Namespace != e.ns || st.Revision <= 0 || len(st.Locks) != 3 ||
+		st.Locks[0].Kind != lock.KindMutex || st.Locks[1].Kind != lock.KindRWMutex || st.Locks[2].Kind != lock.KindSemaphore {
 		e.t.Fatalf("Inspect = %+v", st)
 	}
-	for _, q := range st.Queues {
+	for _, q := range st.Locks {
 		last := int64(0)
-		for i, en := range q.Entries {
+		for i, en := range q.Keys {
 			if en.Token.Revision <= last || en.Token.Key != en.Key || en.Token.Revision > st.Revision {
 				e.t.Errorf("%s entry %d = %+v: want a token above %d, at most %d, of its key", q.Kind, i, en, last, st.Revision)
 			}
 			last = en.Token.Revision
 		}
 	}
-	return st.Queue(kind)
+	return st.Lock(kind)
 }
 
 // shape is what a test expects of one entry.
 type shape struct {
 	holding bool
-	mode    string
+	mode    lock.Mode
 	permits int64
 	holder  string // "" for any
 }
 
 // checkQueue fails t unless q's entries, in order, have the given shapes,
 // have no Err, and are under prefix.
-func checkQueue(t *testing.T, q *lock.Queue, prefix string, want ...shape) {
+func checkQueue(t *testing.T, q *lock.LockState, prefix string, want ...shape) {
 	t.Helper()
 	if q.Prefix != prefix {
 		t.Errorf("%s prefix = %q, want %q", q.Kind, q.Prefix, prefix)
 	}
-	if len(q.Entries) != len(want) {
-		t.Fatalf("%s: %d entries, want %d: %+v", q.Kind, len(q.Entries), len(want), q.Entries)
+	if len(q.Keys) != len(want) {
+		t.Fatalf("%s: %d entries, want %d: %+v", q.Kind, len(q.Keys), len(want), q.Keys)
 	}
 	for i, w := range want {
-		en := q.Entries[i]
+		en := q.Keys[i]
 		got := shape{en.Holding, en.Mode, en.Permits, en.Holder}
 		if w.holder == "" {
 			got.holder = ""
@@ -82,8 +83,8 @@ func TestInspectMutex(t *testing.T) {
 
 	q := e.inspect("insp", lock.KindMutex)
 	checkQueue(t, q, prefix, shape{true, "", 0, "a"}, shape{false, "", 0, "b"}, shape{false, "", 0, "c"})
-	if q.Entries[0].Token != ha.Token() || q.Entries[0].Lease != ha.Lease() {
-		t.Errorf("holder = %+v, want token %v and lease %x", q.Entries[0], ha.Token(), ha.Lease())
+	if q.Keys[0].Token != ha.Token() || q.Keys[0].Lease != ha.Lease() {
+		t.Errorf("holder = %+v, want token %v and lease %x", q.Keys[0], ha.Token(), ha.Lease())
 	}
 	if q.Limit != 0 {
 		t.Errorf("mutex limit = %d", q.Limit)
@@ -113,8 +114,8 @@ func TestInspectRWMutex(t *testing.T) {
 	checkQueue(t, q, prefix,
 		shape{true, lock.ModeRead, 0, ""}, shape{true, lock.ModeRead, 0, ""},
 		shape{false, lock.ModeWrite, 0, ""}, shape{false, lock.ModeRead, 0, ""})
-	if q.Entries[0].Token != r1.Token() || q.Entries[1].Token != r2.Token() {
-		t.Errorf("readers %v, %v; Inspect shows %v, %v", r1.Token(), r2.Token(), q.Entries[0].Token, q.Entries[1].Token)
+	if q.Keys[0].Token != r1.Token() || q.Keys[1].Token != r2.Token() {
+		t.Errorf("readers %v, %v; Inspect shows %v, %v", r1.Token(), r2.Token(), q.Keys[0].Token, q.Keys[1].Token)
 	}
 
 	mustUnlock(t, r1)
@@ -170,9 +171,9 @@ func TestInspectForeignKeys(t *testing.T) {
 	}
 	r := mustRLock(t, m)
 	q := e.inspect("insp", lock.KindRWMutex)
-	if len(q.Entries) != 2 || !errors.Is(q.Entries[0].Err, lock.ErrForeignKey) || q.Entries[0].Holding || q.Entries[0].Waiting() ||
-		q.Entries[0].Key != stray || q.Entries[1].Err != nil || !q.Entries[1].Holding || q.Entries[1].Mode != lock.ModeRead {
-		t.Errorf("RW entries behind a stray key = %+v", q.Entries)
+	if len(q.Keys) != 2 || !errors.Is(q.Keys[0].Err, lock.ErrStrayKey) || q.Keys[0].Holding || q.Keys[0].Waiting() ||
+		q.Keys[0].Key != stray || q.Keys[1].Err != nil || !q.Keys[1].Holding || q.Keys[1].Mode != lock.ModeRead {
+		t.Errorf("RW entries behind a stray key = %+v", q.Keys)
 	}
 	mustUnlock(t, r)
 
@@ -188,11 +189,11 @@ func TestInspectForeignKeys(t *testing.T) {
 	}
 	q = e.inspect("insp", lock.KindSemaphore)
 	var lm *lock.LimitMismatchError
-	if len(q.Entries) != 3 || q.Limit != 3 || !q.Entries[0].Holding || q.Entries[0].Err != nil ||
-		!errors.As(q.Entries[1].Err, &lm) || lm.Limit != 5 || lm.Stored != 3 || lm.Key != h.Token().Key ||
-		q.Entries[1].Holding || q.Entries[1].Permits != 1 || q.Entries[1].Holder != "elsewhere" ||
-		!errors.Is(q.Entries[2].Err, lock.ErrLimitMismatch) || q.Entries[2].Holding || q.Entries[2].Holder != "hello" {
-		t.Errorf("semaphore entries with foreign keys = %+v", q.Entries)
+	if len(q.Keys) != 3 || q.Limit != 3 || !q.Keys[0].Holding || q.Keys[0].Err != nil ||
+		!errors.As(q.Keys[1].Err, &lm) || lm.Limit != 5 || lm.Stored != 3 || lm.Key != h.Token().Key ||
+		q.Keys[1].Holding || q.Keys[1].Permits != 1 || q.Keys[1].Holder != "elsewhere" ||
+		!errors.Is(q.Keys[2].Err, lock.ErrLimitMismatch) || q.Keys[2].Holding || q.Keys[2].Holder != "hello" {
+		t.Errorf("semaphore entries with foreign keys = %+v", q.Keys)
 	}
 	for _, k := range []string{stray, other, junk} {
 		if _, err := e.cli.Delete(ctx, k); err != nil {
@@ -205,16 +206,22 @@ func TestInspectForeignKeys(t *testing.T) {
 func TestInspectBadInput(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
-	ns := lock.WithNamespace(e.ns)
+	ns := e.ns
 	for _, tc := range []struct {
 		what string
 		err  error
-		run  func() (*lock.Status, error)
+		run  func() (*lock.Snapshot, error)
 	}{
-		{"nil client", lock.ErrNilClient, func() (*lock.Status, error) { return lock.Inspect(ctx, nil, "x", ns) }},
-		{"empty name", lock.ErrInvalidName, func() (*lock.Status, error) { return lock.Inspect(ctx, e.cli, "", ns) }},
-		{"bad namespace", lock.ErrInvalidNamespace, func() (*lock.Status, error) { return lock.Inspect(ctx, e.cli, "x", lock.WithNamespace("\xff")) }},
-		{"bad option", lock.ErrInvalidOption, func() (*lock.Status, error) { return lock.Inspect(ctx, e.cli, "x", ns, lock.WithTTL(time.Millisecond)) }},
+		{"nil client", lock.ErrNilClient, func() (*lock.Snapshot, error) { return lock.Inspect(ctx, nil, ns, "x") }},
+		{"empty name", lock.ErrInvalidName, func() (*lock.Snapshot, error) { return lock.Inspect(ctx, e.cli, ns, "") }},
+		{"name over max", lock.ErrInvalidName, func() (*lock.Snapshot, error) {
+			return lock.Inspect(ctx, e.cli, ns, strings.Repeat("n", lock.MaxNameLen+1))
+		}},
+		{"name not utf8", lock.ErrInvalidName, func() (*lock.Snapshot, error) { return lock.Inspect(ctx, e.cli, ns, "a\xffb") }},
+		{"bad namespace", lock.ErrInvalidNamespace, func() (*lock.Snapshot, error) { return lock.Inspect(ctx, e.cli, "\xff", "x") }},
+		{"namespace over max", lock.ErrInvalidNamespace, func() (*lock.Snapshot, error) {
+			return lock.Inspect(ctx, e.cli, strings.Repeat("n", lock.MaxNamespaceLen+1), "x")
+		}},
 	} {
 		if st, err := tc.run(); !errors.Is(err, tc.err) || st != nil {
 			t.Errorf("Inspect with %s = %v, %v; want %v", tc.what, st, err, tc.err)
@@ -224,7 +231,7 @@ func TestInspectBadInput(t *testing.T) {
 	cause := errors.New("gave up")
 	cctx, cancel := context.WithCancelCause(context.Background())
 	cancel(cause)
-	if st, err := lock.Inspect(cctx, e.cli, "x", ns); !errors.Is(err, cause) || st != nil {
+	if st, err := lock.Inspect(cctx, e.cli, ns, "x"); !errors.Is(err, cause) || st != nil {
 		t.Errorf("Inspect with an ended context = %v, %v; want its cause", st, err)
 	}
 
@@ -232,16 +239,16 @@ func TestInspectBadInput(t *testing.T) {
 	m := e.mutex(e.cli, "a/b")
 	rw := e.rwmutex(e.cli, "a/b")
 	s := e.semaphore(e.cli, "a/b", 1)
-	st, err := lock.Inspect(ctx, e.cli, "a/b", ns)
+	st, err := lock.Inspect(ctx, e.cli, ns, "a/b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, prefix := range []string{m.Prefix(), rw.Prefix(), s.Prefix()} {
-		if q := st.Queues[i]; q.Prefix != prefix || len(q.Entries) != 0 || q.Limit != 0 {
+		if q := st.Locks[i]; q.Prefix != prefix || len(q.Keys) != 0 || q.Limit != 0 {
 			t.Errorf("queue %d of an unused name = %+v, want no entries under %s", i, q, prefix)
 		}
 	}
-	if st.Queue("election") != nil {
+	if st.Lock("election") != nil {
 		t.Error("Queue of an unknown kind is not nil")
 	}
 }

@@ -20,54 +20,41 @@ type Mutex struct {
 	name string
 }
 
-// NewMutex returns the mutex called name on cli. It does no I/O. It returns
-// ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
-// bad arguments.
+// NewMutex returns the mutex called name on cli. It does no I/O.
 func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, error) {
-	p, err := queue.NewPrimitive(cli, mutexKind, name, queue.Exclusive{}, false, opts(options))
+	p, err := queue.NewPrimitive(cli, string(KindMutex), name, queue.Exclusive{}, queue.KeyWatches, opts(options), public)
 	if err != nil {
 		return nil, err
 	}
 	return &Mutex{p: p, name: name}, nil
 }
 
-// Lock blocks until the lock is held and returns the hold. Uncontended, it
-// costs one round trip to etcd (plus a lease grant the first time). After a
-// Lock that found the lock free, the next first sends a smaller request
-// that only takes a free lock; if the lock is held by then, one more round
-// trip enqueues it (while the holder holds).
-//
-// If ctx ends first, Lock removes its waiting key (on a bounded context of
-// its own) and returns ctx's error (context.Cause). It returns
-// ErrSessionExpired if the lease ends while waiting, ErrDeleted if another
-// client deleted the waiting key, ErrClosed after or during Close,
-// ErrClientClosed once the etcd client is closed, ErrInvalidOption if the safety margin does not fit the TTL the server
-// granted (or the passed session's TTL), or etcd's error.
+// Lock blocks until the lock is held, and returns the hold; its errors are
+// an acquire's (see the package doc). Uncontended it costs one round trip
+// (plus a lease grant the first time); after a Lock that found the lock
+// free, one more when the lock is held by then.
 func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
-	h, err := m.p.Acquire(ctx, "", false)
+	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Wait})
 	if err != nil {
 		return nil, err
 	}
 	return &Hold{h}, nil
 }
 
-// TryLock takes the lock if nobody holds it or waits for it, in one round
-// trip, and returns ErrLocked at once otherwise, leaving no key behind. Its
-// other errors are Lock's.
+// TryLock takes the lock if nobody holds or waits for it, in one round
+// trip, and returns ErrLocked at once otherwise.
 func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
-	h, err := m.p.Acquire(ctx, "", true)
+	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Try})
 	if err != nil {
 		return nil, err
 	}
 	return &Hold{h}, nil
 }
 
-// Do locks, runs fn with a context that is cancelled when the hold is lost
-// (or ctx ends) and the hold's fencing token, then unlocks. It returns fn's
-// error joined with Unlock's, or Lock's error if fn never ran. If the hold
-// was lost while fn ran, the error matches ErrLost even when fn returned
-// nil. Unlock runs on a context of its own, bounded by 5 s, even after ctx
-// has ended, and Do waits for it.
+// Do locks, runs fn with the hold's token and a context cancelled when the
+// hold is lost (or ctx ends), then unlocks on a context of its own bounded
+// by 5 s. It returns Lock's error, or fn's joined with Unlock's, matching
+// ErrLost if the hold was lost while fn ran.
 func (m *Mutex) Do(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.Lock(ctx)
 	if err != nil {
@@ -82,12 +69,6 @@ func (m *Mutex) Name() string { return m.name }
 // Prefix returns the etcd key prefix of the mutex's queue.
 func (m *Mutex) Prefix() string { return m.p.Q.Prefix }
 
-// Close ends waits in progress (they return ErrClosed), unlocks every hold
-// still held through this Mutex, and revokes the lease the Mutex granted, if
-// any (a session given with WithSession stays open). The holds are unlocked
-// together, on one context bounded by 5 s, then the revoke gets up to 5 s of
-// its own (a grant that lands during Close adds one more bounded release),
-// so Close does not hang when etcd does not answer. Later calls to Lock and
-// TryLock return ErrClosed. Close is idempotent: a Close called while
-// another runs waits for it and returns nil.
+// Close ends the Mutex's waits, unlocks its holds and revokes its own
+// lease, each bounded in time (see the package doc).
 func (m *Mutex) Close() error { return m.p.Close() }

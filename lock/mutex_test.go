@@ -510,7 +510,7 @@ func TestBadInput(t *testing.T) {
 		{"session and ttl", e.cli, "x", []lock.Option{lock.WithSession(s), lock.WithTTL(2 * time.Second)}, lock.ErrInvalidOption},
 		{"nil session", e.cli, "x", []lock.Option{lock.WithSession(nil)}, lock.ErrInvalidOption},
 		{"long holder", e.cli, "x", []lock.Option{lock.WithHolder(strings.Repeat("h", 5000))}, lock.ErrInvalidOption},
-		{"zero option", e.cli, "x", []lock.Option{{}}, lock.ErrInvalidOption},
+		{"zero option", e.cli, "x", []lock.Option{nil}, lock.ErrInvalidOption},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

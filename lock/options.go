@@ -9,14 +9,21 @@ import (
 	"github.com/etcdlock/etcdlock/internal/config"
 )
 
-// Option configures a Mutex, RWMutex or Semaphore. Invalid values are
-// reported by the constructor as ErrInvalidOption or ErrInvalidNamespace.
-type Option struct{ o config.Option }
+// Option configures a Mutex, RWMutex or Semaphore: one of the With
+// functions below. The constructor reports an invalid value (or a nil
+// Option) as ErrInvalidOption or ErrInvalidNamespace.
+type Option interface{ config() config.Option }
+
+type option config.Option
+
+func (o option) config() config.Option { return config.Option(o) }
 
 func opts(os []Option) []config.Option {
 	out := make([]config.Option, len(os))
 	for i, o := range os {
-		out[i] = o.o
+		if o != nil { // else nil, which the constructor refuses
+			out[i] = o.config()
+		}
 	}
 	return out
 }
@@ -27,30 +34,30 @@ func opts(os []Option) []config.Option {
 // later acquires fail with ErrSessionExpired. Optional: by default the lock
 // grants its own lease of WithTTL's TTL when first needed, replaces it if it
 // expires, and revokes it at Close. Cannot be combined with WithTTL.
-func WithSession(s *concurrency.Session) Option { return Option{config.Session(s)} }
+func WithSession(s *concurrency.Session) Option { return option(config.Session(s)) }
 
 // WithTTL sets the TTL of the lease the lock grants itself: at least 1s and
 // a whole number of seconds (etcd counts lease TTLs in seconds). The server
 // may grant more (its minimum TTL). A holder that stops renewing for longer
 // loses the lock. Optional, defaults to DefaultTTL (10s).
-func WithTTL(ttl time.Duration) Option { return Option{config.TTL(ttl)} }
+func WithTTL(ttl time.Duration) Option { return option(config.TTL(ttl)) }
 
 // WithSafetyMargin sets how long before the server could expire the lease
 // a hold is presumed lost: the hold's deadline is the send time of the last
 // acknowledged renewal plus the TTL minus this margin. It must be positive
 // and less than half the TTL. Optional, defaults to a fifth of the granted TTL.
-func WithSafetyMargin(d time.Duration) Option { return Option{config.Margin(d)} }
+func WithSafetyMargin(d time.Duration) Option { return option(config.Margin(d)) }
 
 // WithNamespace sets the prefix of every key, e.g. "myapp/locks/". Optional,
 // defaults to DefaultNamespace ("etcdlock/"). A client wrapped by etcd's
 // namespace package works too, its prefix coming first, provided its KV,
 // Watcher and Lease are all wrapped.
-func WithNamespace(ns string) Option { return Option{config.Namespace(ns)} }
+func WithNamespace(ns string) Option { return option(config.Namespace(ns)) }
 
 // WithLogger logs state changes (acquired, lost, released) to lg. Optional,
 // defaults to no logging.
-func WithLogger(lg *zap.Logger) Option { return Option{config.Logger(lg)} }
+func WithLogger(lg *zap.Logger) Option { return option(config.Logger(lg)) }
 
 // WithHolder sets the value stored in each of the lock's keys, which status
 // tools show; at most 4096 bytes. Optional, defaults to "hostname:pid".
-func WithHolder(desc string) Option { return Option{config.Value(desc)} }
+func WithHolder(desc string) Option { return option(config.Value(desc)) }

@@ -2,7 +2,6 @@ package lock
 
 import (
 	"context"
-	"sync"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,8 +47,8 @@ import (
 //   - accepts a read iff its token is at least the highest writer token
 //     seen (so a stale reader is refused after a newer writer acted).
 //
-// RWFence implements exactly this for a resource in the same process as the
-// check. Inside etcd, fence with fencing.Commit, which holds only while the
+// fencing.RWFence implements exactly this for a resource in the same
+// process as the check. Inside etcd, fence with fencing.Commit, which holds only while the
 // hold's key is current, for reads as well as writes.
 //
 // The lock is not reentrant: a hold of either kind followed by Lock on the
@@ -85,12 +84,11 @@ type RWMutex struct {
 	writer queue.Queue // keys under prefix+"w/"
 }
 
-// NewRWMutex returns the reader-writer lock called name on cli. Its keys are
-// under Prefix(): readers' under Prefix()+"r/", writers' under
-// Prefix()+"w/". It does no I/O. It returns ErrNilClient, ErrInvalidName,
-// ErrInvalidNamespace or ErrInvalidOption for bad arguments.
+// NewRWMutex returns the reader-writer lock called name on cli, its
+// readers' keys under Prefix()+"r/", its writers' under Prefix()+"w/". It
+// does no I/O.
 func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex, error) {
-	p, err := queue.NewPrimitive(cli, rwKind, name, writerRule{}, true, opts(options))
+	p, err := queue.NewPrimitive(cli, string(KindRWMutex), name, nil, queue.SharedWatch, opts(options), public)
 	if err != nil {
 		return nil, err
 	}
@@ -100,59 +98,44 @@ func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex,
 	m.writer.Prefix, m.writer.Rule = rwWriter(base)
 	m.reader.OwnHint() // a reader let in beside readers says nothing of writers' chances
 	m.writer.OwnHint()
-	p.Q = m.writer // so that p.Acquire, if ever used, is a write lock
 	return m, nil
 }
 
-// RLock blocks until a read hold is granted: when no writer queued before
-// this call still holds or waits. Uncontended, it costs one round trip to
-// etcd (plus a lease grant the first time).
-//
-// If ctx ends first, RLock removes its waiting key (on a bounded context of
-// its own) and returns ctx's error (context.Cause). It returns
-// ErrSessionExpired if the lease ends while waiting, ErrDeleted if another
-// client deleted the waiting key, ErrClosed after or during Close,
-// ErrClientClosed once the etcd client is closed, ErrInvalidOption if the safety margin does not fit the TTL the server
-// granted (or the passed session's TTL), or etcd's error.
+// RLock blocks until a read hold is granted, when no writer queued before
+// it still holds or waits; its errors are an acquire's (see the package
+// doc). Uncontended it costs one round trip.
 func (m *RWMutex) RLock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.reader, false)
+	return m.acquire(ctx, &m.reader, queue.Wait)
 }
 
-// Lock blocks until a write hold is granted: when every reader and writer
-// queued before this call has unlocked, given up or lost its hold. Its cost
-// and errors are RLock's.
-func (m *RWMutex) Lock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.writer, false)
-}
-
-// TryRLock takes a read hold if no writer holds or waits, in one round trip,
-// and returns ErrLocked at once otherwise, leaving no key behind. Its other
+// Lock blocks until a write hold is granted, when every reader and writer
+// queued before it has unlocked, given up or lost its hold. Its cost and
 // errors are RLock's.
+func (m *RWMutex) Lock(ctx context.Context) (*Hold, error) {
+	return m.acquire(ctx, &m.writer, queue.Wait)
+}
+
+// TryRLock takes a read hold if no writer holds or waits, in one round
+// trip, and returns ErrLocked at once otherwise.
 func (m *RWMutex) TryRLock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.reader, true)
+	return m.acquire(ctx, &m.reader, queue.Try)
 }
 
 // TryLock takes a write hold if nobody holds or waits, in one round trip,
-// and returns ErrLocked at once otherwise, leaving no key behind. Its other
-// errors are RLock's.
+// and returns ErrLocked at once otherwise.
 func (m *RWMutex) TryLock(ctx context.Context) (*Hold, error) {
-	return m.acquire(ctx, &m.writer, true)
+	return m.acquire(ctx, &m.writer, queue.Try)
 }
 
-func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, try bool) (*Hold, error) {
-	h, err := m.p.AcquireWith(ctx, q, "", try)
+func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, mode queue.Mode) (*Hold, error) {
+	h, err := m.p.Acquire(ctx, q, queue.Request{Mode: mode})
 	if err != nil {
 		return nil, err
 	}
 	return &Hold{h}, nil
 }
 
-// RDo takes a read hold, runs fn with a context that is cancelled when the
-// hold is lost (or ctx ends) and the hold's fencing token, then unlocks. It
-// returns fn's error joined with Unlock's, or RLock's error if fn never ran.
-// If the hold was lost while fn ran, the error matches ErrLost even when fn
-// returned nil. Unlock runs on a context of its own, bounded by 5 s even
-// after ctx has ended, and RDo waits for it.
+// RDo is Mutex.Do with a read hold.
 func (m *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.RLock(ctx)
 	if err != nil {
@@ -161,7 +144,7 @@ func (m *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context, token fe
 	return h.run(ctx, fn)
 }
 
-// Do is RDo with a write hold, and waits for its Unlock in the same way.
+// Do is Mutex.Do with a write hold.
 func (m *RWMutex) Do(ctx context.Context, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := m.Lock(ctx)
 	if err != nil {
@@ -177,15 +160,8 @@ func (m *RWMutex) Name() string { return m.name }
 // reader and writer key.
 func (m *RWMutex) Prefix() string { return m.prefix }
 
-// Close ends waits in progress (they return ErrClosed), unlocks every hold
-// still held through this RWMutex, and revokes the lease the RWMutex
-// granted, if any (a session given with WithSession stays open). The holds
-// are unlocked together, on one context bounded by 5 s, then the revoke gets
-// up to 5 s of its own (a grant that lands during Close adds one more
-// bounded release), so Close does not hang when etcd does not answer. Later
-// calls to RLock, Lock, TryRLock and TryLock return ErrClosed. Close is
-// idempotent: a Close called while another runs waits for it and returns
-// nil.
+// Close ends the RWMutex's waits, unlocks its holds and revokes its own
+// lease, each bounded in time (see the package doc).
 func (m *RWMutex) Close() error { return m.p.Close() }
 
 // rwReader returns the key prefix and the rule of the readers of the lock
@@ -240,70 +216,3 @@ func (writerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdi
 }
 
 func (r writerRule) TryIf(string) []clientv3.Cmp { return queue.Exclusive{}.TryIf(r.base) }
-
-// RWFence is the fence of a resource guarded by an RWMutex: it admits the
-// accesses of current holders and refuses those of stale ones, by the rule
-// in RWMutex's doc. For each resource it keeps the highest token revision
-// admitted from anyone and the highest admitted from a writer.
-//
-// Admit every access, reads as well as writes, atomically with the access:
-// call AdmitWrite while holding the resource's own exclusive lock for the
-// write, and AdmitRead while holding at least its shared lock for the read,
-// so that no admitted write can slip between a read's admission and the
-// read.
-//
-// The zero RWFence is empty and ready to use. An RWFence is safe for
-// concurrent use and never blocks on I/O. It forgets nothing.
-type RWFence struct {
-	mu sync.Mutex
-	m  map[string]rwMarks
-}
-
-type rwMarks struct{ all, write int64 }
-
-// AdmitWrite accepts t, a write hold's token, for resource if it is at least
-// every token admitted so far for resource, and records it. Otherwise it
-// returns a *fencing.StaleError matching fencing.ErrStale. A token with no
-// revision (the zero Token, or one not from a grant) is always refused.
-func (f *RWFence) AdmitWrite(resource string, t fencing.Token) error {
-	return f.admit(resource, t, true)
-}
-
-// AdmitRead accepts t, a read hold's token, for resource if it is at least
-// every write token admitted so far for resource, and records it. Otherwise
-// it returns a *fencing.StaleError matching fencing.ErrStale. A token with
-// no revision (the zero Token, or one not from a grant) is always refused.
-func (f *RWFence) AdmitRead(resource string, t fencing.Token) error {
-	return f.admit(resource, t, false)
-}
-
-func (f *RWFence) admit(resource string, t fencing.Token, write bool) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	h := f.m[resource]
-	floor := h.write
-	if write {
-		floor = h.all
-	}
-	if t.Revision <= 0 || t.Revision < floor { // no grant has a revision <= 0
-		return &fencing.StaleError{Resource: resource, Token: t, Highest: floor}
-	}
-	if f.m == nil {
-		f.m = make(map[string]rwMarks)
-	}
-	h.all = max(h.all, t.Revision)
-	if write {
-		h.write = t.Revision
-	}
-	f.m[resource] = h
-	return nil
-}
-
-// Highest returns the highest token revision admitted for resource from
-// anyone, and from a writer; zero for none.
-func (f *RWFence) Highest(resource string) (all, write int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	h := f.m[resource]
-	return h.all, h.write
-}

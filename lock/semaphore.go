@@ -23,12 +23,12 @@ const MaxSemaphoreLimit int64 = 1 << 32
 var (
 	// ErrInvalidPermits is returned by Acquire and TryAcquire for a number
 	// of permits below 1 or above the semaphore's limit, without any I/O.
-	ErrInvalidPermits = errors.New("etcdlock: invalid number of permits")
+	ErrInvalidPermits = errors.New("lock: invalid number of permits")
 	// ErrLimitMismatch is matched by the error of an Acquire or TryAcquire
 	// that found a holder or waiter ahead of it that opened the semaphore
 	// with a different limit (a *LimitMismatchError), or a key under the
 	// semaphore's prefix that is not a semaphore entry at all.
-	ErrLimitMismatch = errors.New("etcdlock: semaphore limit mismatch")
+	ErrLimitMismatch = errors.New("lock: semaphore limit mismatch")
 )
 
 // LimitMismatchError reports that a holder or waiter of the semaphore opened
@@ -42,7 +42,7 @@ type LimitMismatchError struct {
 
 // Error names the semaphore, both limits and the key that stores the other.
 func (e *LimitMismatchError) Error() string {
-	return fmt.Sprintf("etcdlock: semaphore %q opened with limit %d, but %s holds or waits with limit %d",
+	return fmt.Sprintf("lock: semaphore %q opened with limit %d, but %s holds or waits with limit %d",
 		e.Name, e.Limit, e.Key, e.Stored)
 }
 
@@ -90,70 +90,47 @@ type Semaphore struct {
 }
 
 // NewSemaphore returns the semaphore called name on cli, with limit permits
-// (1 <= limit <= MaxSemaphoreLimit). It does no I/O: a different limit
-// stored with the semaphore is reported by Acquire. It returns
-// ErrNilClient, ErrInvalidName, ErrInvalidNamespace or ErrInvalidOption for
-// bad arguments, a bad limit included.
+// (1 <= limit <= MaxSemaphoreLimit, else ErrInvalidOption). It does no I/O:
+// Acquire reports a different limit stored with the semaphore.
 func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Option) (*Semaphore, error) {
 	if limit < 1 || limit > MaxSemaphoreLimit {
 		return nil, fmt.Errorf("%w: semaphore limit %d is not in [1, %d]", ErrInvalidOption, limit, MaxSemaphoreLimit)
 	}
-	p, err := queue.NewPrimitive(cli, semKind, name, semRule{k: 1, limit: limit, name: name}, true, opts(options))
+	p, err := queue.NewPrimitive(cli, string(KindSemaphore), name, semRule{limit: limit, name: name}, queue.SharedWatch, opts(options), public)
 	if err != nil {
 		return nil, err
 	}
 	return &Semaphore{p: p, name: name, limit: limit}, nil
 }
 
-// Acquire blocks until k permits are granted, 1 <= k <= Limit(), and
-// returns the hold of all k; Unlock releases them together. A request is
-// granted when the permits of every holder and waiter ahead of it, plus k,
-// fit in the limit. Uncontended, it costs one round trip to etcd (plus a
-// lease grant the first time).
-//
-// It returns ErrInvalidPermits for a bad k, without I/O, and an error
-// matching ErrLimitMismatch when a holder or waiter ahead opened the
-// semaphore with a different limit. If ctx ends first, Acquire removes its
-// waiting key (on a bounded context of its own) and returns ctx's error
-// (context.Cause). It returns ErrSessionExpired if the lease ends while
-// waiting, ErrDeleted if another client deleted the waiting key, ErrClosed
-// after or during Close, ErrClientClosed once the etcd client is closed,
-// ErrInvalidOption if the safety margin does not fit
-// the lease's TTL, or etcd's error. On every error its key is removed
-// (if etcd cannot be reached, after the lease's next renewal, or with the
-// lease).
+// Acquire blocks until k permits are granted, when the permits of every
+// holder and waiter ahead plus k fit in the limit, and returns the hold of
+// all k. Besides an acquire's errors (see the package doc) it returns
+// ErrInvalidPermits unless 1 <= k <= Limit(), without I/O, and one matching
+// ErrLimitMismatch when a key ahead has another limit.
 func (s *Semaphore) Acquire(ctx context.Context, k int64) (*Hold, error) {
-	return s.acquire(ctx, k, false)
+	return s.acquire(ctx, k, queue.Wait)
 }
 
 // TryAcquire takes k permits if they fit beside the holders now and no
-// waiter is ahead, and returns ErrLocked at once otherwise, leaving no key
-// behind. It costs one
-// round trip when granted and two when refused (it enqueues, judges, and
-// removes its key). Its other errors are Acquire's.
+// waiter is ahead, and returns ErrLocked at once otherwise. It costs one
+// round trip when granted, two when refused (enqueue, then removal).
 func (s *Semaphore) TryAcquire(ctx context.Context, k int64) (*Hold, error) {
-	return s.acquire(ctx, k, true)
+	return s.acquire(ctx, k, queue.Try)
 }
 
-func (s *Semaphore) acquire(ctx context.Context, k int64, try bool) (*Hold, error) {
+func (s *Semaphore) acquire(ctx context.Context, k int64, mode queue.Mode) (*Hold, error) {
 	if k < 1 || k > s.limit {
 		return nil, fmt.Errorf("%w: %d permits of semaphore %q with limit %d", ErrInvalidPermits, k, s.name, s.limit)
 	}
-	q := s.p.Q // one queue per call: the rule knows this call's k
-	q.Rule = semRule{k: k, limit: s.limit, name: s.name}
-	h, err := s.p.AcquireWith(ctx, &q, semValue(k, s.limit, s.p.Value), try)
+	h, err := s.p.Acquire(ctx, &s.p.Q, queue.Request{Value: semValue(k, s.limit, s.p.Value), Weight: k, Mode: mode})
 	if err != nil {
 		return nil, err
 	}
 	return &Hold{h}, nil
 }
 
-// Do acquires k permits, runs fn with a context that is cancelled when the
-// hold is lost (or ctx ends) and the hold's fencing token, then releases
-// them. It returns fn's error joined with Unlock's, or Acquire's error if fn
-// never ran. If the hold was lost while fn ran, the error matches ErrLost
-// even when fn returned nil. Unlock runs on a context of its own, bounded by
-// 5 s, even after ctx has ended, and Do waits for it.
+// Do is Mutex.Do with k permits.
 func (s *Semaphore) Do(ctx context.Context, k int64, fn func(ctx context.Context, token fencing.Token) error) error {
 	h, err := s.Acquire(ctx, k)
 	if err != nil {
@@ -171,14 +148,8 @@ func (s *Semaphore) Name() string { return s.name }
 // Prefix returns the etcd key prefix of the semaphore's queue.
 func (s *Semaphore) Prefix() string { return s.p.Q.Prefix }
 
-// Close ends waits in progress (they return ErrClosed), releases every hold
-// still held through this Semaphore, and revokes the lease the Semaphore
-// granted, if any (a session given with WithSession stays open). The holds
-// are released together, on one context bounded by 5 s, then the revoke gets
-// up to 5 s of its own (a grant that lands during Close adds one more
-// bounded release), so Close does not hang when etcd does not answer. Later
-// calls to Acquire and TryAcquire return ErrClosed. Close is idempotent: a
-// Close called while another runs waits for it and returns nil.
+// Close ends the Semaphore's waits, unlocks its holds and revokes its own
+// lease, each bounded in time (see the package doc).
 func (s *Semaphore) Close() error { return s.p.Close() }
 
 // The value of a semaphore key is "v1 <permits> <limit> <holder>".
@@ -188,12 +159,12 @@ func semValue(k, limit int64, holder string) string {
 	return semFormat + " " + strconv.FormatInt(k, 10) + " " + strconv.FormatInt(limit, 10) + " " + holder
 }
 
-// ParseSemaphoreValue parses the value of a semaphore's key, "v1 <permits>
-// <limit> <holder>", into the permits the key holds or waits for, the limit
-// of the Semaphore that wrote it, and its holder description (WithHolder).
-// It returns ok false if v is not such a value: another format, or numbers
-// out of range (1 <= permits <= limit <= MaxSemaphoreLimit).
-func ParseSemaphoreValue(v []byte) (permits, limit int64, holder string, ok bool) {
+// parseSemValue parses the value of a semaphore's key (semValue) into the
+// permits the key holds or waits for, the limit of the Semaphore that wrote
+// it, and its holder description. It returns ok false if v is not such a
+// value: another format, or numbers out of range (1 <= permits <= limit <=
+// MaxSemaphoreLimit).
+func parseSemValue(v []byte) (permits, limit int64, holder string, ok bool) {
 	f := strings.SplitN(string(v), " ", 4)
 	if len(f) != 4 || f[0] != semFormat {
 		return 0, 0, "", false
@@ -213,13 +184,14 @@ func notSemEntry(name string, kv *mvccpb.KeyValue) error {
 	return fmt.Errorf("%w: key %s of semaphore %q holds %q, not a semaphore entry", ErrLimitMismatch, kv.Key, name, v)
 }
 
-// semRule admits a request for k permits when the permits of every older
-// key, holding or waiting, plus k fit in the limit. Counting older waiters
-// as if they held is what stops barging. A waiter that does not fit waits
-// for the older keys' summed permits to drop to limit-k.
+// semRule admits a request for k permits (the waiter's weight) when the
+// permits of every older key, holding or waiting, plus k fit in the limit.
+// Counting older waiters as if they held is what stops barging. A waiter
+// that does not fit waits for the older keys' summed permits to drop to
+// limit-k.
 type semRule struct {
-	k, limit int64
-	name     string
+	limit int64
+	name  string
 }
 
 func (semRule) Reads(prefix string, maxRev int64) []clientv3.Op {
@@ -239,7 +211,7 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 		if kv.CreateRevision >= self.Rev {
 			continue
 		}
-		k, limit, _, ok := ParseSemaphoreValue(kv.Value)
+		k, limit, _, ok := parseSemValue(kv.Value)
 		if !ok {
 			return queue.Verdict{Err: notSemEntry(r.name, kv)}
 		}
@@ -249,10 +221,10 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 		older = append(older, queue.Entry{Key: string(kv.Key), Rev: kv.CreateRevision, Weight: k})
 		sum += k
 	}
-	if sum+r.k <= r.limit {
+	if sum+self.Weight <= r.limit {
 		return queue.Verdict{Admitted: true}
 	}
-	return queue.Verdict{Blockers: older, Threshold: r.limit - r.k, Complete: true}
+	return queue.Verdict{Blockers: older, Threshold: r.limit - self.Weight, Complete: true}
 }
 
 // TryIf is nil: whether k permits fit is a sum etcd cannot compare, so a

@@ -110,7 +110,7 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 
 	sigs := watchSignals(ctx)
 	defer sigs.stop()
-	prefix := keys.Prefix(cfg.conn.namespace, "election", name)
+	prefix := election.KeyPrefix(cfg.conn.namespace, name)
 	cctx, stopWatch := cancelOnStop(ctx, sigs.C)
 	cli, err := cfg.conn.connect(cctx, prefix)
 	if intr := stopWatch(); intr != nil {

@@ -31,7 +31,10 @@ member restarts, leader partitions and moves, member pauses, compaction,
 client pauses past the lease TTL and client blackholes. Then it checks the
 histories: grants replayed from a healthy watcher, porcupine over the
 fenced register, the counter chain, and Observe's order. Finally it runs
-each planted bug once and reports whether a checker caught it.
+each planted bug once and reports whether a checker caught it. The planted
+bugs exist only in a binary built with -tags etcdlock_bugs (go run -tags
+etcdlock_bugs ./cmd/etcdlock nemesis); any other build skips that part and
+says so.
 
 It prints one table per fault phase and workload, and the seeded-bug table;
 with --json, one JSON object with at least the keys seed,

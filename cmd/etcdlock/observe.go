@@ -85,7 +85,7 @@ func setupObserve(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 		if err := conn.resolve(); err != nil {
 			return report(stderr, "observe", err, exitUsage)
 		}
-		cli, err := conn.connect(ctx, keys.Prefix(conn.namespace, "election", name))
+		cli, err := conn.connect(ctx, election.KeyPrefix(conn.namespace, name))
 		if err == nil {
 			defer closeQuietly(cli)
 		}

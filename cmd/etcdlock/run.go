@@ -44,7 +44,7 @@ same name and namespace.
 An exclusive run's token is larger than that of every earlier hold of NAME:
 pass it to what CMD writes to, and refuse lower ones. With --shared, refuse
 a writer's token lower than the highest token seen from anyone, and a
-reader's token lower than the highest writer token seen (lock.RWFence).
+reader's token lower than the highest writer token seen (fencing.RWFence).
 With -n, tokens of permits held at the same time are not ordered, so a
 high-water mark cannot work: guard writes to etcd with a transaction that
 applies only while ETCDLOCK_KEY has create revision ETCDLOCK_TOKEN (as
@@ -115,11 +115,11 @@ func (cfg *runConfig) check(name string) (timing, error) {
 }
 
 // kind returns the kind of lock run takes: "rw" or "sem".
-func (cfg *runConfig) kind() string {
+func (cfg *runConfig) kind() lock.Kind {
 	if cfg.permits > 0 {
-		return "sem"
+		return lock.KindSemaphore
 	}
-	return "rw"
+	return lock.KindRWMutex
 }
 
 // what names the hold run takes, for messages.
@@ -196,8 +196,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	}
 	defer endWatch()
 
-	prefix := keys.Prefix(cfg.conn.namespace, cfg.kind(), name)
-	cli, err := cfg.conn.connect(actx, prefix)
+	cli, err := cfg.conn.connect(actx, lock.KeyPrefix(cfg.conn.namespace, cfg.kind(), name))
 	if intr := interruptedBy(err); intr != nil {
 		return report(stderr, "run", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.status())
 	}
@@ -231,7 +230,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		case intr != nil:
 			return report(stderr, "run", fmt.Errorf("%w while waiting for %s; CMD did not run", intr, cfg.what(name)), intr.status())
 		case errors.Is(err, errWaitTimeout):
-			return report(stderr, "run", failf(exitTimeout, "%s not acquired within %v%s", cfg.what(name), cfg.timeout.d, heldBy(cli, prefix)), 0)
+			return report(stderr, "run", failf(exitTimeout, "%s not acquired within %v%s", cfg.what(name), cfg.timeout.d, heldBy(cli, cfg.conn.namespace, cfg.kind(), name)), 0)
 		default:
 			return report(stderr, "run", fmt.Errorf("acquiring %s: %w", cfg.what(name), err), exitRunFailure)
 		}
@@ -292,15 +291,15 @@ func interruptedBy(err error) *interrupted {
 	return nil
 }
 
-// heldBy describes the oldest key under prefix, "; held by <value> (token
+// heldBy describes the oldest key of the lock, "; held by <holder> (token
 // N)", or returns "" if it cannot tell within a second.
-func heldBy(cli *clientv3.Client, prefix string) string {
+func heldBy(cli *clientv3.Client, ns string, kind lock.Kind, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, prefix, clientv3.WithFirstCreate()...)
-	if err != nil || len(resp.Kvs) == 0 {
+	st, err := lock.Inspect(ctx, cli, ns, name)
+	if err != nil || len(st.Lock(kind).Keys) == 0 {
 		return ""
 	}
-	kv := resp.Kvs[0]
-	return fmt.Sprintf("; held by %s (token %d)", holderOf(string(kv.Value)), kv.CreateRevision)
+	k := st.Lock(kind).Keys[0]
+	return fmt.Sprintf("; held by %s (token %d)", k.Holder, k.Token.Revision)
 }

@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/lock"
 )
@@ -100,7 +101,7 @@ func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 		if err := conn.resolve(); err != nil {
 			return report(stderr, "status", err, exitUsage)
 		}
-		cli, err := conn.connect(ctx, keys.Prefix(conn.namespace, kinds[0], name))
+		cli, err := conn.connect(ctx, keyPrefix(conn.namespace, kinds[0], name))
 		if err != nil {
 			return report(stderr, "status", err, exitFailure)
 		}
@@ -124,6 +125,15 @@ func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 		}
 		return exitOK
 	}
+}
+
+// keyPrefix is the key prefix of the queue of kind (one of statusKinds)
+// called name.
+func keyPrefix(ns, kind, name string) string {
+	if kind == "election" {
+		return election.KeyPrefix(ns, name)
+	}
+	return lock.KeyPrefix(ns, lock.Kind(kind), name)
 }
 
 // lockStatus is status's result, as --json prints it.
@@ -157,9 +167,6 @@ type entryStatus struct {
 	leaseID clientv3.LeaseID
 }
 
-// lockKinds maps the kinds of lock.Inspect to status's names of them.
-var lockKinds = map[lock.Kind]string{lock.KindMutex: "mutex", lock.KindRWMutex: "rw", lock.KindSemaphore: "sem"}
-
 // readStatus reads the queues of name of the given kinds at one revision,
 // and the TTL of each lease they use. The locks' queues come from
 // lock.Inspect, which judges who holds by the lock package's own rules; the
@@ -169,17 +176,17 @@ func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kind
 	st := &lockStatus{Name: name, Namespace: ns, Queues: []queueStatus{}}
 	byKind := make(map[string]queueStatus)
 	if slices.ContainsFunc(kinds, func(k string) bool { return k != "election" }) {
-		ls, err := lock.Inspect(ctx, cli, name, lock.WithNamespace(ns))
+		ls, err := lock.Inspect(ctx, cli, ns, name)
 		if err != nil {
 			return nil, err
 		}
 		st.Revision = ls.Revision
-		for _, q := range ls.Queues {
-			byKind[lockKinds[q.Kind]] = lockQueue(q)
+		for _, l := range ls.Locks {
+			byKind[string(l.Kind)] = lockQueue(l)
 		}
 	}
 	if slices.Contains(kinds, "election") {
-		q, rev, err := readElection(ctx, cli, keys.Prefix(ns, "election", name), st.Revision)
+		q, rev, err := readElection(ctx, cli, election.KeyPrefix(ns, name), st.Revision)
 		if err != nil {
 			return nil, err
 		}
@@ -223,9 +230,9 @@ func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kind
 }
 
 // lockQueue is status's view of a lock's queue as lock.Inspect judged it.
-func lockQueue(q lock.Queue) queueStatus {
-	qs := queueStatus{Kind: lockKinds[q.Kind], Prefix: q.Prefix, Limit: q.Limit}
-	for _, e := range q.Entries {
+func lockQueue(l lock.LockState) queueStatus {
+	qs := queueStatus{Kind: string(l.Kind), Prefix: l.Prefix, Limit: l.Limit}
+	for _, e := range l.Keys {
 		state := "waiting"
 		switch {
 		case e.Err != nil:
@@ -235,7 +242,7 @@ func lockQueue(q lock.Queue) queueStatus {
 		}
 		qs.Entries = append(qs.Entries, entryStatus{
 			State:   state,
-			Mode:    e.Mode,
+			Mode:    string(e.Mode),
 			Permits: e.Permits,
 			Key:     e.Key,
 			Token:   e.Token.Revision,
@@ -278,15 +285,6 @@ func readElection(ctx context.Context, cli *clientv3.Client, prefix string, rev 
 		})
 	}
 	return q, rev, nil
-}
-
-// holderOf returns the holder description in a key's value: the value
-// itself, or its holder part for a semaphore key.
-func holderOf(v string) string {
-	if _, _, holder, ok := lock.ParseSemaphoreValue([]byte(v)); ok {
-		return holder
-	}
-	return v
 }
 
 // kindTitle names a queue kind in status's text output.

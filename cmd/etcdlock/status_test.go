@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -360,5 +361,30 @@ func TestObserveEventJSON(t *testing.T) {
 		if strings.Join(got, " ") != tc.keys {
 			t.Errorf("%+v as JSON: %s, want the keys %s", tc.ev, b, tc.keys)
 		}
+	}
+}
+
+// TestHeldBy: run's timeout message names the oldest key's holder and
+// token; for a semaphore, the holder part of its key's value.
+func TestHeldBy(t *testing.T) {
+	e := newE2E(t)
+	t.Cleanup(e.requireEmpty)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := lock.NewSemaphore(e.cli, "held", 3, lock.WithNamespace(e.ns), lock.WithHolder("host:1 since x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := heldBy(e.cli, e.ns, lock.KindSemaphore, "held"); got != "" {
+		t.Errorf("heldBy of an idle semaphore = %q, want \"\"", got)
+	}
+	h, err := s.Acquire(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("; held by host:1 since x (token %d)", h.Token().Revision)
+	if got := heldBy(e.cli, e.ns, lock.KindSemaphore, "held"); got != want {
+		t.Errorf("heldBy = %q, want %q", got, want)
 	}
 }

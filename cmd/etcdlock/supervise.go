@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/lock"
@@ -156,11 +157,11 @@ func (o outcome) stopped(grace time.Duration) string {
 // lossReason says why a hold or term was lost.
 func lossReason(err error) string {
 	switch {
-	case errors.Is(err, lock.ErrDeleted):
+	case errors.Is(err, lock.ErrDeleted), errors.Is(err, election.ErrDeleted):
 		return "its key was deleted by another client, or its lease revoked"
-	case errors.Is(err, lock.ErrSessionExpired):
+	case errors.Is(err, lock.ErrSessionExpired), errors.Is(err, election.ErrSessionExpired):
 		return "its lease expired or was revoked"
-	case errors.Is(err, lock.ErrDeadline):
+	case errors.Is(err, lock.ErrDeadline), errors.Is(err, election.ErrDeadline):
 		return "no lease renewal was acknowledged in time; etcd may be unreachable"
 	case err == nil:
 		return "unknown reason"

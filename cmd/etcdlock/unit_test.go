@@ -156,9 +156,6 @@ func TestHolderDesc(t *testing.T) {
 	if _, ok := parseSince("host:42"); ok {
 		t.Error("parseSince of a plain holder succeeded")
 	}
-	if got := holderOf("v1 2 3 host:1 since x"); got != "host:1 since x" {
-		t.Errorf("holderOf of a semaphore value = %q", got)
-	}
 }
 
 // TestCausedBySignal checks that the cause signal.NotifyContext gives is

@@ -26,9 +26,9 @@ const (
 var (
 	// ErrInvalidOption is returned by constructors for an option value
 	// that makes no sense; the error text says which.
-	ErrInvalidOption = errors.New("etcdlock: invalid option")
+	ErrInvalidOption = errors.New("invalid option")
 	// ErrNilClient is returned by constructors given a nil client.
-	ErrNilClient = errors.New("etcdlock: nil etcd client")
+	ErrNilClient = errors.New("nil etcd client")
 )
 
 // Config is the validated configuration of one primitive.

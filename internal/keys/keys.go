@@ -32,10 +32,10 @@ const DefaultNamespace = "etcdlock/"
 var (
 	// ErrInvalidName is returned for an empty name, a name longer than
 	// MaxNameLen bytes or a name that is not valid UTF-8.
-	ErrInvalidName = errors.New("etcdlock: invalid name")
+	ErrInvalidName = errors.New("invalid name")
 	// ErrInvalidNamespace is returned for a namespace longer than
 	// MaxNamespaceLen bytes or one that is not valid UTF-8.
-	ErrInvalidNamespace = errors.New("etcdlock: invalid namespace")
+	ErrInvalidNamespace = errors.New("invalid namespace")
 )
 
 // ValidateName reports whether name can name a lock.

@@ -34,10 +34,10 @@ import (
 var (
 	// ErrExpired means the lease is gone at the server: it expired or was
 	// revoked, or the session that owns it ended.
-	ErrExpired = errors.New("etcdlock: session expired")
+	ErrExpired = errors.New("session expired")
 	// ErrDeadline means no renewal was acknowledged in time: the lease may
 	// have expired at the server.
-	ErrDeadline = errors.New("etcdlock: lease renewal deadline passed")
+	ErrDeadline = errors.New("lease renewal deadline passed")
 )
 
 // Config describes a lease to keep.
@@ -266,7 +266,7 @@ func (k *Keeper) run(ctx context.Context) {
 			r := probeResult{sent: sent, err: err}
 			if err == nil {
 				r.ttl = time.Duration(resp.TTL) * time.Second
-				if bugs.ReceiveTimeDeadline.Load() {
+				if bugs.Compiled && bugs.On(bugs.ReceiveTimeDeadline) {
 					r.sent = time.Now() // planted bug: the stock client's receive time
 				}
 			}

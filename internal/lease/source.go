@@ -14,7 +14,10 @@ import (
 )
 
 // ErrClosed is returned by Source.Get after Close.
-var ErrClosed = errors.New("etcdlock: closed")
+var ErrClosed = errors.New("closed")
+
+// ErrRevoke is wrapped by the error of a revoke at Close that failed.
+var ErrRevoke = errors.New("revoking lease")
 
 // RevokeTimeout bounds the revoke of an owned lease at Close.
 const RevokeTimeout = 5 * time.Second
@@ -213,7 +216,7 @@ func (s *Source) Close() error {
 		return nil // the client was closed first: the lease ends with its TTL
 	}
 	if err != nil {
-		return fmt.Errorf("etcdlock: revoking lease %s at Close (its keys go when it expires, within %v): %w", leaseHex(k.ID()), s.ttl, err)
+		return fmt.Errorf("%w %s at Close (its keys go when it expires, within %v): %w", ErrRevoke, leaseHex(k.ID()), s.ttl, err)
 	}
 	return nil
 }

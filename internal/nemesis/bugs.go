@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,30 +24,38 @@ const (
 	BugReceiveTimeDeadline = "ReceiveTimeDeadline"
 )
 
+// SeededBugsCompiled reports whether this build has the seeded bugs
+// (build tag etcdlock_bugs); without them Run skips their scenarios and
+// says so in Report.SeededBugsSkipped.
+const SeededBugsCompiled = bugs.Compiled
+
+// notCompiled is Report.SeededBugsSkipped in a build without the bugs.
+const notCompiled = "planted bugs are not compiled in: build with -tags etcdlock_bugs to run their scenarios"
+
 type seededBug struct {
 	name     string
-	sw       *atomic.Bool
+	bug      bugs.Bug
 	scenario string
 	run      func(context.Context, *scenario) error
 }
 
 var seededBugs = []seededBug{
-	{BugSkipOwnershipCheck, &bugs.SkipOwnershipCheck,
+	{BugSkipOwnershipCheck, bugs.SkipOwnershipCheck,
 		"H holds; A and then W queue behind it; A gives up (its Lock's context ends), deleting the key W waits for. " +
 			"W must keep waiting for H; with the bug W is granted while H holds, which checker (1) sees: " +
 			"W's key was not admitted by the revision read after the grant, and two reported holds were alive at once.",
 		skipOwnershipScenario},
-	{BugLeaseIDToken, &bugs.LeaseIDToken,
+	{BugLeaseIDToken, bugs.LeaseIDToken,
 		"Two holds in a row on one Mutex. With the bug the reported token is the lease ID, not the key's create " +
 			"revision the watcher saw, which checker (1) reports.",
 		leaseIDScenario},
-	{BugUnlockByName, &bugs.UnlockByName,
+	{BugUnlockByName, bugs.UnlockByName,
 		"h1's Unlock times out behind a paused proxy, so its outcome is unknown; the key is then gone (the request " +
 			"landed, or is made to have landed); h2 is granted on the same Mutex (same lease); h1's Unlock is retried. " +
 			"With the bug h2 reuses h1's key name and the retry deletes h2's key by name; checker (1) sees a hold's " +
 			"key deleted while its lease lived on (h3 is granted on it afterwards) and its owner had not unlocked.",
 		unlockByNameScenario},
-	{BugReceiveTimeDeadline, &bugs.ReceiveTimeDeadline,
+	{BugReceiveTimeDeadline, bugs.ReceiveTimeDeadline,
 		"TTL 5s, safety margin 300ms. The holder's responses are delayed 1.5s by its proxies, then its requests are " +
 			"dropped, so its lease expires at the server 5s after its last renewal reached it. The conservative " +
 			"deadline (send time + TTL - margin) tells the holder before that; with the bug (receive time) the " +
@@ -57,8 +64,12 @@ var seededBugs = []seededBug{
 }
 
 // runSeededBugs runs each seeded bug's scenario without and with its switch.
-func (e *env) runSeededBugs(ctx context.Context) []BugResult {
-	var out []BugResult
+// Without the bugs compiled in it runs none, and says so.
+func (e *env) runSeededBugs(ctx context.Context) (out []BugResult, skipped string) {
+	if !bugs.Compiled {
+		e.lg.Warn(notCompiled)
+		return nil, notCompiled
+	}
 	for _, b := range seededBugs {
 		if ctx.Err() != nil {
 			break
@@ -84,7 +95,7 @@ func (e *env) runSeededBugs(ctx context.Context) []BugResult {
 		e.lg.Info("seeded bug", zap.String("bug", b.name), zap.Bool("caught", r.Caught), zap.Bool("clean without", r.CleanWithoutBug))
 		out = append(out, r)
 	}
-	return out
+	return out, ""
 }
 
 // verdict sets r's Caught, Checkers and Finding from the findings of the
@@ -125,8 +136,8 @@ func (e *env) runScenario(ctx context.Context, b seededBug, on bool) ([]Finding,
 	var err error
 	func() {
 		if on {
-			b.sw.Store(true)
-			defer b.sw.Store(false)
+			bugs.Set(b.bug, true)
+			defer bugs.Set(b.bug, false)
 		}
 		err = b.run(sctx, s)
 	}()

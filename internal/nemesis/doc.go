@@ -57,7 +57,10 @@
 //
 // After the phases, a targeted scenario per switch of internal/bugs runs
 // once without the bug (it must pass every checker) and once with it (a
-// checker must fail): see BugResult.Scenario in the report.
+// checker must fail): see BugResult.Scenario in the report. The bugs are
+// compiled in only with the build tag etcdlock_bugs (go test -tags
+// etcdlock_bugs); without it Run skips this part and says so
+// (Report.SeededBugsSkipped).
 //
 // Run is the entry point, for the tests of this package and for the
 // etcdlock nemesis command.

@@ -141,7 +141,7 @@ func (e *env) run(ctx context.Context, deliver func(*Report)) (err error) {
 	}
 	stuck := e.stuckFault()
 	if !cfg.SkipSeededBugs && ctx.Err() == nil && stuck == nil {
-		rep.SeededBugs = e.runSeededBugs(ctx)
+		rep.SeededBugs, rep.SeededBugsSkipped = e.runSeededBugs(ctx)
 	}
 	if err := e.w.err(); err != nil {
 		rep.InvalidReasons = append(rep.InvalidReasons, err.Error())

@@ -42,7 +42,7 @@ type regState struct {
 // token at least the highest admitted (for a reader's access, the highest
 // writer token), and a read returns the value of the last accepted write.
 // With strict, an access with such a token must be accepted (a fence of
-// high-water marks: fencing.Fence, lock.RWFence); without, a resource may
+// high-water marks: fencing.Fence, fencing.RWFence); without, a resource may
 // refuse more (an etcd transaction guarded by the hold's key refuses a
 // holder whose key is gone even when no newer holder acted). An access of
 // unknown outcome may or may not have taken effect.

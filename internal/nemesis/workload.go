@@ -30,7 +30,7 @@ const (
 	// lose updates when a holder pauses past its lease.
 	WorkloadControl = "mutex-control"
 	// WorkloadRWMutex: RWMutex writers read-modify-write and readers read
-	// a register outside etcd fenced by lock.RWFence.
+	// a register outside etcd fenced by fencing.RWFence.
 	WorkloadRWMutex = "rwmutex"
 	// WorkloadSemaphore: holders of a Semaphore of 3 permits (one worker
 	// takes 2) increment a counter in etcd with a compare-and-swap guarded
@@ -83,7 +83,7 @@ type register struct {
 	mode  registerMode
 	value int64
 	fence fencing.Fence
-	rw    lock.RWFence
+	rw    fencing.RWFence
 }
 
 type registerMode int
@@ -401,13 +401,13 @@ func (e *env) granted(hist *History, worker string, h holdLike, invoke int64, we
 // causeName names why a hold ended.
 func causeName(err error) string {
 	switch {
-	case errors.Is(err, lock.ErrDeadline):
+	case errors.Is(err, lock.ErrDeadline), errors.Is(err, election.ErrDeadline):
 		return causeDeadline
-	case errors.Is(err, lock.ErrDeleted):
+	case errors.Is(err, lock.ErrDeleted), errors.Is(err, election.ErrDeleted):
 		return "deleted"
-	case errors.Is(err, lock.ErrSessionExpired):
+	case errors.Is(err, lock.ErrSessionExpired), errors.Is(err, election.ErrSessionExpired):
 		return "expired"
-	case errors.Is(err, lock.ErrReleased):
+	case errors.Is(err, lock.ErrReleased), errors.Is(err, election.ErrResigned):
 		return "released"
 	case err == nil:
 		return ""

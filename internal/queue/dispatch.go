@@ -36,7 +36,7 @@ const watchIdle = 30 * time.Second
 const deleteLogCap = 1024
 
 // errDispatcherClosed is returned by waitUp once the Primitive is closed.
-var errDispatcherClosed = errors.New("etcdlock: watch closed")
+var errDispatcherClosed = errors.New("watch closed")
 
 // dispatcher owns the watch of one prefix and routes its delete events to
 // registrations. It is safe for concurrent use.
@@ -260,10 +260,10 @@ func (d *dispatcher) run() {
 		}
 		d.mu.Unlock()
 		if healthy {
-			b = newBackoff()
+			b.Reset()
 		}
 		d.lg.Debug("reopening watch", zap.String("prefix", d.prefix))
-		if b.sleep(d.ctx) != nil {
+		if b.Sleep(d.ctx) != nil {
 			d.mu.Lock()
 			d.running = false
 			d.mu.Unlock()

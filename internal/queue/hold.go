@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/backoff"
 	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/lease"
@@ -32,7 +33,6 @@ type Hold struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	stop   chan struct{}
-	done   chan struct{}
 	onEnd  func(*Hold)
 	free   func() // returns the key's slot for reuse, once the key is gone
 	// stopEpoch unregisters the loss on the epoch's end; finish calls it.
@@ -46,7 +46,7 @@ type Hold struct {
 	// the delayer starts the monitor, and then ends the hold itself: a
 	// short uncontended hold never starts a goroutine.
 	delayed   bool
-	lost      error // *LostError, once lost
+	lost      error // the public package's *LostError, once lost
 	stopped   bool  // monitor told to stop
 	attempted bool  // a release request was sent
 	released  bool  // a release request deleted the key
@@ -65,7 +65,6 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		ctx:    ctx,
 		cancel: cancel,
 		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
 		onEnd:  onEnd,
 		free:   w.free,
 	}
@@ -118,7 +117,6 @@ func (h *Hold) isDelayed() bool {
 // finish ends the hold once its monitor is done (or was never started).
 func (h *Hold) finish() {
 	h.stopEpoch()
-	close(h.done)
 	if h.onEnd != nil {
 		h.onEnd(h)
 	}
@@ -126,7 +124,7 @@ func (h *Hold) finish() {
 
 // Token returns the hold's fencing token.
 func (h *Hold) Token() fencing.Token {
-	if bugs.LeaseIDToken.Load() {
+	if bugs.Compiled && bugs.On(bugs.LeaseIDToken) {
 		return fencing.Token{Key: h.token.Key, Revision: int64(h.k.ID())} // planted bug
 	}
 	return h.token
@@ -287,13 +285,13 @@ func (h *Hold) freeSlot() {
 // after the watch's creation. It returns the read's revision, or
 // ErrDeleted/ErrExpired when the key is gone, or another error when the
 // hold was stopped meanwhile (or the Primitive closed).
-func (h *Hold) recheck(b *backoff) (int64, error) {
+func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
 	ctx, cancel := context.WithCancel(h.ctx) // ends at Release
 	defer cancel()
 	defer context.AfterFunc(h.epoch.Context(), cancel)()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			if err := b.sleep(ctx); err != nil {
+			if err := b.Sleep(ctx); err != nil {
 				return 0, err
 			}
 		}
@@ -320,17 +318,17 @@ func (h *Hold) recheck(b *backoff) (int64, error) {
 // backoff if pause. It returns a non-nil watch, or ErrDeleted/ErrExpired
 // when the key is gone, or another error when the hold was stopped
 // meanwhile.
-func (h *Hold) rewatch(b *backoff, pause bool) (*watch, error) {
+func (h *Hold) rewatch(b *backoff.Backoff, pause bool) (*watch, error) {
 	ctx, cancel := context.WithCancel(h.ctx) // ends at Release or loss
 	defer cancel()
 	defer context.AfterFunc(h.epoch.Context(), cancel)()
 	for attempt := 0; ; attempt++ {
 		if pause || attempt > 0 {
-			if err := b.sleep(ctx); err != nil {
+			if err := b.Sleep(ctx); err != nil {
 				return nil, err
 			}
 		}
-		x, err := h.q.openWatch(ctx, h.token.Key, false)
+		x, err := h.q.openWatch(ctx, watchTarget{key: h.token.Key})
 		if err != nil {
 			continue
 		}
@@ -354,7 +352,7 @@ func (h *Hold) lose(cause error) {
 	if h.stopped || h.lost != nil {
 		return
 	}
-	h.lost = &LostError{Token: h.token, Cause: cause}
+	h.lost = h.q.pub.lost(h.token, cause)
 	h.cancel(h.lost)
 	h.q.logger().Warn("hold lost", zap.Stringer("token", h.token), zap.Error(cause))
 	if errors.Is(cause, lease.ErrDeadline) {
@@ -374,7 +372,9 @@ func (h *Hold) lose(cause error) {
 // or already released; or etcd's or ctx's error, after which the key may
 // still exist: the lease's keeper then deletes it once etcd answers again,
 // and Release may be called again meanwhile.
-func (h *Hold) Release(ctx context.Context) error {
+func (h *Hold) Release(ctx context.Context) error { return h.q.pub.Err(h.release(ctx)) }
+
+func (h *Hold) release(ctx context.Context) error {
 	// Read before any state changes: a nil ctx panics here, leaving the
 	// hold as it was.
 	ended := context.Cause(ctx)
@@ -384,7 +384,7 @@ func (h *Hold) Release(ctx context.Context) error {
 		h.stopped = true
 		close(h.stop)
 		if lost == nil {
-			h.cancel(ErrReleased)
+			h.cancel(h.q.pub.Err(ErrReleased))
 		}
 	}
 	h.attempted = true
@@ -401,7 +401,7 @@ func (h *Hold) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: already released", ErrNotHeld)
 	}
 	cmps := []clientv3.Cmp{h.token.Cmp()}
-	if bugs.UnlockByName.Load() {
+	if bugs.Compiled && bugs.On(bugs.UnlockByName) {
 		cmps = nil // planted bug: delete by name, whatever its revision
 	}
 	var (
@@ -456,17 +456,6 @@ func (h *Hold) Release(ctx context.Context) error {
 		if h.k.Gone() != nil {
 			cause = lease.ErrExpired
 		}
-		return fmt.Errorf("%w: %w", ErrNotHeld, &LostError{Token: h.token, Cause: cause})
+		return fmt.Errorf("%w: %w", ErrNotHeld, h.q.pub.lost(h.token, cause))
 	}
 }
-
-// Stopped reports whether Release was called.
-func (h *Hold) Stopped() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.stopped
-}
-
-// Wait blocks until the hold has ended: its monitor goroutine, if it
-// started one, has exited (after loss or Release) and onEnd has run.
-func (h *Hold) Wait() { <-h.done }

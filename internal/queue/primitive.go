@@ -33,30 +33,40 @@ type Primitive struct {
 	wg        sync.WaitGroup // one per live hold: its monitor goroutine, if any, and onEnd
 }
 
-// NewPrimitive validates the options and builds a Primitive of kind
-// ("mutex", "rw", "sem", "election") named name.
-//
-// With sharedWatch, its waiters and holds learn of deletes from one watch
-// on the whole prefix, kept open while the Primitive is in use (see
-// dispatcher): a wait opens no watch and needs no read after opening one,
-// but every delete under the prefix reaches every client. That suits
-// queues where many hold at once (read locks, semaphores). Without it,
-// each waiter watches its own key and its blockers (for a mutex, the one
-// key just ahead: no herd), and each hold its key.
-func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, sharedWatch bool, opts []config.Option) (*Primitive, error) {
+// Watching says how a Primitive's waiters and holds learn of deletes.
+type Watching int
+
+const (
+	// KeyWatches: each waiter watches its own key and its blockers (for a
+	// mutex, the one key just ahead: no herd), and each hold its key.
+	KeyWatches Watching = iota
+	// SharedWatch: one watch on the whole prefix, kept open while the
+	// Primitive is in use (see dispatcher). A wait opens no watch and
+	// needs no read after opening one, but every delete under the prefix
+	// reaches every client. That suits queues where many hold at once
+	// (read locks, semaphores).
+	SharedWatch
+)
+
+// NewPrimitive validates the options and builds a Primitive of kind (see
+// package keys) named name, whose waiters are admitted by rule. rule may
+// be nil for a Primitive whose acquires all go through copies of Q with
+// rules of their own (a read-write lock's readers and writers). Its
+// errors, from here on, are pub's (see Public).
+func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching Watching, opts []config.Option, pub *Public) (*Primitive, error) {
 	cfg, err := config.Build(cli, name, opts)
 	if err != nil {
-		return nil, err
+		return nil, pub.Err(err)
 	}
 	lg := cfg.Logger.With(zap.String(kind, name))
 	ctx, cancel := context.WithCancel(context.Background())
 	prefix := keys.Prefix(cfg.Namespace, kind, name)
 	var disp *dispatcher
-	if sharedWatch {
+	if watching == SharedWatch {
 		disp = newDispatcher(ctx, cli, prefix, lg)
 	}
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool), delays: &delayer{}},
+		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,
@@ -66,18 +76,17 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, sharedWatc
 	}, nil
 }
 
-// Acquire acquires a hold with the given value (Value if empty). See
-// Queue.Acquire. After Close it returns ErrClosed, and Close makes waits in
-// progress return ErrClosed.
-func (p *Primitive) Acquire(ctx context.Context, value string, try bool) (*Hold, error) {
-	return p.AcquireWith(ctx, &p.Q, value, try)
+// Acquire acquires a hold through q, the Primitive's Q or a copy of it
+// (see Queue.Acquire), on the Primitive's lease. After Close it returns
+// ErrClosed, and Close makes waits in progress return ErrClosed.
+func (p *Primitive) Acquire(ctx context.Context, q *Queue, req Request) (*Hold, error) {
+	h, err := p.acquire(ctx, q, req)
+	return h, q.pub.Err(err)
 }
 
-// AcquireWith is Acquire on another queue sharing this primitive's lease and
-// lifetime (a read-write lock's two kinds of waiter).
-func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try bool) (*Hold, error) {
-	if value == "" {
-		value = p.Value
+func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, error) {
+	if req.Value == "" {
+		req.Value = p.Value
 	}
 	// Read before any state changes: a nil ctx panics here, leaving the
 	// Primitive as it was.
@@ -110,7 +119,7 @@ func (p *Primitive) AcquireWith(ctx context.Context, q *Queue, value string, try
 		}
 		return nil, clientClosed(q, err)
 	}
-	h, err := q.Acquire(ctx, k, value, try, func(h *Hold) {
+	h, err := q.Acquire(ctx, k, req, func(h *Hold) {
 		p.mu.Lock()
 		delete(p.holds, h)
 		p.mu.Unlock()
@@ -180,7 +189,7 @@ func (p *Primitive) Close() error {
 		p.Q.disp.close()
 	}
 	errs = append(errs, p.Src.Close())
-	return errors.Join(errs...)
+	return p.Q.pub.Err(errors.Join(errs...))
 }
 
 // CloseContext returns a context cancelled when Close is called, for

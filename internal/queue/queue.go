@@ -133,18 +133,39 @@ type Queue struct {
 	// (see Hold); copies of a Primitive's Queue share it. Nil: at once.
 	delays *delayer
 
+	// pub reports errors as the public package's (see Public); copies of a
+	// Primitive's Queue share it. Nil: as this package's.
+	pub *Public
+
 	// disp, if set, routes the deletes under the Primitive's prefix to
 	// waiters and holds; copies of a Primitive's Queue share it (see
 	// NewPrimitive).
 	disp *dispatcher
 }
 
-// Acquire enqueues a waiter with value on k's lease and blocks until the
-// rule admits it, ctx ends (the key is removed, ctx's cause returned), the
-// waiter's key or lease is lost (ErrSessionExpired or ErrDeleted), or the
-// rule fails. With try, it returns ErrLocked instead of waiting.
-// onEnd, if not nil, runs when the returned hold ends.
-func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try bool, onEnd func(*Hold)) (*Hold, error) {
+// Mode says whether an acquire waits for its turn.
+type Mode int
+
+const (
+	// Wait blocks until the waiter is admitted.
+	Wait Mode = iota
+	// Try returns ErrLocked, leaving no key, unless admitted at once.
+	Try
+)
+
+// Request is one acquire.
+type Request struct {
+	Value  string // the key's value; the Primitive's Value if empty
+	Weight int64  // the waiter's weight in its rule (a semaphore's permits); 0 means 1
+	Mode   Mode
+}
+
+// Acquire enqueues a waiter on k's lease and blocks until the rule admits
+// it, ctx ends (the key is removed, ctx's cause returned), the waiter's key
+// or lease is lost (ErrSessionExpired or ErrDeleted), or the rule fails. A
+// Try returns ErrLocked instead of waiting. onEnd, if not nil, runs when
+// the returned hold ends.
+func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, req Request, onEnd func(*Hold)) (*Hold, error) {
 	if err := context.Cause(ctx); err != nil {
 		return nil, err
 	}
@@ -158,74 +179,38 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 	if q.disp != nil {
 		q.disp.kick()
 	}
-	w := &waiter{q: q, k: k}
-	var verdict Verdict
+	w := &waiter{q: q, k: k, weight: max(req.Weight, 1)}
+	v, err := w.enqueue(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return w.admit(ctx, epoch, v, req.Mode, onEnd)
+}
+
+// enqueue puts the waiter's key in one Txn that also judges it (see the
+// package doc's round trips), and returns the verdict. A Try that the
+// rule's comparisons refuse puts nothing and returns ErrLocked. A key of
+// another writer found under the waiter's name is handed to the keeper to
+// delete, and the waiter takes another name.
+func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
+	q, k := w.q, w.k
 	tryIf := q.Rule.TryIf(q.Prefix)
-	// lean: try the lean enqueue first (see below), on the hint that the
-	// last acquire through this queue found it idle.
-	lean := tryIf != nil && !try && q.idle != nil && q.idle.Load()
+	// lean: try the lean enqueue first (see enqueueTxn), on the hint that
+	// the last acquire through this queue found it idle.
+	lean := tryIf != nil && req.Mode == Wait && q.idle != nil && q.idle.Load()
 	for strays := 0; ; {
 		if w.key == "" {
-			if q.Slots != nil {
-				w.key, w.free = q.Slots.take(q.Prefix, k.ID())
-			} else {
-				w.key, w.free = keys.Waiter(q.Prefix, k.ID()), nil
-			}
-			if bugs.UnlockByName.Load() {
-				w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(k.ID())), nil // planted bug: etcd's key naming
-			}
+			w.takeKey()
 		}
-		var (
-			put  = clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()))
-			resp *clientv3.TxnResponse
-			err  error
-		)
-		switch {
-		case tryIf != nil && (try || lean):
-			// When the rule's comparisons say a newcomer is admitted at once
-			// (an idle lock), the Txn is a compare and a put: no range read
-			// and no sort. Otherwise a try fails, putting nothing, and reads
-			// its own key, which tells a stray key (below) from a busy lock.
-			// The lean enqueue is the same Txn with an empty Else: on a busy
-			// lock it writes nothing, and the full enqueue follows. It
-			// spares the server the full enqueue's Else branch (a put and a
-			// sorted range, decoded and logged with every request) on an
-			// idle lock, where most acquires of an uncontended lock land; a
-			// lock found busy costs one more round trip, while its holder
-			// holds anyway, and turns the hint off until an acquire finds
-			// the lock idle again.
-			cmps := EnqueueIf(tryIf, w.key)
-			if lean {
-				resp, err = q.Client.Txn(ctx).If(cmps...).Then(put).Commit()
-			} else {
-				resp, err = q.Client.Txn(ctx).If(cmps...).Then(put).Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
-			}
-		case tryIf != nil:
-			// As for a try, but a wait falls through to the put and the
-			// rule's reads, in the same Txn. The Else branch is flat (a
-			// nested Txn there costs the server more than the put): its put
-			// cannot check that the key is new, so it asks for the previous
-			// value instead, which says if it overwrote a stray key. Only
-			// a write from outside etcdlock can leave one (a failed
-			// enqueue's slot is never reused, and no two pools in a process
-			// share a number): its value is then overwritten, which a watch
-			// on the queue sees as a put, before the key is deleted.
-			putPrev := clientv3.OpPut(w.key, value, clientv3.WithLease(k.ID()), clientv3.WithPrevKV())
-			resp, err = q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(put).
-				Else(append([]clientv3.Op{putPrev}, q.Rule.Reads(q.Prefix, 0)...)...).Commit()
-		default:
-			resp, err = q.Client.Txn(ctx).If(etcdcmp.CreateRevision(w.key, 0, false)).
-				Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).
-				Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
-		}
+		resp, err := w.enqueueTxn(ctx, req, tryIf, lean)
 		if err != nil {
 			// The put may have landed, or may still land: remove it now and
 			// again after the next renewal (the key's slot is not reused).
 			w.removeByKey()
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				return nil, lease.ErrExpired // the keeper has not noticed yet
+				return Verdict{}, lease.ErrExpired // the keeper has not noticed yet
 			}
-			return nil, err
+			return Verdict{}, err
 		}
 		if lean && !resp.Succeeded {
 			// Busy, or a stray key under our name: the lean enqueue wrote
@@ -236,68 +221,127 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, value string, try 
 			continue
 		}
 		w.rev = resp.Header.Revision
-		rs := resp.Responses
-		var strayRev int64 // create revision of a key found under our name
-		switch {
-		case resp.Succeeded && tryIf != nil:
-			verdict = Verdict{Admitted: true}
-		case resp.Succeeded:
-			verdict = q.Rule.Judge(w.self(), ranges(rs[1:]))
-		case tryIf != nil && !try:
-			if prev := rs[0].GetResponsePut().GetPrevKv(); prev != nil {
-				strayRev = prev.CreateRevision // overwritten: still a stray
-				break
-			}
-			verdict = q.Rule.Judge(w.self(), ranges(rs[1:]))
-		default:
-			stray := rs[0].GetResponseRange().Kvs
-			if len(stray) == 0 {
-				if w.free != nil {
-					w.free()
-				}
-				return nil, ErrLocked // try: the rule's comparisons failed
-			}
-			strayRev = stray[0].CreateRevision
-		}
+		v, strayRev, err := w.judgeEnqueue(resp, req.Mode, tryIf != nil)
 		if strayRev == 0 {
-			break
+			w.readRev, w.needRev = w.rev, w.rev
+			return v, err
 		}
 		// A key already has our name. Our own failed enqueues never reuse a
 		// name, so someone else wrote it: have it deleted (guarded by its
 		// revision) and take another key.
 		k.Orphan(w.key, strayRev)
-		if strays++; strays <= 3 {
-			w.key = "" // take another
-			continue
+		if strays++; strays > 3 {
+			return Verdict{}, fmt.Errorf("%w: %s already exists, as did the names before it", ErrKeyTaken, w.key)
 		}
-		return nil, fmt.Errorf("etcdlock: waiter key %s already exists", w.key)
+		w.key = ""
 	}
-	w.readRev, w.needRev = w.rev, w.rev
-	if q.idle != nil && !try {
-		q.idle.Store(verdict.Admitted)
+}
+
+// takeKey gives the waiter a key name: a slot of the queue's pool, or a
+// random name.
+func (w *waiter) takeKey() {
+	q := w.q
+	switch {
+	case bugs.Compiled && bugs.On(bugs.UnlockByName):
+		w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(w.k.ID())), nil // planted bug: etcd's key naming
+	case q.Slots != nil:
+		w.key, w.free = q.Slots.take(q.Prefix, w.k.ID())
+	default:
+		w.key, w.free = keys.Waiter(q.Prefix, w.k.ID()), nil
 	}
-	if verdict.Err != nil {
-		w.remove()
-		return nil, verdict.Err
-	}
-	if !verdict.Admitted && try {
-		w.remove()
-		return nil, ErrLocked
-	}
-	if !verdict.Admitted {
-		if err := w.wait(ctx, verdict); err != nil {
-			w.close()
-			w.remove()
-			return nil, err
+}
+
+// enqueueTxn sends the enqueue Txn: with the rule's comparisons (tryIf),
+// the put when they hold; else the put and the rule's reads.
+func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.Cmp, lean bool) (*clientv3.TxnResponse, error) {
+	q, id := w.q, w.k.ID()
+	put := clientv3.OpPut(w.key, req.Value, clientv3.WithLease(id))
+	switch {
+	case tryIf != nil && (req.Mode == Try || lean):
+		// When the rule's comparisons say a newcomer is admitted at once
+		// (an idle lock), the Txn is a compare and a put: no range read
+		// and no sort. Otherwise a try fails, putting nothing, and reads
+		// its own key, which tells a stray key (below) from a busy lock.
+		// The lean enqueue is the same Txn with an empty Else: on a busy
+		// lock it writes nothing, and the full enqueue follows. It
+		// spares the server the full enqueue's Else branch (a put and a
+		// sorted range, decoded and logged with every request) on an
+		// idle lock, where most acquires of an uncontended lock land; a
+		// lock found busy costs one more round trip, while its holder
+		// holds anyway, and turns the hint off until an acquire finds
+		// the lock idle again.
+		txn := q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(put)
+		if !lean {
+			txn = txn.Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly()))
 		}
+		return txn.Commit()
+	case tryIf != nil:
+		// As for a try, but a wait falls through to the put and the
+		// rule's reads, in the same Txn. The Else branch is flat (a
+		// nested Txn there costs the server more than the put): its put
+		// cannot check that the key is new, so it asks for the previous
+		// value instead, which says if it overwrote a stray key. Only
+		// a write from outside etcdlock can leave one (a failed
+		// enqueue's slot is never reused, and no two pools in a process
+		// share a number): its value is then overwritten, which a watch
+		// on the queue sees as a put, before the key is deleted.
+		putPrev := clientv3.OpPut(w.key, req.Value, clientv3.WithLease(id), clientv3.WithPrevKV())
+		return q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(put).
+			Else(append([]clientv3.Op{putPrev}, q.Rule.Reads(q.Prefix, 0)...)...).Commit()
+	default:
+		return q.Client.Txn(ctx).If(etcdcmp.CreateRevision(w.key, 0, false)).
+			Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).
+			Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
+	}
+}
+
+// judgeEnqueue reads the enqueue Txn's answer (cmp: it had the rule's
+// comparisons): the verdict, or the create revision of a stray key found
+// under the waiter's name, or ErrLocked for a Try the comparisons refused.
+func (w *waiter) judgeEnqueue(resp *clientv3.TxnResponse, mode Mode, cmp bool) (Verdict, int64, error) {
+	rs := resp.Responses
+	switch {
+	case resp.Succeeded && cmp:
+		return Verdict{Admitted: true}, 0, nil
+	case resp.Succeeded:
+		return w.q.Rule.Judge(w.self(), ranges(rs[1:])), 0, nil
+	case cmp && mode == Wait:
+		if prev := rs[0].GetResponsePut().GetPrevKv(); prev != nil {
+			return Verdict{}, prev.CreateRevision, nil // overwritten: still a stray
+		}
+		return w.q.Rule.Judge(w.self(), ranges(rs[1:])), 0, nil
+	}
+	if stray := rs[0].GetResponseRange().Kvs; len(stray) > 0 {
+		return Verdict{}, stray[0].CreateRevision, nil
+	}
+	if w.free != nil {
+		w.free()
+	}
+	return Verdict{}, 0, ErrLocked // a try: the rule's comparisons failed
+}
+
+// admit makes a hold of the enqueued waiter once v, or the wait after it,
+// admits it; on failure it removes the waiter's key.
+func (w *waiter) admit(ctx context.Context, epoch *lease.Epoch, v Verdict, mode Mode, onEnd func(*Hold)) (*Hold, error) {
+	if w.q.idle != nil && mode == Wait {
+		w.q.idle.Store(v.Admitted)
+	}
+	err := v.Err
+	switch {
+	case err != nil:
+	case !v.Admitted && mode == Try:
+		err = ErrLocked
+	case !v.Admitted:
+		err = w.wait(ctx, v)
 	}
 	// The lease must still be alive in the epoch the hold starts in.
-	if epoch.Err() != nil {
-		if epoch, err = k.Current(ctx); err != nil {
-			w.close()
-			w.remove()
-			return nil, err
-		}
+	if err == nil && epoch.Err() != nil {
+		epoch, err = w.k.Current(ctx)
+	}
+	if err != nil {
+		w.close()
+		w.remove()
+		return nil, err
 	}
 	return w.hold(epoch, onEnd), nil
 }

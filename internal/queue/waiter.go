@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/etcdlock/etcdlock/internal/backoff"
 	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
@@ -21,6 +22,7 @@ type waiter struct {
 	k       *lease.Keeper
 	key     string
 	rev     int64
+	weight  int64  // in the rule: a semaphore's permits, else 1
 	readRev int64  // revision of the last read that judged this waiter
 	needRev int64  // a confirm read must see at least this revision
 	sub     *sub   // with a dispatcher: the key's and blockers' registration
@@ -28,10 +30,10 @@ type waiter struct {
 	free    func() // returns the key's slot to the queue's pool
 }
 
-func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: 1} }
+func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: w.weight} }
 
 // errWatchBroken makes a waiter read again once its watch is back.
-var errWatchBroken = errors.New("etcdlock: watch broken")
+var errWatchBroken = errors.New("watch broken")
 
 // wait blocks until the waiter is admitted. On return with an error the
 // caller removes the key (and closes the waiter).
@@ -42,61 +44,17 @@ func (w *waiter) wait(ctx context.Context, v Verdict) error {
 	return w.waitWatching(ctx, v)
 }
 
-// watch is one etcd watch that this package opened and must cancel.
-type watch struct {
-	ch      clientv3.WatchChan
-	cancel  context.CancelFunc
-	created int64 // server revision when the watch was created; events after it are delivered
-	target  string
-	prefix  bool
-}
-
-func (x *watch) stop() {
-	if x != nil {
-		x.cancel()
-	}
-}
-
-// openWatch watches deletes of target (a key, or a prefix) from the server's
-// current revision, and waits for the created reply, so that no event after
-// x.created is missed and the watcher starts synced.
-//
-// The watch outlives ctx (a waiter's own watch goes on into its hold), but
-// ctx can end its creation: clientv3's Watch blocks until the server has
-// answered, which it never does while etcd is unreachable.
-func (q *Queue) openWatch(ctx context.Context, target string, prefix bool) (*watch, error) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
-	stop := context.AfterFunc(ctx, cancel)
-	opts := []clientv3.OpOption{clientv3.WithCreatedNotify(), clientv3.WithFilterPut()}
-	if prefix {
-		opts = append(opts, clientv3.WithPrefix())
-	}
-	x := &watch{ch: q.Client.Watch(wctx, target, opts...), cancel: cancel, target: target, prefix: prefix}
-	wr, ok := <-x.ch
-	if !stop() { // ctx ended meanwhile
-		cancel()
-		return nil, context.Cause(ctx)
-	}
-	if !ok || wr.Err() != nil || !wr.Created {
-		cancel()
-		if ok && wr.Err() != nil {
-			return nil, wr.Err()
-		}
-		return nil, errors.New("etcdlock: watch closed before it was created")
-	}
-	x.created = wr.Header.Revision
-	return x, nil
-}
-
-func blockerTarget(q *Queue, v Verdict) (string, bool) {
+// blockerTarget is what a waiter watches for its blockers: the one key, or
+// the queue's prefix.
+func blockerTarget(q *Queue, v Verdict) watchTarget {
 	if len(v.Blockers) == 1 {
-		return v.Blockers[0].Key, false
+		return watchTarget{key: v.Blockers[0].Key}
 	}
-	return q.Prefix, true
+	return watchTarget{key: q.Prefix, prefix: true}
 }
 
 // errBlockerBroken says the blockers' watch is the broken one.
-var errBlockerBroken = errors.New("etcdlock: blockers' watch broken")
+var errBlockerBroken = errors.New("blockers' watch broken")
 
 // waitShared is wait with the Primitive's dispatcher. The waiter registers its key and its blockers with the Primitive's
 // dispatcher. Its watch was normally created before the enqueue, so a
@@ -104,7 +62,7 @@ var errBlockerBroken = errors.New("etcdlock: blockers' watch broken")
 // when it was not (first use, or the watch broke), the waiter waits for the
 // watch and reads again.
 func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
-	backoff := newBackoff()
+	b := newBackoff()
 	d := w.q.disp
 	for {
 		if w.sub == nil {
@@ -113,14 +71,14 @@ func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
 		if w.sub == nil {
 			floor, err := d.waitUp(ctx, w.k.GoneCh())
 			if err != nil {
-				if err := w.retryable(ctx, err, backoff); err != nil {
+				if err := w.retryable(ctx, err, b); err != nil {
 					return err
 				}
 				continue
 			}
 			w.needRev = max(w.needRev, floor)
 			var done bool
-			if v, done, err = w.reconfirm(ctx, v, backoff); done {
+			if v, done, err = w.reconfirm(ctx, v, b); done {
 				return err
 			}
 			continue
@@ -144,14 +102,14 @@ func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
 			w.readRev = at
 			return nil
 		}
-		backoff = newBackoff()
-		if bugs.SkipOwnershipCheck.Load() {
+		b.Reset()
+		if bugs.Compiled && bugs.On(bugs.SkipOwnershipCheck) {
 			return nil // planted bug: trust the delete event alone
 		}
 		w.sub.close()
 		w.sub = nil
 		var done bool
-		if v, done, err = w.reconfirm(ctx, v, backoff); done {
+		if v, done, err = w.reconfirm(ctx, v, b); done {
 			return err
 		}
 	}
@@ -192,30 +150,30 @@ func (w *waiter) await(ctx context.Context, v Verdict) (int64, error) {
 func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	var blk *watch
 	defer func() { blk.stop() }()
-	backoff := newBackoff()
+	b := newBackoff()
 	for {
 		if w.own == nil {
-			own, err := w.q.openWatch(ctx, w.key, false)
+			own, err := w.q.openWatch(ctx, watchTarget{key: w.key})
 			if err != nil {
-				if err := w.retryable(ctx, err, backoff); err != nil {
+				if err := w.retryable(ctx, err, b); err != nil {
 					return err
 				}
 				continue
 			}
 			w.own = own
 		}
-		target, prefix := blockerTarget(w.q, v)
-		if blk == nil || blk.target != target || blk.prefix != prefix {
+		target := blockerTarget(w.q, v)
+		if blk == nil || blk.target != target {
 			blk.stop()
 			blk = nil
-			b, err := w.q.openWatch(ctx, target, prefix)
+			x, err := w.q.openWatch(ctx, target)
 			if err != nil {
-				if err := w.retryable(ctx, err, backoff); err != nil {
+				if err := w.retryable(ctx, err, b); err != nil {
 					return err
 				}
 				continue
 			}
-			blk = b
+			blk = x
 		}
 		// The watches deliver every delete after their created revision. If
 		// both were created no later than the read that judged us, nothing
@@ -224,7 +182,7 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 		if blk.created > w.readRev || w.own.created > w.readRev {
 			var err error
 			if v, err = w.confirm(ctx); err != nil {
-				if err := w.retryable(ctx, err, backoff); err != nil {
+				if err := w.retryable(ctx, err, b); err != nil {
 					return err
 				}
 				continue
@@ -235,7 +193,7 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			if v.Err != nil {
 				return v.Err
 			}
-			if t, p := blockerTarget(w.q, v); t != blk.target || p != blk.prefix {
+			if blockerTarget(w.q, v) != blk.target {
 				continue
 			}
 		}
@@ -247,7 +205,7 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			err = errWatchBroken
 		}
 		if errors.Is(err, errWatchBroken) {
-			if err := w.retryable(ctx, err, backoff); err != nil {
+			if err := w.retryable(ctx, err, b); err != nil {
 				return err
 			}
 			continue
@@ -255,12 +213,12 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 		if err != nil {
 			return err
 		}
-		backoff = newBackoff()
-		if bugs.SkipOwnershipCheck.Load() {
+		b.Reset()
+		if bugs.Compiled && bugs.On(bugs.SkipOwnershipCheck) {
 			return nil // planted bug: trust the delete event alone
 		}
 		var done bool
-		if v, done, err = w.reconfirm(ctx, v, backoff); done {
+		if v, done, err = w.reconfirm(ctx, v, b); done {
 			return err
 		}
 	}
@@ -312,18 +270,6 @@ func (w *waiter) awaitWatch(ctx context.Context, v Verdict, blk *watch) error {
 	return nil
 }
 
-// hasDelete reports whether evs delete a key created at rev. Key names are
-// reused, and a member that lags behind may still deliver the delete of an
-// earlier key of the same name: a delete at or before rev is that.
-func hasDelete(evs []*clientv3.Event, rev int64) bool {
-	for _, ev := range evs {
-		if ev.Type == mvccpb.DELETE && ev.Kv.ModRevision > rev {
-			return true
-		}
-	}
-	return false
-}
-
 // ownDeleted tells why the waiter's key vanished: its lease is gone, or
 // another client deleted it. It costs one TimeToLive, on this rare path only.
 func (w *waiter) ownDeleted() error {
@@ -331,37 +277,6 @@ func (w *waiter) ownDeleted() error {
 		return err
 	}
 	return fmt.Errorf("%w: waiter key %s", ErrDeleted, w.key)
-}
-
-// keyGone is the cause of a hold's loss when its key was seen deleted:
-// ErrExpired if the keeper knows the lease is gone, else ErrDeleted. It
-// asks etcd nothing: the hold is lost either way and is told at once, not
-// one round trip (or, with etcd slow, a timeout) later, while the next
-// waiter may already hold. A lease revoked by another client thus shows as
-// ErrDeleted; the keeper is asked to renew now, so that it soon knows.
-func keyGone(k *lease.Keeper) error {
-	if k.Gone() != nil {
-		return lease.ErrExpired
-	}
-	k.Check()
-	return ErrDeleted
-}
-
-// whyDeleted tells why a key on k's lease vanished: ErrExpired if the lease
-// is gone, else ErrDeleted. One TimeToLive, on a bounded context: for a
-// waiter only, whose caller wants to know whether its session is still
-// good; a hold uses keyGone.
-func (q *Queue) whyDeleted(k *lease.Keeper) error {
-	if k.Gone() != nil {
-		return lease.ErrExpired
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
-	defer cancel()
-	resp, err := q.Client.TimeToLive(ctx, k.ID())
-	if err == nil && resp.TTL <= 0 {
-		return lease.ErrExpired
-	}
-	return ErrDeleted
 }
 
 // confirm reads, in one read-only Txn, the waiter's own key and the rule's
@@ -376,7 +291,7 @@ func (q *Queue) whyDeleted(k *lease.Keeper) error {
 // grant takes effect. A member that is behind is simply asked again.
 func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 	ops := append([]clientv3.Op{clientv3.OpGet(w.key, clientv3.WithKeysOnly(), clientv3.WithSerializable())}, w.q.Rule.Reads(w.q.Prefix, w.rev)...)
-	var b *backoff
+	var b *backoff.Backoff
 	for {
 		resp, err := w.q.Client.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
@@ -384,9 +299,9 @@ func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 		}
 		if resp.Header.Revision < w.needRev {
 			if b == nil {
-				b = &backoff{d: time.Millisecond}
+				b = backoff.New(time.Millisecond, time.Second)
 			}
-			if err := b.sleep(ctx); err != nil {
+			if err := b.Sleep(ctx); err != nil {
 				return Verdict{}, err
 			}
 			continue
@@ -404,7 +319,7 @@ func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 // result, once the waiter is admitted (nil) or failed; otherwise it returns
 // the verdict to go on waiting with: the new one, or after a transient
 // error and a pause, the old one.
-func (w *waiter) reconfirm(ctx context.Context, v Verdict, b *backoff) (Verdict, bool, error) {
+func (w *waiter) reconfirm(ctx context.Context, v Verdict, b *backoff.Backoff) (Verdict, bool, error) {
 	nv, err := w.confirm(ctx)
 	switch {
 	case err != nil:
@@ -422,7 +337,7 @@ func (w *waiter) reconfirm(ctx context.Context, v Verdict, b *backoff) (Verdict,
 
 // retryable returns nil after a pause when err is a transient etcd or watch
 // error, and err (or ctx's cause) otherwise.
-func (w *waiter) retryable(ctx context.Context, err error, b *backoff) error {
+func (w *waiter) retryable(ctx context.Context, err error, b *backoff.Backoff) error {
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
@@ -437,7 +352,7 @@ func (w *waiter) retryable(ctx context.Context, err error, b *backoff) error {
 	}
 	w.readRev = -1
 	w.q.logger().Debug("retrying wait", zap.String("key", w.key), zap.Error(err))
-	return b.sleep(ctx)
+	return b.Sleep(ctx)
 }
 
 func (q *Queue) logger() *zap.Logger {
@@ -488,21 +403,5 @@ func (w *waiter) removeByKey() {
 	w.k.Orphan(w.key, 0)
 	if err != nil {
 		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
-	}
-}
-
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{d: 20 * time.Millisecond} }
-
-func (b *backoff) sleep(ctx context.Context) error {
-	t := time.NewTimer(b.d)
-	defer t.Stop()
-	b.d = min(b.d*2, time.Second)
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
 	}
 }
