@@ -56,7 +56,9 @@
 // leader, move leadership, pause a member's sending, compact), and
 // [PauseClient], [BlackholeClient], [DelayClientResponses] and
 // [DropClientRequests] act on clients' proxies. A [Schedule] runs a random
-// sequence of [Fault]s from a logged seed.
+// sequence of [Fault]s from a logged seed, and gives up on a fault that has
+// not returned after [Schedule.StuckAfter], so that a hang inside etcd
+// fails the run instead of holding it forever.
 //
 // # Test suites
 //
