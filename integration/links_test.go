@@ -34,10 +34,10 @@ func paused(c *Cluster, from, to int) (cut, ok bool) {
 	return v.FieldByName("paused").Bool(), true
 }
 
-// checkLinks fails t unless every link of the running members is cut
-// exactly when the partitions in effect want it.
-func checkLinks(t *testing.T, c *Cluster, when string) {
-	t.Helper()
+// linkMismatches lists the links of the running members that are not cut
+// exactly when the partitions in effect want them cut.
+func linkMismatches(c *Cluster) []string {
+	var out []string
 	n := len(c.Members())
 	for a := range n {
 		for b := range n {
@@ -48,9 +48,18 @@ func checkLinks(t *testing.T, c *Cluster, when string) {
 			want := c.cutWanted(a, b)
 			c.mu.Unlock()
 			if got, ok := paused(c, a, b); ok && got != want {
-				t.Errorf("%s: link m%d->m%d cut=%v, want %v", when, a, b, got, want)
+				out = append(out, fmt.Sprintf("link m%d->m%d cut=%v, want %v", a, b, got, want))
 			}
 		}
+	}
+	return out
+}
+
+// checkLinks fails t unless every link is cut as the partitions want.
+func checkLinks(t *testing.T, c *Cluster, when string) {
+	t.Helper()
+	for _, m := range linkMismatches(c) {
+		t.Errorf("%s: %s", when, m)
 	}
 }
 
@@ -221,26 +230,8 @@ func TestLinkFaultsInRandomOrder(t *testing.T) {
 func waitLinks(t *testing.T, c *Cluster, when string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) && !linksMatch(c) {
+	for time.Now().Before(deadline) && len(linkMismatches(c)) > 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	checkLinks(t, c, when)
-}
-
-func linksMatch(c *Cluster) bool {
-	n := len(c.Members())
-	for a := range n {
-		for b := range n {
-			if a == b {
-				continue
-			}
-			c.mu.Lock()
-			want := c.cutWanted(a, b)
-			c.mu.Unlock()
-			if got, ok := paused(c, a, b); ok && got != want {
-				return false
-			}
-		}
-	}
-	return true
 }
