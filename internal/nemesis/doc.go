@@ -41,10 +41,20 @@
 //
 // Each workload (see AllWorkloads) runs several workers, each with its own
 // client through its own proxies, so that client faults hit one worker.
-// The unfenced control (WorkloadControl) is the mutex workload without
-// fencing: it must lose updates when a holder pauses past its lease, and
-// its lost updates and non-linearizable history are reported, not counted
-// as violations.
+// The unfenced controls (WorkloadControl, WorkloadSQLControl) are mutex
+// workloads without fencing: they must lose updates when a holder pauses
+// past its lease, and their lost updates and non-linearizable histories
+// are reported, not counted as violations.
+//
+// The SQL workloads (WorkloadSQL and its control) keep their counter in a
+// row of a SQLite database (modernc.org/sqlite, a file per run in a
+// temporary directory, removed at the end). A holder reads it in one
+// transaction and writes it in another, as a holder that computes between
+// them would not keep SQLite's one write lock meanwhile; in WorkloadSQL
+// each transaction begins with sqlfence's Admit of the hold's token, so
+// the database itself refuses a holder that paused past its lease
+// between its read and its write. Only this package links SQLite; the
+// library's packages do not.
 //
 // A run goes through fault phases (see AllFaults), each with every
 // workload on fresh keys: a fault-free warm-up, then one or more random

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,7 @@ type env struct {
 	start   time.Time
 	root    string
 	log     integration.FaultLog
+	sql     *sqlDB // the SQL workloads' database, nil without them
 
 	stuckMu sync.Mutex
 	stuck   *stuckFault // the first fault that did not return, if one
@@ -124,6 +126,16 @@ func (e *env) run(ctx context.Context, deliver func(*Report)) (err error) {
 	}
 	e.w = startWatcher(e.direct, e.root, resp.Header.Revision+1, e.start)
 	defer e.w.stop()
+	if slices.ContainsFunc(cfg.workloads(), isSQL) {
+		if e.sql, err = openSQL(ctx); err != nil {
+			return fmt.Errorf("nemesis: creating the SQL workloads' database: %w", err)
+		}
+		defer func() {
+			if err := e.sql.close(); err != nil {
+				lg.Warn("closing the SQL workloads' database", zap.Error(err))
+			}
+		}()
+	}
 
 	rep := &Report{Seed: cfg.Seed, Tier: cfg.Tier, Duration: cfg.Duration, TTL: cfg.TTL, Valid: true}
 	phases := cfg.phases()
@@ -461,6 +473,11 @@ func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []integ
 	var final int64
 	if wl.reg != nil {
 		final = wl.reg.value
+	} else if wl.sql != nil {
+		var err error
+		if final, err = wl.sql.final(ctx); err != nil {
+			invalid("reading the final value: " + err.Error())
+		}
 	} else if wl.data != "" {
 		resp, err := e.direct.Get(ctx, wl.data)
 		if err != nil {
@@ -499,7 +516,7 @@ func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []integ
 	}
 	if wl.counter {
 		cr := checkCounter(accesses, final)
-		if wl.name == WorkloadControl {
+		if wl.control {
 			row.ControlLostUpdates = cr.lost
 		} else {
 			add(cr.findings...)
@@ -514,7 +531,7 @@ func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []integ
 		switch {
 		case res == LinTimeout:
 			invalid("porcupine timed out")
-		case wl.name == WorkloadControl && res == LinIllegal:
+		case wl.control && res == LinIllegal:
 			row.Porcupine = LinExpected
 		case res == LinIllegal:
 			add(Finding{CheckLinearizable, fmt.Sprintf("the register's history of %d accesses is not linearizable", len(accesses))})

@@ -61,7 +61,7 @@ type Grant struct {
 	doneCause atomic.Pointer[string]
 }
 
-// Access is one access to a fenced (or, in the control, unfenced) register.
+// Access is one access to a fenced (or, in a control, unfenced) register.
 type Access struct {
 	Client int    `json:"client"` // porcupine client id
 	Worker string `json:"worker"`

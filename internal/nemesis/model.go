@@ -15,7 +15,7 @@ const (
 	LinIllegal  = "illegal"
 	LinTimeout  = "timeout"
 	LinNone     = "n/a"
-	LinExpected = "illegal (expected)" // the unfenced control
+	LinExpected = "illegal (expected)" // an unfenced control
 )
 
 // regInput is one access to the fenced register.

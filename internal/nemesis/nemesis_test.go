@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +105,67 @@ func TestShortTier(t *testing.T) {
 	}
 	if t.Failed() && rep.OutDir != "" {
 		t.Logf("histories in %s", rep.OutDir)
+	}
+}
+
+// TestSQLWorkloads runs the SQL workloads alone under client pauses: the
+// fenced one must lose no update and admit no stale write (no violation,
+// a linearizable history) while refusing some, and the unfenced control
+// must lose updates. The run's SQLite file must be gone afterwards.
+func TestSQLWorkloads(t *testing.T) {
+	d := *duration
+	if d == 0 {
+		d = 20 * time.Second
+	}
+	out := *outDir
+	if out == "" {
+		out = os.TempDir() // not tmp, which the test removes
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // where the run creates its database
+	c := integration.NewCluster(t, 3, integration.WithoutFsync())
+	rep, err := nemesis.Run(context.Background(), nemesis.Config{
+		Duration:       d,
+		Seed:           *seed,
+		Faults:         []string{nemesis.FaultClientPause},
+		Workloads:      []string{nemesis.WorkloadSQL, nemesis.WorkloadSQLControl},
+		SkipSeededBugs: true,
+		OutDir:         out,
+		Logger:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Cluster:        c,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := rep.Table(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d (replay with -nemesis.seed %d)\n%s", rep.Seed, rep.Seed, b.String())
+	if !rep.Valid {
+		t.Errorf("run invalid: %v", rep.InvalidReasons)
+	}
+	if rep.Violations != 0 {
+		t.Errorf("%d violations: %v", rep.Violations, rep.Findings)
+	}
+	got := map[string]nemesis.Row{}
+	for _, row := range rep.Rows {
+		got[row.Workload] = row
+	}
+	fenced, control := got[nemesis.WorkloadSQL], got[nemesis.WorkloadSQLControl]
+	if fenced.StaleRejected == 0 || fenced.Porcupine != nemesis.LinOK || fenced.Violations[nemesis.CheckCounter] != 0 {
+		t.Errorf("%s: %d stale accesses refused, porcupine %q, %d lost updates; want some refused, %q and none lost",
+			nemesis.WorkloadSQL, fenced.StaleRejected, fenced.Porcupine, fenced.Violations[nemesis.CheckCounter], nemesis.LinOK)
+	}
+	if control.ControlLostUpdates == 0 {
+		t.Errorf("%s lost no update under client pauses (%d pauses, %d lease expiries)",
+			nemesis.WorkloadSQLControl, control.HolderPauses, control.LeaseExpiries)
+	}
+	if t.Failed() && rep.OutDir != "" {
+		t.Logf("histories in %s", rep.OutDir)
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "etcdlock-nemesis-sql-*"))
+	if err != nil || len(left) > 0 {
+		t.Errorf("the run's database is left behind: %v %v", left, err)
 	}
 }

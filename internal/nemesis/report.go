@@ -30,7 +30,7 @@ type Report struct {
 	// the seeded bugs' runs with the bug on excluded).
 	Violations int `json:"violations"`
 	// ControlLostUpdates is the number of acknowledged increments the
-	// unfenced control lost.
+	// unfenced controls lost.
 	ControlLostUpdates int `json:"control_lost_updates"`
 	// SeededBugsCaught of SeededBugsTotal seeded bugs made a checker fail.
 	SeededBugsCaught int `json:"seeded_bugs_caught"`
@@ -90,11 +90,11 @@ type Row struct {
 	// more: each must let the holder's lease expire.
 	longPauses int
 	// Porcupine is LinOK, LinIllegal, LinTimeout, LinNone (no register) or,
-	// for the control, LinExpected.
+	// for a control, LinExpected.
 	Porcupine string `json:"porcupine"`
 	// Violations counts violations by checker (CheckGrants, ...).
 	Violations map[string]int `json:"violations"`
-	// ControlLostUpdates is set for the control only.
+	// ControlLostUpdates is set for the controls only.
 	ControlLostUpdates int      `json:"control_lost_updates"`
 	Valid              bool     `json:"valid"`
 	Invalid            []string `json:"invalid,omitempty"`
@@ -141,7 +141,7 @@ func (r *Report) Table(w io.Writer) error {
 			fmt.Fprintf(tw, "%d\t", row.Violations[c])
 		}
 		lost := "-"
-		if row.Workload == WorkloadControl {
+		if isControl(row.Workload) {
 			lost = fmt.Sprint(row.ControlLostUpdates)
 		}
 		valid := "yes"

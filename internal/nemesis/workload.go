@@ -40,10 +40,28 @@ const (
 	// guarded by the term's key and Proclaim between writes; an observer
 	// records what Observe reports.
 	WorkloadElection = "election"
+	// WorkloadSQL: Mutex holders read-modify-write a counter row in a
+	// SQLite database, each read and each write a transaction that
+	// sqlfence's Admit opens with the hold's token.
+	WorkloadSQL = "mutex-sql"
+	// WorkloadSQLControl: mutex-sql without Admit, the control that must
+	// lose updates when a holder pauses past its lease.
+	WorkloadSQLControl = "mutex-sql-control"
 )
 
 // AllWorkloads lists every workload, in table order.
-var AllWorkloads = []string{WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl, WorkloadRWMutex, WorkloadSemaphore, WorkloadElection}
+var AllWorkloads = []string{WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl, WorkloadRWMutex, WorkloadSemaphore, WorkloadElection,
+	WorkloadSQL, WorkloadSQLControl}
+
+// isControl reports whether workload is an unfenced control, whose lost
+// updates and non-linearizable history are expected, not violations.
+func isControl(workload string) bool {
+	return workload == WorkloadControl || workload == WorkloadSQLControl
+}
+
+// isSQL reports whether workload keeps its register in the run's SQLite
+// database.
+func isSQL(workload string) bool { return workload == WorkloadSQL || workload == WorkloadSQLControl }
 
 // Timeouts of the workers' requests.
 const (
@@ -131,8 +149,10 @@ type workload struct {
 	spec lockSpec
 	hist *History
 	reg  *register
-	// fenced: stale accesses are refused; strict: by a high-water mark.
-	fenced, strict, counter bool
+	sql  *sqlRegister
+	// fenced: stale accesses are refused; strict: by a high-water mark;
+	// control: an unfenced control.
+	fenced, strict, counter, control bool
 
 	workers  []*worker
 	pauseReq chan *pauseRequest
@@ -174,6 +194,12 @@ func (e *env) newWorkload(name, ns, data string) *workload {
 		wl.reg, wl.fenced, wl.strict = &register{mode: fenceMutex}, true, true
 	case WorkloadControl:
 		wl.reg, wl.strict = &register{mode: unfenced}, true
+	case WorkloadSQL:
+		wl.sql = &sqlRegister{db: e.sql.db, fence: e.sql.fence, name: ns}
+		wl.fenced, wl.strict = true, true
+	case WorkloadSQLControl:
+		wl.sql = &sqlRegister{db: e.sql.db, name: ns}
+		wl.strict = true
 	case WorkloadRWMutex:
 		wl.reg, wl.fenced, wl.strict = &register{mode: fenceRW}, true, true
 		wl.spec.kind = readWrite
@@ -183,6 +209,7 @@ func (e *env) newWorkload(name, ns, data string) *workload {
 		wl.fenced = true
 		wl.spec.kind, wl.spec.limit = semaphore, semLimit
 	}
+	wl.control = isControl(name)
 	return wl
 }
 
@@ -232,6 +259,11 @@ func (wl *workload) start(ctx context.Context, seed uint64) error {
 			return err
 		}
 	}
+	if wl.sql != nil {
+		if err := wl.sql.create(ctx); err != nil {
+			return fmt.Errorf("creating the counter row: %w", err)
+		}
+	}
 	for i := range n {
 		cli, ps, err := e.newClient()
 		if err != nil {
@@ -242,7 +274,7 @@ func (wl *workload) start(ctx context.Context, seed uint64) error {
 		wl.workers = append(wl.workers, w)
 		lopts := []lock.Option{lock.WithNamespace(wl.ns), lock.WithTTL(e.cfg.TTL), lock.WithHolder(w.name)}
 		switch wl.name {
-		case WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl:
+		case WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl, WorkloadSQL, WorkloadSQLControl:
 			m, err := lock.NewMutex(cli, "x", lopts...)
 			if err != nil {
 				return err
@@ -554,7 +586,7 @@ func (w *worker) record(a Access) {
 	if a.Status == Rejected {
 		w.wl.stale.Add(1)
 	}
-	if a.Status != conflict {
+	if a.Status != conflict && a.Status != aborted {
 		w.wl.hist.addAccess(a)
 	}
 }
@@ -573,6 +605,12 @@ func (w *worker) read(ctx context.Context, tok fencing.Token) (int64, Outcome) {
 		}
 		w.record(a)
 		return v, a.Status
+	}
+	if wl.sql != nil {
+		a.Value, a.Status = wl.sql.access(ctx, tok, false, 0)
+		a.Ret = wl.hist.now()
+		w.record(a)
+		return a.Value, a.Status
 	}
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	resp, err := w.cli.Txn(octx).If(tok.Cmp()).Then(clientv3.OpGet(wl.data)).Commit()
@@ -608,6 +646,12 @@ func (w *worker) write(ctx context.Context, tok fencing.Token, v int64) Outcome 
 		if err != nil {
 			a.Status = Rejected
 		}
+		w.record(a)
+		return a.Status
+	}
+	if wl.sql != nil {
+		_, a.Status = wl.sql.access(ctx, tok, true, v)
+		a.Ret = wl.hist.now()
 		w.record(a)
 		return a.Status
 	}
