@@ -24,7 +24,8 @@ var nemesisCmd = &command{
 	usage:   "etcdlock nemesis [--duration D] [--seed S] [--ttl TTL] [--out DIR] [--json] [--v]",
 	help: `
 Nemesis starts a 3-member embedded etcd cluster and runs every workload
-(mutex with fencing outside and inside etcd, an unfenced control, RW lock,
+(mutex with fencing outside and inside etcd, a mutex fenced in a SQLite
+database by sqlfence, unfenced controls in memory and in SQLite, RW lock,
 semaphore, election, where one candidate leads through election.Run)
 while a nemesis injects faults from a random schedule:
 member restarts, leader partitions and moves, member pauses, compaction,
