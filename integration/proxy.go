@@ -280,10 +280,9 @@ func (p *Proxy) Unpause() {
 }
 
 // Blackhole drops the traffic in both directions until [Proxy.Unblackhole]:
-// bytes are read and discarded, connections stay open. Dropping bytes
-// mid-stream usually corrupts the HTTP/2 connection, so after Unblackhole
-// the first requests may fail until the client reconnects (immediately on a
-// protocol error, otherwise after its keep-alive timeout). Blackholes nest
+// bytes are read and discarded, connections stay open meanwhile. When the
+// blackhole ends, the proxy closes the connections it carried, since they
+// lost bytes mid-stream, and the clients reconnect. Blackholes nest
 // like pauses: the traffic is dropped until every Blackhole has been
 // matched by an Unblackhole, so that overlapping [BlackholeClient] calls
 // on one proxy drop it until the last one ends. It does not block.
@@ -310,8 +309,8 @@ func (p *Proxy) Unblackhole() {
 
 // BlackholeRequests drops the traffic from the client to the endpoint until
 // [Proxy.UnblackholeRequests], while the endpoint's answers still come
-// through: a one-way partition. Like [Proxy.Blackhole] it usually corrupts
-// the client's connection. It nests with itself and with Blackhole: the
+// through: a one-way partition. Like [Proxy.Blackhole], its end closes the
+// connections it carried. It nests with itself and with Blackhole: the
 // requests are dropped while any BlackholeRequests or Blackhole has not
 // been undone yet. It does not block.
 func (p *Proxy) BlackholeRequests() {
@@ -334,9 +333,19 @@ func (p *Proxy) UnblackholeRequests() {
 }
 
 // applyDrops makes the etcd proxy drop what the blackholes in effect ask
-// for. p.mu is held.
+// for. When a direction stops dropping, it first closes every connection
+// through the proxy, still dropping: a connection that lost bytes in the
+// middle of its stream must not go on, or the client would parse the bytes
+// after the gap as frames, and could take garbage for a response (a TCP
+// connection never resumes with a gap: it delivers every byte or breaks).
+// The clients reconnect. p.mu is held.
 func (p *Proxy) applyDrops() {
 	tx, rx := p.blackholed+p.dropped > 0, p.blackholed > 0
+	if !tx && p.txDropped || !rx && p.rxDropped {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+	}
 	if tx != p.txDropped {
 		if tx {
 			p.srv.BlackholeTx()
