@@ -168,6 +168,10 @@ func (m *Member) embedConfig() *embed.Config {
 	if m.cfg.tlsFiles != nil {
 		cfg.ClientTLSInfo = m.cfg.tlsFiles.serverTLSInfo()
 	}
+	// clientv3 logs in again for every stream it opens (each lease
+	// renewal of this module's locks is one), and etcd checks the password
+	// with bcrypt each time: the lowest cost keeps tests quick.
+	cfg.BcryptCost = 4 // bcrypt.MinCost
 	cfg.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.WaitForHandlers(true)}
 	cfg.ServiceRegister = func(gs *grpc.Server) { // etcd makes its servers once ready
 		m.mu.Lock()

@@ -42,7 +42,14 @@ type TLSFiles struct {
 // ClientConfig returns a client TLS configuration that trusts the CA and
 // presents the client certificate.
 func (f *TLSFiles) ClientConfig() (*tls.Config, error) {
-	info := transport.TLSInfo{CertFile: f.CertFile, KeyFile: f.KeyFile, TrustedCAFile: f.CAFile}
+	return f.ClientConfigFor(f.CertFile, f.KeyFile)
+}
+
+// ClientConfigFor returns a client TLS configuration that trusts the CA
+// and presents the certificate in certFile (one [TLSFiles.ClientCert]
+// made, say), with its key in keyFile.
+func (f *TLSFiles) ClientConfigFor(certFile, keyFile string) (*tls.Config, error) {
+	info := transport.TLSInfo{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: f.CAFile}
 	cfg, err := info.ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("integration: client TLS configuration: %w", err)

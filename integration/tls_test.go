@@ -2,14 +2,12 @@ package integration_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/integration"
@@ -89,7 +87,7 @@ func checkSecured(t *testing.T, endpoints []string, files *integration.TLSFiles,
 	}
 	byCert, err := newClient(func(cfg *clientv3.Config) {
 		cfg.Username, cfg.Password = "", ""
-		tc, err := tlsWith(files.CAFile, cert, key)
+		tc, err := files.ClientConfigFor(cert, key)
 		if err != nil {
 			t.Error(err)
 			return
@@ -151,9 +149,4 @@ func TestTLSClientURL(t *testing.T) {
 			t.Errorf("StartServer with a client URL that does not fit WithTLS succeeded")
 		}
 	}
-}
-
-// tlsWith returns a client TLS configuration from PEM files.
-func tlsWith(ca, cert, key string) (*tls.Config, error) {
-	return transport.TLSInfo{TrustedCAFile: ca, CertFile: cert, KeyFile: key}.ClientConfig()
 }
