@@ -42,6 +42,17 @@ type connFlags struct {
 
 	fs     *flag.FlagSet
 	getenv func(string) string // os.Getenv; tests replace it
+	// aborter ends the requests of the clients config configures, when
+	// etcd is given up on (see abort).
+	aborter *aborter
+}
+
+// abort ends every request, in flight or later, of the clients made with
+// the configuration of config.
+func (c *connFlags) abort() {
+	if c.aborter != nil {
+		c.aborter.abort()
+	}
 }
 
 // connHelp is the part of the help of every command that connects.
@@ -147,6 +158,10 @@ func (c *connFlags) config(ctx context.Context) (clientv3.Config, error) {
 		Logger:               zap.NewNop(),
 		Context:              context.WithoutCancel(ctx),
 	}
+	if c.aborter == nil {
+		c.aborter = newAborter()
+	}
+	cfg.DialOptions = append(cfg.DialOptions, c.aborter.dialOptions()...)
 	if c.cacert != "" || c.cert != "" {
 		if c.cacert != "" {
 			if err := checkCAFile(c.cacert); err != nil {
