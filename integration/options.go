@@ -94,7 +94,8 @@ func WithStartTimeout(d time.Duration) Option {
 // socket's file name, which the server certificate names, as it does
 // "localhost", 127.0.0.1 and ::1 and the host of [WithClientURL]. Peers
 // still talk in the clear, over unix sockets. Clients made by this package
-// present the client certificate. The default is no TLS.
+// present the client certificate; those of a [Proxy] do not, and a proxy
+// does not accept a unixs endpoint. The default is no TLS.
 func WithTLS() Option {
 	return func(c *config) { c.tls = true }
 }

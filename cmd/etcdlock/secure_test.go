@@ -181,3 +181,41 @@ func TestConnectErrorsNameTheCause(t *testing.T) {
 		}
 	}
 }
+
+// TestDevTLSAuth starts etcdlock dev with --tls and --auth, and runs a
+// command with the settings it prints: it works as root, and without the
+// user it is refused with a line saying to pass --user.
+func TestDevTLSAuth(t *testing.T) {
+	e := newE2E(t)
+	p := e.start("d", "dev", "--listen", "127.0.0.1:0", "--tls", "--auth")
+	var exports string
+	e.waitFor(30*time.Second, "dev's exports", func() bool {
+		_, exports, _ = strings.Cut(p.errText(), "export ")
+		exports, _, _ = strings.Cut(exports, "\n")
+		return strings.Contains(p.errText(), "stop with Ctrl-C")
+	})
+	vars := map[string]string{}
+	for _, kv := range strings.Fields(exports) {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	if !strings.HasPrefix(vars["ETCDLOCK_ENDPOINTS"], "https://127.0.0.1:") || vars["ETCDCTL_CACERT"] == "" ||
+		vars["ETCDCTL_USER"] != integration.RootUser {
+		t.Fatalf("dev exports %q, want the https endpoint, the certificates and the user", exports)
+	}
+	conn := []string{"--endpoints", vars["ETCDLOCK_ENDPOINTS"], "--cacert", vars["ETCDCTL_CACERT"],
+		"--cert", vars["ETCDCTL_CERT"], "--key", vars["ETCDCTL_KEY"]}
+	user := []string{"--user", vars["ETCDCTL_USER"] + ":" + vars["ETCDLOCK_PASSWORD"]}
+	q := e.start("x", append(append(append([]string{"run"}, conn...), user...), "j", "--", "sh", "-c", shStart)...)
+	q.expect(0, 30*time.Second)
+	if count(e.events(), "start") != 1 {
+		t.Errorf("run against dev --tls --auth did not run its child: %s", q.errText())
+	}
+	r := e.start("y", append(append([]string{"run"}, conn...), "j", "--", "sh", "-c", shStart)...)
+	r.expect(exitRunFailure, 30*time.Second)
+	if msg := r.errText(); strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "pass --user NAME") {
+		t.Errorf("run without --user: stderr %q, want one line saying to pass --user", msg)
+	}
+	p.signal(syscall.SIGINT)
+	p.expect(0, 20*time.Second)
+}
