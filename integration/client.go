@@ -22,15 +22,26 @@ const (
 	ClientKeepAliveTimeout = 2 * time.Second
 )
 
-// newClient builds a client for endpoints with the package defaults, then
-// applies cfgs in order.
-func newClient(endpoints []string, cfgs []func(*clientv3.Config)) (*clientv3.Client, error) {
+// newClient builds a client for endpoints with the package defaults and,
+// for members started with srv (nil for none), its client certificate and
+// root login, then applies cfgs in order.
+func newClient(endpoints []string, srv *config, cfgs []func(*clientv3.Config)) (*clientv3.Client, error) {
 	cfg := clientv3.Config{
 		Endpoints:            endpoints,
 		DialTimeout:          ClientDialTimeout,
 		DialKeepAliveTime:    ClientKeepAliveTime,
 		DialKeepAliveTimeout: ClientKeepAliveTimeout,
 		Logger:               zap.NewNop(),
+	}
+	if srv != nil && srv.tlsFiles != nil {
+		tlsCfg, err := srv.tlsFiles.ClientConfig()
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = tlsCfg
+	}
+	if srv != nil && srv.auth {
+		cfg.Username, cfg.Password = RootUser, RootPassword
 	}
 	for _, f := range cfgs {
 		if f != nil {
@@ -41,9 +52,9 @@ func newClient(endpoints []string, cfgs []func(*clientv3.Config)) (*clientv3.Cli
 }
 
 // testClient makes a client closed at tb cleanup, failing tb on error.
-func testClient(tb testing.TB, endpoints []string, cfg ...func(*clientv3.Config)) *clientv3.Client {
+func testClient(tb testing.TB, endpoints []string, srv *config, cfg ...func(*clientv3.Config)) *clientv3.Client {
 	tb.Helper()
-	cli, err := newClient(endpoints, cfg)
+	cli, err := newClient(endpoints, srv, cfg)
 	if err != nil {
 		tb.Fatalf("integration: creating client for %v: %v", endpoints, err)
 	}

@@ -116,6 +116,21 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 			dataDirs[i] = filepath.Join(cfg.dataDir, fmt.Sprintf("m%d", i))
 		}
 	}
+	if cfg.tls {
+		f, err := makeTLS(tlsHosts(n, cfg.clientURL))
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			_ = os.RemoveAll(f.dir)
+			return errClusterClosed
+		}
+		c.owned = append(c.owned, f.dir)
+		c.mu.Unlock()
+		cfg.tlsFiles = f
+	}
 	var sockDir string
 	if cfg.clientURL == "" {
 		dir, err := makeSocketDir()
@@ -158,14 +173,14 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 		}
 		m.peerSockPath = abs
 		if cfg.clientURL != "" {
-			u, err := url.Parse(cfg.clientURL)
+			u, err := parseClientURL(cfg)
 			if err != nil {
-				return fmt.Errorf("integration: parsing client URL %q: %w", cfg.clientURL, err)
+				return err
 			}
 			m.clientURL = *u
-			m.gateway = u.Scheme == "http" || u.Scheme == "https"
+			m.gateway = u.Scheme == "http"
 		} else {
-			m.clientURL = unixURL(filepath.Join(sockDir, m.name+".sock"))
+			m.clientURL = unixURL(filepath.Join(sockDir, m.name+".sock"), cfg.tls)
 		}
 		members[i] = m
 		initial[i] = m.name + "=" + m.peerURL.String()
@@ -219,6 +234,26 @@ func (c *Cluster) start(n int, cfg *config, dataDirs []string) error {
 	if n > 1 && transportOf(members[0].EtcdServer()) == nil {
 		return errors.New("integration: cannot reach the raft transport of etcd's server (its internals changed): partitions would cut nothing")
 	}
+	if cfg.auth {
+		return enableAuth(ctx, c.Endpoints(), cfg)
+	}
+	return nil
+}
+
+// config returns the configuration the cluster was started with, or nil.
+func (c *Cluster) config() *config {
+	if ms := c.Members(); len(ms) > 0 {
+		return ms[0].cfg
+	}
+	return nil
+}
+
+// TLS returns the certificate files of a cluster started [WithTLS], or
+// nil.
+func (c *Cluster) TLS() *TLSFiles {
+	if cfg := c.config(); cfg != nil {
+		return cfg.tlsFiles
+	}
 	return nil
 }
 
@@ -255,7 +290,7 @@ func (c *Cluster) Endpoints() []string {
 // block on the network.
 func (c *Cluster) Client(tb testing.TB) *clientv3.Client {
 	tb.Helper()
-	return testClient(tb, c.Endpoints())
+	return testClient(tb, c.Endpoints(), c.config())
 }
 
 // NewClient returns a new client of all members; the caller closes it. The
@@ -263,7 +298,7 @@ func (c *Cluster) Client(tb testing.TB) *clientv3.Client {
 // members; each cfg function may change it (for example to dial one
 // member only) before the client is created.
 func (c *Cluster) NewClient(cfg ...func(*clientv3.Config)) (*clientv3.Client, error) {
-	return newClient(c.Endpoints(), cfg)
+	return newClient(c.Endpoints(), c.config(), cfg)
 }
 
 // leader returns the index of the member that considers itself leader and

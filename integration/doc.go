@@ -30,6 +30,19 @@
 // [WithClientURL] makes a single server listen on TCP instead (for a
 // development server, e.g. "http://127.0.0.1:2379").
 //
+// # TLS and authentication
+//
+// [WithTLS] makes the members serve clients over TLS only, with a CA and
+// certificates made at start (crypto/x509, nothing read from outside) and
+// client certificates required: client URLs become
+// "unixs:///tmp/etcdlockNNN/etcd.sock" (or https with [WithClientURL]), and
+// [Server.TLS] names the CA file and a client certificate and key to hand
+// to other programs. [WithAuth] turns etcd's authentication on, with the
+// user [RootUser]; [AddPrefixUser] adds a user who may read and write one
+// key prefix only. The clients this package makes present the client
+// certificate and log in as [RootUser], so [Shared]-style helpers such as
+// [RequireEmpty] work unchanged.
+//
 // A member whose server reports an error after it started (a client or peer
 // listener whose Serve failed, say) keeps running, and its clients then
 // typically time out. [Member.Err] and [Server.Err] return that error,

@@ -54,8 +54,12 @@ func makeSocketDir() (string, error) {
 }
 
 // unixURL returns the URL of a unix socket at the absolute path p, in the
-// form both embed (host+path) and clientv3 ("unix:///abs") understand.
-func unixURL(p string) url.URL {
+// form both embed (host+path) and clientv3 ("unix:///abs") understand;
+// with secure, TLS over the socket ("unixs:///abs").
+func unixURL(p string, secure bool) url.URL {
+	if secure {
+		return url.URL{Scheme: "unixs", Path: p}
+	}
 	return url.URL{Scheme: "unix", Path: p}
 }
 
@@ -161,6 +165,13 @@ func (m *Member) embedConfig() *embed.Config {
 	cfg.InitialClusterToken = m.token
 	cfg.ClusterState = embed.ClusterStateFlagNew // ignored once the data dir is initialized
 	cfg.EnableGRPCGateway = m.gateway
+	if m.cfg.tlsFiles != nil {
+		cfg.ClientTLSInfo = m.cfg.tlsFiles.serverTLSInfo()
+	}
+	// clientv3 logs in again for every stream it opens (each lease
+	// renewal of this module's locks is one), and etcd checks the password
+	// with bcrypt each time: the lowest cost keeps tests quick.
+	cfg.BcryptCost = 4 // bcrypt.MinCost
 	cfg.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.WaitForHandlers(true)}
 	cfg.ServiceRegister = func(gs *grpc.Server) { // etcd makes its servers once ready
 		m.mu.Lock()
@@ -196,7 +207,7 @@ func (m *Member) launch() (*run, error) {
 	}
 	// With port 0, remember the port actually bound so that clients and
 	// restarts use it.
-	if m.clientURL.Scheme != "unix" && m.clientURL.Port() == "0" && len(e.Clients) > 0 {
+	if m.clientURL.Scheme != "unix" && m.clientURL.Scheme != "unixs" && m.clientURL.Port() == "0" && len(e.Clients) > 0 {
 		if _, port, err := net.SplitHostPort(e.Clients[0].Addr().String()); err == nil {
 			m.clientURL.Host = net.JoinHostPort(m.clientURL.Hostname(), port)
 		}
@@ -456,11 +467,11 @@ func absPeerSocket(name string) (string, error) {
 // see [Cluster.Client]. It fails tb with tb.Fatalf on error.
 func (m *Member) Client(tb testing.TB) *clientv3.Client {
 	tb.Helper()
-	return testClient(tb, []string{m.Endpoint()})
+	return testClient(tb, []string{m.Endpoint()}, m.cfg)
 }
 
 // NewClient returns a new client of this member only; the caller closes it.
 // See [Server.NewClient] for the configuration.
 func (m *Member) NewClient(cfg ...func(*clientv3.Config)) (*clientv3.Client, error) {
-	return newClient([]string{m.Endpoint()}, cfg)
+	return newClient([]string{m.Endpoint()}, m.cfg, cfg)
 }

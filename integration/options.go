@@ -20,6 +20,12 @@ type config struct {
 	dataDir      string
 	clientURL    string
 	startTimeout time.Duration
+	tls          bool
+	auth         bool
+
+	// tlsFiles are the certificates WithTLS made, set by the constructor
+	// before the first member starts and never changed afterwards.
+	tlsFiles *TLSFiles
 }
 
 func newConfig(opts []Option) *config {
@@ -65,9 +71,9 @@ func WithDataDir(dir string) Option {
 // "http://127.0.0.1:2379" for a development server) instead of on a unix
 // socket in a temporary directory. Port 0 picks a free port; [Server.Endpoints]
 // then reports the port actually bound (and restarts reuse it). With an
-// http URL the grpc-gateway (HTTP/JSON at /v3/...) is enabled too; TLS is
-// not supported. A [Cluster] of more than one member
-// rejects this option.
+// http URL the grpc-gateway (HTTP/JSON at /v3/...) is enabled too. With
+// [WithTLS] the URL must be https (the gateway is then off), and without it
+// http. A [Cluster] of more than one member rejects this option.
 func WithClientURL(u string) Option {
 	return func(c *config) { c.clientURL = u }
 }
@@ -76,4 +82,29 @@ func WithClientURL(u string) Option {
 // context deadline) waits for readiness. The default is [DefaultStartTimeout].
 func WithStartTimeout(d time.Duration) Option {
 	return func(c *config) { c.startTimeout = d }
+}
+
+// WithTLS makes the members serve clients over TLS only and require a
+// client certificate signed by their CA. A CA, a server certificate and a
+// client certificate (ECDSA P-256, valid for a day) are made when the
+// server or cluster starts, in a directory removed at Close; [Server.TLS]
+// and [Cluster.TLS] name the files. The client URLs are then
+// "unixs:///tmp/etcdlockNNN/etcd.sock" (m0.sock, m1.sock ... in a
+// cluster): clientv3 checks the certificate of a unixs endpoint against the
+// socket's file name, which the server certificate names, as it does
+// "localhost", 127.0.0.1 and ::1 and the host of [WithClientURL]. Peers
+// still talk in the clear, over unix sockets. Clients made by this package
+// present the client certificate; those of a [Proxy] do not, and a proxy
+// does not accept a unixs endpoint. The default is no TLS.
+func WithTLS() Option {
+	return func(c *config) { c.tls = true }
+}
+
+// WithAuth turns etcd's authentication on once the members are ready: it
+// creates the user [RootUser] with password [RootPassword] and etcd's root
+// role. Clients made by this package log in as that user; make others with
+// [AddPrefixUser]. A data directory where authentication is already on is
+// reused as it is. The default is no authentication.
+func WithAuth() Option {
+	return func(c *config) { c.auth = true }
 }

@@ -460,7 +460,7 @@ func (p *Proxy) Close() error {
 // broken. It fails tb if the client cannot be created.
 func (p *Proxy) Client(tb testing.TB) *clientv3.Client {
 	tb.Helper()
-	cli, err := newClient([]string{p.Endpoint()}, nil)
+	cli, err := newClient([]string{p.Endpoint()}, nil, nil)
 	if err != nil {
 		tb.Fatalf("integration: creating client through proxy %s: %v", p.Endpoint(), err)
 	}

@@ -79,7 +79,7 @@ func (c *RPCCounter) DialOptions() []grpc.DialOption {
 func (s *Server) CountingClient(tb testing.TB) (*clientv3.Client, *RPCCounter) {
 	tb.Helper()
 	c := &RPCCounter{}
-	cli := testClient(tb, s.Endpoints(), func(cfg *clientv3.Config) {
+	cli := testClient(tb, s.Endpoints(), s.config(), func(cfg *clientv3.Config) {
 		cfg.DialOptions = append(cfg.DialOptions, c.DialOptions()...)
 	})
 	return cli, c

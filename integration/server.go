@@ -92,13 +92,16 @@ func (s *Server) start(cfg *config) error {
 		peerURL: url.URL{Scheme: "unix", Host: "etcdlock-no-peer-listener:0"},
 	}
 	m.initialCluster = m.name + "=" + m.peerURL.String()
+	if err := s.setupTLS(cfg); err != nil {
+		return err
+	}
 	if cfg.clientURL != "" {
-		u, err := url.Parse(cfg.clientURL)
+		u, err := parseClientURL(cfg)
 		if err != nil {
-			return fmt.Errorf("integration: parsing client URL %q: %w", cfg.clientURL, err)
+			return err
 		}
 		m.clientURL = *u
-		m.gateway = u.Scheme == "http" || u.Scheme == "https"
+		m.gateway = u.Scheme == "http"
 	} else {
 		dir, err := makeSocketDir()
 		if err != nil {
@@ -107,7 +110,7 @@ func (s *Server) start(cfg *config) error {
 		if err := s.own(dir); err != nil {
 			return err
 		}
-		m.clientURL = unixURL(filepath.Join(dir, "etcd.sock"))
+		m.clientURL = unixURL(filepath.Join(dir, "etcd.sock"), cfg.tls)
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -127,6 +130,58 @@ func (s *Server) start(cfg *config) error {
 	defer cancel()
 	if err := waitReady(ctx, r); err != nil {
 		return fmt.Errorf("integration: etcd server: %w", err)
+	}
+	if cfg.auth {
+		return enableAuth(ctx, []string{m.Endpoint()}, cfg)
+	}
+	return nil
+}
+
+// setupTLS makes the certificates of [WithTLS], if asked for, in a
+// directory the server removes at Close.
+func (s *Server) setupTLS(cfg *config) error {
+	if !cfg.tls {
+		return nil
+	}
+	f, err := makeTLS(tlsHosts(1, cfg.clientURL))
+	if err != nil {
+		return err
+	}
+	if err := s.own(f.dir); err != nil {
+		return err
+	}
+	cfg.tlsFiles = f
+	return nil
+}
+
+// parseClientURL parses the URL of [WithClientURL] and checks that its
+// scheme fits [WithTLS].
+func parseClientURL(cfg *config) (*url.URL, error) {
+	u, err := url.Parse(cfg.clientURL)
+	if err != nil {
+		return nil, fmt.Errorf("integration: parsing client URL %q: %w", cfg.clientURL, err)
+	}
+	switch {
+	case cfg.tls && u.Scheme != "https" && u.Scheme != "unixs":
+		return nil, fmt.Errorf("integration: client URL %q: WithTLS needs https", cfg.clientURL)
+	case !cfg.tls && (u.Scheme == "https" || u.Scheme == "unixs"):
+		return nil, fmt.Errorf("integration: client URL %q: %s needs WithTLS", cfg.clientURL, u.Scheme)
+	}
+	return u, nil
+}
+
+// config returns the configuration the server was started with, or nil.
+func (s *Server) config() *config {
+	if m := s.Member(); m != nil {
+		return m.cfg
+	}
+	return nil
+}
+
+// TLS returns the certificate files of a server started [WithTLS], or nil.
+func (s *Server) TLS() *TLSFiles {
+	if cfg := s.config(); cfg != nil {
+		return cfg.tlsFiles
 	}
 	return nil
 }
@@ -199,7 +254,7 @@ func (s *Server) Endpoint() string {
 // the network.
 func (s *Server) Client(tb testing.TB) *clientv3.Client {
 	tb.Helper()
-	return testClient(tb, s.Endpoints())
+	return testClient(tb, s.Endpoints(), s.config())
 }
 
 // NewClient returns a new client of the server; the caller closes it. The
@@ -208,7 +263,7 @@ func (s *Server) Client(tb testing.TB) *clientv3.Client {
 // [ClientKeepAliveTimeout], and a zap.NewNop logger; each cfg function may
 // change it before the client is created. It does not block on the network.
 func (s *Server) NewClient(cfg ...func(*clientv3.Config)) (*clientv3.Client, error) {
-	return newClient(s.Endpoints(), cfg)
+	return newClient(s.Endpoints(), s.config(), cfg)
 }
 
 // Close stops the server and waits for all its goroutines, then removes the

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -40,6 +42,17 @@ type connFlags struct {
 
 	fs     *flag.FlagSet
 	getenv func(string) string // os.Getenv; tests replace it
+	// aborter ends the requests of the clients config configures, when
+	// etcd is given up on (see abort).
+	aborter *aborter
+}
+
+// abort ends every request, in flight or later, of the clients made with
+// the configuration of config.
+func (c *connFlags) abort() {
+	if c.aborter != nil {
+		c.aborter.abort()
+	}
 }
 
 // connHelp is the part of the help of every command that connects.
@@ -51,7 +64,13 @@ $ETCDCTL_USER and $ETCDCTL_DIAL_TIMEOUT; --namespace from
 $ETCDLOCK_NAMESPACE. A flag on the command line wins. With --user NAME,
 the password comes from $ETCDLOCK_PASSWORD or $ETCDCTL_PASSWORD, or else is
 asked for on the terminal, without echo (--user NAME:PASSWORD works too, but
-shows the password to every user of ps).`
+shows the password to every user of ps). With --cert and --key and no
+--user, etcd takes the certificate's common name as the user name.
+
+If etcd cannot be reached, the one line on stderr says why: DNS, a refused
+connection, a timeout, a TLS handshake (unknown authority, a plain server,
+a client certificate refused); if etcd refuses the request, it names the
+flag or the permission missing.`
 
 // register defines the connection flags on fs.
 func (c *connFlags) register(fs *flag.FlagSet) {
@@ -139,11 +158,20 @@ func (c *connFlags) config(ctx context.Context) (clientv3.Config, error) {
 		Logger:               zap.NewNop(),
 		Context:              context.WithoutCancel(ctx),
 	}
+	if c.aborter == nil {
+		c.aborter = newAborter()
+	}
+	cfg.DialOptions = append(cfg.DialOptions, c.aborter.dialOptions()...)
 	if c.cacert != "" || c.cert != "" {
+		if c.cacert != "" {
+			if err := checkCAFile(c.cacert); err != nil {
+				return cfg, err
+			}
+		}
 		info := transport.TLSInfo{CertFile: c.cert, KeyFile: c.key, TrustedCAFile: c.cacert}
 		tlsCfg, err := info.ClientConfig()
 		if err != nil {
-			return cfg, usageError("TLS: %v", err)
+			return cfg, usageError("%s", tlsFileError(err))
 		}
 		cfg.TLS = tlsCfg
 	}
@@ -182,9 +210,10 @@ func (c *connFlags) password() string {
 
 // connect returns a client of etcd that has answered a linearizable read
 // of probe (a key prefix), within --dial-timeout. It returns a *failure
-// with exitUsage for bad settings and exitUnreachable when etcd did not
-// answer in time; ctx's cause if ctx ended first; or etcd's error (a
-// refused login, say).
+// with exitUsage for bad settings, and exitUnreachable when etcd did not
+// answer in time, saying why (after up to diagnoseTimeout more to find
+// out); ctx's cause if ctx ended first; or etcd's refusal, naming the flag
+// or permission that would help.
 func (c *connFlags) connect(ctx context.Context, probe string) (*clientv3.Client, error) {
 	cfg, err := c.config(ctx)
 	if err != nil {
@@ -201,7 +230,7 @@ func (c *connFlags) connectWith(ctx context.Context, cfg clientv3.Config, probe 
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		return nil, c.classify(err)
+		return nil, c.classify(ctx, cfg, probe, err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
 	defer cancel()
@@ -211,24 +240,38 @@ func (c *connFlags) connectWith(ctx context.Context, cfg clientv3.Config, probe 
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		return nil, c.classify(err)
+		return nil, c.classify(ctx, cfg, probe, err)
 	}
 	return cli, nil
 }
 
-// classify turns a failure to reach etcd into an exitUnreachable failure,
-// and reports other errors (etcd's refusals) as they are.
-func (c *connFlags) classify(err error) error {
+// classify turns a failure to reach etcd into an exitUnreachable failure
+// that says why (DNS, connection, TLS: see diagnose), and reports etcd's
+// refusals with the flag that would help. The probe read keys under probe.
+func (c *connFlags) classify(ctx context.Context, cfg clientv3.Config, probe string, err error) error {
+	eps := strings.Join(c.endpointList(), ",")
+	user := strings.SplitN(c.user, ":", 2)[0]
 	// clientv3 reports a request that found no connection before its
-	// deadline as the context's error.
+	// deadline as the context's error, whatever kept it from connecting:
+	// dial the endpoints to find out.
 	if errors.Is(err, context.DeadlineExceeded) {
-		return failf(exitUnreachable, "cannot reach etcd at %s within %v", strings.Join(c.endpointList(), ","), c.dialTimeout)
+		cause := diagnose(ctx, cfg.Endpoints, cfg.TLS, min(c.dialTimeout, diagnoseTimeout))
+		if cause == "" {
+			cause = "it accepts connections but did not answer"
+		}
+		return failf(exitUnreachable, "cannot reach etcd at %s within %v: %s", eps, c.dialTimeout, cause)
 	}
-	if errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) {
-		return failf(exitUnreachable, "etcd at %s has no leader: %v", strings.Join(c.endpointList(), ","), err)
-	}
-	if errors.Is(err, rpctypes.ErrAuthFailed) {
-		return fmt.Errorf("etcd refused the login of user %q: wrong user name or password", strings.SplitN(c.user, ":", 2)[0])
+	switch {
+	case errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail):
+		return failf(exitUnreachable, "etcd at %s has no leader: %v", eps, err)
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return fmt.Errorf("etcd refused the login of user %q: wrong user name or password", user)
+	case errors.Is(err, rpctypes.ErrUserEmpty):
+		return fmt.Errorf("etcd requires authentication (%w): pass --user NAME (or set $ETCDCTL_USER), or a client certificate whose common name is an etcd user with --cert and --key", err)
+	case errors.Is(err, rpctypes.ErrPermissionDenied) && user == "":
+		return fmt.Errorf("etcd denied reading %s (%w): no --user given, and the client certificate's common name is no user allowed to; pass --user NAME", probe, err)
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		return fmt.Errorf("etcd user %q may not read %s (%w): its role needs readwrite on the keys under --namespace %q", user, probe, err, c.namespace)
 	}
 	return fmt.Errorf("etcd: %w", err)
 }
@@ -236,3 +279,27 @@ func (c *connFlags) classify(err error) error {
 // closeQuietly closes cli, for defers: by then an error closing a client
 // changes nothing.
 func closeQuietly(cli *clientv3.Client) { _ = cli.Close() }
+
+// tlsFileError names the TLS file that could not be used.
+func tlsFileError(err error) string {
+	msg := err.Error()
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("TLS: cannot read %s: %v", pe.Path, pe.Err)
+	}
+	return "TLS: " + msg
+}
+
+// checkCAFile returns a usage error unless file holds at least one PEM
+// certificate (etcd's client would otherwise trust nothing, and every
+// handshake would fail with an unknown authority).
+func checkCAFile(file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return usageError("%s", tlsFileError(err))
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return usageError("--cacert %s holds no PEM certificate", file)
+	}
+	return nil
+}

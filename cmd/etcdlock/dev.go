@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/etcdlock/etcdlock/integration"
 )
@@ -18,8 +19,8 @@ var devCmd = &command{
 	usage:   "etcdlock dev [flags]",
 	help: `
 Dev runs an embedded single-member etcd server listening for clients on
---listen (plain HTTP, no TLS, no authentication), so that every other
-command can be tried across terminals with no etcd installed. It prints the
+--listen (plain HTTP, no TLS, no authentication unless asked for), so that
+every other command can be tried across terminals with no etcd installed. It prints the
 client endpoint alone on stdout, and notes on stderr, then serves until
 interrupted (SIGINT, SIGTERM), when it stops the server cleanly and exits 0.
 
@@ -29,8 +30,15 @@ needed, reused if it holds data), with fsync, and stays.
 
 The default endpoint of the other commands is this server's default
 --listen, 127.0.0.1:2379. With another --listen, point them at it with
---endpoints or $ETCDLOCK_ENDPOINTS. Not for production: one member, no
-security. The exit status is 0, 2 for bad usage, 1 if the server cannot
+--endpoints or $ETCDLOCK_ENDPOINTS.
+
+With --tls the server speaks HTTPS only and requires a client certificate:
+it makes a CA, its own certificate and a client certificate in a temporary
+directory (removed at exit). With --auth it turns etcd's authentication on,
+with the user root. Dev then prints, on stderr, the variables to export in
+other terminals (the certificate files; the user and its password).
+
+Not for production: one member, throwaway certificates, a known password. The exit status is 0, 2 for bad usage, 1 if the server cannot
 start (e.g. the port is in use).`,
 	setup: setupDev,
 }
@@ -39,6 +47,8 @@ start (e.g. the port is in use).`,
 func setupDev(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", defaultEndpoint, "serve clients on this `host:port` (port 0 picks a free one)")
 	dataDir := fs.String("data-dir", "", "keep etcd's data in `dir` (default: a temporary directory, removed at exit)")
+	withTLS := fs.Bool("tls", false, "serve HTTPS only, with certificates made at start, and require client certificates")
+	withAuth := fs.Bool("auth", false, "turn etcd's authentication on, with the user root")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		host, port, err := net.SplitHostPort(*listen)
 		if err != nil || host == "" {
@@ -47,7 +57,16 @@ func setupDev(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 		if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
 			return badUsage(stderr, "dev", "--listen %q: bad port", *listen)
 		}
-		opts := []integration.Option{integration.WithClientURL("http://" + net.JoinHostPort(host, port))}
+		scheme := "http://"
+		var opts []integration.Option
+		if *withTLS {
+			scheme = "https://"
+			opts = append(opts, integration.WithTLS())
+		}
+		if *withAuth {
+			opts = append(opts, integration.WithAuth())
+		}
+		opts = append(opts, integration.WithClientURL(scheme+net.JoinHostPort(host, port)))
 		if *dataDir != "" {
 			opts = append(opts, integration.WithDataDir(*dataDir))
 		} else {
@@ -65,8 +84,18 @@ func setupDev(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 		}
 		fmt.Fprintln(stdout, ep)
 		fmt.Fprintf(stderr, "etcdlock dev: etcd serves clients on %s; data in %s\n", ep, where)
-		if *listen != defaultEndpoint {
-			fmt.Fprintf(stderr, "etcdlock dev: in other terminals: export ETCDLOCK_ENDPOINTS=%s\n", ep)
+		var exports []string
+		if *listen != defaultEndpoint || *withTLS {
+			exports = append(exports, "ETCDLOCK_ENDPOINTS="+ep)
+		}
+		if f := srv.TLS(); f != nil {
+			exports = append(exports, "ETCDCTL_CACERT="+f.CAFile, "ETCDCTL_CERT="+f.CertFile, "ETCDCTL_KEY="+f.KeyFile)
+		}
+		if *withAuth {
+			exports = append(exports, "ETCDCTL_USER="+integration.RootUser, "ETCDLOCK_PASSWORD="+integration.RootPassword)
+		}
+		if len(exports) > 0 {
+			fmt.Fprintf(stderr, "etcdlock dev: in other terminals: export %s\n", strings.Join(exports, " "))
 		}
 		fmt.Fprintln(stderr, "etcdlock dev: stop with Ctrl-C")
 		<-ctx.Done()

@@ -92,13 +92,19 @@ type e2eEnv struct {
 func newE2E(t *testing.T) *e2eEnv {
 	t.Helper()
 	needUnix(t)
-	srv := e2eServer(t)
+	return newE2EOn(t, e2eServer(t))
+}
+
+// newE2EOn is newE2E on srv; env is added to the children's environment.
+func newE2EOn(t *testing.T, srv *integration.Server, env ...string) *e2eEnv {
+	t.Helper()
+	needUnix(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	env := &e2eEnv{
+	e := &e2eEnv{
 		t:   t,
 		srv: srv,
 		cli: srv.Client(t),
@@ -107,20 +113,21 @@ func newE2E(t *testing.T) *e2eEnv {
 		ns:  integration.Namespace(t),
 		exe: exe,
 	}
-	env.base = append(os.Environ(),
+	e.base = append(os.Environ(),
 		asMainEnv+"=1",
 		// A race-enabled binary sleeps 1s at exit by default, for other
 		// goroutines to report: 2s for every run (etcdlock and its guard).
 		"GORACE=atexit_sleep_ms=0",
 		"ETCDLOCK_ENDPOINTS="+srv.Endpoint(),
-		"ETCDLOCK_NAMESPACE="+env.ns,
-		"LOG="+env.log,
+		"ETCDLOCK_NAMESPACE="+e.ns,
+		"LOG="+e.log,
 		"GATE="+filepath.Join(dir, "gate"),
 	)
-	if err := os.WriteFile(env.log, nil, 0o644); err != nil {
+	e.base = append(e.base, env...)
+	if err := os.WriteFile(e.log, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return env
+	return e
 }
 
 // proc is one etcdlock process.

@@ -130,10 +130,18 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 	if err != nil {
 		return report(stderr, "elect", err, exitRunFailure)
 	}
+	// Closing resigns a current term and revokes the lease. When etcd
+	// stopped answering, or the status is etcdlock's own (its one line
+	// written), it is given giveUpTimeout and says nothing.
+	quietClose := true
 	defer func() {
-		if err := e.Close(); err != nil {
-			log.errorf("closing election %q: %v", name, err)
+		if !quietClose {
+			if err := closeWithin(releaseTimeout, &cfg.conn, e.Close); err != nil {
+				log.errorf("closing election %q: %v", name, err)
+			}
+			return
 		}
+		_ = closeWithin(giveUpTimeout, &cfg.conn, e.Close)
 	}()
 
 	pause := 50 * time.Millisecond
@@ -152,7 +160,7 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 		}
 		if intr := stopWatch(); intr != nil {
 			if term != nil {
-				cfg.resign(ctx, log, term, name)
+				giveUpTerm(ctx, term)
 			}
 			return report(stderr, "elect", fmt.Errorf("%w while campaigning in election %q; CMD is not running", intr, name), intr.status())
 		}
@@ -168,39 +176,53 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 		log.infof("leading election %q: token %d, key %s", name, tok.Revision, tok.Key)
 		c, err := startChild(path, argv, childEnv(name, tok, term.Lease()), stdout, stderr)
 		if err != nil {
-			cfg.resign(ctx, log, term, name)
+			giveUpTerm(ctx, term)
 			return report(stderr, "elect", fmt.Errorf("starting CMD: %w", err), exitRunFailure)
 		}
 		o := supervise(c, term, tm.grace, sigs.C)
 		if o.lost == nil {
-			cfg.resign(ctx, log, term, name)
+			quietClose = !cfg.resign(ctx, log, term, name)
 			return o.status
 		}
 		if o.stop != nil {
 			// Asked to stop while CMD ran: the loss does not undo that.
 			log.errorf("leadership of election %q lost while CMD was stopping on %v (%s); %s",
 				name, o.stop, lossReason(o.lost), o.stopped(tm.grace))
-			cfg.resign(ctx, log, term, name)
+			giveUpTerm(ctx, term)
 			return o.status
 		}
 		log.errorf("leadership of election %q lost while CMD ran (%s); %s; campaigning again",
 			name, lossReason(o.lost), o.stopped(tm.grace))
-		cfg.resign(ctx, log, term, name) // forgets the lost term; deletes nothing newer
+		giveUpTerm(ctx, term)
 	}
 }
 
 // resign ends term on a bounded context, saying so on stderr if it could
-// not.
-func (cfg *electConfig) resign(ctx context.Context, log *cmdLog, term *election.Term, name string) {
+// not. It reports whether it resigned.
+func (cfg *electConfig) resign(ctx context.Context, log *cmdLog, term *election.Term, name string) bool {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	switch err := term.Resign(rctx); {
+	err := term.Resign(rctx)
+	switch {
 	case err == nil:
 		log.infof("resigned from election %q", name)
 	case errors.Is(err, election.ErrNotLeader):
 	default:
 		log.errorf("resigning from election %q: %v; the term ends when its lease expires, within %v", name, err, cfg.ttl)
 	}
+	return err == nil
+}
+
+// giveUpTerm resigns term, lost or not, when what ends it has been
+// reported already: the resign deletes the term's key if it is still there
+// (nothing newer), so that the next candidate need not wait for the lease
+// to expire. If etcd does not answer within giveUpTimeout (it may be what
+// was lost), the key goes with the lease, within --ttl, and nothing more
+// is said.
+func giveUpTerm(ctx context.Context, term *election.Term) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveUpTimeout)
+	defer cancel()
+	_ = term.Resign(rctx)
 }
 
 // permanent reports whether a campaign error will not go away by trying

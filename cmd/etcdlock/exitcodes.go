@@ -13,7 +13,8 @@ package main
 //	        signals it gets, so Ctrl-C gives 130)
 //	1       status, observe, dev: any failure other than those below
 //	2       bad usage: flags, arguments, TLS files, no password
-//	120     cannot reach etcd within --dial-timeout (nothing ran)
+//	120     cannot reach etcd within --dial-timeout (nothing ran); the
+//	        line on stderr says why
 //	121     run: the lock was lost while CMD ran; CMD was stopped
 //	124     run: the lock was not acquired within --timeout (CMD did not run)
 //	125     run, elect: etcdlock failed otherwise, e.g. etcd refused a

@@ -208,11 +208,15 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	if err != nil {
 		return report(stderr, "run", err, exitRunFailure)
 	}
+	// closeLock closes the lock after CMD ran and the hold was released.
+	// giveUp closes it after a failure that was reported already: quietly,
+	// and at most giveUpTimeout, for etcd may be gone.
 	closeLock := func() {
-		if err := l.close(); err != nil {
+		if err := closeWithin(releaseTimeout, &cfg.conn, l.close); err != nil {
 			log.errorf("closing %s: %v", cfg.what(name), err)
 		}
 	}
+	giveUp := func() { _ = closeWithin(giveUpTimeout, &cfg.conn, l.close) }
 
 	wctx := actx
 	if cfg.timeout.set {
@@ -225,7 +229,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	intr := endWatch()
 	switch {
 	case err != nil:
-		closeLock()
+		giveUp()
 		switch {
 		case intr != nil:
 			return report(stderr, "run", fmt.Errorf("%w while waiting for %s; CMD did not run", intr, cfg.what(name)), intr.status())
@@ -236,12 +240,12 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		}
 	case intr != nil:
 		cfg.release(ctx, log, h, name)
-		closeLock()
+		giveUp()
 		return report(stderr, "run", fmt.Errorf("%w as %s was acquired; CMD did not run", intr, cfg.what(name)), intr.status())
 	}
 	if err := h.Err(); err != nil {
 		// Not exitLost: that says CMD ran and was stopped.
-		closeLock()
+		giveUp()
 		return report(stderr, "run", fmt.Errorf("%s lost before CMD started (%s); CMD did not run", cfg.what(name), lossReason(err)), exitRunFailure)
 	}
 	tok := h.Token()
@@ -250,26 +254,30 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	c, err := startChild(path, argv, childEnv(name, tok, h.Lease()), stdout, stderr)
 	if err != nil {
 		cfg.release(ctx, log, h, name)
-		closeLock()
+		giveUp()
 		return report(stderr, "run", fmt.Errorf("starting CMD: %w", err), exitRunFailure)
 	}
 	o := supervise(c, h, tm.grace, sigs.C)
 	if o.lost != nil {
 		log.errorf("%s lost while CMD ran (%s); %s", cfg.what(name), lossReason(o.lost), o.stopped(tm.grace))
-		closeLock() // revokes the lease, if it is still there
+		giveUp() // revokes the lease, if etcd answers
 		return exitLost
 	}
-	cfg.release(ctx, log, h, name)
-	closeLock()
+	if cfg.release(ctx, log, h, name) {
+		closeLock()
+	} else {
+		giveUp()
+	}
 	return o.status
 }
 
 // release unlocks h once CMD has exited, on a bounded context, and says so
-// on stderr if it could not.
-func (cfg *runConfig) release(ctx context.Context, log *cmdLog, h *lock.Hold, name string) {
+// on stderr if it could not. It reports whether it released h.
+func (cfg *runConfig) release(ctx context.Context, log *cmdLog, h *lock.Hold, name string) bool {
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	switch err := h.Unlock(uctx); {
+	err := h.Unlock(uctx)
+	switch {
 	case err == nil:
 		log.infof("released %s", cfg.what(name))
 	case errors.Is(err, lock.ErrNotHeld):
@@ -280,6 +288,7 @@ func (cfg *runConfig) release(ctx context.Context, log *cmdLog, h *lock.Hold, na
 	default:
 		log.errorf("releasing %s: %v; it ends when its lease expires, within %v", cfg.what(name), err, cfg.ttl)
 	}
+	return err == nil
 }
 
 // interruptedBy returns the interruption err reports, or nil.

@@ -314,7 +314,7 @@ func TestRunTimeout(t *testing.T) {
 }
 
 // TestUnreachable: every command that talks to etcd exits 120, with one
-// line on stderr, when etcd cannot be reached.
+// line on stderr that says why, when etcd cannot be reached.
 func TestUnreachable(t *testing.T) {
 	e := newE2E(t)
 	for _, args := range [][]string{
@@ -326,7 +326,7 @@ func TestUnreachable(t *testing.T) {
 		args = append([]string{args[0], "--endpoints", "127.0.0.1:1", "--dial-timeout", "300ms"}, args[1:]...)
 		p := e.start("u", args...)
 		p.expect(exitUnreachable, 10*time.Second)
-		if msg := p.errText(); !strings.Contains(msg, "cannot reach etcd at 127.0.0.1:1 within 300ms") || strings.Count(msg, "\n") != 1 {
+		if msg := p.errText(); !strings.Contains(msg, "cannot reach etcd at 127.0.0.1:1 within 300ms: connection refused") || strings.Count(msg, "\n") != 1 {
 			t.Errorf("etcdlock %s: stderr = %q, want one line saying etcd is unreachable", args[0], msg)
 		}
 	}

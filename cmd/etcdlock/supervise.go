@@ -27,6 +27,30 @@ const minGrace = 100 * time.Millisecond
 // releaseTimeout bounds the release of a hold or term after CMD exits.
 const releaseTimeout = 5 * time.Second
 
+// giveUpTimeout bounds the cleanup after a hold or term was lost, or a
+// release failed: a delete or revoke that etcd answers takes milliseconds,
+// and what it does not answer within this is left to the lease's expiry,
+// within the TTL. Waiting longer would only delay the exit.
+const giveUpTimeout = time.Second
+
+// closeWithin calls closeFn (a lock's or an election's Close) and, if it
+// has not returned within d, aborts every request of the connection's
+// client (see aborter), so that it returns at once. It waits for closeFn
+// either way and returns its error.
+func closeWithin(d time.Duration, conn *connFlags, closeFn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- closeFn() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		conn.abort()
+		return <-done
+	}
+}
+
 // timing is the lease TTL of run and elect, the safety margin their holds
 // keep, and the grace period CMD gets between SIGTERM and SIGKILL.
 type timing struct {
