@@ -255,7 +255,7 @@ func checkRefused(t *testing.T, cli, root *clientv3.Client, want error) {
 	}
 	_, err = sem.Acquire(ctx, 1)
 	denied(t, ctx, "Semaphore.Acquire", err, want)
-	_, err = lock.Inspect(ctx, cli, "m", lock.WithNamespace(ns))
+	_, err = lock.Inspect(ctx, cli, ns, "m")
 	denied(t, ctx, "Inspect", err, want)
 	e, err := election.New(cli, "el", election.WithNamespace(ns))
 	if err != nil {
