@@ -141,6 +141,9 @@ type Queue struct {
 	// waiters and holds; copies of a Primitive's Queue share it (see
 	// NewPrimitive).
 	disp *dispatcher
+	// kw, without disp, is the Primitive's kept watches: its own keys'
+	// and the last blocker's (see keyWatches).
+	kw *keyWatches
 }
 
 // Mode says whether an acquire waits for its turn.
@@ -179,6 +182,9 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, req Request, onEnd
 	if q.disp != nil {
 		q.disp.kick()
 	}
+	if q.kw != nil {
+		q.kw.touch()
+	}
 	w := &waiter{q: q, k: k, weight: max(req.Weight, 1)}
 	v, err := w.enqueue(ctx, req)
 	if err != nil {
@@ -196,8 +202,15 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 	q, k := w.q, w.k
 	tryIf := q.Rule.TryIf(q.Prefix)
 	// lean: try the lean enqueue first (see enqueueTxn), on the hint that
-	// the last acquire through this queue found it idle.
+	// the last acquire through this queue found it idle, unless another
+	// contender was seen using the lock since this queue's last wait: in a
+	// loop of two contenders every other acquire finds the lock idle, just
+	// after the other's release, and the next one finds it busy again.
 	lean := tryIf != nil && req.Mode == Wait && q.idle != nil && q.idle.Load()
+	if lean && q.kw != nil && q.kw.contended() {
+		lean = false
+		q.idle.Store(false)
+	}
 	for strays := 0; ; {
 		if w.key == "" {
 			w.takeKey()
@@ -248,6 +261,9 @@ func (w *waiter) takeKey() {
 		w.key, w.free = q.Slots.take(q.Prefix, w.k.ID())
 	default:
 		w.key, w.free = keys.Waiter(q.Prefix, w.k.ID()), nil
+	}
+	if q.kw != nil {
+		w.ownPrefix = q.ownPrefix(w.key, w.k.ID())
 	}
 }
 
@@ -332,6 +348,7 @@ func (w *waiter) admit(ctx context.Context, epoch *lease.Epoch, v Verdict, mode 
 	case !v.Admitted && mode == Try:
 		err = ErrLocked
 	case !v.Admitted:
+		w.waited = true
 		err = w.wait(ctx, v)
 	}
 	// The lease must still be alive in the epoch the hold starts in.
