@@ -72,23 +72,14 @@ func (q *Queue) ownPrefix(key string, lease clientv3.LeaseID) string {
 }
 
 // own returns the dispatcher of the own keys under prefix, made (not
-// started) if new. A new prefix means a new lease: dispatchers of older
-// ones that are idle are dropped.
+// started) if new. A new prefix means a new lease, granted after the last
+// one expired: one dispatcher per lease the Primitive used, each closing
+// its watch once idle (see watchIdle), all stopped at Close.
 func (kw *keyWatches) own(prefix string) *dispatcher {
 	kw.mu.Lock()
 	defer kw.mu.Unlock()
 	if d := kw.owns[prefix]; d != nil {
 		return d
-	}
-	for p, d := range kw.owns {
-		d.mu.Lock()
-		if !d.running && d.nsubs == 0 {
-			// No goroutine to stop; never started again (waitUp reports
-			// it closed, and a waiter that used it asks for it again).
-			d.closed = true
-			delete(kw.owns, p)
-		}
-		d.mu.Unlock()
 	}
 	d := newDispatcher(kw.ctx, kw.cli, prefix, kw.lg)
 	if kw.closed {
