@@ -10,7 +10,11 @@
 //
 //   - Per-key watches (mutex, election): the waiter watches only its
 //     blockers (one key for a mutex, so no herd) and its own key, and when
-//     enough of them are gone confirms its admission with one read.
+//     enough of them are gone confirms its admission with one read. The
+//     watches are kept across waits and holds (see keyWatches): its own
+//     keys through one watch on the Primitive's slot pool, the key ahead
+//     through the last wait's watch when the name is the same, all on one
+//     gRPC stream that stays open.
 //   - One shared watch (read-write lock, semaphore): the Primitive's
 //     dispatcher watches the whole prefix from before the enqueue, and
 //     waiters and holds register the keys they care about with it. A wait
@@ -27,13 +31,20 @@
 //     the hint; see Queue.OwnHint) was admitted at once, the next sends the
 //     lean enqueue first: the same comparisons and the put, no reads; if
 //     they fail (a busy lock, or a stray key) it writes nothing and the
-//     full enqueue follows, one more round trip.
+//     full enqueue follows, one more round trip. With per-key watches it
+//     does not when the kept watch on the key ahead saw that key deleted
+//     since the last wait: another contender is looping on the lock.
 //   - Release: one Txn (delete own key if its create revision is still ours).
-//   - A waiter with per-key watches: after the enqueue Txn, it opens its
-//     watches at the server's current revision and waits for the "created"
-//     reply (stream messages, no raft round), then does one read-only Txn,
-//     which it skips when the watches were created at the enqueue revision.
-//     Each wake-up costs one read-only Txn.
+//   - A waiter with per-key watches: after the enqueue Txn, it registers
+//     its key with the own-key watch, up since before the enqueue, and
+//     takes the kept watch on the key ahead, open since before the enqueue
+//     too: no request, and nothing missed. When the key ahead has another
+//     name it opens a watch on it at the server's current revision and
+//     waits for the "created" reply (a stream message, no raft round), then
+//     does one read-only Txn, which it skips when the watch was created at
+//     the enqueue revision; the own-key watch, when it was not up (the
+//     first wait, or after it broke), costs that read too. Each wake-up
+//     costs one read-only Txn.
 //   - A waiter with the shared watch: none after the enqueue for a complete
 //     rule, else one read-only Txn per wake-up; one more read when the watch
 //     was not up since the enqueue (first use, or it broke).
@@ -141,6 +152,9 @@ type Queue struct {
 	// waiters and holds; copies of a Primitive's Queue share it (see
 	// NewPrimitive).
 	disp *dispatcher
+	// kw, without disp, is the Primitive's kept watches: its own keys'
+	// and the last blocker's (see keyWatches).
+	kw *keyWatches
 }
 
 // Mode says whether an acquire waits for its turn.
@@ -179,6 +193,9 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, req Request, onEnd
 	if q.disp != nil {
 		q.disp.kick()
 	}
+	if q.kw != nil {
+		q.kw.touch()
+	}
 	w := &waiter{q: q, k: k, weight: max(req.Weight, 1)}
 	v, err := w.enqueue(ctx, req)
 	if err != nil {
@@ -196,8 +213,15 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 	q, k := w.q, w.k
 	tryIf := q.Rule.TryIf(q.Prefix)
 	// lean: try the lean enqueue first (see enqueueTxn), on the hint that
-	// the last acquire through this queue found it idle.
+	// the last acquire through this queue found it idle, unless another
+	// contender was seen using the lock since this queue's last wait: in a
+	// loop of two contenders every other acquire finds the lock idle, just
+	// after the other's release, and the next one finds it busy again.
 	lean := tryIf != nil && req.Mode == Wait && q.idle != nil && q.idle.Load()
+	if lean && q.kw != nil && q.kw.contended() {
+		lean = false
+		q.idle.Store(false)
+	}
 	for strays := 0; ; {
 		if w.key == "" {
 			w.takeKey()
@@ -248,6 +272,9 @@ func (w *waiter) takeKey() {
 		w.key, w.free = q.Slots.take(q.Prefix, w.k.ID())
 	default:
 		w.key, w.free = keys.Waiter(q.Prefix, w.k.ID()), nil
+	}
+	if q.kw != nil {
+		w.ownPrefix = q.ownPrefix(w.key, w.k.ID())
 	}
 }
 
@@ -332,6 +359,7 @@ func (w *waiter) admit(ctx context.Context, epoch *lease.Epoch, v Verdict, mode 
 	case !v.Admitted && mode == Try:
 		err = ErrLocked
 	case !v.Admitted:
+		w.waited = true
 		err = w.wait(ctx, v)
 	}
 	// The lease must still be alive in the epoch the hold starts in.
