@@ -267,7 +267,7 @@ func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
 		}
 		// A linearizable read: its revision is at least the watch's.
 		resp, err := h.q.Client.Get(ctx, h.token.Key, clientv3.WithKeysOnly())
-		if err != nil {
+		if err != nil || resp.Header == nil { // no header: a corrupted answer
 			continue
 		}
 		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {

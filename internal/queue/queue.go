@@ -236,6 +236,10 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 			}
 			return Verdict{}, err
 		}
+		if err := wellFormed(resp, w.enqueueAnswer(resp.Succeeded, req.Mode, tryIf != nil, lean)); err != nil {
+			w.removeByKey() // as for any answer of unknown outcome
+			return Verdict{}, err
+		}
 		if lean && !resp.Succeeded {
 			// Busy, or a stray key under our name: the lean enqueue wrote
 			// nothing. Enqueue in full under the same name, which tells a
@@ -320,6 +324,48 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 			Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).
 			Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
 	}
+}
+
+// answer is the shape of a Txn's answer that the code reading it indexes:
+// n responses, those from index ranges on range responses.
+type answer struct{ n, ranges int }
+
+// wellFormed returns ErrMalformed unless resp has a header and the shape a.
+func wellFormed(resp *clientv3.TxnResponse, a answer) error {
+	return CheckTxn(resp, a.n, a.ranges)
+}
+
+// CheckTxn returns ErrMalformed unless resp has a header and n responses,
+// those from index ranges on range responses: the shape of the answer to
+// a Txn whose branch taken has n operations. etcd always answers so; the
+// check keeps a corrupted answer an error rather than a panic or a misread.
+func CheckTxn(resp *clientv3.TxnResponse, n, ranges int) error {
+	if resp.Header == nil || len(resp.Responses) != n {
+		return ErrMalformed
+	}
+	for _, r := range resp.Responses[ranges:] {
+		if r.GetResponseRange() == nil {
+			return ErrMalformed
+		}
+	}
+	return nil
+}
+
+// enqueueAnswer is the shape of the enqueue Txn's answer (see enqueueTxn):
+// the put alone when the comparisons held for a Try or a lean enqueue;
+// nothing for a lean enqueue they refused; the waiter's key read for a Try
+// they refused or a full enqueue whose key existed; otherwise the put (or
+// the put asking for the previous value) and the rule's reads.
+func (w *waiter) enqueueAnswer(succeeded bool, mode Mode, cmp, lean bool) answer {
+	switch {
+	case cmp && succeeded:
+		return answer{1, 1}
+	case cmp && lean:
+		return answer{0, 0}
+	case cmp && mode == Try, !cmp && !succeeded:
+		return answer{1, 0}
+	}
+	return answer{1 + len(w.q.Rule.Reads(w.q.Prefix, 0)), 1}
 }
 
 // judgeEnqueue reads the enqueue Txn's answer (cmp: it had the rule's

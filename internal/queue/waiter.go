@@ -327,6 +327,9 @@ func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 	var b *backoff.Backoff
 	for {
 		resp, err := w.q.Client.Txn(ctx).Then(ops...).Commit()
+		if err == nil {
+			err = wellFormed(resp, answer{len(ops), 0})
+		}
 		if err != nil {
 			return Verdict{}, err
 		}
