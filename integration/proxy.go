@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -42,15 +41,14 @@ type Proxy struct {
 	relayWg sync.WaitGroup // the relay's goroutines
 
 	// The faults below nest: each counts the calls not yet undone, and
-	// only the first call and the last undo reach the etcd proxy.
+	// only the first call and the last undo reach the etcd proxy. Drops
+	// are the relay's own (see relayCopy).
 	mu         sync.Mutex
-	conns      map[net.Conn]struct{} // the relay's open connections
+	conns      map[net.Conn]*relayConn // the relay's open connections
 	closed     bool
 	paused     int             // Pause calls not matched by Unpause yet
 	blackholed int             // Blackhole calls not matched by Unblackhole yet
 	dropped    int             // BlackholeRequests calls not matched yet
-	txDropped  bool            // whether the etcd proxy drops requests
-	rxDropped  bool            // whether the etcd proxy drops responses
 	delays     []time.Duration // latencies of DelayResponses calls not undone yet
 	delay      time.Duration   // the response latency set on the etcd proxy
 
@@ -131,7 +129,7 @@ func StartProxy(endpoint string) (*Proxy, error) {
 		relayLn:  relayLn,
 		ctx:      ctx,
 		cancel:   cancel,
-		conns:    make(map[net.Conn]struct{}),
+		conns:    make(map[net.Conn]*relayConn),
 	}
 	go p.drainErrors()
 	p.relayWg.Go(p.relay)
@@ -146,11 +144,20 @@ func (p *Proxy) relay() {
 		if err != nil {
 			return // closed by Close
 		}
-		if !p.track(c) {
+		if !p.track(c, nil) {
 			return
 		}
 		p.relayWg.Go(func() { p.forward(c) })
 	}
+}
+
+// relayConn is one connection through the relay: c from the etcd proxy, t
+// to the endpoint. Guarded by Proxy.mu.
+type relayConn struct {
+	c, t net.Conn
+	// lost is set once a drop discarded bytes of it: it never forwards
+	// again, and is closed when the drops end.
+	lost bool
 }
 
 // forward dials the endpoint for the proxy's connection c and copies
@@ -163,32 +170,67 @@ func (p *Proxy) forward(c net.Conn) {
 	if err != nil {
 		return
 	}
-	if !p.track(t) {
+	rc := &relayConn{c: c, t: t}
+	if !p.track(c, rc) || !p.track(t, rc) {
+		_ = t.Close()
 		return
 	}
 	defer p.untrack(t)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_, _ = io.Copy(t, c)
+		p.relayCopy(t, c, rc, false)
 		_ = t.Close()
 		_ = c.Close()
 	})
-	_, _ = io.Copy(c, t)
+	p.relayCopy(c, t, rc, true)
 	_ = c.Close()
 	_ = t.Close()
 	wg.Wait()
 }
 
-// track records the open connection c, or closes it and reports false
-// once Close has run.
-func (p *Proxy) track(c net.Conn) bool {
+// relayCopy copies from src to dst (the responses if rx, else the
+// requests) until either fails. While a drop of its direction is in effect
+// it discards what it reads and marks rc lost, and a lost connection never
+// forwards again: dropping here, where the bytes are read, means that no
+// byte read after the gap reaches the other side, which would take the
+// rest of the stream for frames (a TCP connection never resumes with a
+// gap: it delivers every byte or breaks).
+func (p *Proxy) relayCopy(dst, src net.Conn, rc *relayConn, rx bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.drop(rc, rx) {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// drop reports whether bytes of rc's direction rx are to be discarded, and
+// marks rc lost if so.
+func (p *Proxy) drop(rc *relayConn, rx bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.blackholed > 0 || !rx && p.dropped > 0 {
+		rc.lost = true
+	}
+	return rc.lost
+}
+
+// track records the open connection c of rc, or closes it and reports
+// false once Close has run.
+func (p *Proxy) track(c net.Conn, rc *relayConn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		_ = c.Close()
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.conns[c] = rc
 	return true
 }
 
@@ -240,11 +282,12 @@ func (p *Proxy) Endpoint() string { return p.endpoint }
 // other faults (request latency, accept pauses, ...). Its To is the
 // relay's socket, not the endpoint. Its own faults do not nest, and they
 // share state with the Proxy's: do not call its PauseTx and PauseRx while
-// [Proxy.Pause] is in effect, its BlackholeTx, BlackholeRx, ModifyTx and
-// ModifyRx (and their undos) while [Proxy.Blackhole] or
-// [Proxy.BlackholeRequests] is, nor its DelayRx and UndelayRx while
+// [Proxy.Pause] is in effect, nor its DelayRx and UndelayRx while
 // [Proxy.DelayResponses] is: each replaces the fault that the other's undo
-// ends.
+// ends. Its BlackholeTx, BlackholeRx, ModifyTx and ModifyRx drop bytes
+// mid-stream and leave the connection open, which no TCP connection does:
+// a client may then parse garbage as a response. [Proxy.Blackhole] and
+// [Proxy.BlackholeRequests] drop in the relay instead and never do that.
 func (p *Proxy) Server() proxy.Server { return p.srv }
 
 // Pause holds the traffic in both directions: bytes already read from one
@@ -280,9 +323,10 @@ func (p *Proxy) Unpause() {
 }
 
 // Blackhole drops the traffic in both directions until [Proxy.Unblackhole]:
-// bytes are read and discarded, connections stay open meanwhile. When the
-// blackhole ends, the proxy closes the connections it carried, since they
-// lost bytes mid-stream, and the clients reconnect. Blackholes nest
+// bytes are read and discarded, connections stay open meanwhile. A
+// connection that lost bytes never forwards another (what follows a gap
+// would be misread), and is closed when the blackhole ends; its client
+// reconnects. Blackholes nest
 // like pauses: the traffic is dropped until every Blackhole has been
 // matched by an Unblackhole, so that overlapping [BlackholeClient] calls
 // on one proxy drop it until the last one ends. It does not block.
@@ -332,35 +376,16 @@ func (p *Proxy) UnblackholeRequests() {
 	p.applyDrops()
 }
 
-// applyDrops makes the etcd proxy drop what the blackholes in effect ask
-// for. When a direction stops dropping, it first closes every connection
-// through the proxy, still dropping: a connection that lost bytes in the
-// middle of its stream must not go on, or the client would parse the bytes
-// after the gap as frames, and could take garbage for a response (a TCP
-// connection never resumes with a gap: it delivers every byte or breaks).
-// The clients reconnect. p.mu is held.
+// applyDrops closes, once no drop is in effect any more, the connections
+// that lost bytes to one: their clients reconnect. p.mu is held.
 func (p *Proxy) applyDrops() {
-	tx, rx := p.blackholed+p.dropped > 0, p.blackholed > 0
-	if !tx && p.txDropped || !rx && p.rxDropped {
-		for c := range p.conns {
+	if p.blackholed+p.dropped > 0 {
+		return
+	}
+	for c, rc := range p.conns {
+		if rc != nil && rc.lost {
 			_ = c.Close()
 		}
-	}
-	if tx != p.txDropped {
-		if tx {
-			p.srv.BlackholeTx()
-		} else {
-			p.srv.UnblackholeTx()
-		}
-		p.txDropped = tx
-	}
-	if rx != p.rxDropped {
-		if rx {
-			p.srv.BlackholeRx()
-		} else {
-			p.srv.UnblackholeRx()
-		}
-		p.rxDropped = rx
 	}
 }
 

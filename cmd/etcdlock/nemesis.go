@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -86,7 +87,11 @@ func setupNemesis(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 		}
 		rep, intr, err := runNemesis(ctx, cfg)
 		if intr != nil && rep == nil {
-			fmt.Fprintf(stderr, "etcdlock nemesis: %v; quit without a report\n", intr)
+			if err != nil {
+				fmt.Fprintf(stderr, "etcdlock nemesis: %v; quit without a report (%v)\n", intr, err)
+			} else {
+				fmt.Fprintf(stderr, "etcdlock nemesis: %v; quit without a report\n", intr)
+			}
 			return intr.status()
 		}
 		if err != nil {
@@ -112,6 +117,20 @@ func setupNemesis(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 		}
 		return exitOK
 	}
+}
+
+// signalOfCause returns the stop signal that ended ctx, by the cause
+// signal.NotifyContext gives it ("interrupt signal received"), or SIGTERM
+// for an end without a signal, which counts as one.
+func signalOfCause(ctx context.Context) os.Signal {
+	if causedBySignal(ctx) {
+		for _, sig := range stopSignals {
+			if strings.HasPrefix(context.Cause(ctx).Error(), sig.String()+" ") {
+				return sig
+			}
+		}
+	}
+	return syscall.SIGTERM
 }
 
 // nemesisGrace bounds the wait, after the first stop signal, for the suite
@@ -174,10 +193,18 @@ func superviseNemesis(ctx context.Context, sigs <-chan os.Signal, grace time.Dur
 			return nil, &interrupted{sig}, nil
 		case <-ctxDone:
 			ctxDone = nil
-			// Unless a signal ended main's context (sigs delivers that
-			// signal too), or interrupt did.
-			if intr == nil && !causedBySignal(ctx) {
-				interrupt(syscall.SIGTERM)
+			if intr != nil {
+				continue // interrupt ended it
+			}
+			// A signal that ended main's context reaches sigs as well, at
+			// once, unless it came before signal.Notify: the cause then
+			// names it. (Taking it from sigs keeps it from counting as a
+			// second signal.)
+			select {
+			case sig := <-sigs:
+				interrupt(sig)
+			case <-time.After(100 * time.Millisecond):
+				interrupt(signalOfCause(ctx))
 			}
 		case <-graceC:
 			return nil, intr, nil

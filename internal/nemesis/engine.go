@@ -335,6 +335,13 @@ func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, see
 	stopped := time.Now()
 	rows := make([]Row, len(wls))
 	for i, wl := range wls {
+		if e.stuckFault() != nil {
+			// The run is invalid and the cluster may be stuck: report at
+			// once rather than wait on checks that read from it.
+			rows[i] = Row{Workload: wl.name, Fault: phase, CriticalSections: int(wl.cs.Load()),
+				Invalid: []string{"not checked: a fault was stuck"}}
+			continue
+		}
 		rows[i] = e.checkWorkload(wl, phase, int(warm[i]), phaseFaults)
 	}
 	lg.Info("phase end", zap.Int("faults", len(phaseFaults)), zap.Duration("checks", time.Since(stopped)))
@@ -392,8 +399,7 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 		member(*e.cfg.extraFault)
 	}
 	// A stuck fault ends the phase: the other lanes are told to stop, and
-	// waited for no longer than a fault may take (they may hang where the
-	// stuck one does).
+	// waited for 10 s at most (they may hang where the stuck one does).
 	stuck := make(chan struct{})
 	var stuckOnce sync.Once
 	var wg sync.WaitGroup
@@ -431,7 +437,7 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 	case <-stuck:
 		select {
 		case <-lanesDone:
-		case <-time.After(e.cfg.StuckAfter):
+		case <-time.After(min(e.cfg.StuckAfter, 10*time.Second)):
 			e.lg.Error("fault lanes still running after a stuck fault; abandoned", zap.String("phase", phase))
 		}
 	}

@@ -60,7 +60,7 @@ func NewPublic(prefix string, s Sentinels, lost func(t fencing.Token, cause erro
 	return &Public{prefix: prefix, newLost: lost, sentinels: map[error]error{
 		ErrLocked: s.Locked, ErrNotHeld: s.NotHeld, ErrReleased: s.Released, ErrDeleted: s.Deleted,
 		ErrClosed: s.Closed, ErrSessionExpired: s.SessionExpired, ErrDeadline: s.Deadline,
-		ErrClientClosed: s.ClientClosed, ErrKeyTaken: nil, lease.ErrRevoke: nil,
+		ErrClientClosed: s.ClientClosed, ErrKeyTaken: nil, ErrMalformed: nil, lease.ErrRevoke: nil,
 		config.ErrInvalidOption: s.InvalidOption, config.ErrNilClient: s.NilClient,
 		keys.ErrInvalidName: s.InvalidName, keys.ErrInvalidNamespace: s.InvalidNamespace,
 	}}
