@@ -320,7 +320,9 @@ func (f *Faults) Compactor(ctx context.Context, period time.Duration, floor func
 				continue
 			}
 		}
-		cctx, cancel := context.WithTimeout(ctx, period+time.Second)
+		// The first compaction of a long history takes the server a while
+		// (its index is compacted before it answers): give it 10 s.
+		cctx, cancel := context.WithTimeout(ctx, max(period+time.Second, 10*time.Second))
 		rev, err := f.Compact(cctx, fl)
 		cancel()
 		switch {
