@@ -6,6 +6,10 @@
 // a Mutex, the one just ahead: no herd). Inspect reads a queue and says who
 // holds and who waits.
 //
+// A MultiLock takes several of these locks as one, all or nothing, always
+// in the order of their key prefixes, so that two callers naming the same
+// locks in different orders can never deadlock.
+//
 // A Hold is one grant: its Token, a Done channel and Context that end at
 // the first sign the hold may be lost, and Unlock, a delete guarded by the
 // key's create revision that can never remove someone else's hold.

@@ -57,15 +57,26 @@ func (h *Hold) Unlock(ctx context.Context) error { return h.h.Release(ctx) }
 
 // run runs fn under the hold and unlocks it; see Mutex.Do.
 func (h *Hold) run(ctx context.Context, fn func(context.Context, fencing.Token) error) error {
+	return runHeld(ctx, h.Context(), h.Unlock, func(fctx context.Context) error { return fn(fctx, h.Token()) })
+}
+
+// runHeld runs fn with a context cancelled when held (a hold's context)
+// ends or ctx does, then unlocks on a context of its own bounded by
+// CleanupTimeout, and returns fn's error joined with the loss, if held
+// was lost, else with unlock's.
+func runHeld(ctx, held context.Context, unlock func(context.Context) error, fn func(context.Context) error) error {
 	fctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(h.Context(), func() { cancel(context.Cause(h.Context())) })
-	ferr := fn(fctx, h.Token())
+	stop := context.AfterFunc(held, func() { cancel(context.Cause(held)) })
+	ferr := fn(fctx)
 	stop()
 	cancel(nil)
-	lost := h.Err()
+	var lost error
+	if held.Err() != nil {
+		lost = context.Cause(held)
+	}
 	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), queue.CleanupTimeout)
 	defer ucancel()
-	uerr := h.Unlock(uctx)
+	uerr := unlock(uctx)
 	if errors.Is(lost, ErrLost) {
 		return errors.Join(ferr, lost)
 	}
