@@ -14,6 +14,14 @@
 // the first sign the hold may be lost, and Unlock, a delete guarded by the
 // key's create revision that can never remove someone else's hold.
 //
+// Any process can ask the current holders of a lock to release it
+// (RequestRelease, or "etcdlock revoke NAME"): a holder sees the request on
+// its Hold's ReleaseRequested channel and may unlock, or ignore it. The
+// request is a key on the holder's lease under "<namespace>revoke/",
+// beside the lock's queue and never in it (no waiter waits for it, and
+// Inspect does not list it), named for the exact hold (its key and create
+// revision), and deleted in the same Txn as the hold's key when it ends.
+//
 // # Safety model
 //
 // A lease-based lock cannot stop a paused holder from acting after its
