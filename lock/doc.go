@@ -22,6 +22,16 @@
 // Inspect does not list it), named for the exact hold (its key and create
 // revision), and deleted in the same Txn as the hold's key when it ends.
 //
+// WithMinHold and WithMaxHold bound how long a hold keeps its name: at
+// least the minimum after it was granted, even if unlocked sooner (the key
+// stays, on a lease of its own that expires at the minimum), and at most the
+// maximum, however the holder behaves. With TryLock they run a job once
+// per period on a fleet whose schedulers all fire. Both durations are
+// measured by etcd's lease TTLs and the holder's monotonic clock, never by
+// wall clocks compared across machines, so clock skew between the
+// machines does not shorten or lengthen them; a holder's clock that runs
+// fast or slow changes them by its drift, not by its offset.
+//
 // # Safety model
 //
 // A lease-based lock cannot stop a paused holder from acting after its
