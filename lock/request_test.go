@@ -9,6 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -187,4 +188,116 @@ func TestRequestReleaseBadInput(t *testing.T) {
 		t.Error("ReleaseRequested of an unlocked hold closed")
 	default:
 	}
+}
+
+// The round trips of the recipes: RequestRelease is a read and a Txn;
+// ReleaseRequested opens a watch and sends no KV or lease call; Unlock
+// stays one Txn (it deletes the request key in it); an early Unlock under
+// WithMinHold is a lease grant and a Txn.
+func TestRecipeRoundTrips(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cli, rpcs := e.rpcClient()
+	const txn, grant = "/etcdserverpb.KV/Txn", "/etcdserverpb.Lease/LeaseGrant"
+	// unary: the calls since before, but the watch streams a hold's
+	// monitor may open meanwhile (its own key's, 20 ms after a grant).
+	unary := func(before map[string]int) map[string]int {
+		calls := rpcs.Since(before)
+		delete(calls, "/etcdserverpb.Watch/Watch")
+		return calls
+	}
+
+	h := e.lockAfterWait(e.mutex(cli, "rt"))
+	before := rpcs.Snapshot()
+	requested := h.ReleaseRequested()
+	if _, err := lock.RequestRelease(ctxT(t, 5*time.Second), e.cli, e.ns, lock.KindMutex, "rt", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, requested, 10*time.Second, "ReleaseRequested")
+	if calls := unary(before); len(calls) != 0 {
+		t.Errorf("ReleaseRequested sent %v, want no call but a watch", calls)
+	}
+
+	before = rpcs.Snapshot()
+	mustUnlock(t, h)
+	if calls := unary(before); len(calls) != 1 || calls[txn] != 1 {
+		t.Errorf("Unlock sent %v, want one Txn", calls)
+	}
+
+	asker := e.mutex(cli, "rt2")
+	held := mustLock(t, e.mutex(e.cli, "rt2"))
+	before = rpcs.Snapshot()
+	if _, err := asker.RequestRelease(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if calls := unary(before); len(calls) != 1 || calls[txn] != 2 {
+		t.Errorf("RequestRelease sent %v, want 2 Txns (the read and the guarded puts)", calls)
+	}
+	mustUnlock(t, held)
+
+	minHold := e.mutex(cli, "rt3", lock.WithTTL(2*time.Second), lock.WithMinHold(time.Second))
+	h = e.lockAfterWait(minHold)
+	before = rpcs.Snapshot()
+	mustUnlock(t, h)
+	if calls := unary(before); len(calls) != 2 || calls[txn] != 1 || calls[grant] != 1 {
+		t.Errorf("early Unlock under WithMinHold sent %v, want a lease grant and a Txn", calls)
+	}
+	waitKeys(t, e.cli, minHold.Prefix(), 0) // the minimum passes
+}
+
+// A hold that starts watching for requests after etcd compacted its key's
+// revision reads the request instead.
+func TestReleaseRequestedAfterCompaction(t *testing.T) {
+	t.Parallel()
+	srv := integration.NewServer(t, integration.WithoutFsync())
+	cli := srv.Client(t)
+	m, err := lock.NewMutex(cli, "c", lock.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+		integration.RequireEmpty(t, cli, lock.DefaultNamespace)
+	}()
+	h := mustLock(t, m)
+	if _, err := m.RequestRelease(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Put(ctxT(t, 5*time.Second), "unrelated", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctxT(t, 5*time.Second), "unrelated"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctxT(t, 5*time.Second), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, h.ReleaseRequested(), 10*time.Second, "ReleaseRequested after a compaction")
+	mustUnlock(t, h)
+}
+
+// lockAfterWait locks m once another client's hold of the same name has
+// gone: a hold granted after a wait keeps the watch it waited with, so its
+// monitor sends nothing more.
+func (e *env) lockAfterWait(m *lock.Mutex) *lock.Hold {
+	e.t.Helper()
+	blocker := mustLock(e.t, e.mutex(e.cli, m.Name()))
+	got := make(chan *lock.Hold, 1)
+	go func() {
+		h, err := m.Lock(ctxT(e.t, 10*time.Second))
+		if err != nil {
+			e.t.Error(err)
+		}
+		got <- h
+	}()
+	waitKeys(e.t, e.cli, m.Prefix(), 2)
+	mustUnlock(e.t, blocker)
+	h := <-got
+	if h == nil {
+		e.t.FailNow()
+	}
+	return h
 }
