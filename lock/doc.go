@@ -79,7 +79,8 @@
 //   - etcd's own error.
 //
 // A lost hold reports a *LostError, which matches ErrLost and its cause:
-// ErrDeleted, ErrSessionExpired or ErrDeadline. Every error matches one of
+// ErrDeleted, ErrSessionExpired, ErrDeadline or, under WithMaxHold,
+// ErrMaxHold. Every error matches one of
 // the package's Err values with errors.Is, or is ctx's cause or etcd's
 // error; the package's messages start with "lock: ".
 //
