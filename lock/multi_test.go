@@ -10,6 +10,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/lock"
@@ -226,4 +229,43 @@ func TestMultiLockBadInput(t *testing.T) {
 		t.Errorf("Lock with a closed part = %v, want ErrClosed", err)
 	}
 	waitKeys(t, e.cli, first.Prefix(), 0)
+}
+
+// A part lost while a later part waits fails the Lock with that loss, once
+// the later part is granted, and leaves nothing held.
+func TestMultiLockPartLostWhileWaiting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	lost := make(chan struct{})
+	var once sync.Once
+	obs, _ := observer.New(zap.WarnLevel)
+	core := zapcore.RegisterHooks(obs, func(en zapcore.Entry) error {
+		if en.Message == "hold lost" {
+			once.Do(func() { close(lost) })
+		}
+		return nil
+	})
+	cli := e.client()
+	first := e.mutex(cli, "first", lock.WithTTL(2*time.Second), lock.WithLogger(zap.New(core)))
+	second := e.mutex(cli, "second")
+	blocker := mustLock(t, e.mutex(e.cli, "second"))
+	res := make(chan error, 1)
+	go func() {
+		_, err := e.multi(lock.MutexPart(first), lock.MutexPart(second)).Lock(ctxT(t, 20*time.Second))
+		res <- err
+	}()
+	waitKeys(t, e.cli, second.Prefix(), 2) // first held, second waiting
+	resp, err := e.cli.Get(ctxT(t, 5*time.Second), first.Prefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("first's keys: %v, %v", resp, err)
+	}
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), string(resp.Kvs[0].Key)); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, lost, 10*time.Second, "first's loss")
+	mustUnlock(t, blocker)
+	if err := <-res; !errors.Is(err, lock.ErrLost) || !errors.Is(err, lock.ErrDeleted) {
+		t.Fatalf("Lock = %v, want the first part's loss", err)
+	}
+	waitKeys(t, e.cli, second.Prefix(), 0)
 }
