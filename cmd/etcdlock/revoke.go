@@ -56,20 +56,9 @@ func setupRevoke(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 	fs.StringVar(&kind, "kind", "all", "the `kind` of queue whose holders to ask: mutex, rw, sem, election or all")
 	fs.StringVar(&from, "as", "", "tell the holders who asks (default host:pid)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
-		names, code, ok := parseArgs("revoke", fs, 1, stdout, stderr, "NAME")
+		name, kinds, code, ok := nameAndKinds("revoke", fs, kind, stdout, stderr)
 		if !ok {
 			return code
-		}
-		name := names[0]
-		kinds := statusKinds
-		if kind != "all" {
-			if !slices.Contains(statusKinds, kind) {
-				return badUsage(stderr, "revoke", "--kind must be mutex, rw, sem, election or all, not %q", kind)
-			}
-			kinds = []string{kind}
-		}
-		if err := keys.ValidateName(name); err != nil {
-			return badUsage(stderr, "revoke", "NAME: %v", err)
 		}
 		if len(from) > lock.MaxRequesterLen {
 			return badUsage(stderr, "revoke", "--as: %d bytes, more than %d", len(from), lock.MaxRequesterLen)
@@ -116,4 +105,25 @@ func setupRevoke(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 		}
 		return exitOK
 	}
+}
+
+// nameAndKinds parses the NAME argument and the --kind flag (kind) of the
+// command called cmd, status or revoke: the name and the queue kinds it
+// names, or the exit status of a usage error and ok false.
+func nameAndKinds(cmd string, fs *flag.FlagSet, kind string, stdout, stderr io.Writer) (name string, kinds []string, code int, ok bool) {
+	names, code, ok := parseArgs(cmd, fs, 1, stdout, stderr, "NAME")
+	if !ok {
+		return "", nil, code, false
+	}
+	kinds = statusKinds
+	if kind != "all" {
+		if !slices.Contains(statusKinds, kind) {
+			return "", nil, badUsage(stderr, cmd, "--kind must be mutex, rw, sem, election or all, not %q", kind), false
+		}
+		kinds = []string{kind}
+	}
+	if err := keys.ValidateName(names[0]); err != nil {
+		return "", nil, badUsage(stderr, cmd, "NAME: %v", err), false
+	}
+	return names[0], kinds, exitOK, true
 }
