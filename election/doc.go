@@ -24,6 +24,13 @@
 // Run does the same: it ends the Run and waits for it, so it must not be
 // called from Lead or another callback of Run.
 //
+// Any process can ask the current leader to step down (RequestResign, or
+// "etcdlock revoke --election NAME"): the leader sees it on its Term's
+// ResignRequested channel and may resign, or ignore it, for a graceful
+// hand-over before a rolling upgrade stops it. The request is a key on the
+// leader's lease beside the election's queue (never in it), deleted when
+// the term ends.
+//
 // # Safety model
 //
 // A lease-based election cannot stop a paused leader from acting after its

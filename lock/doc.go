@@ -6,9 +6,31 @@
 // a Mutex, the one just ahead: no herd). Inspect reads a queue and says who
 // holds and who waits.
 //
+// A MultiLock takes several of these locks as one, all or nothing, always
+// in the order of their key prefixes, so that two callers naming the same
+// locks in different orders can never deadlock.
+//
 // A Hold is one grant: its Token, a Done channel and Context that end at
 // the first sign the hold may be lost, and Unlock, a delete guarded by the
 // key's create revision that can never remove someone else's hold.
+//
+// Any process can ask the current holders of a lock to release it
+// (RequestRelease, or "etcdlock revoke NAME"): a holder sees the request on
+// its Hold's ReleaseRequested channel and may unlock, or ignore it. The
+// request is a key on the holder's lease under "<namespace>revoke/",
+// beside the lock's queue and never in it (no waiter waits for it, and
+// Inspect does not list it), named for the exact hold (its key and create
+// revision), and deleted in the same Txn as the hold's key when it ends.
+//
+// WithMinHold and WithMaxHold bound how long a hold keeps its name: at
+// least the minimum after it was granted, even if unlocked sooner (the key
+// stays, on a lease of its own that expires at the minimum), and at most the
+// maximum, however the holder behaves. With TryLock they run a job once
+// per period on a fleet whose schedulers all fire. Both durations are
+// measured by etcd's lease TTLs and the holder's monotonic clock, never by
+// wall clocks compared across machines, so clock skew between the
+// machines does not shorten or lengthen them; a holder's clock that runs
+// fast or slow changes them by its drift, not by its offset.
 //
 // # Safety model
 //
@@ -57,7 +79,8 @@
 //   - etcd's own error.
 //
 // A lost hold reports a *LostError, which matches ErrLost and its cause:
-// ErrDeleted, ErrSessionExpired or ErrDeadline. Every error matches one of
+// ErrDeleted, ErrSessionExpired, ErrDeadline or, under WithMaxHold,
+// ErrMaxHold. Every error matches one of
 // the package's Err values with errors.Is, or is ctx's cause or etcd's
 // error; the package's messages start with "lock: ".
 //

@@ -19,7 +19,8 @@ var (
 	// unlocked.
 	ErrNotHeld = errors.New("lock: not held")
 	// ErrLost is matched by the error of a hold that was lost (see
-	// LostError); the cause is ErrDeleted, ErrSessionExpired or ErrDeadline.
+	// LostError); the cause is ErrDeleted, ErrSessionExpired, ErrDeadline
+	// or ErrMaxHold.
 	ErrLost = errors.New("lock: hold lost")
 	// ErrReleased is the cause of a hold's Context after Unlock.
 	ErrReleased = errors.New("lock: released")
@@ -36,6 +37,9 @@ var (
 	// ErrDeadline means no lease renewal was acknowledged before the
 	// conservative deadline: the lease may have expired at the server.
 	ErrDeadline = errors.New("lock: lease renewal deadline passed")
+	// ErrMaxHold means the maximum hold time (WithMaxHold) passed: the
+	// hold was released by its own process.
+	ErrMaxHold = errors.New("lock: maximum hold time passed")
 	// ErrClosed is returned after Close, and by waits that Close ended.
 	ErrClosed = errors.New("lock: closed")
 	// ErrClientClosed is returned by an acquire, a wait or an Unlock that
@@ -60,7 +64,7 @@ var (
 // Context. It matches ErrLost and its Cause.
 type LostError struct {
 	Token fencing.Token
-	Cause error // ErrDeleted, ErrSessionExpired or ErrDeadline
+	Cause error // ErrDeleted, ErrSessionExpired, ErrDeadline or ErrMaxHold
 }
 
 // Error names the hold and the cause.

@@ -38,7 +38,7 @@ func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Hold{h}, nil
+	return newHold(m.p, h), nil
 }
 
 // TryLock takes the lock if nobody holds or waits for it, in one round
@@ -48,7 +48,7 @@ func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Hold{h}, nil
+	return newHold(m.p, h), nil
 }
 
 // Do locks, runs fn with the hold's token and a context cancelled when the

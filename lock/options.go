@@ -61,3 +61,25 @@ func WithLogger(lg *zap.Logger) Option { return option(config.Logger(lg)) }
 // WithHolder sets the value stored in each of the lock's keys, which status
 // tools show; at most 4096 bytes. Optional, defaults to "hostname:pid".
 func WithHolder(desc string) Option { return option(config.Value(desc)) }
+
+// WithMinHold keeps every hold's name held for at least d after it was
+// granted, even if it is unlocked sooner: an early Unlock keeps the key,
+// moving it in one guarded Txn to a fresh lease whose TTL is the rest of d
+// (rounded up to a whole second, and at least the server's minimum TTL),
+// so a later acquirer waits out the rest and the key expires by itself,
+// even if this process dies; its token and place in the queue stay. For a
+// job that must run once per period on a fleet: TryLock, do the work,
+// Unlock. Close deletes its holds' keys as usual, and a holder that dies
+// still holding loses the name when its lease expires. d is measured by
+// this process's monotonic clock and etcd's lease TTL, never by wall
+// clocks compared across machines. Optional, defaults to no minimum.
+func WithMinHold(d time.Duration) Option { return option(config.MinHold(d)) }
+
+// WithMaxHold releases every hold at the latest d after it was granted,
+// however its holder behaves: a timer of this process deletes the key
+// (guarded, like Unlock) and ends the hold with a *LostError whose cause
+// is ErrMaxHold. A process paused past d cannot run the timer, but then
+// does not renew its lease either, which etcd expires within the TTL. d is
+// measured by this process's monotonic clock. It must be positive and, with
+// WithMinHold, at least the minimum. Optional, defaults to no maximum.
+func WithMaxHold(d time.Duration) Option { return option(config.MaxHold(d)) }

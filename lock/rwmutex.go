@@ -132,7 +132,7 @@ func (m *RWMutex) acquire(ctx context.Context, q *queue.Queue, mode queue.Mode) 
 	if err != nil {
 		return nil, err
 	}
-	return &Hold{h}, nil
+	return newHold(m.p, h), nil
 }
 
 // RDo is Mutex.Do with a read hold.

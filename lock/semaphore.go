@@ -127,7 +127,7 @@ func (s *Semaphore) acquire(ctx context.Context, k int64, mode queue.Mode) (*Hol
 	if err != nil {
 		return nil, err
 	}
-	return &Hold{h}, nil
+	return newHold(s.p, h), nil
 }
 
 // Do is Mutex.Do with k permits.

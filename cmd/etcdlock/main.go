@@ -11,6 +11,7 @@
 //	run      run a command while holding a lock; stop it if the lock is lost
 //	elect    run a command only while this process leads an election
 //	status   show who holds and who waits for a lock, or leads and campaigns in an election
+//	revoke   ask the holders of a lock, or the leader of an election, to release
 //	observe  print a line at every change of an election's leader
 //	dev      run a throwaway single-member etcd server to try etcdlock on
 //	demo     a paused lock holder is fenced off by the resource it protects
@@ -20,8 +21,9 @@
 //
 // Run "etcdlock help <command>" for a command's flags. Exit status is 0 on
 // success, 2 for bad usage, 120 when etcd cannot be reached, and 1 for any
-// other failure; but run and elect exit with their command's own status,
-// and have statuses of their own for what can go wrong around it: 121 lock
+// other failure (revoke: 3 when nobody holds the name); but run and elect
+// exit with their command's own status, and have statuses of their own
+// for what can go wrong around it: 121 lock
 // lost (the command was stopped), 124 lock not acquired within --timeout,
 // 125 other failure, 126 and 127 command not executable or not found, 128+N
 // interrupted by signal N (see exitcodes.go, or "etcdlock help run").
@@ -75,6 +77,7 @@ var commands = []*command{
 	runLockedCmd,
 	electCmd,
 	statusCmd,
+	revokeCmd,
 	observeCmd,
 	devCmd,
 	demoCmd,

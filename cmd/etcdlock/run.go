@@ -54,7 +54,7 @@ Run waits for the lock as long as it takes, or up to --timeout. The lock's
 lease has a TTL of --ttl, renewed every third of it; if the machine running
 etcdlock dies, the lock is free again within --ttl. Flags may come before
 or after NAME; everything after "--" (or after CMD) is CMD's.
-` + graceHelp + "\n" + connHelp + "\n" + exitStatusHelp,
+` + onceHelp + graceHelp + "\n" + connHelp + "\n" + exitStatusHelp,
 	setup: setupRun,
 }
 
@@ -67,6 +67,10 @@ type runConfig struct {
 	ttl     time.Duration
 	grace   optDuration
 	verbose bool
+	// minHold and maxHold bound the hold (lock.WithMinHold, WithMaxHold);
+	// with minHold, run does not wait: see onceHelp.
+	minHold optDuration
+	maxHold optDuration
 }
 
 // errWaitTimeout is the cause of a wait that --timeout ended.
@@ -82,6 +86,8 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 	fs.DurationVar(&cfg.ttl, "ttl", lock.DefaultTTL, "`TTL` of the lock's lease, in whole seconds")
 	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when the lock is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when waiting, acquired and released")
+	fs.Var(&cfg.minHold, "min-hold", "keep NAME taken for at least this `duration` after it was acquired, even if CMD\nends sooner; do not wait: exit 0 without running CMD if NAME is taken")
+	fs.Var(&cfg.maxHold, "max-hold", "release NAME this `duration` after it was acquired, stopping CMD (exit 121)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
 		if err == nil && len(argv) == 0 {
@@ -103,6 +109,9 @@ func (cfg *runConfig) check(name string) (timing, error) {
 		return timing{}, usageError("-n must be between 1 and %d, not %d", int64(lock.MaxSemaphoreLimit), cfg.permits)
 	case cfg.timeout.set && cfg.timeout.d <= 0:
 		return timing{}, usageError("--timeout must be positive, not %v", cfg.timeout.d)
+	}
+	if err := cfg.checkHoldBounds(); err != nil {
+		return timing{}, err
 	}
 	if err := keys.ValidateName(name); err != nil {
 		return timing{}, usageError("NAME: %v", err)
@@ -148,14 +157,20 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 		lock.WithNamespace(cfg.conn.namespace),
 		lock.WithHolder(desc),
 	}
+	opts = append(opts, cfg.holdBounds()...)
 	if cfg.permits > 0 {
 		s, err := lock.NewSemaphore(cli, name, cfg.permits, opts...)
 		if err != nil {
 			return runLock{}, err
 		}
 		return runLock{
-			acquire: func(ctx context.Context) (*lock.Hold, error) { return s.Acquire(ctx, 1) },
-			close:   s.Close,
+			acquire: func(ctx context.Context) (*lock.Hold, error) {
+				if cfg.minHold.set {
+					return s.TryAcquire(ctx, 1)
+				}
+				return s.Acquire(ctx, 1)
+			},
+			close: s.Close,
 		}, nil
 	}
 	m, err := lock.NewRWMutex(cli, name, opts...)
@@ -163,8 +178,13 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 		return runLock{}, err
 	}
 	acquire := m.Lock
-	if cfg.shared {
+	switch {
+	case cfg.shared && cfg.minHold.set:
+		acquire = m.TryRLock
+	case cfg.shared:
 		acquire = m.RLock
+	case cfg.minHold.set:
+		acquire = m.TryLock
 	}
 	return runLock{acquire: acquire, close: m.Close}, nil
 }
@@ -233,6 +253,9 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		switch {
 		case intr != nil:
 			return report(stderr, "run", fmt.Errorf("%w while waiting for %s; CMD did not run", intr, cfg.what(name)), intr.status())
+		case cfg.minHold.set && errors.Is(err, lock.ErrLocked):
+			log.infof("%s is taken (this period's run happened or is running); CMD did not run", cfg.what(name))
+			return exitOK
 		case errors.Is(err, errWaitTimeout):
 			return report(stderr, "run", failf(exitTimeout, "%s not acquired within %v%s", cfg.what(name), cfg.timeout.d, heldBy(cli, cfg.conn.namespace, cfg.kind(), name)), 0)
 		default:

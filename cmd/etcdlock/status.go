@@ -15,7 +15,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/election"
-	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -83,20 +82,9 @@ func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 	fs.StringVar(&kind, "kind", "all", "the `kind` of queue to read: mutex, rw, sem, election or all")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
-		names, code, ok := parseArgs("status", fs, 1, stdout, stderr, "NAME")
+		name, kinds, code, ok := nameAndKinds("status", fs, kind, stdout, stderr)
 		if !ok {
 			return code
-		}
-		name := names[0]
-		kinds := statusKinds
-		if kind != "all" {
-			if !slices.Contains(statusKinds, kind) {
-				return badUsage(stderr, "status", "--kind must be mutex, rw, sem, election or all, not %q", kind)
-			}
-			kinds = []string{kind}
-		}
-		if err := keys.ValidateName(name); err != nil {
-			return badUsage(stderr, "status", "NAME: %v", err)
 		}
 		if err := conn.resolve(); err != nil {
 			return report(stderr, "status", err, exitUsage)

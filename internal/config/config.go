@@ -39,6 +39,10 @@ type Config struct {
 	Namespace string
 	Logger    *zap.Logger
 	Value     string
+	// MinHold and MaxHold bound how long a hold keeps the name (0: no
+	// bound); see package lock's WithMinHold and WithMaxHold.
+	MinHold time.Duration
+	MaxHold time.Duration
 
 	ttlSet    bool
 	marginSet bool
@@ -109,6 +113,26 @@ func Value(v string) Option {
 	}
 }
 
+// MinHold keeps a name held for at least d after it was granted.
+func MinHold(d time.Duration) Option {
+	return func(c *Config) {
+		if d <= 0 || d > MaxTTL {
+			c.errs = append(c.errs, fmt.Errorf("%w: minimum hold %v is not in (0, %v]", ErrInvalidOption, d, MaxTTL))
+		}
+		c.MinHold = d
+	}
+}
+
+// MaxHold releases a hold at the latest d after it was granted.
+func MaxHold(d time.Duration) Option {
+	return func(c *Config) {
+		if d <= 0 {
+			c.errs = append(c.errs, fmt.Errorf("%w: maximum hold %v is not positive", ErrInvalidOption, d))
+		}
+		c.MaxHold = d
+	}
+}
+
 // Build applies opts over the defaults and validates the result.
 func Build(cli *clientv3.Client, name string, opts []Option) (*Config, error) {
 	if cli == nil {
@@ -130,6 +154,9 @@ func Build(cli *clientv3.Client, name string, opts []Option) (*Config, error) {
 	}
 	if c.Session == nil && c.marginSet && c.Margin*2 >= c.TTL {
 		c.errs = append(c.errs, fmt.Errorf("%w: safety margin %v is not less than half the TTL %v", ErrInvalidOption, c.Margin, c.TTL))
+	}
+	if c.MinHold > 0 && c.MaxHold > 0 && c.MinHold > c.MaxHold {
+		c.errs = append(c.errs, fmt.Errorf("%w: minimum hold %v is more than the maximum %v", ErrInvalidOption, c.MinHold, c.MaxHold))
 	}
 	if err := errors.Join(c.errs...); err != nil {
 		return nil, err

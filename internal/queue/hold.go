@@ -45,6 +45,8 @@ type Hold struct {
 	disp *dispatcher
 	// readRev is the revision of the last read that saw the key.
 	readRev int64
+	// req is the release-request watch (see ReleaseRequested).
+	req requests
 
 	mu sync.Mutex
 	// delayed: the monitor waits for the delayer. Release clears it before
@@ -130,6 +132,7 @@ func (h *Hold) isDelayed() bool {
 // finish ends the hold once its monitor is done (or was never started).
 func (h *Hold) finish() {
 	h.stopEpoch()
+	h.req.wg.Wait() // the release-request watch ends with the hold
 	if h.onEnd != nil {
 		h.onEnd(h)
 	}
@@ -304,9 +307,11 @@ func (h *Hold) lose(cause error) {
 // or already released; or etcd's or ctx's error, after which the key may
 // still exist: the lease's keeper then deletes it once etcd answers again,
 // and Release may be called again meanwhile.
-func (h *Hold) Release(ctx context.Context) error { return h.q.pub.Err(h.release(ctx)) }
+func (h *Hold) Release(ctx context.Context) error { return h.q.pub.Err(h.release(ctx, 0)) }
 
-func (h *Hold) release(ctx context.Context) error {
+// release ends the hold: it deletes the key, or, with keep set, moves it
+// to the lease keep (see Park).
+func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 	// Read before any state changes: a nil ctx panics here, leaving the
 	// hold as it was.
 	ended := context.Cause(ctx)
@@ -341,7 +346,7 @@ func (h *Hold) release(ctx context.Context) error {
 		err  = ended // ended already: send nothing
 	)
 	if err == nil {
-		resp, err = h.q.Client.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(h.token.Key)).Commit()
+		resp, err = h.q.Client.Txn(ctx).If(cmps...).Then(h.releaseOps(keep)...).Commit()
 	}
 	if err != nil {
 		// The hold has ended for its owner, but its key may live on with
@@ -361,7 +366,9 @@ func (h *Hold) release(ctx context.Context) error {
 		// key goes with it within its TTL.
 		return clientClosed(h.q, err)
 	}
-	h.freeSlot() // deleted now, or gone before
+	if keep == 0 || !resp.Succeeded {
+		h.freeSlot() // deleted now, or gone before
+	} // else parked: the key lives on, and its slot is never reused
 	if resp.Succeeded {
 		h.mu.Lock()
 		h.released = true

@@ -71,7 +71,7 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 		kw = newKeyWatches(ctx, cli, lg)
 	}
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
+		Q:        Queue{Client: cli, Prefix: prefix, Namespace: cfg.Namespace, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,

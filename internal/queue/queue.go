@@ -134,6 +134,9 @@ type Queue struct {
 	// Slots, if set, makes waiter keys reuse names (see Slots); else each
 	// waiter gets a random key.
 	Slots *Slots
+	// Namespace is the namespace of Prefix, under which the release
+	// requests of the queue's holds are kept (see RequestKey).
+	Namespace string
 
 	// idle, if set, is the hint that the last acquire through this queue
 	// found it idle, which makes the next one try the lean enqueue first
