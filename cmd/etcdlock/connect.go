@@ -16,7 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/lock"
 )
 
 // Connection defaults, as etcdctl's.
@@ -81,7 +81,7 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.key, "key", "", "TLS client key `file`")
 	fs.StringVar(&c.user, "user", "", "etcd user `name` (or name:password)")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", defaultDialTimeout, "give up reaching etcd after this `duration`")
-	fs.StringVar(&c.namespace, "namespace", keys.DefaultNamespace, "`prefix` of every key etcdlock reads or writes")
+	fs.StringVar(&c.namespace, "namespace", lock.DefaultNamespace, "`prefix` of every key etcdlock reads or writes")
 }
 
 // resolve fills in the flags not given on the command line from the
@@ -130,7 +130,7 @@ func (c *connFlags) resolve() error {
 	case (c.cert == "") != (c.key == ""):
 		return usageError("--cert and --key go together")
 	}
-	if err := keys.ValidateNamespace(c.namespace); err != nil {
+	if err := lock.ValidateNamespace(c.namespace); err != nil {
 		return usageError("--namespace: %v", err)
 	}
 	return nil

@@ -11,7 +11,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/etcdlock/etcdlock/election"
-	"github.com/etcdlock/etcdlock/internal/keys"
 )
 
 // electCmd is "etcdlock elect".
@@ -75,7 +74,7 @@ func setupElect(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 
 // check validates the flags and NAME, and returns the timing.
 func (cfg *electConfig) check(name string) (timing, error) {
-	if err := keys.ValidateName(name); err != nil {
+	if err := election.ValidateName(name); err != nil {
 		return timing{}, usageError("NAME: %v", err)
 	}
 	if len(cfg.value) > election.MaxValueLen {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/etcdlock/etcdlock/election"
-	"github.com/etcdlock/etcdlock/internal/keys"
 )
 
 // observeCmd is "etcdlock observe".
@@ -79,7 +78,7 @@ func setupObserve(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 			return code
 		}
 		name := names[0]
-		if err := keys.ValidateName(name); err != nil {
+		if err := election.ValidateName(name); err != nil {
 			return badUsage(stderr, "observe", "NAME: %v", err)
 		}
 		if err := conn.resolve(); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -104,7 +103,7 @@ func (cfg *runConfig) check(name string) (timing, error) {
 	case cfg.timeout.set && cfg.timeout.d <= 0:
 		return timing{}, usageError("--timeout must be positive, not %v", cfg.timeout.d)
 	}
-	if err := keys.ValidateName(name); err != nil {
+	if err := lock.ValidateName(name); err != nil {
 		return timing{}, usageError("NAME: %v", err)
 	}
 	tm, err := newTiming(cfg.ttl, cfg.grace)

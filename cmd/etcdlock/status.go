@@ -15,7 +15,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/election"
-	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -95,7 +94,7 @@ func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 			}
 			kinds = []string{kind}
 		}
-		if err := keys.ValidateName(name); err != nil {
+		if err := lock.ValidateName(name); err != nil {
 			return badUsage(stderr, "status", "NAME: %v", err)
 		}
 		if err := conn.resolve(); err != nil {
@@ -170,8 +169,8 @@ type entryStatus struct {
 // readStatus reads the queues of name of the given kinds at one revision,
 // and the TTL of each lease they use. The locks' queues come from
 // lock.Inspect, which judges who holds by the lock package's own rules; the
-// election's queue is read at the same revision (its leader is its oldest
-// key).
+// election's from election.InspectAt, at the same revision, which judges who
+// leads by the election's.
 func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kinds []string, now func() time.Time) (*lockStatus, error) {
 	st := &lockStatus{Name: name, Namespace: ns, Queues: []queueStatus{}}
 	byKind := make(map[string]queueStatus)
@@ -186,12 +185,12 @@ func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kind
 		}
 	}
 	if slices.Contains(kinds, "election") {
-		q, rev, err := readElection(ctx, cli, election.KeyPrefix(ns, name), st.Revision)
+		es, err := election.InspectAt(ctx, cli, ns, name, st.Revision)
 		if err != nil {
 			return nil, err
 		}
-		st.Revision = rev
-		byKind["election"] = q
+		st.Revision = es.Revision
+		byKind["election"] = electionQueue(es)
 	}
 	t := now()
 	for _, kind := range kinds {
@@ -254,37 +253,25 @@ func lockQueue(l lock.LockState) queueStatus {
 	return qs
 }
 
-// readElection reads the election's queue under prefix, at revision rev
-// unless it is 0, and returns it with the revision read: its oldest key
-// leads, the others are candidates.
-func readElection(ctx context.Context, cli *clientv3.Client, prefix string, rev int64) (queueStatus, int64, error) {
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
-	if rev != 0 {
-		opts = append(opts, clientv3.WithRev(rev))
-	}
-	resp, err := cli.Get(ctx, prefix, opts...)
-	if err != nil {
-		return queueStatus{}, 0, fmt.Errorf("reading the election queue %s: %w", prefix, err)
-	}
-	if rev == 0 {
-		rev = resp.Header.Revision
-	}
-	q := queueStatus{Kind: "election", Prefix: prefix}
-	for i, kv := range resp.Kvs {
+// electionQueue is status's view of an election's queue as
+// election.Inspect judged it.
+func electionQueue(es *election.Snapshot) queueStatus {
+	q := queueStatus{Kind: "election", Prefix: es.Prefix}
+	for _, c := range es.Candidates {
 		state := "candidate"
-		if i == 0 {
+		if c.Leader {
 			state = "leader"
 		}
 		q.Entries = append(q.Entries, entryStatus{
 			State:   state,
-			Key:     string(kv.Key),
-			Token:   kv.CreateRevision,
-			Lease:   leaseHex(clientv3.LeaseID(kv.Lease)),
-			Value:   string(kv.Value),
-			leaseID: clientv3.LeaseID(kv.Lease),
+			Key:     c.Key,
+			Token:   c.Token.Revision,
+			Lease:   leaseHex(c.Lease),
+			Value:   c.Value,
+			leaseID: c.Lease,
 		})
 	}
-	return q, rev, nil
+	return q
 }
 
 // kindTitle names a queue kind in status's text output.

@@ -17,7 +17,6 @@ import (
 
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/fencing"
-	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -246,7 +245,7 @@ const sinceLayout = "2006-01-02T15:04:05.000Z07:00"
 // "host:pid since <time>", the time the command started, which status
 // shows as the key's age.
 func holderDesc(start time.Time) string {
-	return keys.Holder() + " since " + start.UTC().Format(sinceLayout)
+	return lock.DefaultHolder() + " since " + start.UTC().Format(sinceLayout)
 }
 
 // parseSince returns the time in a holder description made by holderDesc.
