@@ -65,7 +65,7 @@ func runMain(m *testing.M, opts []Option) int {
 			}
 		}
 		if mb := srv.Member(); mb != nil {
-			if err := mb.firstFailure(); err != nil {
+			if err := mb.FirstFailure(); err != nil {
 				fmt.Fprintf(os.Stderr, "integration: shared etcd server: %v\n", err)
 				if code == 0 {
 					code = 1

@@ -20,7 +20,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // benchCmd is "etcdlock bench".
@@ -100,7 +101,7 @@ type benchConfig struct {
 	cpuProfile string   // file for a CPU profile of the whole run; "": none
 	// conn are the connection flags; external says --endpoints was given
 	// on the command line: the bench then runs against that etcd.
-	conn     connFlags
+	conn     cmdline.Conn
 	external bool
 }
 
@@ -129,7 +130,7 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		return nil
 	})
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over the whole run (server, clients and library together; with --endpoints, clients and library) to `file`")
-	cfg.conn.register(fs)
+	cfg.conn.Register(fs)
 	fs.Lookup("endpoints").Usage = "run against the etcd at these comma-separated `endpoints` instead of an embedded one (only from the command line)"
 	fs.Lookup("namespace").Usage = "with --endpoints: `prefix` under which the cells write (and delete) their keys"
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
@@ -148,13 +149,13 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		} else {
 			// Before resolve, which takes an empty list for the default
 			// endpoint: "--endpoints ''" must not bench 127.0.0.1:2379.
-			if len(cfg.conn.endpointList()) == 0 {
+			if len(cfg.conn.EndpointList()) == 0 {
 				return badUsage(stderr, "bench", "--endpoints names no endpoint")
 			}
 			if given["fsync"] {
 				return badUsage(stderr, "bench", "--fsync is the server's own setting with --endpoints")
 			}
-			if err := cfg.conn.resolve(); err != nil {
+			if err := cfg.conn.Resolve(); err != nil {
 				return report(stderr, "bench", err, exitUsage)
 			}
 		}
@@ -271,11 +272,11 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 		}
 		rows, info, err = env.run(ctx, cfg, plan, stderr)
 	} else {
-		var opts []integration.Option
+		var opts []embedded.Option
 		if !cfg.fsync {
-			opts = append(opts, integration.WithoutFsync())
+			opts = append(opts, embedded.WithoutFsync())
 		}
-		srv, serr := integration.StartServer(opts...)
+		srv, serr := embedded.StartServer(opts...)
 		if serr != nil {
 			fmt.Fprintf(stderr, "etcdlock bench: starting etcd: %v\n", serr)
 			return exitFailure
@@ -421,7 +422,7 @@ func (e *benchEnv) runGroupInterleaved(ctx context.Context, g group, r int, cfg 
 // serverDesc says which etcd the bench measures.
 func serverDesc(cfg benchConfig) string {
 	if cfg.external {
-		return "external at " + strings.Join(cfg.conn.endpointList(), ",")
+		return "external at " + strings.Join(cfg.conn.EndpointList(), ",")
 	}
 	if cfg.fsync {
 		return "embedded, 1 member, fsync on"
@@ -432,19 +433,19 @@ func serverDesc(cfg benchConfig) string {
 // outsideEnv connects to the etcd of --endpoints. Its cells' keys go under
 // the namespace, in a prefix made for this run, so that two benches at once
 // (or a bench and etcdlock's own keys) never meet.
-func outsideEnv(ctx context.Context, conn *connFlags) (*benchEnv, error) {
-	cfg, err := conn.config(ctx)
+func outsideEnv(ctx context.Context, conn *cmdline.Conn) (*benchEnv, error) {
+	cfg, err := conn.Config(ctx)
 	if err != nil {
 		return nil, err
 	}
-	root := fmt.Sprintf("%sbench-%08x/", conn.namespace, rand.Uint32())
+	root := fmt.Sprintf("%sbench-%08x/", conn.Namespace, rand.Uint32())
 	// Reach it once first, so that a wrong endpoint or a refused login is
 	// told as such, with connect's exit status.
-	cli, err := conn.connectWith(ctx, cfg, root)
+	cli, err := conn.ConnectWith(ctx, cfg, root)
 	if err != nil {
 		return nil, err
 	}
-	closeQuietly(cli)
+	cmdline.CloseQuietly(cli)
 	return &benchEnv{
 		dial:      func() (*clientv3.Client, error) { return clientv3.New(cfg) },
 		endpoints: cfg.Endpoints,

@@ -18,7 +18,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/etcdlock/etcdlock/fencing"
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -146,7 +147,7 @@ func runDemo(parent context.Context, lg *zap.Logger, store string, stdout, stder
 		fmt.Fprintf(stderr, "etcdlock demo: FAILED: %s\n", f)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "etcdlock demo: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "etcdlock demo: %s\n", cmdline.OneLine(err.Error()))
 	}
 	if len(d.failures) > 0 || err != nil {
 		return exitFailure
@@ -161,8 +162,8 @@ type demo struct {
 	res   resource // the counter; nil until run creates it
 	store string   // "sqlite" or "memory": where the counter lives
 	prog  progress
-	proxy *integration.Proxy // between the paused worker's client and etcd
-	obs   *clientv3.Client   // a direct client for watching and checking
+	proxy *embedded.Proxy  // between the paused worker's client and etcd
+	obs   *clientv3.Client // a direct client for watching and checking
 
 	mu       sync.Mutex
 	paused   string        // name of the paused worker, once paused
@@ -203,7 +204,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	cl.add("counter", d.res.close)
 
-	srv, err := integration.StartServer(integration.WithoutFsync())
+	srv, err := embedded.StartServer(embedded.WithoutFsync())
 	if err != nil {
 		return fmt.Errorf("starting etcd: %w", err)
 	}
@@ -212,7 +213,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return fmt.Errorf("creating client: %w", err)
 	}
 	cl.add("observer client", closeClient(d.obs))
-	if d.proxy, err = integration.StartProxy(srv.Endpoints()[0]); err != nil {
+	if d.proxy, err = embedded.StartProxy(srv.Endpoints()[0]); err != nil {
 		return fmt.Errorf("starting proxy: %w", err)
 	}
 	cl.add("proxy", d.proxy.Close) // after the clients using it: closers run last-in first-out

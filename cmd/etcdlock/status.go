@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/election"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -61,7 +62,7 @@ With --json it prints one JSON object instead:
 Queues without keys are left out; nothing at all prints "no holders,
 waiters or candidates". The exit status is 0, 2 for bad usage, 120 if etcd
 cannot be reached, and 1 for other failures.
-` + connHelp,
+` + cmdline.ConnHelp,
 	setup: setupStatus,
 }
 
@@ -74,11 +75,11 @@ const statusTimeout = 10 * time.Second
 // setupStatus defines status's flags.
 func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	var (
-		conn   connFlags
+		conn   cmdline.Conn
 		kind   string
 		asJSON bool
 	)
-	conn.register(fs)
+	conn.Register(fs)
 	fs.StringVar(&kind, "kind", "all", "the `kind` of queue to read: mutex, rw, sem, election or all")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
@@ -97,17 +98,17 @@ func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 		if err := lock.ValidateName(name); err != nil {
 			return badUsage(stderr, "status", "NAME: %v", err)
 		}
-		if err := conn.resolve(); err != nil {
+		if err := conn.Resolve(); err != nil {
 			return report(stderr, "status", err, exitUsage)
 		}
-		cli, err := conn.connect(ctx, keyPrefix(conn.namespace, kinds[0], name))
+		cli, err := conn.Connect(ctx, keyPrefix(conn.Namespace, kinds[0], name))
 		if err != nil {
 			return report(stderr, "status", err, exitFailure)
 		}
-		defer closeQuietly(cli)
+		defer cmdline.CloseQuietly(cli)
 		rctx, cancel := context.WithTimeout(ctx, statusTimeout)
 		defer cancel()
-		st, err := readStatus(rctx, cli, conn.namespace, name, kinds, time.Now)
+		st, err := readStatus(rctx, cli, conn.Namespace, name, kinds, time.Now)
 		if err != nil {
 			return report(stderr, "status", err, exitFailure)
 		}

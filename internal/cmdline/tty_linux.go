@@ -1,4 +1,4 @@
-package main
+package cmdline
 
 import (
 	"bufio"
@@ -17,19 +17,19 @@ import (
 func promptPassword(ctx context.Context, user string) (string, error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
-		return "", usageError("no password for user %q: set $ETCDLOCK_PASSWORD, or run on a terminal", user)
+		return "", UsageError("no password for user %q: set $ETCDLOCK_PASSWORD, or run on a terminal", user)
 	}
 	defer tty.Close()
 	var old syscall.Termios
 	if err := termios(tty, syscall.TCGETS, &old); err != nil {
-		return "", usageError("no password for user %q: set $ETCDLOCK_PASSWORD (cannot turn off echo: %v)", user, err)
+		return "", UsageError("no password for user %q: set $ETCDLOCK_PASSWORD (cannot turn off echo: %v)", user, err)
 	}
 	quiet := old
 	quiet.Lflag &^= syscall.ECHO
 	quiet.Lflag |= syscall.ICANON | syscall.ISIG
 	quiet.Iflag |= syscall.ICRNL
 	if err := termios(tty, syscall.TCSETS, &quiet); err != nil {
-		return "", usageError("no password for user %q: set $ETCDLOCK_PASSWORD (cannot turn off echo: %v)", user, err)
+		return "", UsageError("no password for user %q: set $ETCDLOCK_PASSWORD (cannot turn off echo: %v)", user, err)
 	}
 	defer func() {
 		_ = termios(tty, syscall.TCSETS, &old)
@@ -58,7 +58,7 @@ func promptPassword(ctx context.Context, user string) (string, error) {
 		return "", context.Cause(ctx)
 	}
 	if r.err != nil && r.line == "" {
-		return "", usageError("no password for user %q: reading the terminal: %v", user, r.err)
+		return "", UsageError("no password for user %q: reading the terminal: %v", user, r.err)
 	}
 	return strings.TrimRight(r.line, "\r\n"), nil
 }
@@ -81,4 +81,10 @@ func termios(tty *os.File, req uintptr, t *syscall.Termios) error {
 		return errno
 	}
 	return nil
+}
+
+// IsTerminal reports whether f is a terminal.
+func IsTerminal(f *os.File) bool {
+	var t syscall.Termios
+	return termios(f, syscall.TCGETS, &t) == nil
 }

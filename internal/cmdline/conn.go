@@ -1,4 +1,4 @@
-package main
+package cmdline
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 
 // Connection defaults, as etcdctl's.
 const (
-	defaultEndpoint    = "127.0.0.1:2379"
+	DefaultEndpoint    = "127.0.0.1:2379"
 	defaultDialTimeout = 2 * time.Second
 	// keepAliveTime and keepAliveTimeout are the gRPC keep-alive pings of
 	// the client: a dead connection is noticed within their sum.
@@ -29,34 +29,33 @@ const (
 	keepAliveTimeout = 3 * time.Second
 )
 
-// connFlags are the connection flags every command that talks to etcd
-// shares, named as etcdctl's.
-type connFlags struct {
+// Conn is the connection flags every command that talks to etcd shares,
+type Conn struct {
 	endpoints   string
 	cacert      string
 	cert        string
 	key         string
 	user        string
 	dialTimeout time.Duration
-	namespace   string
+	Namespace   string
 
 	fs     *flag.FlagSet
-	getenv func(string) string // os.Getenv; tests replace it
+	Getenv func(string) string // os.Getenv; tests replace it
 	// aborter ends the requests of the clients config configures, when
-	// etcd is given up on (see abort).
+	// etcd is given up on (see Abort).
 	aborter *aborter
 }
 
-// abort ends every request, in flight or later, of the clients made with
-// the configuration of config.
-func (c *connFlags) abort() {
+// Abort ends every request, in flight or later, of the clients made with
+// the configuration of Config.
+func (c *Conn) Abort() {
 	if c.aborter != nil {
 		c.aborter.abort()
 	}
 }
 
-// connHelp is the part of the help of every command that connects.
-const connHelp = `
+// ConnHelp is the part of the help of every command that connects.
+const ConnHelp = `
 Connection flags default from the environment as etcdctl's do: --endpoints
 from $ETCDLOCK_ENDPOINTS, then $ETCDCTL_ENDPOINTS; --cacert, --cert, --key,
 --user and --dial-timeout from $ETCDCTL_CACERT, $ETCDCTL_CERT, $ETCDCTL_KEY,
@@ -72,22 +71,22 @@ connection, a timeout, a TLS handshake (unknown authority, a plain server,
 a client certificate refused); if etcd refuses the request, it names the
 flag or the permission missing.`
 
-// register defines the connection flags on fs.
-func (c *connFlags) register(fs *flag.FlagSet) {
+// Register defines the connection flags on fs.
+func (c *Conn) Register(fs *flag.FlagSet) {
 	c.fs = fs
-	fs.StringVar(&c.endpoints, "endpoints", "", "comma-separated `list` of etcd endpoints (default "+defaultEndpoint+")")
+	fs.StringVar(&c.endpoints, "endpoints", "", "comma-separated `list` of etcd endpoints (default "+DefaultEndpoint+")")
 	fs.StringVar(&c.cacert, "cacert", "", "verify etcd's TLS certificate with the CA bundle in `file`")
 	fs.StringVar(&c.cert, "cert", "", "TLS client certificate `file`")
 	fs.StringVar(&c.key, "key", "", "TLS client key `file`")
 	fs.StringVar(&c.user, "user", "", "etcd user `name` (or name:password)")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", defaultDialTimeout, "give up reaching etcd after this `duration`")
-	fs.StringVar(&c.namespace, "namespace", lock.DefaultNamespace, "`prefix` of every key etcdlock reads or writes")
+	fs.StringVar(&c.Namespace, "namespace", lock.DefaultNamespace, "`prefix` of every key etcdlock reads or writes")
 }
 
-// resolve fills in the flags not given on the command line from the
+// Resolve fills in the flags not given on the command line from the
 // environment, and validates them.
-func (c *connFlags) resolve() error {
-	getenv := c.getenv
+func (c *Conn) Resolve() error {
+	getenv := c.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
 	}
@@ -109,35 +108,35 @@ func (c *connFlags) resolve() error {
 	fromEnv(&c.cert, "cert", "ETCDCTL_CERT")
 	fromEnv(&c.key, "key", "ETCDCTL_KEY")
 	fromEnv(&c.user, "user", "ETCDCTL_USER")
-	fromEnv(&c.namespace, "namespace", "ETCDLOCK_NAMESPACE")
+	fromEnv(&c.Namespace, "namespace", "ETCDLOCK_NAMESPACE")
 	if !given["dial-timeout"] {
 		if s := getenv("ETCDCTL_DIAL_TIMEOUT"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil {
-				return usageError("$ETCDCTL_DIAL_TIMEOUT=%q is not a duration", s)
+				return UsageError("$ETCDCTL_DIAL_TIMEOUT=%q is not a duration", s)
 			}
 			c.dialTimeout = d
 		}
 	}
 	if c.endpoints == "" {
-		c.endpoints = defaultEndpoint
+		c.endpoints = DefaultEndpoint
 	}
 	switch {
-	case len(c.endpointList()) == 0:
-		return usageError("--endpoints %q names no endpoint", c.endpoints)
+	case len(c.EndpointList()) == 0:
+		return UsageError("--endpoints %q names no endpoint", c.endpoints)
 	case c.dialTimeout <= 0:
-		return usageError("--dial-timeout must be positive, not %v", c.dialTimeout)
+		return UsageError("--dial-timeout must be positive, not %v", c.dialTimeout)
 	case (c.cert == "") != (c.key == ""):
-		return usageError("--cert and --key go together")
+		return UsageError("--cert and --key go together")
 	}
-	if err := lock.ValidateNamespace(c.namespace); err != nil {
-		return usageError("--namespace: %v", err)
+	if err := lock.ValidateNamespace(c.Namespace); err != nil {
+		return UsageError("--namespace: %v", err)
 	}
 	return nil
 }
 
-// endpointList returns the endpoints, split and trimmed.
-func (c *connFlags) endpointList() []string {
+// EndpointList returns the endpoints, split and trimmed.
+func (c *Conn) EndpointList() []string {
 	var eps []string
 	for _, ep := range strings.Split(c.endpoints, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
@@ -147,11 +146,11 @@ func (c *connFlags) endpointList() []string {
 	return eps
 }
 
-// config returns the client configuration, asking for the password on the
+// Config returns the client configuration, asking for the password on the
 // terminal if it is needed and nowhere else.
-func (c *connFlags) config(ctx context.Context) (clientv3.Config, error) {
+func (c *Conn) Config(ctx context.Context) (clientv3.Config, error) {
 	cfg := clientv3.Config{
-		Endpoints:            c.endpointList(),
+		Endpoints:            c.EndpointList(),
 		DialTimeout:          c.dialTimeout,
 		DialKeepAliveTime:    keepAliveTime,
 		DialKeepAliveTimeout: keepAliveTimeout,
@@ -171,7 +170,7 @@ func (c *connFlags) config(ctx context.Context) (clientv3.Config, error) {
 		info := transport.TLSInfo{CertFile: c.cert, KeyFile: c.key, TrustedCAFile: c.cacert}
 		tlsCfg, err := info.ClientConfig()
 		if err != nil {
-			return cfg, usageError("%s", tlsFileError(err))
+			return cfg, UsageError("%s", tlsFileError(err))
 		}
 		cfg.TLS = tlsCfg
 	}
@@ -181,7 +180,7 @@ func (c *connFlags) config(ctx context.Context) (clientv3.Config, error) {
 			pass = c.password()
 		}
 		if user == "" {
-			return cfg, usageError("--user %q has no user name", c.user)
+			return cfg, UsageError("--user %q has no user name", c.user)
 		}
 		if !ok && pass == "" {
 			var err error
@@ -195,8 +194,8 @@ func (c *connFlags) config(ctx context.Context) (clientv3.Config, error) {
 }
 
 // password returns the password from the environment, or "".
-func (c *connFlags) password() string {
-	getenv := c.getenv
+func (c *Conn) password() string {
+	getenv := c.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
 	}
@@ -208,23 +207,23 @@ func (c *connFlags) password() string {
 	return ""
 }
 
-// connect returns a client of etcd that has answered a linearizable read
+// Connect returns a client of etcd that has answered a linearizable read
 // of probe (a key prefix), within --dial-timeout. It returns a *failure
-// with exitUsage for bad settings, and exitUnreachable when etcd did not
+// with ExitUsage for bad settings, and ExitUnreachable when etcd did not
 // answer in time, saying why (after up to diagnoseTimeout more to find
 // out); ctx's cause if ctx ended first; or etcd's refusal, naming the flag
 // or permission that would help.
-func (c *connFlags) connect(ctx context.Context, probe string) (*clientv3.Client, error) {
-	cfg, err := c.config(ctx)
+func (c *Conn) Connect(ctx context.Context, probe string) (*clientv3.Client, error) {
+	cfg, err := c.Config(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return c.connectWith(ctx, cfg, probe)
+	return c.ConnectWith(ctx, cfg, probe)
 }
 
-// connectWith is connect with the configuration already made (so that a
+// ConnectWith is Connect with the configuration already made (so that a
 // caller who needs it too asks for the password once).
-func (c *connFlags) connectWith(ctx context.Context, cfg clientv3.Config, probe string) (*clientv3.Client, error) {
+func (c *Conn) ConnectWith(ctx context.Context, cfg clientv3.Config, probe string) (*clientv3.Client, error) {
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -245,11 +244,11 @@ func (c *connFlags) connectWith(ctx context.Context, cfg clientv3.Config, probe 
 	return cli, nil
 }
 
-// classify turns a failure to reach etcd into an exitUnreachable failure
+// classify turns a failure to reach etcd into an ExitUnreachable failure
 // that says why (DNS, connection, TLS: see diagnose), and reports etcd's
 // refusals with the flag that would help. The probe read keys under probe.
-func (c *connFlags) classify(ctx context.Context, cfg clientv3.Config, probe string, err error) error {
-	eps := strings.Join(c.endpointList(), ",")
+func (c *Conn) classify(ctx context.Context, cfg clientv3.Config, probe string, err error) error {
+	eps := strings.Join(c.EndpointList(), ",")
 	user := strings.SplitN(c.user, ":", 2)[0]
 	// clientv3 reports a request that found no connection before its
 	// deadline as the context's error, whatever kept it from connecting:
@@ -259,11 +258,11 @@ func (c *connFlags) classify(ctx context.Context, cfg clientv3.Config, probe str
 		if cause == "" {
 			cause = "it accepts connections but did not answer"
 		}
-		return failf(exitUnreachable, "cannot reach etcd at %s within %v: %s", eps, c.dialTimeout, cause)
+		return Failf(ExitUnreachable, "cannot reach etcd at %s within %v: %s", eps, c.dialTimeout, cause)
 	}
 	switch {
 	case errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail):
-		return failf(exitUnreachable, "etcd at %s has no leader: %v", eps, err)
+		return Failf(ExitUnreachable, "etcd at %s has no leader: %v", eps, err)
 	case errors.Is(err, rpctypes.ErrAuthFailed):
 		return fmt.Errorf("etcd refused the login of user %q: wrong user name or password", user)
 	case errors.Is(err, rpctypes.ErrUserEmpty):
@@ -271,14 +270,14 @@ func (c *connFlags) classify(ctx context.Context, cfg clientv3.Config, probe str
 	case errors.Is(err, rpctypes.ErrPermissionDenied) && user == "":
 		return fmt.Errorf("etcd denied reading %s (%w): no --user given, and the client certificate's common name is no user allowed to; pass --user NAME", probe, err)
 	case errors.Is(err, rpctypes.ErrPermissionDenied):
-		return fmt.Errorf("etcd user %q may not read %s (%w): its role needs readwrite on the keys under --namespace %q", user, probe, err, c.namespace)
+		return fmt.Errorf("etcd user %q may not read %s (%w): its role needs readwrite on the keys under --namespace %q", user, probe, err, c.Namespace)
 	}
 	return fmt.Errorf("etcd: %w", err)
 }
 
-// closeQuietly closes cli, for defers: by then an error closing a client
+// CloseQuietly closes cli, for defers: by then an error closing a client
 // changes nothing.
-func closeQuietly(cli *clientv3.Client) { _ = cli.Close() }
+func CloseQuietly(cli *clientv3.Client) { _ = cli.Close() }
 
 // tlsFileError names the TLS file that could not be used.
 func tlsFileError(err error) string {
@@ -296,10 +295,10 @@ func tlsFileError(err error) string {
 func checkCAFile(file string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return usageError("%s", tlsFileError(err))
+		return UsageError("%s", tlsFileError(err))
 	}
 	if !x509.NewCertPool().AppendCertsFromPEM(b) {
-		return usageError("--cacert %s holds no PEM certificate", file)
+		return UsageError("--cacert %s holds no PEM certificate", file)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package integration
+package embedded
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // When a blackhole ends, the connections that lost bytes to it are closed,
@@ -52,3 +54,6 @@ func TestProxyDropEndClosesConnections(t *testing.T) {
 		})
 	}
 }
+
+// TestMain fails the package's tests if they leave goroutines behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,10 +1,9 @@
-package integration
+package embedded
 
 import (
 	"context"
 	"maps"
 	"sync"
-	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -76,7 +75,7 @@ func (c *RPCCounter) DialOptions() []grpc.DialOption {
 // CountingClient returns a new client of the server, as [Server.Client]
 // does (closed at tb cleanup, tb failed if it cannot be made), and the
 // counter of the calls it starts.
-func (s *Server) CountingClient(tb testing.TB) (*clientv3.Client, *RPCCounter) {
+func (s *Server) CountingClient(tb TB) (*clientv3.Client, *RPCCounter) {
 	tb.Helper()
 	c := &RPCCounter{}
 	cli := testClient(tb, s.Endpoints(), s.config(), func(cfg *clientv3.Config) {

@@ -1,4 +1,4 @@
-package integration
+package embedded
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
@@ -363,9 +362,9 @@ func (m *Member) failure(err error) error {
 	return fmt.Errorf("integration: member %s: server failed while running: %w", m.name, err)
 }
 
-// firstFailure returns the first error that the server of any run of the
+// FirstFailure returns the first error that the server of any run of the
 // member reported (see [Member.Err]), or nil.
-func (m *Member) firstFailure() error {
+func (m *Member) FirstFailure() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.firstErr == nil {
@@ -376,9 +375,9 @@ func (m *Member) firstFailure() error {
 
 // reportFailure fails tb with tb.Errorf if the server of any run of the
 // member reported an error (see [Member.Err]).
-func (m *Member) reportFailure(tb testing.TB) {
+func (m *Member) reportFailure(tb TB) {
 	tb.Helper()
-	if err := m.firstFailure(); err != nil {
+	if err := m.FirstFailure(); err != nil {
 		tb.Errorf("%v", err)
 	}
 }
@@ -465,7 +464,7 @@ func absPeerSocket(name string) (string, error) {
 
 // Client returns a new client of this member only, closed at tb cleanup;
 // see [Cluster.Client]. It fails tb with tb.Fatalf on error.
-func (m *Member) Client(tb testing.TB) *clientv3.Client {
+func (m *Member) Client(tb TB) *clientv3.Client {
 	tb.Helper()
 	return testClient(tb, []string{m.Endpoint()}, m.cfg)
 }

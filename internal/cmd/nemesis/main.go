@@ -1,3 +1,13 @@
+// Command nemesis runs etcdlock's fault-injection suite on an embedded
+// 3-member etcd cluster: a maintainer's tool, not part of what users
+// install.
+//
+// Usage:
+//
+//	go run ./internal/cmd/nemesis [--duration D] [--seed S] [--ttl TTL] [--out DIR] [--json] [--v]
+//	go run -tags etcdlock_bugs ./internal/cmd/nemesis   # with the planted bugs
+//
+// Run it with --help for what it does and its flags.
 package main
 
 import (
@@ -14,15 +24,25 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/internal/nemesis"
 )
 
-// nemesisCmd is "etcdlock nemesis".
-var nemesisCmd = &command{
-	name:    "nemesis",
-	summary: "run the fault-injection suite on an embedded 3-member cluster",
-	usage:   "etcdlock nemesis [--duration D] [--seed S] [--ttl TTL] [--out DIR] [--json] [--v]",
-	help: `
+func main() { cmdline.Main(nemesisCmd()) }
+
+// nemesisCmd returns the command.
+func nemesisCmd() *cmdline.Command {
+	return &cmdline.Command{
+		Prog:    "nemesis",
+		Summary: "run the fault-injection suite on an embedded 3-member cluster",
+		Usage:   "go run [-tags etcdlock_bugs] ./internal/cmd/nemesis [--duration D] [--seed S] [--ttl TTL] [--out DIR] [--json] [--v]",
+		Help:    nemesisHelp,
+		Setup:   setupNemesis,
+	}
+}
+
+// nemesisHelp is the command's description.
+const nemesisHelp = `
 Nemesis starts a 3-member embedded etcd cluster and runs every workload
 (mutex with fencing outside and inside etcd, a mutex fenced in a SQLite
 database by sqlfence, unfenced controls in memory and in SQLite, RW lock,
@@ -34,7 +54,7 @@ histories: grants replayed from a healthy watcher, porcupine over the
 fenced register, the counter chain, and Observe's order. Finally it runs
 each planted bug once and reports whether a checker caught it. The planted
 bugs exist only in a binary built with -tags etcdlock_bugs (go run -tags
-etcdlock_bugs ./cmd/etcdlock nemesis); any other build skips that part and
+etcdlock_bugs ./internal/cmd/nemesis); any other build skips that part and
 says so.
 
 It prints one table per fault phase and workload, and the seeded-bug table;
@@ -54,11 +74,10 @@ goroutine's stack.
 The first SIGINT or SIGTERM ends the faults; the suite undoes them, checks
 what ran and prints that report, marked interrupted, then exits with
 128+N. A second signal, or a minute passing first, exits with 128+N at
-once, without a report.`,
-	setup: setupNemesis,
-}
+once, without a report.`
 
-func setupNemesis(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
+// setupNemesis defines the command's flags.
+func setupNemesis(fs *flag.FlagSet) cmdline.RunFunc {
 	var (
 		duration = fs.Duration("duration", 2*time.Minute, "time spent in the fault phases (checks and planted bugs come on top)")
 		seed     = fs.Int64("seed", 0, "seed of the fault schedule; 0 picks one")
@@ -69,7 +88,7 @@ func setupNemesis(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 	)
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		if *duration <= 0 {
-			return badUsage(stderr, "nemesis", "--duration must be positive, not %v", *duration)
+			return nemesisCmd().BadUsage(stderr, "--duration must be positive, not %v", *duration)
 		}
 		lg := zap.NewNop()
 		if *verbose {
@@ -86,31 +105,31 @@ func setupNemesis(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 		}
 		rep, intr, err := runNemesis(ctx, cfg)
 		if intr != nil && rep == nil {
-			fmt.Fprintf(stderr, "etcdlock nemesis: %v; quit without a report\n", intr)
-			return intr.status()
+			fmt.Fprintf(stderr, "nemesis: %v; quit without a report\n", intr)
+			return intr.Status()
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "etcdlock nemesis: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(stderr, "nemesis: %v\n", err)
+			return cmdline.ExitFailure
 		}
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			if err := enc.Encode(rep); err != nil {
-				fmt.Fprintf(stderr, "etcdlock nemesis: %v\n", err)
-				return exitFailure
+				fmt.Fprintf(stderr, "nemesis: %v\n", err)
+				return cmdline.ExitFailure
 			}
 		} else if err := rep.Table(stdout); err != nil {
-			fmt.Fprintf(stderr, "etcdlock nemesis: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(stderr, "nemesis: %v\n", err)
+			return cmdline.ExitFailure
 		}
 		if intr != nil {
-			fmt.Fprintf(stderr, "etcdlock nemesis: %v; the report covers what ran until then\n", intr)
-			return intr.status()
+			fmt.Fprintf(stderr, "nemesis: %v; the report covers what ran until then\n", intr)
+			return intr.Status()
 		}
 		if !rep.Valid || rep.Violations > 0 || rep.SeededBugsCaught < rep.SeededBugsTotal {
-			return exitFailure
+			return cmdline.ExitFailure
 		}
-		return exitOK
+		return cmdline.ExitOK
 	}
 }
 
@@ -120,9 +139,9 @@ const nemesisGrace = time.Minute
 
 // runNemesis runs the suite under the signals of the process (see
 // superviseNemesis).
-func runNemesis(ctx context.Context, cfg nemesis.Config) (*nemesis.Report, *interrupted, error) {
+func runNemesis(ctx context.Context, cfg nemesis.Config) (*nemesis.Report, *cmdline.Interrupted, error) {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, stopSignals...)
+	signal.Notify(sigs, cmdline.StopSignals...)
 	defer signal.Stop(sigs)
 	return superviseNemesis(ctx, sigs, nemesisGrace, func(ctx context.Context) (*nemesis.Report, error) {
 		return nemesis.Run(ctx, cfg)
@@ -136,7 +155,7 @@ func runNemesis(ctx context.Context, cfg nemesis.Config) (*nemesis.Report, *inte
 // signal, or grace passing first, returns at once with a nil report and
 // leaves run running: the process is about to exit.
 func superviseNemesis(ctx context.Context, sigs <-chan os.Signal, grace time.Duration,
-	run func(context.Context) (*nemesis.Report, error)) (rep *nemesis.Report, intr *interrupted, err error) {
+	run func(context.Context) (*nemesis.Report, error)) (rep *nemesis.Report, intr *cmdline.Interrupted, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -150,7 +169,7 @@ func superviseNemesis(ctx context.Context, sigs <-chan os.Signal, grace time.Dur
 	}()
 	var graceC <-chan time.Time
 	interrupt := func(sig os.Signal) {
-		intr = &interrupted{sig}
+		intr = &cmdline.Interrupted{Sig: sig}
 		graceC = time.After(grace)
 		cancel()
 	}
@@ -161,7 +180,7 @@ func superviseNemesis(ctx context.Context, sigs <-chan os.Signal, grace time.Dur
 			if intr != nil {
 				select {
 				case sig := <-sigs: // a second signal that came with the report
-					return nil, &interrupted{sig}, nil
+					return nil, &cmdline.Interrupted{Sig: sig}, nil
 				default:
 				}
 			}
@@ -171,12 +190,12 @@ func superviseNemesis(ctx context.Context, sigs <-chan os.Signal, grace time.Dur
 				interrupt(sig)
 				continue
 			}
-			return nil, &interrupted{sig}, nil
+			return nil, &cmdline.Interrupted{Sig: sig}, nil
 		case <-ctxDone:
 			ctxDone = nil
 			// Unless a signal ended main's context (sigs delivers that
 			// signal too), or interrupt did.
-			if intr == nil && !causedBySignal(ctx) {
+			if intr == nil && !cmdline.CausedBySignal(ctx) {
 				interrupt(syscall.SIGTERM)
 			}
 		case <-graceC:

@@ -1,4 +1,4 @@
-package integration
+package embedded
 
 import (
 	"context"

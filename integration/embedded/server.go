@@ -1,4 +1,4 @@
-package integration
+package embedded
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/etcdserver"
@@ -35,7 +34,7 @@ type Server struct {
 // to the start timeout (see [WithStartTimeout]). If the server reported an
 // error while it ran (see [Member.Err]; in any run, restarts included), the
 // cleanup fails the test with tb.Errorf after closing the server.
-func NewServer(tb testing.TB, opts ...Option) *Server {
+func NewServer(tb TB, opts ...Option) *Server {
 	tb.Helper()
 	cfg := newConfig(opts)
 	if cfg.dataDir == "" {
@@ -252,7 +251,7 @@ func (s *Server) Endpoint() string {
 // same test). It fails tb with tb.Fatalf if the client cannot be created.
 // The client uses the settings of [Server.NewClient]. It does not block on
 // the network.
-func (s *Server) Client(tb testing.TB) *clientv3.Client {
+func (s *Server) Client(tb TB) *clientv3.Client {
 	tb.Helper()
 	return testClient(tb, s.Endpoints(), s.config())
 }

@@ -1,9 +1,8 @@
-package integration
+package embedded
 
 import (
 	"context"
 	"errors"
-	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -52,7 +51,7 @@ func newClient(endpoints []string, srv *config, cfgs []func(*clientv3.Config)) (
 }
 
 // testClient makes a client closed at tb cleanup, failing tb on error.
-func testClient(tb testing.TB, endpoints []string, srv *config, cfg ...func(*clientv3.Config)) *clientv3.Client {
+func testClient(tb TB, endpoints []string, srv *config, cfg ...func(*clientv3.Config)) *clientv3.Client {
 	tb.Helper()
 	cli, err := newClient(endpoints, srv, cfg)
 	if err != nil {

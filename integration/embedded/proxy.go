@@ -1,4 +1,4 @@
-package integration
+package embedded
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -62,7 +61,7 @@ type Proxy struct {
 // cleanup; create it before the clients that use it so that they are
 // closed first (Close would otherwise cut their connections, which they
 // may report as errors). It fails tb with tb.Fatalf on error.
-func NewProxy(tb testing.TB, endpoint string) *Proxy {
+func NewProxy(tb TB, endpoint string) *Proxy {
 	tb.Helper()
 	p, err := StartProxy(endpoint)
 	if err != nil {
@@ -458,7 +457,7 @@ func (p *Proxy) Close() error {
 // proxy, which [NewProxy] registered earlier). Errors from closing it are
 // not reported: after a pause or blackhole its connection may well be
 // broken. It fails tb if the client cannot be created.
-func (p *Proxy) Client(tb testing.TB) *clientv3.Client {
+func (p *Proxy) Client(tb TB) *clientv3.Client {
 	tb.Helper()
 	cli, err := newClient([]string{p.Endpoint()}, nil, nil)
 	if err != nil {

@@ -1,4 +1,4 @@
-package integration
+package embedded
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,7 +49,7 @@ var errClusterClosed = errors.New("integration: cluster closed while starting")
 // server reported an error while it ran (see [Member.Err]; in any run,
 // restarts included), the cleanup fails the test with tb.Errorf naming the
 // member, after closing the cluster.
-func NewCluster(tb testing.TB, n int, opts ...Option) *Cluster {
+func NewCluster(tb TB, n int, opts ...Option) *Cluster {
 	tb.Helper()
 	cfg := newConfig(opts)
 	var dirs []string
@@ -288,7 +287,7 @@ func (c *Cluster) Endpoints() []string {
 // the same test). It fails tb with tb.Fatalf if the client cannot be
 // created. The client uses the settings of [Cluster.NewClient]. It does not
 // block on the network.
-func (c *Cluster) Client(tb testing.TB) *clientv3.Client {
+func (c *Cluster) Client(tb TB) *clientv3.Client {
 	tb.Helper()
 	return testClient(tb, c.Endpoints(), c.config())
 }
