@@ -244,6 +244,9 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	tok := t.Token()
 	resp, err := t.e.p.Q.Client.Txn(ctx).If(tok.Cmp()).
 		Then(clientv3.OpPut(tok.Key, value, clientv3.WithLease(t.h.Lease()))).Commit()
+	if err == nil && resp.Header == nil {
+		err = queue.ErrMalformed
+	}
 	if err != nil {
 		if cause := ctxerr.Ended(ctx); cause != nil {
 			return cause

@@ -104,7 +104,7 @@ func (o *observer) observe(ctx context.Context, b *backoff.Backoff) bool {
 	// A linearizable read: its revision is at least the watch's, so the
 	// events after it are all in the watch.
 	resp, err := cli.Get(ctx, prefix, clientv3.WithFirstCreate()...)
-	if err != nil {
+	if err != nil || resp.Header == nil { // no header: a corrupted answer
 		return false
 	}
 	b.Reset()

@@ -132,6 +132,9 @@ func Inspect(ctx context.Context, cli *clientv3.Client, namespace, name string) 
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	}
 	resp, err := cli.Txn(ctx).Then(ops...).Commit()
+	if err == nil {
+		err = queue.CheckTxn(resp, len(ops), 0)
+	}
 	if err != nil {
 		if cause := ctxerr.Ended(ctx); cause != nil {
 			return nil, cause

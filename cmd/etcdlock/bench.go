@@ -19,6 +19,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/etcdlock/etcdlock/integration/embedded"
 	"github.com/etcdlock/etcdlock/internal/cmdline"
@@ -208,16 +209,20 @@ func parseCounts(s string) ([]int, error) {
 // outside with --endpoints) and a client of the bench's own, for checks and
 // cleanup.
 type benchEnv struct {
-	// dial returns a new client of the server; the caller closes it.
-	dial      func() (*clientv3.Client, error)
+	// dial returns a new client of the server with opts; the caller
+	// closes it.
+	dial      func(opts []grpc.DialOption) (*clientv3.Client, error)
 	endpoints []string // asked in turn for the server's status
 	root      string   // prefix of every cell's namespace
 	admin     *clientv3.Client
 	seq       int // numbers the cells' namespaces
+	// tally counts the requests of every client made by newClient.
+	tally reqTally
 }
 
-// newClient returns a new client of the server; the caller closes it.
-func (e *benchEnv) newClient() (*clientv3.Client, error) { return e.dial() }
+// newClient returns a new client of the server, whose requests count in
+// e.tally; the caller closes it.
+func (e *benchEnv) newClient() (*clientv3.Client, error) { return e.dial(e.tally.dialOptions()) }
 
 // namespace returns a key prefix no other cell run uses.
 func (e *benchEnv) namespace(c *cell) string {
@@ -281,7 +286,9 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "etcdlock bench: starting etcd: %v\n", serr)
 			return exitFailure
 		}
-		env = &benchEnv{dial: func() (*clientv3.Client, error) { return srv.NewClient() }, endpoints: srv.Endpoints(), root: "etcdlock-bench/"}
+		env = &benchEnv{dial: func(opts []grpc.DialOption) (*clientv3.Client, error) {
+			return srv.NewClient(func(c *clientv3.Config) { c.DialOptions = append(c.DialOptions, opts...) })
+		}, endpoints: srv.Endpoints(), root: "etcdlock-bench/"}
 		rows, info, err = env.run(ctx, cfg, plan, stderr)
 		if err != nil {
 			// The server's own failure, if it broke, says more than its
@@ -447,7 +454,11 @@ func outsideEnv(ctx context.Context, conn *cmdline.Conn) (*benchEnv, error) {
 	}
 	cmdline.CloseQuietly(cli)
 	return &benchEnv{
-		dial:      func() (*clientv3.Client, error) { return clientv3.New(cfg) },
+		dial: func(opts []grpc.DialOption) (*clientv3.Client, error) {
+			c := cfg
+			c.DialOptions = append(slices.Clip(c.DialOptions), opts...)
+			return clientv3.New(c)
+		},
 		endpoints: cfg.Endpoints,
 		root:      root,
 	}, nil
@@ -489,6 +500,14 @@ type row struct {
 	// where the platform does not say (outside Unix).
 	CPUCores   *float64 `json:"cpu_cores,omitempty"`
 	CPUPerOpUs *float64 `json:"cpu_us_per_op,omitempty"`
+	// Requests per operation, for the contended rows (medians over
+	// rounds; absent elsewhere), of every contender's client together:
+	// write Txns (a put or a delete), reads (Ranges and read-only Txns),
+	// watch creates, and watch streams opened.
+	TxnPerOp          *float64 `json:"txn_per_op,omitempty"`
+	ReadsPerOp        *float64 `json:"reads_per_op,omitempty"`
+	WatchCreatesPerOp *float64 `json:"watch_creates_per_op,omitempty"`
+	StreamsPerOp      *float64 `json:"streams_per_op,omitempty"`
 	// Ops is the number of operations measured, over all rounds.
 	Ops int `json:"ops"`
 	// OpsByContender is Ops split by contender (for the readers row: 8
@@ -528,8 +547,15 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 				Measures:   c.measures,
 			}
 			var ops, p50, p99, cores, cpuPerOp []float64
+			var perOp [4][]float64 // writes, reads, creates, streams
 			cpuOK := len(ss) > 0
 			for _, s := range ss {
+				if s.reqs != nil && s.ops > 0 {
+					n := float64(s.ops)
+					for i, v := range []int64{s.reqs.writes, s.reqs.reads, s.reqs.creates, s.reqs.streams} {
+						perOp[i] = append(perOp[i], float64(v)/n)
+					}
+				}
 				cpuOK = cpuOK && s.cpuOK && s.elapsed > 0 && s.ops > 0
 				if cpuOK {
 					cores = append(cores, float64(s.cpu)/float64(s.elapsed))
@@ -552,6 +578,10 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 			if cpuOK {
 				c, u := median(cores), median(cpuPerOp)
 				r.CPUCores, r.CPUPerOpUs = &c, &u
+			}
+			if len(perOp[0]) == len(ss) && len(ss) > 0 {
+				m := [4]float64{median(perOp[0]), median(perOp[1]), median(perOp[2]), median(perOp[3])}
+				r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp = &m[0], &m[1], &m[2], &m[3]
 			}
 			rows = append(rows, r)
 		}
@@ -594,7 +624,7 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		rounds = fmt.Sprintf("median of %d rounds", cfg.rounds)
 	}
 	fmt.Fprintf(w, "cells:   %v each, %s\n\n", cfg.duration, rounds)
-	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "ratio"}}
+	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "txn/op", "reads/op", "creates/op", "streams/op", "ratio"}}
 	for _, r := range rows {
 		ratio := "-"
 		if r.Ratio != nil {
@@ -604,11 +634,18 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		if r.CPUCores != nil && r.CPUPerOpUs != nil {
 			cores, perOp = fmt.Sprintf("%.2f", *r.CPUCores), fmt.Sprintf("%.0f", *r.CPUPerOpUs)
 		}
-		cells = append(cells, []string{r.Impl, r.Scenario, strconv.Itoa(r.Contenders),
-			fmt.Sprintf("%.0f", r.OpsPerSec), fmt.Sprintf("%.2f", r.P50Ms), fmt.Sprintf("%.2f", r.P99Ms), cores, perOp, ratio})
+		reqs := []string{"-", "-", "-", "-"}
+		for i, v := range []*float64{r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp} {
+			if v != nil {
+				reqs[i] = fmt.Sprintf("%.2f", *v)
+			}
+		}
+		cells = append(cells, append(append([]string{r.Impl, r.Scenario, strconv.Itoa(r.Contenders),
+			fmt.Sprintf("%.0f", r.OpsPerSec), fmt.Sprintf("%.2f", r.P50Ms), fmt.Sprintf("%.2f", r.P99Ms), cores, perOp},
+			reqs...), ratio))
 	}
 	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
-	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, false})
+	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, false})
 	fmt.Fprint(w, "\nput put: one Put by one client. put parallel: Puts by as many clients as the\n")
 	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
 	fmt.Fprint(w, "  half this rate is the most those rows can reach on this server.\n")
@@ -628,6 +665,9 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		fmt.Fprintf(w, "cores: CPU time of the whole process (server, clients, library) over the\n")
 	}
 	fmt.Fprintf(w, "  measured time, of the machine's %d; cpu us/op: that CPU per operation.\n", info.cpus)
+	fmt.Fprint(w, "txn/op, reads/op, creates/op, streams/op (contended rows): requests of all the\n")
+	fmt.Fprint(w, "  contenders per critical section: write Txns, reads (Ranges, read-only Txns),\n")
+	fmt.Fprint(w, "  watch creates, watch streams opened.\n")
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }

@@ -98,6 +98,9 @@ type sample struct {
 	// byContender is the operations of each contender, in order, for cells
 	// of several contenders.
 	byContender []int
+	// reqs, for contended cells, is what the clients asked of etcd over
+	// the measured time.
+	reqs *reqCounts
 }
 
 // opsPerSec returns the sample's throughput.
@@ -374,7 +377,7 @@ func contendedWith(impl, scenario string, n int, mk func(env *benchEnv, ns strin
 				return s, err
 			}
 		}
-		return runContenders(ctx, ls, d)
+		return runContenders(ctx, ls, d, &env.tally)
 	}
 	return c
 }
@@ -383,8 +386,9 @@ func contendedWith(impl, scenario string, n int, mk func(env *benchEnv, ns strin
 // same instant for d, and waits for all of them. A contender still waiting
 // at the deadline waits on until it holds the lock and unlocks, so that no
 // Lock is cancelled; only grants before the deadline are counted. The first
-// error stops every contender and is returned.
-func runContenders(ctx context.Context, ls []locker, d time.Duration) (sample, error) {
+// error stops every contender and is returned. The requests of every
+// client of tally over the measured time go into the sample.
+func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *reqTally) (sample, error) {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	var (
@@ -419,6 +423,7 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration) (sample, e
 		}()
 	}
 	cpu0, ok0 := processCPU()
+	reqs0 := tally.read()
 	deadline = time.Now().Add(d)
 	close(start)
 	// The CPU over the measured time: read at the deadline, not after the
@@ -430,11 +435,12 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration) (sample, e
 		t.Stop()
 	}
 	cpu1, ok1 := processCPU()
+	reqs := tally.read().sub(reqs0)
 	wg.Wait()
 	if ctx.Err() != nil {
 		return sample{}, context.Cause(ctx)
 	}
-	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1}
+	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1, reqs: &reqs}
 	for _, l := range lats {
 		s.lat = append(s.lat, l...)
 		s.byContender = append(s.byContender, len(l))

@@ -29,6 +29,12 @@ var (
 	// ErrKeyTaken: the waiter's key names kept being taken by another
 	// writer. It has no public sentinel.
 	ErrKeyTaken = errors.New("waiter key taken")
+	// ErrMalformed is the error for an answer from etcd without the
+	// header or the operations' responses its request asked for. etcd
+	// always sends them; only a transport that corrupts its stream (a test
+	// proxy dropping bytes mid-stream, say) can deliver such an answer,
+	// and the request's outcome is then unknown.
+	ErrMalformed = errors.New("malformed response from etcd")
 )
 
 // Public is how a public package (lock, election) reports the errors of

@@ -18,7 +18,7 @@ import (
 )
 
 // ownWatchDelay is how long a hold granted without waiting goes before it
-// opens the watch on its own key (without a dispatcher).
+// registers its key with the Primitive's own-key watch (see keyWatches).
 const ownWatchDelay = 20 * time.Millisecond
 
 // Hold is one granted place in a queue. Its monitor goroutine watches for
@@ -40,6 +40,11 @@ type Hold struct {
 	// due is when the Queue's delayer starts the monitor of a hold
 	// admitted at once (delayed, below).
 	due time.Time
+	// disp routes the deletes of the hold's key to its monitor: the
+	// Primitive's shared watch, or its own-key watch (see keyWatches).
+	disp *dispatcher
+	// readRev is the revision of the last read that saw the key.
+	readRev int64
 
 	mu sync.Mutex
 	// delayed: the monitor waits for the delayer. Release clears it before
@@ -53,8 +58,6 @@ type Hold struct {
 }
 
 func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
-	own := w.own
-	w.own = nil
 	w.close()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	h := &Hold{
@@ -74,17 +77,27 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 	// The end of the epoch closes Done by itself, whatever the monitor
 	// goroutine is busy with (opening a watch, re-reading after a break).
 	h.stopEpoch = context.AfterFunc(epoch.Context(), func() { h.lose(epoch.Err()) })
+	// The key was present at readRev: the monitor registers it as of then
+	// with the dispatcher, which misses no delete after that while it is up
+	// (and its log reaches back that far).
+	h.readRev = w.readRev
 	switch {
 	case w.q.disp != nil:
-		go h.monitorShared(w.readRev)
-	case own != nil:
-		go h.monitorWatching(own)
+		h.disp = w.q.disp
+		go h.monitorShared(h.readRev)
+		return h
+	case w.q.kw != nil:
+		h.disp = w.q.kw.own(w.ownPrefix)
+	}
+	switch {
+	case w.waited || h.disp == nil:
+		go h.monitorShared(h.readRev)
 	default:
-		// Admitted by the enqueue Txn: the watch on the own key is opened
-		// only after ownWatchDelay (see monitorWatching). Until then the
-		// epoch reports the loss of the lease, and no goroutine runs.
+		// Admitted by the enqueue Txn: the own key is registered only
+		// after ownWatchDelay (see monitorShared). Until then the epoch
+		// reports the loss of the lease, and no goroutine runs.
 		if w.q.delays == nil {
-			go h.monitorWatching(nil)
+			go h.monitorShared(h.readRev)
 			break
 		}
 		h.due = time.Now().Add(ownWatchDelay)
@@ -102,7 +115,7 @@ func (h *Hold) startDelayed() {
 	h.delayed = false
 	h.mu.Unlock()
 	if start {
-		go h.monitorWatching(nil)
+		go h.monitorShared(h.readRev)
 	}
 }
 
@@ -156,8 +169,9 @@ func (h *Hold) Deadline() time.Time {
 // Lease returns the hold's lease ID.
 func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
 
-// monitorShared watches for loss, with the Primitive's dispatcher, until
-// the hold is lost or released. The key was present at readRev; the hold
+// monitorShared watches for loss, with the hold's dispatcher (the
+// Primitive's shared watch, or its own-key watch), until the hold is lost
+// or released. The key was present at readRev; the hold
 // registers it as of then, so that no delete after readRev goes unseen.
 func (h *Hold) monitorShared(readRev int64) {
 	var s *sub
@@ -169,7 +183,7 @@ func (h *Hold) monitorShared(readRev int64) {
 	own := Entry{Key: h.token.Key, Rev: h.token.Revision}
 	for {
 		if s == nil {
-			s = h.q.disp.register(readRev, own, nil)
+			s = h.disp.register(readRev, own, nil)
 		}
 		if s == nil {
 			// The watch is not up, or may have missed a delete since
@@ -205,57 +219,7 @@ func (h *Hold) monitorShared(readRev int64) {
 	}
 }
 
-// monitorWatching watches for loss, with a watch on the hold's key, until
-// the hold is lost or released.
-func (h *Hold) monitorWatching(own *watch) {
-	defer func() {
-		own.stop()
-		h.finish()
-	}()
-	b := newBackoff()
-	pause := false
-	for {
-		if own == nil {
-			// Admitted by the enqueue Txn, and ownWatchDelay has passed, or
-			// the watch broke (compaction, leader loss, stream error): open
-			// a watch on the own key at the server's current revision and
-			// read the key after it is created. Not a watch from the
-			// token's revision on: the server has passed it, and such a
-			// watcher is only caught up on etcd's 100 ms tick, which would
-			// delay the news of a delete by as much. Until the watch is up
-			// the epoch still reports the loss of the lease.
-			var err error
-			if own, err = h.rewatch(b, pause); err != nil {
-				h.checkFailed(err)
-				return
-			}
-		}
-		select {
-		case <-h.stop:
-			return
-		case <-h.epoch.Done():
-			h.lose(h.epoch.Err())
-			return
-		case wr, ok := <-own.ch:
-			if ok && wr.Err() == nil {
-				if hasDelete(wr.Events, h.token.Revision) {
-					h.lose(keyGone(h.k))
-					h.freeSlot()
-					return
-				}
-				continue
-			}
-			if h.ctx.Err() != nil {
-				return // released or lost: the watch was cancelled with it
-			}
-			own.stop()
-			own, pause = nil, true // reopen after a backoff
-		}
-	}
-}
-
-// checkFailed ends a monitor whose check of the key (rewatch or recheck)
-// failed with err: the key is gone (ErrDeleted, lease.ErrExpired), the
+// checkFailed ends a monitor whose check of the key (recheck) failed with err: the key is gone (ErrDeleted, lease.ErrExpired), the
 // epoch ended meanwhile, or the hold was released (or the Primitive
 // closed), which needs nothing more.
 func (h *Hold) checkFailed(err error) {
@@ -295,7 +259,7 @@ func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
 				return 0, err
 			}
 		}
-		if _, err := h.q.disp.waitUp(ctx, h.k.GoneCh()); err != nil {
+		if _, err := h.disp.waitUp(ctx, h.k.GoneCh()); err != nil {
 			if errors.Is(err, errDispatcherClosed) || errors.Is(err, lease.ErrExpired) || ctx.Err() != nil {
 				return 0, err
 			}
@@ -303,45 +267,13 @@ func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
 		}
 		// A linearizable read: its revision is at least the watch's.
 		resp, err := h.q.Client.Get(ctx, h.token.Key, clientv3.WithKeysOnly())
-		if err != nil {
+		if err != nil || resp.Header == nil { // no header: a corrupted answer
 			continue
 		}
 		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {
 			return 0, keyGone(h.k)
 		}
 		return resp.Header.Revision, nil
-	}
-}
-
-// rewatch (re)opens the own-key watch at the server's current revision and
-// verifies the key with a read after the watch's creation, first after a
-// backoff if pause. It returns a non-nil watch, or ErrDeleted/ErrExpired
-// when the key is gone, or another error when the hold was stopped
-// meanwhile.
-func (h *Hold) rewatch(b *backoff.Backoff, pause bool) (*watch, error) {
-	ctx, cancel := context.WithCancel(h.ctx) // ends at Release or loss
-	defer cancel()
-	defer context.AfterFunc(h.epoch.Context(), cancel)()
-	for attempt := 0; ; attempt++ {
-		if pause || attempt > 0 {
-			if err := b.Sleep(ctx); err != nil {
-				return nil, err
-			}
-		}
-		x, err := h.q.openWatch(ctx, watchTarget{key: h.token.Key})
-		if err != nil {
-			continue
-		}
-		resp, err := h.q.Client.Get(ctx, h.token.Key, clientv3.WithKeysOnly())
-		if err != nil {
-			x.stop()
-			continue
-		}
-		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.token.Revision {
-			x.stop()
-			return nil, keyGone(h.k)
-		}
-		return x, nil
 	}
 }
 

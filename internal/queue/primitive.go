@@ -61,12 +61,17 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 	lg := cfg.Logger.With(zap.String(kind, name))
 	ctx, cancel := context.WithCancel(context.Background())
 	prefix := keys.Prefix(cfg.Namespace, kind, name)
-	var disp *dispatcher
+	var (
+		disp *dispatcher
+		kw   *keyWatches
+	)
 	if watching == SharedWatch {
 		disp = newDispatcher(ctx, cli, prefix, lg)
+	} else {
+		kw = newKeyWatches(ctx, cli, lg)
 	}
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
+		Q:        Queue{Client: cli, Prefix: prefix, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,
@@ -187,6 +192,9 @@ func (p *Primitive) Close() error {
 	p.wg.Wait()
 	if p.Q.disp != nil {
 		p.Q.disp.close()
+	}
+	if p.Q.kw != nil {
+		p.Q.kw.close()
 	}
 	errs = append(errs, p.Src.Close())
 	return p.Q.pub.Err(errors.Join(errs...))

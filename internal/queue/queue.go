@@ -10,7 +10,11 @@
 //
 //   - Per-key watches (mutex, election): the waiter watches only its
 //     blockers (one key for a mutex, so no herd) and its own key, and when
-//     enough of them are gone confirms its admission with one read.
+//     enough of them are gone confirms its admission with one read. The
+//     watches are kept across waits and holds (see keyWatches): its own
+//     keys through one watch on the Primitive's slot pool, the key ahead
+//     through the last wait's watch when the name is the same, all on one
+//     gRPC stream that stays open.
 //   - One shared watch (read-write lock, semaphore): the Primitive's
 //     dispatcher watches the whole prefix from before the enqueue, and
 //     waiters and holds register the keys they care about with it. A wait
@@ -27,13 +31,20 @@
 //     the hint; see Queue.OwnHint) was admitted at once, the next sends the
 //     lean enqueue first: the same comparisons and the put, no reads; if
 //     they fail (a busy lock, or a stray key) it writes nothing and the
-//     full enqueue follows, one more round trip.
+//     full enqueue follows, one more round trip. With per-key watches it
+//     does not when the kept watch on the key ahead saw that key deleted
+//     since the last wait: another contender is looping on the lock.
 //   - Release: one Txn (delete own key if its create revision is still ours).
-//   - A waiter with per-key watches: after the enqueue Txn, it opens its
-//     watches at the server's current revision and waits for the "created"
-//     reply (stream messages, no raft round), then does one read-only Txn,
-//     which it skips when the watches were created at the enqueue revision.
-//     Each wake-up costs one read-only Txn.
+//   - A waiter with per-key watches: after the enqueue Txn, it registers
+//     its key with the own-key watch, up since before the enqueue, and
+//     takes the kept watch on the key ahead, open since before the enqueue
+//     too: no request, and nothing missed. When the key ahead has another
+//     name it opens a watch on it at the server's current revision and
+//     waits for the "created" reply (a stream message, no raft round), then
+//     does one read-only Txn, which it skips when the watch was created at
+//     the enqueue revision; the own-key watch, when it was not up (the
+//     first wait, or after it broke), costs that read too. Each wake-up
+//     costs one read-only Txn.
 //   - A waiter with the shared watch: none after the enqueue for a complete
 //     rule, else one read-only Txn per wake-up; one more read when the watch
 //     was not up since the enqueue (first use, or it broke).
@@ -141,6 +152,9 @@ type Queue struct {
 	// waiters and holds; copies of a Primitive's Queue share it (see
 	// NewPrimitive).
 	disp *dispatcher
+	// kw, without disp, is the Primitive's kept watches: its own keys'
+	// and the last blocker's (see keyWatches).
+	kw *keyWatches
 }
 
 // Mode says whether an acquire waits for its turn.
@@ -179,6 +193,9 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, req Request, onEnd
 	if q.disp != nil {
 		q.disp.kick()
 	}
+	if q.kw != nil {
+		q.kw.touch()
+	}
 	w := &waiter{q: q, k: k, weight: max(req.Weight, 1)}
 	v, err := w.enqueue(ctx, req)
 	if err != nil {
@@ -196,8 +213,15 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 	q, k := w.q, w.k
 	tryIf := q.Rule.TryIf(q.Prefix)
 	// lean: try the lean enqueue first (see enqueueTxn), on the hint that
-	// the last acquire through this queue found it idle.
+	// the last acquire through this queue found it idle, unless another
+	// contender was seen using the lock since this queue's last wait: in a
+	// loop of two contenders every other acquire finds the lock idle, just
+	// after the other's release, and the next one finds it busy again.
 	lean := tryIf != nil && req.Mode == Wait && q.idle != nil && q.idle.Load()
+	if lean && q.kw != nil && q.kw.contended() {
+		lean = false
+		q.idle.Store(false)
+	}
 	for strays := 0; ; {
 		if w.key == "" {
 			w.takeKey()
@@ -210,6 +234,10 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				return Verdict{}, lease.ErrExpired // the keeper has not noticed yet
 			}
+			return Verdict{}, err
+		}
+		if err := wellFormed(resp, w.enqueueAnswer(resp.Succeeded, req.Mode, tryIf != nil, lean)); err != nil {
+			w.removeByKey() // as for any answer of unknown outcome
 			return Verdict{}, err
 		}
 		if lean && !resp.Succeeded {
@@ -248,6 +276,9 @@ func (w *waiter) takeKey() {
 		w.key, w.free = q.Slots.take(q.Prefix, w.k.ID())
 	default:
 		w.key, w.free = keys.Waiter(q.Prefix, w.k.ID()), nil
+	}
+	if q.kw != nil {
+		w.ownPrefix = q.ownPrefix(w.key, w.k.ID())
 	}
 }
 
@@ -295,6 +326,48 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 	}
 }
 
+// answer is the shape of a Txn's answer that the code reading it indexes:
+// n responses, those from index ranges on range responses.
+type answer struct{ n, ranges int }
+
+// wellFormed returns ErrMalformed unless resp has a header and the shape a.
+func wellFormed(resp *clientv3.TxnResponse, a answer) error {
+	return CheckTxn(resp, a.n, a.ranges)
+}
+
+// CheckTxn returns ErrMalformed unless resp has a header and n responses,
+// those from index ranges on range responses: the shape of the answer to
+// a Txn whose branch taken has n operations. etcd always answers so; the
+// check keeps a corrupted answer an error rather than a panic or a misread.
+func CheckTxn(resp *clientv3.TxnResponse, n, ranges int) error {
+	if resp.Header == nil || len(resp.Responses) != n {
+		return ErrMalformed
+	}
+	for _, r := range resp.Responses[ranges:] {
+		if r.GetResponseRange() == nil {
+			return ErrMalformed
+		}
+	}
+	return nil
+}
+
+// enqueueAnswer is the shape of the enqueue Txn's answer (see enqueueTxn):
+// the put alone when the comparisons held for a Try or a lean enqueue;
+// nothing for a lean enqueue they refused; the waiter's key read for a Try
+// they refused or a full enqueue whose key existed; otherwise the put (or
+// the put asking for the previous value) and the rule's reads.
+func (w *waiter) enqueueAnswer(succeeded bool, mode Mode, cmp, lean bool) answer {
+	switch {
+	case cmp && succeeded:
+		return answer{1, 1}
+	case cmp && lean:
+		return answer{0, 0}
+	case cmp && mode == Try, !cmp && !succeeded:
+		return answer{1, 0}
+	}
+	return answer{1 + len(w.q.Rule.Reads(w.q.Prefix, 0)), 1}
+}
+
 // judgeEnqueue reads the enqueue Txn's answer (cmp: it had the rule's
 // comparisons): the verdict, or the create revision of a stray key found
 // under the waiter's name, or ErrLocked for a Try the comparisons refused.
@@ -332,6 +405,7 @@ func (w *waiter) admit(ctx context.Context, epoch *lease.Epoch, v Verdict, mode 
 	case !v.Admitted && mode == Try:
 		err = ErrLocked
 	case !v.Admitted:
+		w.waited = true
 		err = w.wait(ctx, v)
 	}
 	// The lease must still be alive in the epoch the hold starts in.

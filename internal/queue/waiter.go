@@ -25,9 +25,12 @@ type waiter struct {
 	weight  int64  // in the rule: a semaphore's permits, else 1
 	readRev int64  // revision of the last read that judged this waiter
 	needRev int64  // a confirm read must see at least this revision
-	sub     *sub   // with a dispatcher: the key's and blockers' registration
-	own     *watch // without: watch on the own key, kept into the hold
+	sub     *sub   // the key's (and with a dispatcher, the blockers') registration
 	free    func() // returns the key's slot to the queue's pool
+	// ownPrefix, with kept watches (Queue.kw), is the prefix of the
+	// own-key dispatcher that watches the key.
+	ownPrefix string
+	waited    bool // the waiter was not admitted by its enqueue
 }
 
 func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: w.weight} }
@@ -145,41 +148,63 @@ func (w *waiter) await(ctx context.Context, v Verdict) (int64, error) {
 	}
 }
 
-// waitWatching is wait with watches of the waiter's own: one on its key,
-// one on its blockers (the key just ahead, for a mutex: no herd).
+// waitWatching is wait with the Primitive's kept watches (see keyWatches):
+// its own key registered with the own-key dispatcher, and a watch on its
+// blockers (the key just ahead, for a mutex: no herd), kept for the next
+// wait.
+//
+// Round trips in the common case, a contender looping on a lock: none
+// before the delete of the key ahead, whose watch was kept from the last
+// wait and the own-key watch up since before the enqueue, and one read
+// after it (reconfirm). A new blocker watch is created on the shared
+// stream (no raft round), and costs a read when etcd's revision moved
+// between the enqueue and its creation; the own-key watch, when it was not
+// up since the enqueue (the first wait, or after it broke), costs one too.
 func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
+	kw := w.q.kw
 	var blk *watch
-	defer func() { blk.stop() }()
+	defer func() { kw.keepBlocker(blk) }()
 	b := newBackoff()
 	for {
-		if w.own == nil {
-			own, err := w.q.openWatch(ctx, watchTarget{key: w.key})
+		var own *dispatcher
+		if w.sub == nil {
+			// Registered as of the last read that saw the key (the
+			// enqueue's, at first): nil if the watch was not up since.
+			own = kw.own(w.ownPrefix)
+			w.sub = own.register(w.readRev, w.self(), nil)
+		}
+		if w.sub == nil {
+			floor, err := own.waitUp(ctx, w.k.GoneCh())
 			if err != nil {
 				if err := w.retryable(ctx, err, b); err != nil {
 					return err
 				}
 				continue
 			}
-			w.own = own
+			w.needRev = max(w.needRev, floor)
+			w.readRev = -1 // read (below) at or after floor, then register
 		}
 		target := blockerTarget(w.q, v)
 		if blk == nil || blk.target != target {
 			blk.stop()
-			blk = nil
-			x, err := w.q.openWatch(ctx, target)
-			if err != nil {
-				if err := w.retryable(ctx, err, b); err != nil {
-					return err
+			// A kept watch was created before this acquire began: it
+			// misses no delete after the enqueue.
+			if blk = kw.takeBlocker(target); blk == nil {
+				x, err := w.q.openWatch(ctx, target)
+				if err != nil {
+					if err := w.retryable(ctx, err, b); err != nil {
+						return err
+					}
+					continue
 				}
-				continue
+				blk = x
 			}
-			blk = x
 		}
-		// The watches deliver every delete after their created revision. If
-		// both were created no later than the read that judged us, nothing
-		// can have been missed; otherwise read again.
-		w.needRev = max(w.needRev, blk.created, w.own.created)
-		if blk.created > w.readRev || w.own.created > w.readRev {
+		// The watches deliver every delete after their creation. If both
+		// were up no later than the read that judged us, nothing can have
+		// been missed; otherwise read again (one read-only Txn).
+		w.needRev = max(w.needRev, blk.created)
+		if w.sub == nil || blk.created > w.readRev {
 			var err error
 			if v, err = w.confirm(ctx); err != nil {
 				if err := w.retryable(ctx, err, b); err != nil {
@@ -193,11 +218,11 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			if v.Err != nil {
 				return v.Err
 			}
-			if blockerTarget(w.q, v) != blk.target {
+			if w.sub == nil || blockerTarget(w.q, v) != blk.target {
 				continue
 			}
 		}
-		err := w.awaitWatch(ctx, v, blk)
+		err := w.awaitKeys(ctx, v, blk)
 		if errors.Is(err, errBlockerBroken) {
 			// Reopen it (at the current revision) and read again.
 			blk.stop()
@@ -217,6 +242,9 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 		if bugs.Compiled && bugs.On(bugs.SkipOwnershipCheck) {
 			return nil // planted bug: trust the delete event alone
 		}
+		// One read-only Txn: is the waiter's key still there, and nothing
+		// older? The delete of the key ahead does not say so: a key
+		// older than it may remain (a waiter ahead that gave up).
 		var done bool
 		if v, done, err = w.reconfirm(ctx, v, b); done {
 			return err
@@ -224,9 +252,12 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	}
 }
 
-// awaitWatch blocks until the blockers still present weigh at most the
-// threshold. It costs no round trip: it only counts delete events.
-func (w *waiter) awaitWatch(ctx context.Context, v Verdict, blk *watch) error {
+// awaitKeys blocks until the blockers still present weigh at most the
+// threshold, or the waiter's own key goes. It costs no round trip: it only
+// counts delete events. Deletes the watch delivered before this wait (a
+// kept watch) are of keys deleted before the blockers were read, so at or
+// before their creation: the revision check skips them.
+func (w *waiter) awaitKeys(ctx context.Context, v Verdict, blk *watch) error {
 	remaining := make(map[string]Entry, len(v.Blockers))
 	var sum int64
 	for _, b := range v.Blockers {
@@ -239,14 +270,16 @@ func (w *waiter) awaitWatch(ctx context.Context, v Verdict, blk *watch) error {
 			return context.Cause(ctx)
 		case <-w.k.GoneCh():
 			return lease.ErrExpired
-		case wr, ok := <-w.own.ch:
-			if !ok || wr.Err() != nil {
-				w.own.stop()
-				w.own = nil
+		case <-w.sub.c:
+			st := w.sub.state()
+			if st.broken {
+				w.sub.close()
+				w.sub = nil
+				w.readRev = -1
 				return errWatchBroken
 			}
-			w.needRev = max(w.needRev, wr.Header.Revision)
-			if hasDelete(wr.Events, w.rev) {
+			w.needRev = max(w.needRev, st.rev)
+			if st.ownGone {
 				return w.ownDeleted()
 			}
 		case wr, ok := <-blk.ch:
@@ -294,6 +327,9 @@ func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 	var b *backoff.Backoff
 	for {
 		resp, err := w.q.Client.Txn(ctx).Then(ops...).Commit()
+		if err == nil {
+			err = wellFormed(resp, answer{len(ops), 0})
+		}
 		if err != nil {
 			return Verdict{}, err
 		}
@@ -362,12 +398,10 @@ func (q *Queue) logger() *zap.Logger {
 	return q.Logger
 }
 
-// close removes the waiter's registration and stops its watch.
+// close removes the waiter's registration.
 func (w *waiter) close() {
 	w.sub.close()
 	w.sub = nil
-	w.own.stop()
-	w.own = nil
 }
 
 // remove deletes the waiter's key if it is still this waiter's, on a bounded

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/internal/backoff"
@@ -65,18 +64,6 @@ func (q *Queue) openWatch(ctx context.Context, t watchTarget) (*watch, error) {
 	}
 	x.created = wr.Header.Revision
 	return x, nil
-}
-
-// hasDelete reports whether evs delete a key created at rev. Key names are
-// reused, and a member that lags behind may still deliver the delete of an
-// earlier key of the same name: a delete at or before rev is that.
-func hasDelete(evs []*clientv3.Event, rev int64) bool {
-	for _, ev := range evs {
-		if ev.Type == mvccpb.DELETE && ev.Kv.ModRevision > rev {
-			return true
-		}
-	}
-	return false
 }
 
 // keyGone is the cause of a hold's loss when its key was seen deleted:

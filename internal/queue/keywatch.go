@@ -1,0 +1,213 @@
+package queue
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/internal/keys"
+)
+
+// The watches of a Primitive with per-key watching (a mutex, an election),
+// kept open across waits and holds:
+//
+//   - Own keys: a dispatcher on the prefix of the Primitive's own slot keys
+//     (one lease, one pool), which routes the deletes of its own keys to its
+//     waiters and holds. A wait or a hold registers its key with it: no watch
+//     created or cancelled per Lock, and, the watch being up since before the
+//     enqueue, no read to cover the time before it was created. It gets the
+//     deletes of this Primitive's keys only, one per release.
+//   - The blocker: the watch on the key ahead is kept after the wait, for
+//     the next wait whose key ahead has the same name. Slot names are reused,
+//     and contenders looping on a lock keep their order, so the key ahead
+//     is usually a key of the same name: the next wait then creates no watch,
+//     and, that watch being open since before the enqueue, needs no read
+//     before waiting for the delete.
+//
+// Both share one gRPC watch stream with the waits' other watches (clientv3
+// shares a stream among watches of one client whose contexts carry the
+// same metadata, and closes it with its last watch), so that a wait opens
+// no stream either.
+
+// blockerKeep is how long a blocker watch is kept, unused, for the next
+// wait. Its deletes are only read by that wait (or by the hint's check), so
+// the time bounds what clientv3 buffers for a Primitive no longer used.
+const blockerKeep = time.Second
+
+// keyWatches is a Primitive's kept watches. It is safe for concurrent use.
+type keyWatches struct {
+	ctx context.Context // the Primitive's: cancelled at Close
+	cli *clientv3.Client
+	lg  *zap.Logger
+
+	mu     sync.Mutex
+	closed bool
+	owns   map[string]*dispatcher // by own-key prefix; one per lease in practice
+	blk    *watch                 // the kept blocker watch, if any
+	timer  *time.Timer            // stops blk after blockerKeep unused
+	// seen: blk delivered a delete since it was kept, so another
+	// contender held the lock meanwhile (see contended).
+	seen bool
+}
+
+func newKeyWatches(ctx context.Context, cli *clientv3.Client, lg *zap.Logger) *keyWatches {
+	return &keyWatches{ctx: ctx, cli: cli, lg: lg, owns: make(map[string]*dispatcher)}
+}
+
+// ownPrefix returns the prefix of the keys a waiter with key may get from
+// q: its slot pool's (see Slots.poolPrefix), or the key itself when it is
+// not a slot.
+func (q *Queue) ownPrefix(key string, lease clientv3.LeaseID) string {
+	if q.Slots != nil {
+		if p := q.Slots.poolPrefix(q.Prefix, lease); p != "" && strings.HasPrefix(key, p) {
+			return p
+		}
+	}
+	return key
+}
+
+// own returns the dispatcher of the own keys under prefix, made (not
+// started) if new. A new prefix means a new lease, granted after the last
+// one expired: one dispatcher per lease the Primitive used, each closing
+// its watch once idle (see watchIdle), all stopped at Close.
+func (kw *keyWatches) own(prefix string) *dispatcher {
+	kw.mu.Lock()
+	defer kw.mu.Unlock()
+	if d := kw.owns[prefix]; d != nil {
+		return d
+	}
+	d := newDispatcher(kw.ctx, kw.cli, prefix, kw.lg)
+	if kw.closed {
+		d.closed = true
+	}
+	kw.owns[prefix] = d
+	return d
+}
+
+// touch records a use of the own dispatchers that are running, so that
+// none closes as idle between a contender's Locks; it starts none (an
+// uncontended Primitive has no watch).
+func (kw *keyWatches) touch() {
+	kw.mu.Lock()
+	defer kw.mu.Unlock()
+	for _, d := range kw.owns {
+		d.mu.Lock()
+		if d.running {
+			d.last = time.Now()
+		}
+		d.mu.Unlock()
+	}
+}
+
+// takeBlocker returns the kept blocker watch if it watches t, for the
+// caller's use alone, or nil.
+func (kw *keyWatches) takeBlocker(t watchTarget) *watch {
+	kw.mu.Lock()
+	defer kw.mu.Unlock()
+	x := kw.blk
+	if x == nil || x.target != t {
+		return nil
+	}
+	kw.blk, kw.seen = nil, false
+	kw.timer.Stop()
+	return x
+}
+
+// keepBlocker keeps x (a watch on a blocker key, healthy as far as its
+// user knows) for the next wait, in place of the one kept before; or
+// stops it when it cannot be kept.
+func (kw *keyWatches) keepBlocker(x *watch) {
+	if x == nil {
+		return
+	}
+	kw.mu.Lock()
+	if kw.closed || x.target.prefix {
+		kw.mu.Unlock()
+		x.stop()
+		return
+	}
+	old := kw.blk
+	kw.blk, kw.seen = x, false
+	if kw.timer == nil {
+		kw.timer = time.AfterFunc(blockerKeep, kw.expire)
+	} else {
+		kw.timer.Reset(blockerKeep)
+	}
+	kw.mu.Unlock()
+	old.stop()
+}
+
+// expire stops the kept blocker watch, unused for blockerKeep.
+func (kw *keyWatches) expire() {
+	kw.mu.Lock()
+	x := kw.blk
+	kw.blk = nil
+	kw.mu.Unlock()
+	x.stop()
+}
+
+// contended reports whether the kept blocker watch has delivered a delete
+// since it was kept: a contender's key of that name went, so another
+// contender used the lock after this Primitive's last wait. It reads only
+// what has arrived, and asks etcd nothing. Those deletes are of keys
+// created before any later wait's enqueue and deleted since, so no later
+// wait on a key of that name needs them (see waiter.awaitKeys).
+func (kw *keyWatches) contended() bool {
+	kw.mu.Lock()
+	defer kw.mu.Unlock()
+	for kw.blk != nil && !kw.seen {
+		select {
+		case wr, ok := <-kw.blk.ch:
+			if !ok || wr.Err() != nil {
+				kw.blk.stop()
+				kw.blk = nil
+				return false
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					kw.seen = true
+				}
+			}
+		default:
+			return false
+		}
+	}
+	return kw.seen
+}
+
+// close stops the kept watches, once the Primitive's holds have ended.
+func (kw *keyWatches) close() {
+	kw.mu.Lock()
+	kw.closed = true
+	x := kw.blk
+	kw.blk = nil
+	if kw.timer != nil {
+		kw.timer.Stop()
+	}
+	owns := make([]*dispatcher, 0, len(kw.owns))
+	for _, d := range kw.owns {
+		owns = append(owns, d)
+	}
+	kw.mu.Unlock()
+	x.stop()
+	for _, d := range owns {
+		d.close()
+	}
+}
+
+// poolPrefix returns the prefix that every key take gives for lease under
+// prefix shares, and no key of another pool or lease has.
+func (s *Slots) poolPrefix(prefix string, lease clientv3.LeaseID) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lease != s.lease {
+		return "" // no key of this lease taken yet
+	}
+	// A slot's number is written last (see keys.Slot).
+	return strings.TrimSuffix(keys.Slot(prefix, lease, s.pool, 0), "0")
+}
