@@ -212,7 +212,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if d.obs, err = srv.NewClient(); err != nil {
 		return fmt.Errorf("creating client: %w", err)
 	}
-	cl.add("observer client", closeClient(d.obs))
+	cl.add("observer client", cmdline.CloseClient(d.obs))
 	if d.proxy, err = embedded.StartProxy(srv.Endpoints()[0]); err != nil {
 		return fmt.Errorf("starting proxy: %w", err)
 	}
@@ -228,7 +228,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 		if w.cli, err = srv.NewClient(cfgs...); err != nil {
 			return fmt.Errorf("creating client of %s: %w", w.name, err)
 		}
-		cl.add("client of "+w.name, closeClient(w.cli))
+		cl.add("client of "+w.name, cmdline.CloseClient(w.cli))
 		w.m, err = lock.NewMutex(w.cli, demoLock,
 			lock.WithTTL(demoTTL),
 			lock.WithNamespace(demoNamespace),
@@ -573,16 +573,4 @@ func (c *closers) close() error {
 	}
 	*c = nil
 	return errors.Join(errs...)
-}
-
-// closeClient returns a function that closes cli, for closers. The
-// context.Canceled that Close reports when the client's own context ends
-// first is not an error.
-func closeClient(cli *clientv3.Client) func() error {
-	return func() error {
-		if err := cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
-		return nil
-	}
 }

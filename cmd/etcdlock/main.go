@@ -1,6 +1,8 @@
 // Command etcdlock runs programs under etcd locks or as an elected leader,
-// shows the state of locks and elections, and demonstrates and measures
-// etcdlock's locks.
+// shows the state of locks and elections, and runs a development server
+// and a demonstration of fencing. The bench and the fault suite are
+// maintainers' commands of their own (internal/cmd/bench,
+// internal/cmd/nemesis), not part of this program.
 //
 // Usage:
 //
@@ -14,7 +16,6 @@
 //	observe  print a line at every change of an election's leader
 //	dev      run a throwaway single-member etcd server to try etcdlock on
 //	demo     a paused lock holder is fenced off by the resource it protects
-//	bench    throughput and latency of etcdlock's primitives against etcd's own recipes
 //	help     list the commands, or show one command's help
 //
 // Run "etcdlock help <command>" for a command's flags. Exit status is 0 on
@@ -77,7 +78,6 @@ var commands = []*command{
 	observeCmd,
 	devCmd,
 	demoCmd,
-	benchCmd,
 }
 
 // main runs the command line with SIGINT and SIGTERM cancelling the
@@ -148,7 +148,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 // printCommands writes the list of commands to w.
 func printCommands(w io.Writer) {
 	fmt.Fprint(w, "etcdlock runs programs under etcd locks or as an elected leader, shows\n")
-	fmt.Fprint(w, "the state of locks and elections, and demonstrates and measures etcdlock.\n\n")
+	fmt.Fprint(w, "the state of locks and elections, and runs a dev server and a demo.\n\n")
 	fmt.Fprint(w, "Usage:\n\n\tetcdlock <command> [flags] [arguments]\n\nThe commands are:\n\n")
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	for _, c := range commands {

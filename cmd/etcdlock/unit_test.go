@@ -3,18 +3,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"io"
-	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // TestPositional checks how names, flags after them and CMD are split.
@@ -103,47 +97,5 @@ func TestHolderDesc(t *testing.T) {
 	}
 	if _, ok := parseSince("host:42"); ok {
 		t.Error("parseSince of a plain holder succeeded")
-	}
-}
-
-// TestCausedBySignal checks that the cause signal.NotifyContext gives is
-// recognized, and nothing else.
-func TestCausedBySignal(t *testing.T) {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGUSR2)
-	defer stop()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("signal context not cancelled")
-	}
-	if !cmdline.CausedBySignal(ctx) {
-		t.Errorf("cause %v not recognized as a signal", context.Cause(ctx))
-	}
-	c2, cancel := context.WithCancel(context.Background())
-	cancel()
-	c3, cancel3 := context.WithTimeout(context.Background(), 0)
-	defer cancel3()
-	<-c3.Done()
-	if cmdline.CausedBySignal(c2) || cmdline.CausedBySignal(c3) {
-		t.Error("cancel or timeout taken for a signal")
-	}
-}
-
-// TestBareTxnLeaseOutlivesGroup: the bare txn row's lease is not kept
-// alive, so it must last past the end of the interleaved group (which,
-// with 4 cells of 3 s, is longer than benchTTL; the default bench once
-// failed with "requested lease not found").
-func TestBareTxnLeaseOutlivesGroup(t *testing.T) {
-	group := 4*3*time.Second + cellSlack
-	ctx, cancel := context.WithTimeout(context.Background(), group)
-	defer cancel()
-	if ttl := time.Duration(bareTxnTTL(ctx)) * time.Second; ttl < group {
-		t.Errorf("bare txn lease TTL %v, want at least the group's %v", ttl, group)
-	}
-	if ttl := bareTxnTTL(context.Background()); ttl < benchTTL {
-		t.Errorf("bare txn lease TTL %ds without a deadline, want at least %d", ttl, benchTTL)
 	}
 }

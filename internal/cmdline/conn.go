@@ -302,3 +302,15 @@ func checkCAFile(file string) error {
 	}
 	return nil
 }
+
+// CloseClient returns a function that closes cli, for closers. The
+// context.Canceled that Close reports when the client's own context ends
+// first is not an error.
+func CloseClient(cli *clientv3.Client) func() error {
+	return func() error {
+		if err := cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	}
+}

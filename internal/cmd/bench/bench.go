@@ -1,3 +1,12 @@
+// Command bench measures the throughput and latency of etcdlock's
+// primitives against etcd's own recipes: a maintainer's tool, not part of
+// what users install.
+//
+// Usage:
+//
+//	go run ./internal/cmd/bench [flags]
+//
+// Run it with --help for the cells it measures and its flags.
 package main
 
 import (
@@ -25,12 +34,21 @@ import (
 	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
-// benchCmd is "etcdlock bench".
-var benchCmd = &command{
-	name:    "bench",
-	summary: "throughput and latency of etcdlock's primitives against etcd's own recipes",
-	usage:   "etcdlock bench [flags]",
-	help: `
+func main() { cmdline.Main(benchCmd()) }
+
+// benchCmd returns the command.
+func benchCmd() *cmdline.Command {
+	return &cmdline.Command{
+		Prog:    "bench",
+		Summary: "throughput and latency of etcdlock's primitives against etcd's own recipes",
+		Usage:   "go run ./internal/cmd/bench [flags]",
+		Help:    benchHelp,
+		Setup:   setupBench,
+	}
+}
+
+// benchHelp is the command's description.
+const benchHelp = `
 Bench starts one embedded etcd server (one member, fsync on unless
 --fsync=false; or see --endpoints below) and measures, in this process,
 cell by cell:
@@ -87,9 +105,7 @@ that does not answer within --dial-timeout, and 1 for other failures.
 
 The output is a table (or, with --json, one JSON array of objects with keys
 impl, scenario, contenders, ops_per_sec, p50_ms, p99_ms, and more), preceded
-by the machine and the etcd version. Progress goes to stderr.`,
-	setup: setupBench,
-}
+by the machine and the etcd version. Progress goes to stderr.`
 
 // benchConfig is bench's parsed flags.
 type benchConfig struct {
@@ -144,30 +160,30 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		if !cfg.external {
 			for _, f := range []string{"cacert", "cert", "key", "user", "dial-timeout", "namespace"} {
 				if given[f] {
-					return badUsage(stderr, "bench", "--%s needs --endpoints: without it the bench measures an embedded etcd", f)
+					return benchCmd().BadUsage(stderr, "--%s needs --endpoints: without it the bench measures an embedded etcd", f)
 				}
 			}
 		} else {
 			// Before resolve, which takes an empty list for the default
 			// endpoint: "--endpoints ''" must not bench 127.0.0.1:2379.
 			if len(cfg.conn.EndpointList()) == 0 {
-				return badUsage(stderr, "bench", "--endpoints names no endpoint")
+				return benchCmd().BadUsage(stderr, "--endpoints names no endpoint")
 			}
 			if given["fsync"] {
-				return badUsage(stderr, "bench", "--fsync is the server's own setting with --endpoints")
+				return benchCmd().BadUsage(stderr, "--fsync is the server's own setting with --endpoints")
 			}
 			if err := cfg.conn.Resolve(); err != nil {
-				return report(stderr, "bench", err, exitUsage)
+				return benchCmd().Report(stderr, err, cmdline.ExitUsage)
 			}
 		}
 		switch {
 		case cfg.duration <= 0:
-			return badUsage(stderr, "bench", "--duration must be positive, not %v", cfg.duration)
+			return benchCmd().BadUsage(stderr, "--duration must be positive, not %v", cfg.duration)
 		case cfg.rounds < 1:
-			return badUsage(stderr, "bench", "--rounds must be at least 1, not %d", cfg.rounds)
+			return benchCmd().BadUsage(stderr, "--rounds must be at least 1, not %d", cfg.rounds)
 		}
 		if len(cfg.only) > 0 && len(selectGroups(benchPlan(cfg), cfg.only)) == 0 {
-			return badUsage(stderr, "bench", "--only %s names no implementation the bench measures", strings.Join(cfg.only, ","))
+			return benchCmd().BadUsage(stderr, "--only %s names no implementation the bench measures", strings.Join(cfg.only, ","))
 		}
 		return runBench(ctx, cfg, stdout, stderr)
 	}
@@ -255,13 +271,13 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
-			fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return cmdline.ExitFailure
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return cmdline.ExitFailure
 		}
 		defer pprof.StopCPUProfile()
 	}
@@ -273,7 +289,7 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 	)
 	if cfg.external {
 		if env, err = outsideEnv(ctx, &cfg.conn); err != nil {
-			return report(stderr, "bench", err, exitFailure)
+			return benchCmd().Report(stderr, err, cmdline.ExitFailure)
 		}
 		rows, info, err = env.run(ctx, cfg, plan, stderr)
 	} else {
@@ -283,8 +299,8 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 		}
 		srv, serr := embedded.StartServer(opts...)
 		if serr != nil {
-			fmt.Fprintf(stderr, "etcdlock bench: starting etcd: %v\n", serr)
-			return exitFailure
+			fmt.Fprintf(stderr, "bench: starting etcd: %v\n", serr)
+			return cmdline.ExitFailure
 		}
 		env = &benchEnv{dial: func(opts []grpc.DialOption) (*clientv3.Client, error) {
 			return srv.NewClient(func(c *clientv3.Config) { c.DialOptions = append(c.DialOptions, opts...) })
@@ -300,20 +316,20 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return cmdline.ExitFailure
 	}
 	if cfg.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rows); err != nil {
-			fmt.Fprintf(stderr, "etcdlock bench: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return cmdline.ExitFailure
 		}
-		return exitOK
+		return cmdline.ExitOK
 	}
 	printTable(stdout, cfg, info, rows)
-	return exitOK
+	return cmdline.ExitOK
 }
 
 // benchInfo describes where the bench ran.
@@ -330,7 +346,7 @@ func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progr
 		return nil, info, fmt.Errorf("creating client: %w", err)
 	}
 	defer func() {
-		if cerr := closeClient(e.admin)(); cerr != nil {
+		if cerr := cmdline.CloseClient(e.admin)(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing client: %w", cerr))
 		}
 	}()
@@ -350,7 +366,7 @@ func (e *benchEnv) run(ctx context.Context, cfg benchConfig, plan []group, progr
 		return nil, info, fmt.Errorf("reading etcd's status: %w", err)
 	}
 	info.etcdVersion = st.Version
-	fmt.Fprintf(progress, "etcdlock bench: %v per cell, %d round(s), %s, etcd %s, %d CPUs\n",
+	fmt.Fprintf(progress, "bench: %v per cell, %d round(s), %s, etcd %s, %d CPUs\n",
 		cfg.duration, cfg.rounds, serverDesc(cfg), info.etcdVersion, info.cpus)
 
 	results := make(map[cellKey][]sample)

@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/etcdlock/etcdlock/fencing"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/queue"
 	"github.com/etcdlock/etcdlock/lock"
@@ -194,7 +195,7 @@ func serialPut(ctx context.Context, env *benchEnv, ns string) (func(context.Cont
 		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		_, err := cli.Delete(dctx, key)
-		return errors.Join(err, closeClient(cli)())
+		return errors.Join(err, cmdline.CloseClient(cli)())
 	}, nil
 }
 
@@ -217,7 +218,7 @@ func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context
 	ttl := bareTxnTTL(ctx)
 	lg, err := cli.Grant(ctx, ttl)
 	if err != nil {
-		return nil, nil, errors.Join(err, closeClient(cli)())
+		return nil, nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	prefix := ns + "lock/"
 	key, val := keys.Slot(prefix, lg.ID, 0, 0), benchValue
@@ -241,7 +242,7 @@ func serialBareTxns(ctx context.Context, env *benchEnv, ns string) (func(context
 		rctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		_, err := cli.Revoke(rctx, lg.ID)
-		return errors.Join(err, closeClient(cli)())
+		return errors.Join(err, cmdline.CloseClient(cli)())
 	}, nil
 }
 
@@ -463,7 +464,7 @@ func newEtcdlockLocker(env *benchEnv, ns, name string) (locker, error) {
 	}
 	m, err := lock.NewMutex(cli, name, lock.WithNamespace(ns), lock.WithTTL(benchTTL*time.Second))
 	if err != nil {
-		return nil, errors.Join(err, closeClient(cli)())
+		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &etcdlockLocker{cli: cli, m: m}, nil
 }
@@ -480,7 +481,7 @@ func (l *etcdlockLocker) lock(ctx context.Context) (func(context.Context) error,
 // close implements locker: it closes the Mutex (revoking its lease) and the
 // client.
 func (l *etcdlockLocker) close() error {
-	return errors.Join(l.m.Close(), closeClient(l.cli)())
+	return errors.Join(l.m.Close(), cmdline.CloseClient(l.cli)())
 }
 
 // concurrencyLocker is a contender using etcd's concurrency.Mutex, with a
@@ -500,7 +501,7 @@ func newConcurrencyLocker(env *benchEnv, ns, name string) (locker, error) {
 	}
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
 	if err != nil {
-		return nil, errors.Join(err, closeClient(cli)())
+		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &concurrencyLocker{cli: cli, s: s, m: concurrency.NewMutex(s, ns+name)}, nil
 }
@@ -516,5 +517,5 @@ func (l *concurrencyLocker) lock(ctx context.Context) (func(context.Context) err
 // close implements locker: it closes the session (revoking its lease) and
 // the client.
 func (l *concurrencyLocker) close() error {
-	return errors.Join(l.s.Close(), closeClient(l.cli)())
+	return errors.Join(l.s.Close(), cmdline.CloseClient(l.cli)())
 }

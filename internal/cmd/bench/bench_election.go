@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/etcdlock/etcdlock/election"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // measuresHandoff says what the handoff rows measure.
@@ -70,7 +71,7 @@ func handoff(impl electionImpl, base *baseline) *cell {
 		if err != nil {
 			return s, err
 		}
-		defer func() { err = errors.Join(err, closeClient(watcher)()) }()
+		defer func() { err = errors.Join(err, cmdline.CloseClient(watcher)()) }()
 
 		leader, standby := cands[0], cands[1]
 		if err := leader.campaign(ctx); err != nil {
@@ -142,7 +143,7 @@ func newEtcdlockCandidate(env *benchEnv, ns string) (candidate, error) {
 	}
 	el, err := election.New(cli, "leader", election.WithNamespace(ns), election.WithTTL(benchTTL*time.Second))
 	if err != nil {
-		return nil, errors.Join(err, closeClient(cli)())
+		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &etcdlockCandidate{cli: cli, el: el}, nil
 }
@@ -154,7 +155,9 @@ func (c *etcdlockCandidate) campaign(ctx context.Context) (err error) {
 
 func (c *etcdlockCandidate) resign(ctx context.Context) error { return c.term.Resign(ctx) }
 
-func (c *etcdlockCandidate) close() error { return errors.Join(c.el.Close(), closeClient(c.cli)()) }
+func (c *etcdlockCandidate) close() error {
+	return errors.Join(c.el.Close(), cmdline.CloseClient(c.cli)())
+}
 
 // concurrencyCandidate campaigns with etcd's concurrency.Election, with a
 // session of its own.
@@ -171,7 +174,7 @@ func newConcurrencyCandidate(env *benchEnv, ns string) (candidate, error) {
 	}
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
 	if err != nil {
-		return nil, errors.Join(err, closeClient(cli)())
+		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &concurrencyCandidate{cli: cli, s: s, el: concurrency.NewElection(s, ns+"leader")}, nil
 }
@@ -180,4 +183,6 @@ func (c *concurrencyCandidate) campaign(ctx context.Context) error { return c.el
 
 func (c *concurrencyCandidate) resign(ctx context.Context) error { return c.el.Resign(ctx) }
 
-func (c *concurrencyCandidate) close() error { return errors.Join(c.s.Close(), closeClient(c.cli)()) }
+func (c *concurrencyCandidate) close() error {
+	return errors.Join(c.s.Close(), cmdline.CloseClient(c.cli)())
+}

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
 
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -63,7 +64,7 @@ func newRWLocker(readers int) func(env *benchEnv, ns string, i int) (locker, err
 		}
 		m, err := lock.NewRWMutex(cli, "rw", lock.WithNamespace(ns), lock.WithTTL(benchTTL*time.Second))
 		if err != nil {
-			return nil, errors.Join(err, closeClient(cli)())
+			return nil, errors.Join(err, cmdline.CloseClient(cli)())
 		}
 		return &rwLocker{cli: cli, m: m, reader: i < readers}, nil
 	}
@@ -81,7 +82,7 @@ func (l *rwLocker) lock(ctx context.Context) (func(context.Context) error, error
 	return h.Unlock, nil
 }
 
-func (l *rwLocker) close() error { return errors.Join(l.m.Close(), closeClient(l.cli)()) }
+func (l *rwLocker) close() error { return errors.Join(l.m.Close(), cmdline.CloseClient(l.cli)()) }
 
 // recipesWriter is a writer on etcd's experimental recipes.RWMutex, with a
 // session of its own. The recipe takes no context: a Lock in progress
@@ -99,7 +100,7 @@ func newRecipesWriter(env *benchEnv, ns string, _ int) (locker, error) {
 	}
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
 	if err != nil {
-		return nil, errors.Join(err, closeClient(cli)())
+		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &recipesWriter{cli: cli, s: s, m: recipe.NewRWMutex(s, ns+"recipes-rw")}, nil
 }
@@ -111,7 +112,7 @@ func (l *recipesWriter) lock(context.Context) (func(context.Context) error, erro
 	return func(context.Context) error { return l.m.Unlock() }, nil
 }
 
-func (l *recipesWriter) close() error { return errors.Join(l.s.Close(), closeClient(l.cli)()) }
+func (l *recipesWriter) close() error { return errors.Join(l.s.Close(), cmdline.CloseClient(l.cli)()) }
 
 // semLocker is a contender taking one permit of a lock.Semaphore.
 type semLocker struct {
@@ -127,7 +128,7 @@ func newSemLocker(limit int64) func(env *benchEnv, ns string, i int) (locker, er
 		}
 		s, err := lock.NewSemaphore(cli, "sem", limit, lock.WithNamespace(ns), lock.WithTTL(benchTTL*time.Second))
 		if err != nil {
-			return nil, errors.Join(err, closeClient(cli)())
+			return nil, errors.Join(err, cmdline.CloseClient(cli)())
 		}
 		return &semLocker{cli: cli, s: s}, nil
 	}
@@ -141,7 +142,7 @@ func (l *semLocker) lock(ctx context.Context) (func(context.Context) error, erro
 	return h.Unlock, nil
 }
 
-func (l *semLocker) close() error { return errors.Join(l.s.Close(), closeClient(l.cli)()) }
+func (l *semLocker) close() error { return errors.Join(l.s.Close(), cmdline.CloseClient(l.cli)()) }
 
 // measuresParallelPut says what a put parallel row measures.
 const measuresParallelPut = "one Put, each client putting its own key in a loop; latency of the Put"
@@ -180,5 +181,5 @@ func (l *putLocker) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	_, err := l.cli.Delete(ctx, l.key)
-	return errors.Join(err, closeClient(l.cli)())
+	return errors.Join(err, cmdline.CloseClient(l.cli)())
 }
