@@ -13,6 +13,7 @@ import (
 // the leader first and alone marked so, with the tokens their terms have,
 // and that InspectAt reads the past.
 func TestInspect(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a, b, c := e.election(e.client()), e.election(e.client()), e.election(e.client())
 	prefix := election.KeyPrefix(e.ns, "leader")
@@ -76,6 +77,7 @@ func TestInspect(t *testing.T) {
 // TestInspectBadInput checks that bad arguments fail without I/O, with the
 // package's sentinels.
 func TestInspectBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
 	if _, err := election.Inspect(ctx, nil, e.ns, "x"); !errors.Is(err, election.ErrNilClient) {
