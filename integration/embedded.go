@@ -102,13 +102,23 @@ func AddPrefixUser(ctx context.Context, root *clientv3.Client, name, password, p
 	return embedded.AddPrefixUser(ctx, root, name, password, prefix)
 }
 
-// The options of the constructors; see package embedded.
-var (
-	WithoutFsync     = embedded.WithoutFsync
-	WithLogger       = embedded.WithLogger
-	WithDataDir      = embedded.WithDataDir
-	WithClientURL    = embedded.WithClientURL
-	WithStartTimeout = embedded.WithStartTimeout
-	WithTLS          = embedded.WithTLS
-	WithAuth         = embedded.WithAuth
-)
+// WithoutFsync is embedded.WithoutFsync: no fsync of the WAL and database.
+func WithoutFsync() Option { return embedded.WithoutFsync() }
+
+// WithLogger is embedded.WithLogger: the members log to lg.
+func WithLogger(lg *zap.Logger) Option { return embedded.WithLogger(lg) }
+
+// WithDataDir is embedded.WithDataDir: the members keep their data in dir.
+func WithDataDir(dir string) Option { return embedded.WithDataDir(dir) }
+
+// WithClientURL is embedded.WithClientURL: a single server listens on u.
+func WithClientURL(u string) Option { return embedded.WithClientURL(u) }
+
+// WithStartTimeout is embedded.WithStartTimeout: how long a start may take.
+func WithStartTimeout(d time.Duration) Option { return embedded.WithStartTimeout(d) }
+
+// WithTLS is embedded.WithTLS: clients are served over TLS only.
+func WithTLS() Option { return embedded.WithTLS() }
+
+// WithAuth is embedded.WithAuth: etcd's authentication, with a root user.
+func WithAuth() Option { return embedded.WithAuth() }
