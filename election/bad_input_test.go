@@ -13,37 +13,12 @@ import (
 
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/internal/testutil"
 )
 
 // rpcClient returns a new client of the shared server whose calls are
 // counted, closed at cleanup.
-func (e *env) rpcClient() (*clientv3.Client, *integration.RPCCounter) {
-	e.t.Helper()
-	return integration.Shared(e.t).CountingClient(e.t)
-}
-
-type endedContext struct {
-	name string
-	ctx  context.Context
-	want error
-}
-
-// endedContexts are contexts that ended before the call they are passed
-// to, and the error each call must match.
-func endedContexts() []endedContext {
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	past, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
-	_ = cancel2 // ended already
-	errWhy := errors.New("caller gave up")
-	withCause, cancel3 := context.WithCancelCause(context.Background())
-	cancel3(errWhy)
-	return []endedContext{
-		{"cancelled", cancelled, context.Canceled},
-		{"deadline past", past, context.DeadlineExceeded},
-		{"cancelled with cause", withCause, errWhy},
-	}
-}
+func (e *env) rpcClient() (*clientv3.Client, *integration.RPCCounter) { return testutil.RPCClient(e.t) }
 
 func leadNever(t *testing.T) election.Callbacks {
 	return election.Callbacks{
@@ -181,19 +156,19 @@ func TestBadInputEndedContext(t *testing.T) {
 			{"Proclaim", func(ctx context.Context) error { return term.Proclaim(ctx, "w") }},
 		} {
 			before := calls.Snapshot()
-			if err := op.run(c.ctx); !errors.Is(err, c.want) {
-				t.Errorf("%s with a %s context = %v, want %v", op.name, c.name, err, c.want)
+			if err := op.run(c.Ctx); !errors.Is(err, c.Want) {
+				t.Errorf("%s with a %s context = %v, want %v", op.name, c.Name, err, c.Want)
 			}
 			if got := calls.Since(before); got != nil {
-				t.Errorf("%s with a %s context asked etcd %v, want nothing", op.name, c.name, got)
+				t.Errorf("%s with a %s context asked etcd %v, want nothing", op.name, c.Name, got)
 			}
 		}
 		before := calls.Snapshot()
-		if _, ok := <-fresh.Observe(c.ctx); ok {
-			t.Errorf("Observe with a %s context sent a leader, want the channel closed", c.name)
+		if _, ok := <-fresh.Observe(c.Ctx); ok {
+			t.Errorf("Observe with a %s context sent a leader, want the channel closed", c.Name)
 		}
 		if got := calls.Since(before); got != nil {
-			t.Errorf("Observe with a %s context asked etcd %v, want nothing", c.name, got)
+			t.Errorf("Observe with a %s context asked etcd %v, want nothing", c.Name, got)
 		}
 	}
 	if v := term.Value(); v != "v" {
@@ -201,7 +176,7 @@ func TestBadInputEndedContext(t *testing.T) {
 	}
 	// Resign with an ended context ends the term at once; the key goes in
 	// the background.
-	if err := term.Resign(endedContexts()[0].ctx); !errors.Is(err, context.Canceled) {
+	if err := term.Resign(endedContexts()[0].Ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Resign with a cancelled context = %v, want context.Canceled", err)
 	}
 	if live.IsLeader() || term.Err() == nil {
@@ -320,6 +295,7 @@ func TestBadInputEndedSession(t *testing.T) {
 // as Campaign, Run and Leader do, not in a goroutine of its own, which
 // would crash the process.
 func TestBadInputNilContext(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	var nilCtx context.Context

@@ -10,15 +10,23 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/internal/testutil"
 )
 
 func TestMain(m *testing.M) { integration.Main(m) }
+
+// Helpers shared with lock's tests.
+var (
+	ctxT          = testutil.Ctx
+	waitKeys      = testutil.WaitKeys
+	newSession    = testutil.NewSession
+	endedContexts = testutil.EndedContexts
+)
 
 type env struct {
 	t   *testing.T
@@ -28,12 +36,11 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, cli: integration.Shared(t).Client(t), ns: integration.Namespace(t)}
-	t.Cleanup(func() { integration.RequireEmpty(t, e.cli, e.ns) })
-	return e
+	cli, ns := testutil.Env(t)
+	return &env{t: t, cli: cli, ns: ns}
 }
 
-func (e *env) client() *clientv3.Client { return integration.Shared(e.t).Client(e.t) }
+func (e *env) client() *clientv3.Client { return testutil.Client(e.t) }
 
 // election returns an Election closed at cleanup, with a 2s TTL unless a
 // session is given.
@@ -53,17 +60,6 @@ func (e *env) election(cli *clientv3.Client, opts ...election.Option) *election.
 		}
 	})
 	return el
-}
-
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func waitKeys(t *testing.T, cli *clientv3.Client, prefix string, n int64) {
-	t.Helper()
-	integration.WaitKeyCount(t, cli, prefix, n, 10*time.Second)
 }
 
 func mustCampaign(t *testing.T, el *election.Election, v string) *election.Term {
@@ -111,6 +107,7 @@ func mustResign(t *testing.T, term *election.Term) {
 }
 
 func TestFIFOLeaders(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a := e.election(e.cli)
 	ta := mustCampaign(t, a, "a")
@@ -150,17 +147,8 @@ func TestFIFOLeaders(t *testing.T) {
 	}
 }
 
-func newSession(t *testing.T, cli *clientv3.Client) *concurrency.Session {
-	t.Helper()
-	s, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func TestLeaderSessionRevoked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli := e.client()
 	s := newSession(t, cli)
@@ -201,6 +189,7 @@ func TestLeaderSessionRevoked(t *testing.T) {
 // TestNoPhantomLeadership: a candidate whose session ends while it waits
 // must get an error, never a term (etcd's Campaign has no such check).
 func TestNoPhantomLeadership(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a := e.election(e.cli)
 	ta := mustCampaign(t, a, "a")
@@ -233,6 +222,7 @@ func TestNoPhantomLeadership(t *testing.T) {
 // TestResignRetry: a Resign whose request failed can be retried (etcd's
 // forgets its state on failure).
 func TestResignRetry(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
@@ -264,6 +254,7 @@ func TestResignRetry(t *testing.T) {
 }
 
 func TestProclaim(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	term := mustCampaign(t, el, "v1")
@@ -298,6 +289,7 @@ func TestProclaim(t *testing.T) {
 // Concurrent Proclaims answer in any order; Value must end as the value
 // etcd kept (the last written), not the last answered.
 func TestConcurrentProclaimsValue(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	term := mustCampaign(t, el, "v")
@@ -325,6 +317,7 @@ func TestConcurrentProclaimsValue(t *testing.T) {
 }
 
 func TestObserve(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	obs := e.election(e.cli)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -389,6 +382,7 @@ func TestObserve(t *testing.T) {
 }
 
 func TestRunCancelsWorkOnLossAndRecampaigns(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli := e.client()
 	el := e.election(cli)
@@ -524,6 +518,7 @@ func TestRunHandsOver(t *testing.T) {
 }
 
 func TestFencedWriteByDeposedLeader(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	term := mustCampaign(t, el, "a")
@@ -553,6 +548,7 @@ func TestFencedWriteByDeposedLeader(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if _, err := election.New(nil, "x"); !errors.Is(err, election.ErrNilClient) {
 		t.Fatalf("nil client: %v", err)

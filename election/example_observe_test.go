@@ -13,16 +13,8 @@ import (
 // the standby leads, in a term with a greater token. Observe reports every
 // change, "no leader" (the zero Leader) included.
 func ExampleElection_Observe() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 	a, err := election.New(cli, "controller")
 	if err != nil {
 		log.Fatal(err)

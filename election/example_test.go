@@ -6,10 +6,11 @@ import (
 	"log"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/integration"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The main of a controller that runs as several replicas: exactly one does
@@ -18,16 +19,8 @@ import (
 // and resigns, so that a standby takes over at once.
 func ExampleElection_Run() {
 	// In production: clientv3.New(clientv3.Config{Endpoints: ...}).
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 
 	el, err := election.New(cli, "my-controller", election.WithTTL(10*time.Second))
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 // standby leads when the leader resigns, and nothing is left under the
 // wrapper's prefix.
 func TestNamespacedClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const wrap = "wrapped/"
 	t.Cleanup(func() { integration.RequireEmpty(t, e.cli, wrap+e.ns) })

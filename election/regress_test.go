@@ -39,6 +39,7 @@ func runPrompt(t *testing.T, el *election.Election, value string, cb election.Ca
 // TestRunOversizedValue: Run rejects a value Campaign would reject, at once,
 // instead of retrying until its context ends, and leaves no key behind.
 func TestRunOversizedValue(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	err := runPrompt(t, el, strings.Repeat("x", election.MaxValueLen+1), election.Callbacks{
@@ -65,6 +66,7 @@ func TestRunOversizedValue(t *testing.T) {
 
 // TestRunWithoutLead: the error is ErrInvalidOption.
 func TestRunWithoutLead(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	if err := el.Run(ctxT(t, 30*time.Second), "v", election.Callbacks{}); !errors.Is(err, election.ErrInvalidOption) {
@@ -76,6 +78,7 @@ func TestRunWithoutLead(t *testing.T) {
 // session's TTL is only found at the first campaign; Run must return it, not
 // retry it forever.
 func TestRunSessionMarginTooLarge(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli := e.client()
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(2))
@@ -94,6 +97,7 @@ func TestRunSessionMarginTooLarge(t *testing.T) {
 // TestRunClientClosed: with its etcd client closed, Run cannot ever
 // campaign; it returns instead of retrying until its context ends.
 func TestRunClientClosed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli := e.client()
 	el := e.election(cli)
@@ -108,6 +112,7 @@ func TestRunClientClosed(t *testing.T) {
 // TestObserveAfterClose: Observe on a closed Election returns a closed
 // channel.
 func TestObserveAfterClose(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	if err := el.Close(); err != nil {
@@ -127,6 +132,7 @@ func TestObserveAfterClose(t *testing.T) {
 // racing its Wait before the fix). Once both have returned, every channel
 // Observe returned is closed.
 func TestObserveCloseRace(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for range 10 {
 		el := e.election(e.cli)
@@ -166,6 +172,7 @@ func TestObserveCloseRace(t *testing.T) {
 // TestObserveEndsWhenClientClosed: once the etcd client is closed, nothing
 // can be observed; the channel is closed instead of re-reading forever.
 func TestObserveEndsWhenClientClosed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli := e.client()
 	el := e.election(cli)

@@ -51,6 +51,7 @@ func leaderKeys(t *testing.T, cli *clientv3.Client, el *election.Election) []str
 // stayed on a lease kept renewed, no standby could lead, and the next Run
 // on the Election queued behind it for ever.
 func TestRunResignsTermWonAsCtxEnds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -79,6 +80,7 @@ func TestRunResignsTermWonAsCtxEnds(t *testing.T) {
 // campaigned for again with no pause, however often it happens; before, the
 // pause doubled with every loss, to 5 s, though every campaign won at once.
 func TestRunCampaignsAtOnceAfterLoss(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	lg, logs := hookLogger(func(zapcore.Entry) {})
 	el := e.election(e.cli, election.WithLogger(lg))
@@ -112,6 +114,7 @@ func TestRunCampaignsAtOnceAfterLoss(t *testing.T) {
 // is not retried as fast as etcd allows: the pause before each campaign
 // doubles.
 func TestRunPausesAfterFailingWork(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	lg, logs := hookLogger(func(zapcore.Entry) {})
 	el := e.election(e.cli, election.WithLogger(lg))
@@ -136,6 +139,7 @@ func TestRunPausesAfterFailingWork(t *testing.T) {
 // then on, though Run's resign waits for etcd for up to 5 s. Before, Check
 // said the work still ran until the resign gave up.
 func TestCheckHealthyOnceWorkReturned(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	p := integration.NewProxy(t, integration.Shared(t).Endpoint())
 	cli := p.Client(t)
@@ -251,6 +255,7 @@ func TestCloseWaitsForRunWork(t *testing.T) {
 // this process's (the lease is renewed, and Run resigns only after the
 // work), so no hazard may be logged.
 func TestNoHazardWhileTermCurrent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var hazard atomic.Bool
 	lg, _ := hookLogger(func(en zapcore.Entry) {
@@ -286,6 +291,7 @@ func TestNoHazardWhileTermCurrent(t *testing.T) {
 // TestLongTermResetsWorkPause: a term that lasted longer than 5 s resets
 // the pause after failing work, also when it ended by a loss.
 func TestLongTermResetsWorkPause(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	lg, logs := hookLogger(func(zapcore.Entry) {})
 	el := e.election(e.cli, election.WithLogger(lg))
@@ -327,6 +333,7 @@ func TestLongTermResetsWorkPause(t *testing.T) {
 // Run's context ended keeps the term (no hazard: nobody else leads), but
 // Check fails and a warning says leadership is held.
 func TestStuckWorkAfterCancelIsReported(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	warned := make(chan struct{}, 1)
 	lg, _ := hookLogger(func(en zapcore.Entry) {
@@ -370,6 +377,7 @@ func TestStuckWorkAfterCancelIsReported(t *testing.T) {
 // Before, Run campaigned again at once, and a lone candidate whose work
 // failed at once took terms as fast as etcd allowed.
 func TestRunPausesAfterWorkResigns(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	lg, logs := hookLogger(func(zapcore.Entry) {})
 	el := e.election(e.cli, election.WithLogger(lg))
@@ -421,6 +429,7 @@ func requireDoublingPauses(t *testing.T, logs *observer.ObservedLogs) {
 // key behind the first Run's term, and Check followed only one of them);
 // once the first has returned, Run works again.
 func TestRunTwiceAtOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -457,6 +466,7 @@ func TestRunTwiceAtOnce(t *testing.T) {
 // TestCheckNegativeTolerance: Check refuses a negative tolerance, which
 // would call a healthy leader unhealthy (its deadline is in the future).
 func TestCheckNegativeTolerance(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	el := e.election(e.cli)
 	if err := el.Check(-time.Second); !errors.Is(err, election.ErrInvalidOption) {

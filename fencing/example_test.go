@@ -36,16 +36,8 @@ func ExampleFence() {
 // issued the token is current. After Unlock (or a lost lease), the same
 // token's writes are refused and nothing is applied.
 func ExampleCommit() {
-	srv, err := integration.StartServer()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 

@@ -2,6 +2,12 @@
 // process, for the tests of this module and for the tests of its users, and
 // injects faults between clients and members.
 //
+// The servers, clusters, proxies and faults are those of package
+// integration/embedded, under the same names here; a program (etcdlock dev
+// and demo) imports that package, which links neither package testing nor
+// goleak. This package adds what only tests use: Main, Shared, Namespace,
+// RequireEmpty, WaitKeyCount and StartExample.
+//
 // # Servers and clusters
 //
 // [NewServer] and [NewCluster] start one member or n members from inside a

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"log"
 	"os"
 	"strconv"
 	"strings"
@@ -65,7 +66,7 @@ func runMain(m *testing.M, opts []Option) int {
 			}
 		}
 		if mb := srv.Member(); mb != nil {
-			if err := mb.firstFailure(); err != nil {
+			if err := mb.FirstFailure(); err != nil {
 				fmt.Fprintf(os.Stderr, "integration: shared etcd server: %v\n", err)
 				if code == 0 {
 					code = 1
@@ -278,5 +279,26 @@ func WaitKeyCount(tb testing.TB, cli *clientv3.Client, prefix string, n int64, t
 		case <-ctx.Done():
 			timedOut()
 		}
+	}
+}
+
+// StartExample starts a single-member server without fsync and returns a
+// client of it, with a function that closes both: the preamble of a
+// runnable Example, where production code would call clientv3.New. An
+// Example has no testing.T: if the server does not start, StartExample
+// exits the program with log.Fatal.
+func StartExample() (cli *clientv3.Client, stop func()) {
+	srv, err := StartServer(WithoutFsync())
+	if err != nil {
+		log.Fatal(err)
+	}
+	cli, err = srv.NewClient()
+	if err != nil {
+		_ = srv.Close()
+		log.Fatal(err)
+	}
+	return cli, func() {
+		_ = cli.Close()
+		_ = srv.Close()
 	}
 }

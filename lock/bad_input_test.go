@@ -13,40 +13,13 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/internal/testutil"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
 // rpcClient returns a new client of the shared server whose calls are
 // counted, closed at cleanup.
-func (e *env) rpcClient() (*clientv3.Client, *integration.RPCCounter) {
-	e.t.Helper()
-	return integration.Shared(e.t).CountingClient(e.t)
-}
-
-// endedContexts are contexts that have ended before the call they are
-// passed to, and the error each call must match.
-func endedContexts() []struct {
-	name string
-	ctx  context.Context
-	want error
-} {
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	past, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
-	_ = cancel2 // ended already; nothing to release
-	errWhy := errors.New("caller gave up")
-	withCause, cancel3 := context.WithCancelCause(context.Background())
-	cancel3(errWhy)
-	return []struct {
-		name string
-		ctx  context.Context
-		want error
-	}{
-		{"cancelled", cancelled, context.Canceled},
-		{"deadline past", past, context.DeadlineExceeded},
-		{"cancelled with cause", withCause, errWhy},
-	}
-}
+func (e *env) rpcClient() (*clientv3.Client, *integration.RPCCounter) { return testutil.RPCClient(e.t) }
 
 // acquireOps are every blocking acquire of the three primitives, built on
 // cli under e's namespace, with opts.
@@ -123,12 +96,12 @@ func TestBadInputEndedContext(t *testing.T) {
 			for _, op := range ops {
 				for _, c := range endedContexts() {
 					before := calls.Snapshot()
-					err := op.run(c.ctx)
-					if !errors.Is(err, c.want) {
-						t.Errorf("%s with a %s context = %v, want %v", op.name, c.name, err, c.want)
+					err := op.run(c.Ctx)
+					if !errors.Is(err, c.Want) {
+						t.Errorf("%s with a %s context = %v, want %v", op.name, c.Name, err, c.Want)
 					}
 					if got := calls.Since(before); got != nil {
-						t.Errorf("%s with a %s context asked etcd %v, want nothing", op.name, c.name, got)
+						t.Errorf("%s with a %s context asked etcd %v, want nothing", op.name, c.Name, got)
 					}
 				}
 			}
@@ -398,17 +371,18 @@ func TestBadInputEndedSession(t *testing.T) {
 // the background, after the lease's next renewal); Unlock retried, or
 // called again after success, says so.
 func TestBadInputUnlockEndedContext(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "m")
 	for _, c := range endedContexts() {
 		h := mustLock(t, m)
-		if err := h.Unlock(c.ctx); !errors.Is(err, c.want) {
-			t.Errorf("Unlock with a %s context = %v, want %v", c.name, err, c.want)
+		if err := h.Unlock(c.Ctx); !errors.Is(err, c.Want) {
+			t.Errorf("Unlock with a %s context = %v, want %v", c.Name, err, c.Want)
 		}
 		waitClosed(t, h.Done(), time.Second, "Done after Unlock")
 		integration.WaitKeyCount(t, e.cli, m.Prefix(), 0, 10*time.Second)
 		if err := h.Unlock(ctxT(t, 5*time.Second)); err != nil {
-			t.Errorf("Unlock retried after a %s context = %v, want nil (the key is gone)", c.name, err)
+			t.Errorf("Unlock retried after a %s context = %v, want nil (the key is gone)", c.Name, err)
 		}
 		if err := h.Unlock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrNotHeld) {
 			t.Errorf("Unlock once more = %v, want ErrNotHeld", err)
@@ -435,6 +409,7 @@ func TestBadInputInspectClosedClient(t *testing.T) {
 // in the caller, as context.WithCancel does, before anything changes: the
 // lock still closes, a hold passed nil still unlocks, and no key is left.
 func TestBadInputNilContext(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "m")
 	rw := e.rwmutex(e.cli, "rw")

@@ -14,16 +14,8 @@ import (
 // greater than theirs, so a resource can refuse reads older than the last
 // write.
 func ExampleRWMutex() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 	m, err := lock.NewRWMutex(cli, "config")
 	if err != nil {
 		log.Fatal(err)
@@ -62,16 +54,8 @@ func ExampleRWMutex() {
 // A Semaphore of 3 permits: a request for 2 fits beside 1, not beside 2.
 // Opening it with another limit is an error, not a second count.
 func ExampleSemaphore() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 	s, err := lock.NewSemaphore(cli, "gpus", 3)
 	if err != nil {
 		log.Fatal(err)

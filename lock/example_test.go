@@ -18,16 +18,8 @@ import (
 // land only while the hold is current.
 func ExampleMutex_Do() {
 	// In production: clientv3.New(clientv3.Config{Endpoints: ...}).
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 
 	m, err := lock.NewMutex(cli, "reports/daily")
 	if err != nil {
@@ -50,16 +42,8 @@ func ExampleMutex_Do() {
 // Lock returns a Hold. Watch its Done channel (or use its Context) while
 // working: it closes at the first sign the hold may be lost.
 func ExampleMutex_Lock() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 
 	m, err := lock.NewMutex(cli, "migrations")
 	if err != nil {
@@ -97,16 +81,8 @@ func ExampleMutex_Lock() {
 // answer is a snapshot, for display and monitoring, not for deciding who may
 // act.
 func ExampleInspect() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 	ctx := context.Background()
 
 	a, err := lock.NewMutex(cli, "backup", lock.WithHolder("host-a"))

@@ -1,13 +1,11 @@
 package lock
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -197,40 +195,9 @@ func (l *LockState) judge(name string, kvs []*mvccpb.KeyValue) {
 			rule, prefix = semRule{limit: limit, name: name}, l.Prefix
 		}
 		if rule != nil {
-			v := judge(rule, prefix, l.Prefix, self, kvs)
+			v := queue.JudgeSnapshot(rule, prefix, l.Prefix, self, kvs)
 			e.Holding, e.Err = v.Admitted && v.Err == nil, v.Err
 		}
 		l.Keys = append(l.Keys, e)
 	}
-}
-
-// judge returns rule's verdict for self, a key of the queue at prefix, given
-// snapshot, every key under base read at one revision: Judge is given what
-// the rule's own confirm Reads would have read at that revision. A rule
-// whose Reads leave base, or are not ranges, is a bug.
-//
-// Judge is told of all the older keys a read would return, even where the
-// read has a limit: none of the rules' admissions depends on a limit, which
-// only spares the enqueue Txn reading keys it need not know of.
-func judge(rule queue.Rule, prefix, base string, self queue.Entry, snapshot []*mvccpb.KeyValue) queue.Verdict {
-	reads := rule.Reads(prefix, self.Rev)
-	resps := make([]*pb.RangeResponse, len(reads))
-	baseEnd := []byte(clientv3.GetPrefixRangeEnd(base))
-	for i, op := range reads {
-		from, end := op.KeyBytes(), op.RangeBytes()
-		if !op.IsGet() || bytes.Compare(from, []byte(base)) < 0 || len(end) == 0 ||
-			bytes.Equal(end, []byte{0}) || bytes.Compare(end, baseEnd) > 0 {
-			panic(fmt.Sprintf("lock: rule %T reads outside its lock's keys %s", rule, base))
-		}
-		r := &pb.RangeResponse{}
-		for _, kv := range snapshot {
-			if bytes.Compare(kv.Key, from) >= 0 && bytes.Compare(kv.Key, end) < 0 &&
-				(op.MaxCreateRev() == 0 || kv.CreateRevision <= op.MaxCreateRev()) {
-				r.Kvs = append(r.Kvs, kv)
-			}
-		}
-		r.Count = int64(len(r.Kvs))
-		resps[i] = r
-	}
-	return rule.Judge(self, resps)
 }

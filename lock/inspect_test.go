@@ -67,6 +67,7 @@ func checkQueue(t *testing.T, q *lock.LockState, prefix string, want ...shape) {
 // A mutex with one holder and two waiters: the oldest holds, the others
 // wait in order; when the holder unlocks, the next holds.
 func TestInspectMutex(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var ms []*lock.Mutex
 	for _, holder := range []string{"a", "b", "c"} {
@@ -101,6 +102,7 @@ func TestInspectMutex(t *testing.T) {
 // An RWMutex with two readers holding, a writer waiting and a reader
 // waiting behind the writer; then the writer holds, then the last reader.
 func TestInspectRWMutex(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.rwmutex(e.cli, "insp")
 	prefix := m.Prefix()
@@ -135,6 +137,7 @@ func TestInspectRWMutex(t *testing.T) {
 // A semaphore of 3 permits with requests for 2, 1 and 1: the first two
 // hold, the third waits until permits are released.
 func TestInspectSemaphore(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := e.semaphore(e.cli, "insp", 3, lock.WithHolder("job"), lock.WithTTL(2*time.Second))
 	prefix := s.Prefix()
@@ -159,6 +162,7 @@ func TestInspectSemaphore(t *testing.T) {
 // keeps writers out but not readers; under a Semaphore it, or an entry of
 // another limit, fails those behind it.
 func TestInspectForeignKeys(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
 	m := e.rwmutex(e.cli, "insp")
@@ -204,6 +208,7 @@ func TestInspectForeignKeys(t *testing.T) {
 }
 
 func TestInspectBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
 	ns := e.ns

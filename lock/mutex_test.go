@@ -15,10 +15,20 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/internal/testutil"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
 func TestMain(m *testing.M) { integration.Main(m) }
+
+// Helpers shared with election's tests.
+var (
+	ctxT           = testutil.Ctx
+	waitKeys       = testutil.WaitKeys
+	waitClosed     = testutil.WaitClosed
+	newTestSession = testutil.NewSession
+	endedContexts  = testutil.EndedContexts
+)
 
 // env is one test's view of the shared server: a client and a namespace that
 // must be empty when the test ends.
@@ -30,14 +40,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv := integration.Shared(t)
-	e := &env{t: t, cli: srv.Client(t), ns: integration.Namespace(t)}
-	t.Cleanup(func() { integration.RequireEmpty(t, e.cli, e.ns) })
-	return e
+	cli, ns := testutil.Env(t)
+	return &env{t: t, cli: cli, ns: ns}
 }
 
 // client returns another client of the shared server.
-func (e *env) client() *clientv3.Client { return integration.Shared(e.t).Client(e.t) }
+func (e *env) client() *clientv3.Client { return testutil.Client(e.t) }
 
 // mutex returns a Mutex closed at cleanup, with a 2s TTL unless
 // the options give a session.
@@ -60,12 +68,6 @@ func (e *env) mutex(cli *clientv3.Client, name string, opts ...lock.Option) *loc
 	return m
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func mustLock(t *testing.T, m *lock.Mutex) *lock.Hold {
 	t.Helper()
 	h, err := m.Lock(ctxT(t, 10*time.Second))
@@ -82,22 +84,8 @@ func mustUnlock(t *testing.T, h *lock.Hold) {
 	}
 }
 
-// waitKeys blocks until n keys exist under prefix.
-func waitKeys(t *testing.T, cli *clientv3.Client, prefix string, n int64) {
-	t.Helper()
-	integration.WaitKeyCount(t, cli, prefix, n, 10*time.Second)
-}
-
-func waitClosed(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(d):
-		t.Fatalf("%s: not closed within %v", what, d)
-	}
-}
-
 func TestLockUnlock(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "a")
 	h := mustLock(t, m)
@@ -128,6 +116,7 @@ func TestLockUnlock(t *testing.T) {
 }
 
 func TestFIFO(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const n = 10
 	first := mustLock(t, e.mutex(e.cli, "fifo"))
@@ -167,6 +156,7 @@ func TestFIFO(t *testing.T) {
 }
 
 func TestTryLock(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "try")
 	h, err := m.TryLock(ctxT(t, 5*time.Second))
@@ -187,6 +177,7 @@ func TestTryLock(t *testing.T) {
 }
 
 func TestCancelAndTimeoutLeaveNoKeys(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "c")
 	h := mustLock(t, m)
@@ -218,6 +209,7 @@ func TestCancelAndTimeoutLeaveNoKeys(t *testing.T) {
 }
 
 func TestWaiterSessionRevoked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := mustLock(t, e.mutex(e.cli, "ws"))
 	cli := e.client()
@@ -245,6 +237,7 @@ func TestWaiterSessionRevoked(t *testing.T) {
 }
 
 func TestHolderSessionRevoked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli := e.client()
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
@@ -289,6 +282,7 @@ func TestHolderSessionRevoked(t *testing.T) {
 }
 
 func TestStaleUnlockCannotDeleteNewerHold(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "stale")
 	h := mustLock(t, m)
@@ -323,6 +317,7 @@ func TestStaleUnlockCannotDeleteNewerHold(t *testing.T) {
 }
 
 func TestNamesDoNotNest(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a := mustLock(t, e.mutex(e.cli, "a"))
 	ab, err := e.mutex(e.cli, "a/b").TryLock(ctxT(t, 5*time.Second))
@@ -340,6 +335,7 @@ func TestNamesDoNotNest(t *testing.T) {
 }
 
 func TestTwoHoldsOnOneSessionExclude(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s, err := concurrency.NewSession(e.cli, concurrency.WithTTL(10))
 	if err != nil {
@@ -364,6 +360,7 @@ func TestTwoHoldsOnOneSessionExclude(t *testing.T) {
 }
 
 func TestMutualExclusionAndTokens(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const workers, rounds = 16, 50
 	var (
@@ -404,6 +401,7 @@ func TestMutualExclusionAndTokens(t *testing.T) {
 }
 
 func TestFencedWriteRejectedAfterLoss(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "fw")
 	h := mustLock(t, m)
@@ -429,6 +427,7 @@ func TestFencedWriteRejectedAfterLoss(t *testing.T) {
 }
 
 func TestDoReportsLoss(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "do")
 	err := m.Do(ctxT(t, 10*time.Second), func(ctx context.Context, tok fencing.Token) error {
@@ -448,6 +447,7 @@ func TestDoReportsLoss(t *testing.T) {
 }
 
 func TestCloseEndsWaitsAndHolds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := mustLock(t, e.mutex(e.cli, "close"))
 	m, err := lock.NewMutex(e.client(), "close", lock.WithNamespace(e.ns), lock.WithTTL(2*time.Second))
@@ -484,6 +484,7 @@ func TestCloseEndsWaitsAndHolds(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s, err := concurrency.NewSession(e.cli, concurrency.WithTTL(5))
 	if err != nil {

@@ -28,6 +28,7 @@ func (e *env) namespacedClient(prefix string) *clientv3.Client {
 // through the wrapped KV, and nothing is left, under the wrapper's prefix
 // as seen by an unwrapped client.
 func TestNamespacedClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const wrap = "wrapped/"
 	t.Cleanup(func() { integration.RequireEmpty(t, e.cli, wrap+e.ns) })

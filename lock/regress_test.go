@@ -21,6 +21,7 @@ import (
 // not lost) must not leave its key blocking the lock: the holder was told it
 // lost, and will not unlock.
 func TestDeadlineLossDoesNotWedgeLock(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
@@ -55,6 +56,7 @@ func TestDeadlineLossDoesNotWedgeLock(t *testing.T) {
 // A Lock waiting for another caller's lease grant still honours its own
 // context.
 func TestLockHonoursCtxWhileAnotherGrants(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())
@@ -265,6 +267,7 @@ func TestWaiterStopsWhenClientCloses(t *testing.T) {
 // a stray: never adopt its older create revision as its token, have it
 // deleted, and take another key. Both the waiting and the try path.
 func TestEnqueueOverStrayKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "stray", lock.WithTTL(time.Second))
 	for _, try := range []bool{false, true} {
@@ -312,6 +315,7 @@ func TestEnqueueOverStrayKey(t *testing.T) {
 // renewals: the end of one (orphaned, here) must not end the holds made
 // through the other while the lease lives on.
 func TestSessionsSharingALeaseEndApart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	lg, err := e.cli.Grant(ctx, 30)
@@ -356,6 +360,7 @@ func TestSessionsSharingALeaseEndApart(t *testing.T) {
 // not context.Canceled (which the client reports, and which would read as
 // the caller's own context ending), and a hold's Unlock says so too.
 func TestClientClosedIsMatchable(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli := e.client()
 	m := e.mutex(cli, "closed")

@@ -16,6 +16,7 @@ import (
 // has been told its hold ended and may never retry. The key goes in the
 // background, guarded by its revision, and a retried Unlock still succeeds.
 func TestFailedUnlockDoesNotWedgeLock(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mutex(e.cli, "failed-unlock")
 	h := mustLock(t, m)
@@ -78,6 +79,7 @@ func TestSessionLocksKeepTheirMargins(t *testing.T) {
 // An explicit safety margin of zero is refused: it would trust clocks and
 // network to the nanosecond.
 func TestZeroMarginRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if _, err := lock.NewMutex(e.cli, "x", lock.WithNamespace(e.ns), lock.WithSafetyMargin(0)); !errors.Is(err, lock.ErrInvalidOption) {
 		t.Fatalf("NewMutex with a zero margin = %v, want ErrInvalidOption", err)

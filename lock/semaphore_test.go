@@ -47,6 +47,7 @@ func mustAcquire(t *testing.T, s *lock.Semaphore, k int64) *lock.Hold {
 }
 
 func TestSemAcquireRelease(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := e.semaphore(e.cli, "basic", 3)
 	if s.Limit() != 3 || s.Name() != "basic" {
@@ -80,6 +81,7 @@ func TestSemAcquireRelease(t *testing.T) {
 // a random Acquire or TryAcquire of 1 to 4 permits out of 4, and checks the
 // permits held never exceed 4.
 func TestSemNeverOverLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const workers, rounds, limit = 12, 25, 4
 	seed := rand.Uint64()
@@ -137,6 +139,7 @@ func TestSemNeverOverLimit(t *testing.T) {
 // permit counts such that no two fit together: they must be granted in the
 // order they asked, with rising tokens.
 func TestSemFIFO(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const limit = 3
 	s := e.semaphore(e.cli, "fifo", limit)
@@ -182,6 +185,7 @@ func TestSemFIFO(t *testing.T) {
 // waits. Requests for 1 permit, which would fit beside a, must not overtake
 // b; once b is done, they hold together.
 func TestSemLargeHeadNoBarging(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := e.semaphore(e.cli, "head", 3)
 	ctx := ctxT(t, 30*time.Second)
@@ -246,6 +250,7 @@ func TestSemReleaseCostsNoReads(t *testing.T) {
 }
 
 func TestSemLimitMismatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
 	three := e.semaphore(e.cli, "lim", 3)
@@ -290,6 +295,7 @@ func TestSemLimitMismatch(t *testing.T) {
 }
 
 func TestSemBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, limit := range []int64{0, -1, lock.MaxSemaphoreLimit + 1} {
 		if s, err := lock.NewSemaphore(e.cli, "x", limit); !errors.Is(err, lock.ErrInvalidOption) || s != nil {
@@ -320,6 +326,7 @@ func TestSemBadInput(t *testing.T) {
 // TestSemCancelAndTimeoutLeaveNoKeys also checks that a cancelled large
 // request stops holding back the small ones behind it.
 func TestSemCancelAndTimeoutLeaveNoKeys(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := e.semaphore(e.cli, "c", 3)
 	w := e.semaphore(e.client(), "c", 3)
@@ -357,6 +364,7 @@ func TestSemCancelAndTimeoutLeaveNoKeys(t *testing.T) {
 // waiter behind it keeps its place) and a holder's (its hold is lost and
 // the permits pass on).
 func TestSemSessionRevoked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := e.semaphore(e.cli, "rv", 2)
 	ctx := ctxT(t, 30*time.Second)
@@ -401,6 +409,7 @@ func TestSemSessionRevoked(t *testing.T) {
 }
 
 func TestSemTokensRise(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a, b := e.semaphore(e.cli, "tok", 3), e.semaphore(e.client(), "tok", 3)
 	var last int64
@@ -419,6 +428,7 @@ func TestSemTokensRise(t *testing.T) {
 }
 
 func TestSemDoAndClose(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := e.semaphore(e.cli, "do", 2)
 	ctx := ctxT(t, 10*time.Second)

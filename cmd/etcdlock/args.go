@@ -5,45 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"time"
+
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
-// failure is an error that calls for a particular exit status.
-type failure struct {
-	code int
-	err  error
-}
-
-func (f *failure) Error() string { return f.err.Error() }
-func (f *failure) Unwrap() error { return f.err }
-
-// failf returns a *failure with exit status code and a formatted message.
-func failf(code int, format string, args ...any) error {
-	return &failure{code: code, err: fmt.Errorf(format, args...)}
-}
-
-// usageError returns a *failure with exitUsage.
-func usageError(format string, args ...any) error { return failf(exitUsage, format, args...) }
-
 // report writes err to stderr as one line, "etcdlock <name>: <err>", and
-// returns its exit status: a *failure's code, or otherwise code. A usage
-// failure is followed by the line pointing at the command's help.
+// returns its exit status: that of the failure err wraps (cmdline.Failf), or
+// otherwise code. A usage failure is followed by the line pointing at the
+// command's help.
 func report(stderr io.Writer, name string, err error, code int) int {
-	var f *failure
-	if errors.As(err, &f) {
-		code = f.code
-	}
-	if code == exitUsage {
-		return badUsage(stderr, name, "%s", oneLine(err.Error()))
-	}
-	fmt.Fprintf(stderr, "etcdlock %s: %s\n", name, oneLine(err.Error()))
-	return code
-}
-
-// oneLine joins the lines of a multi-line message (errors.Join's, say).
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	return commandNamed(name).cmdline().Report(stderr, err, code)
 }
 
 // errFlagParse stands for a flag parse error already written to stderr by
@@ -63,7 +35,7 @@ func positional(fs *flag.FlagSet, n int, what ...string) (names, rest []string, 
 	args := fs.Args()
 	for i := 0; i < n; i++ {
 		if len(args) == 0 {
-			return nil, nil, usageError("missing %s", what[i])
+			return nil, nil, cmdline.UsageError("missing %s", what[i])
 		}
 		names = append(names, args[0])
 		if err := fs.Parse(args[1:]); err != nil {
@@ -90,7 +62,7 @@ func init() { commandNamed = lookup }
 func parseArgs(name string, fs *flag.FlagSet, n int, stdout, stderr io.Writer, what ...string) (names []string, code int, ok bool) {
 	names, rest, err := positional(fs, n, what...)
 	if err == nil && len(rest) > 0 {
-		err = usageError("unexpected argument %q", rest[0])
+		err = cmdline.UsageError("unexpected argument %q", rest[0])
 	}
 	if err != nil {
 		return nil, argsFailed(name, fs, err, stdout, stderr), false
@@ -106,7 +78,7 @@ func argsFailed(name string, fs *flag.FlagSet, err error, stdout, stderr io.Writ
 		commandNamed(name).printHelp(stdout, fs)
 		return exitOK
 	case errors.Is(err, errFlagParse):
-		fmt.Fprintf(stderr, "Run 'etcdlock help %s' for usage.\n", name)
+		fmt.Fprintln(stderr, commandNamed(name).cmdline().HelpHint())
 		return exitUsage
 	default:
 		return report(stderr, name, err, exitUsage)

@@ -18,7 +18,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/etcdlock/etcdlock/fencing"
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -146,7 +147,7 @@ func runDemo(parent context.Context, lg *zap.Logger, store string, stdout, stder
 		fmt.Fprintf(stderr, "etcdlock demo: FAILED: %s\n", f)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "etcdlock demo: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "etcdlock demo: %s\n", cmdline.OneLine(err.Error()))
 	}
 	if len(d.failures) > 0 || err != nil {
 		return exitFailure
@@ -161,8 +162,8 @@ type demo struct {
 	res   resource // the counter; nil until run creates it
 	store string   // "sqlite" or "memory": where the counter lives
 	prog  progress
-	proxy *integration.Proxy // between the paused worker's client and etcd
-	obs   *clientv3.Client   // a direct client for watching and checking
+	proxy *embedded.Proxy  // between the paused worker's client and etcd
+	obs   *clientv3.Client // a direct client for watching and checking
 
 	mu       sync.Mutex
 	paused   string        // name of the paused worker, once paused
@@ -203,7 +204,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	cl.add("counter", d.res.close)
 
-	srv, err := integration.StartServer(integration.WithoutFsync())
+	srv, err := embedded.StartServer(embedded.WithoutFsync())
 	if err != nil {
 		return fmt.Errorf("starting etcd: %w", err)
 	}
@@ -211,8 +212,8 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if d.obs, err = srv.NewClient(); err != nil {
 		return fmt.Errorf("creating client: %w", err)
 	}
-	cl.add("observer client", closeClient(d.obs))
-	if d.proxy, err = integration.StartProxy(srv.Endpoints()[0]); err != nil {
+	cl.add("observer client", cmdline.CloseClient(d.obs))
+	if d.proxy, err = embedded.StartProxy(srv.Endpoints()[0]); err != nil {
 		return fmt.Errorf("starting proxy: %w", err)
 	}
 	cl.add("proxy", d.proxy.Close) // after the clients using it: closers run last-in first-out
@@ -227,7 +228,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 		if w.cli, err = srv.NewClient(cfgs...); err != nil {
 			return fmt.Errorf("creating client of %s: %w", w.name, err)
 		}
-		cl.add("client of "+w.name, closeClient(w.cli))
+		cl.add("client of "+w.name, cmdline.CloseClient(w.cli))
 		w.m, err = lock.NewMutex(w.cli, demoLock,
 			lock.WithTTL(demoTTL),
 			lock.WithNamespace(demoNamespace),
@@ -572,16 +573,4 @@ func (c *closers) close() error {
 	}
 	*c = nil
 	return errors.Join(errs...)
-}
-
-// closeClient returns a function that closes cli, for closers. The
-// context.Canceled that Close reports when the client's own context ends
-// first is not an error.
-func closeClient(cli *clientv3.Client) func() error {
-	return func() error {
-		if err := cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
-		return nil
-	}
 }

@@ -9,7 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // devCmd is "etcdlock dev".
@@ -45,7 +46,7 @@ start (e.g. the port is in use).`,
 
 // setupDev defines dev's flags.
 func setupDev(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
-	listen := fs.String("listen", defaultEndpoint, "serve clients on this `host:port` (port 0 picks a free one)")
+	listen := fs.String("listen", cmdline.DefaultEndpoint, "serve clients on this `host:port` (port 0 picks a free one)")
 	dataDir := fs.String("data-dir", "", "keep etcd's data in `dir` (default: a temporary directory, removed at exit)")
 	withTLS := fs.Bool("tls", false, "serve HTTPS only, with certificates made at start, and require client certificates")
 	withAuth := fs.Bool("auth", false, "turn etcd's authentication on, with the user root")
@@ -58,23 +59,23 @@ func setupDev(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 			return badUsage(stderr, "dev", "--listen %q: bad port", *listen)
 		}
 		scheme := "http://"
-		var opts []integration.Option
+		var opts []embedded.Option
 		if *withTLS {
 			scheme = "https://"
-			opts = append(opts, integration.WithTLS())
+			opts = append(opts, embedded.WithTLS())
 		}
 		if *withAuth {
-			opts = append(opts, integration.WithAuth())
+			opts = append(opts, embedded.WithAuth())
 		}
-		opts = append(opts, integration.WithClientURL(scheme+net.JoinHostPort(host, port)))
+		opts = append(opts, embedded.WithClientURL(scheme+net.JoinHostPort(host, port)))
 		if *dataDir != "" {
-			opts = append(opts, integration.WithDataDir(*dataDir))
+			opts = append(opts, embedded.WithDataDir(*dataDir))
 		} else {
-			opts = append(opts, integration.WithoutFsync())
+			opts = append(opts, embedded.WithoutFsync())
 		}
-		srv, err := integration.StartServer(opts...)
+		srv, err := embedded.StartServer(opts...)
 		if err != nil {
-			fmt.Fprintf(stderr, "etcdlock dev: %s\n", oneLine(err.Error()))
+			fmt.Fprintf(stderr, "etcdlock dev: %s\n", cmdline.OneLine(err.Error()))
 			return exitFailure
 		}
 		ep := srv.Endpoint()
@@ -85,14 +86,14 @@ func setupDev(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 		fmt.Fprintln(stdout, ep)
 		fmt.Fprintf(stderr, "etcdlock dev: etcd serves clients on %s; data in %s\n", ep, where)
 		var exports []string
-		if *listen != defaultEndpoint || *withTLS {
+		if *listen != cmdline.DefaultEndpoint || *withTLS {
 			exports = append(exports, "ETCDLOCK_ENDPOINTS="+ep)
 		}
 		if f := srv.TLS(); f != nil {
 			exports = append(exports, "ETCDCTL_CACERT="+f.CAFile, "ETCDCTL_CERT="+f.CertFile, "ETCDCTL_KEY="+f.KeyFile)
 		}
 		if *withAuth {
-			exports = append(exports, "ETCDCTL_USER="+integration.RootUser, "ETCDLOCK_PASSWORD="+integration.RootPassword)
+			exports = append(exports, "ETCDCTL_USER="+embedded.RootUser, "ETCDLOCK_PASSWORD="+embedded.RootPassword)
 		}
 		if len(exports) > 0 {
 			fmt.Fprintf(stderr, "etcdlock dev: in other terminals: export %s\n", strings.Join(exports, " "))
@@ -100,7 +101,7 @@ func setupDev(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, "etcdlock dev: stop with Ctrl-C")
 		<-ctx.Done()
 		if err := srv.Close(); err != nil {
-			fmt.Fprintf(stderr, "etcdlock dev: stopping etcd: %s\n", oneLine(err.Error()))
+			fmt.Fprintf(stderr, "etcdlock dev: stopping etcd: %s\n", cmdline.OneLine(err.Error()))
 			return exitFailure
 		}
 		fmt.Fprintln(stderr, "etcdlock dev: stopped")

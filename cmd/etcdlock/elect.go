@@ -11,7 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/etcdlock/etcdlock/election"
-	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // electCmd is "etcdlock elect".
@@ -40,13 +40,13 @@ leads (etcdlock observe and status show it; a Go program reads it with
 election.Leader). Flags may come before or after NAME; everything after
 "--" (or after CMD) is CMD's. If a campaign fails (etcd unreachable), elect
 says so on stderr and tries again, waiting up to 5s between attempts.
-` + graceHelp + "\n" + connHelp + "\n" + exitStatusHelp,
+` + graceHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
 	setup: setupElect,
 }
 
 // electConfig is elect's parsed flags.
 type electConfig struct {
-	conn    connFlags
+	conn    cmdline.Conn
 	value   string
 	ttl     time.Duration
 	grace   optDuration
@@ -56,7 +56,7 @@ type electConfig struct {
 // setupElect defines elect's flags.
 func setupElect(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	cfg := &electConfig{}
-	cfg.conn.register(fs)
+	cfg.conn.Register(fs)
 	fs.StringVar(&cfg.value, "value", "", "the `value` to publish while leading (default \"host:pid since <start time>\")")
 	fs.DurationVar(&cfg.ttl, "ttl", election.DefaultTTL, "`TTL` of the candidate's lease, in whole seconds: failover takes about this long")
 	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when leadership is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
@@ -64,7 +64,7 @@ func setupElect(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
 		if err == nil && len(argv) == 0 {
-			err = usageError("missing CMD")
+			err = cmdline.UsageError("missing CMD")
 		}
 		if err != nil {
 			return argsFailed("elect", fs, err, stdout, stderr)
@@ -75,17 +75,17 @@ func setupElect(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 
 // check validates the flags and NAME, and returns the timing.
 func (cfg *electConfig) check(name string) (timing, error) {
-	if err := keys.ValidateName(name); err != nil {
-		return timing{}, usageError("NAME: %v", err)
+	if err := election.ValidateName(name); err != nil {
+		return timing{}, cmdline.UsageError("NAME: %v", err)
 	}
 	if len(cfg.value) > election.MaxValueLen {
-		return timing{}, usageError("--value has %d bytes, more than %d", len(cfg.value), election.MaxValueLen)
+		return timing{}, cmdline.UsageError("--value has %d bytes, more than %d", len(cfg.value), election.MaxValueLen)
 	}
 	tm, err := newTiming(cfg.ttl, cfg.grace)
 	if err != nil {
 		return timing{}, err
 	}
-	return tm, cfg.conn.resolve()
+	return tm, cfg.conn.Resolve()
 }
 
 // campaignPause bounds the pause between failed campaigns.
@@ -110,23 +110,23 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 
 	sigs := watchSignals(ctx)
 	defer sigs.stop()
-	prefix := election.KeyPrefix(cfg.conn.namespace, name)
+	prefix := election.KeyPrefix(cfg.conn.Namespace, name)
 	cctx, stopWatch := cancelOnStop(ctx, sigs.C)
-	cli, err := cfg.conn.connect(cctx, prefix)
+	cli, err := cfg.conn.Connect(cctx, prefix)
 	if intr := stopWatch(); intr != nil {
 		if cli != nil {
-			closeQuietly(cli)
+			cmdline.CloseQuietly(cli)
 		}
-		return report(stderr, "elect", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.status())
+		return report(stderr, "elect", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.Status())
 	}
 	if err != nil {
 		return report(stderr, "elect", err, exitRunFailure)
 	}
-	defer closeQuietly(cli)
+	defer cmdline.CloseQuietly(cli)
 	e, err := election.New(cli, name,
 		election.WithTTL(tm.ttl),
 		election.WithSafetyMargin(tm.margin),
-		election.WithNamespace(cfg.conn.namespace))
+		election.WithNamespace(cfg.conn.Namespace))
 	if err != nil {
 		return report(stderr, "elect", err, exitRunFailure)
 	}
@@ -162,7 +162,7 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 			if term != nil {
 				giveUpTerm(ctx, term)
 			}
-			return report(stderr, "elect", fmt.Errorf("%w while campaigning in election %q; CMD is not running", intr, name), intr.status())
+			return report(stderr, "elect", fmt.Errorf("%w while campaigning in election %q; CMD is not running", intr, name), intr.Status())
 		}
 		if err != nil {
 			continue

@@ -1,5 +1,7 @@
 package main
 
+import "github.com/etcdlock/etcdlock/internal/cmdline"
+
 // Exit statuses of run, elect, status, observe and dev, on top of exitOK,
 // exitFailure and exitUsage (main.go). run and elect exit with CMD's own
 // status whenever CMD ran and ended on its own, so their own statuses sit
@@ -25,13 +27,13 @@ package main
 //	128+N   run, elect: interrupted by signal N while CMD was not running
 //	        (waiting for the lock, campaigning)
 const (
-	exitUnreachable = 120 // cannot reach etcd
-	exitLost        = 121 // the hold was lost while CMD ran; CMD was stopped
-	exitTimeout     = 124 // not acquired within --timeout
-	exitRunFailure  = 125 // run or elect failed while CMD was not running
-	exitCannotExec  = 126 // CMD found but not executable
-	exitNotFound    = 127 // CMD not found
-	exitSignalBase  = 128 // plus the signal number
+	exitUnreachable = cmdline.ExitUnreachable // cannot reach etcd
+	exitLost        = 121                     // the hold was lost while CMD ran; CMD was stopped
+	exitTimeout     = 124                     // not acquired within --timeout
+	exitRunFailure  = 125                     // run or elect failed while CMD was not running
+	exitCannotExec  = 126                     // CMD found but not executable
+	exitNotFound    = 127                     // CMD not found
+	exitSignalBase  = cmdline.ExitSignalBase  // plus the signal number
 )
 
 // exitStatusHelp is the exit-status section of run's and elect's help.

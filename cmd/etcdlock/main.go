@@ -1,6 +1,8 @@
 // Command etcdlock runs programs under etcd locks or as an elected leader,
-// shows the state of locks and elections, and demonstrates and measures
-// etcdlock's locks.
+// shows the state of locks and elections, and runs a development server
+// and a demonstration of fencing. The bench and the fault suite are
+// maintainers' commands of their own (internal/cmd/bench,
+// internal/cmd/nemesis), not part of this program.
 //
 // Usage:
 //
@@ -15,8 +17,6 @@
 //	observe  print a line at every change of an election's leader
 //	dev      run a throwaway single-member etcd server to try etcdlock on
 //	demo     a paused lock holder is fenced off by the resource it protects
-//	bench    throughput and latency of etcdlock's primitives against etcd's own recipes
-//	nemesis  run the fault-injection suite on an embedded 3-member cluster
 //	help     list the commands, or show one command's help
 //
 // Run "etcdlock help <command>" for a command's flags. Exit status is 0 on
@@ -31,22 +31,22 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
-// Exit statuses of every command.
+// Exit statuses of every command (see package cmdline).
 const (
-	exitOK      = 0 // success
-	exitFailure = 1 // the command ran and failed
-	exitUsage   = 2 // bad command line
+	exitOK      = cmdline.ExitOK      // success
+	exitFailure = cmdline.ExitFailure // the command ran and failed
+	exitUsage   = cmdline.ExitUsage   // bad command line
 )
 
 // command is one subcommand of etcdlock. A new subcommand is a file that
@@ -65,7 +65,7 @@ type command struct {
 	// that runs the command once fs has parsed the arguments. run writes
 	// its results to stdout and its diagnostics to stderr, stops early when
 	// ctx ends, and returns the exit status.
-	setup func(fs *flag.FlagSet) (run func(ctx context.Context, stdout, stderr io.Writer) int)
+	setup func(fs *flag.FlagSet) cmdline.RunFunc
 	// takesArgs says that the command takes arguments after its flags,
 	// which its run function finds in fs.Args(); exec rejects them for
 	// the other commands.
@@ -81,8 +81,6 @@ var commands = []*command{
 	observeCmd,
 	devCmd,
 	demoCmd,
-	benchCmd,
-	nemesisCmd,
 }
 
 // main runs the command line with SIGINT and SIGTERM cancelling the
@@ -153,7 +151,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 // printCommands writes the list of commands to w.
 func printCommands(w io.Writer) {
 	fmt.Fprint(w, "etcdlock runs programs under etcd locks or as an elected leader, shows\n")
-	fmt.Fprint(w, "the state of locks and elections, and demonstrates and measures etcdlock.\n\n")
+	fmt.Fprint(w, "the state of locks and elections, and runs a dev server and a demo.\n\n")
 	fmt.Fprint(w, "Usage:\n\n\tetcdlock <command> [flags] [arguments]\n\nThe commands are:\n\n")
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	for _, c := range commands {
@@ -166,63 +164,30 @@ func printCommands(w io.Writer) {
 	fmt.Fprint(w, "run and elect exit with their command's status (see 'etcdlock help run').\n")
 }
 
+// cmdline returns c as a command of package cmdline, which parses its flags,
+// prints its help and runs it.
+func (c *command) cmdline() *cmdline.Command {
+	return &cmdline.Command{Prog: "etcdlock", Name: c.name, Summary: c.summary, Usage: c.usage,
+		Help: c.help, Setup: c.setup, TakesArgs: c.takesArgs}
+}
+
 // flagSet returns a new flag set with the command's flags, reporting parse
 // errors to errOut.
-func (c *command) flagSet(errOut io.Writer) (*flag.FlagSet, func(ctx context.Context, stdout, stderr io.Writer) int) {
-	fs := flag.NewFlagSet("etcdlock "+c.name, flag.ContinueOnError)
-	fs.SetOutput(errOut)
-	fs.Usage = func() {} // exec prints help itself, to stdout for --help
-	return fs, c.setup(fs)
+func (c *command) flagSet(errOut io.Writer) (*flag.FlagSet, cmdline.RunFunc) {
+	return c.cmdline().FlagSet(errOut)
 }
 
 // printHelp writes the command's synopsis, description and flags to w.
-func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: %s\n\n%s\n", c.usage, strings.TrimSpace(c.help))
-	first := true
-	fs.VisitAll(func(f *flag.Flag) {
-		if first {
-			fmt.Fprint(w, "\nFlags:\n")
-			first = false
-		}
-		// Like flag.PrintDefaults, with the "--" spelling used in the help.
-		arg, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  --%s", f.Name)
-		if arg != "" {
-			fmt.Fprintf(w, " %s", arg)
-		}
-		fmt.Fprintf(w, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
-		switch f.DefValue {
-		case "", "false", "0", "0s":
-		default:
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(w)
-	})
-}
+func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) { c.cmdline().PrintHelp(w, fs) }
 
 // exec parses args and runs the command. --help prints the help to stdout
 // and returns 0; a bad flag or a stray argument returns 2.
 func (c *command) exec(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs, runFn := c.flagSet(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			c.printHelp(stdout, fs)
-			return exitOK
-		}
-		// flag has already written the error to stderr.
-		fmt.Fprintf(stderr, "Run 'etcdlock help %s' for usage.\n", c.name)
-		return exitUsage
-	}
-	if fs.NArg() > 0 && !c.takesArgs {
-		fmt.Fprintf(stderr, "etcdlock %s: unexpected argument %q\nRun 'etcdlock help %s' for usage.\n", c.name, fs.Arg(0), c.name)
-		return exitUsage
-	}
-	return runFn(ctx, stdout, stderr)
+	return c.cmdline().Exec(ctx, args, stdout, stderr)
 }
 
 // badUsage reports an invalid flag value of the command called name to
 // stderr and returns exitUsage.
 func badUsage(stderr io.Writer, name, format string, args ...any) int {
-	fmt.Fprintf(stderr, "etcdlock %s: %s\nRun 'etcdlock help %s' for usage.\n", name, fmt.Sprintf(format, args...), name)
-	return exitUsage
+	return commandNamed(name).cmdline().BadUsage(stderr, format, args...)
 }

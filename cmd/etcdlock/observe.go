@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/etcdlock/etcdlock/election"
-	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // observeCmd is "etcdlock observe".
@@ -37,7 +37,7 @@ etcd is unreachable for a while it reports the leader it finds when it is
 back, and may have missed terms in between. Observe runs until interrupted
 (SIGINT, SIGTERM) and then exits 0; 2 for bad usage, 120 if etcd cannot be
 reached at the start, 1 for other failures.
-` + connHelp,
+` + cmdline.ConnHelp,
 	setup: setupObserve,
 }
 
@@ -68,10 +68,10 @@ func (ev observeEvent) MarshalJSON() ([]byte, error) {
 // setupObserve defines observe's flags.
 func setupObserve(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	var (
-		conn   connFlags
+		conn   cmdline.Conn
 		asJSON bool
 	)
-	conn.register(fs)
+	conn.Register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, code, ok := parseArgs("observe", fs, 1, stdout, stderr, "NAME")
@@ -79,15 +79,15 @@ func setupObserve(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 			return code
 		}
 		name := names[0]
-		if err := keys.ValidateName(name); err != nil {
+		if err := election.ValidateName(name); err != nil {
 			return badUsage(stderr, "observe", "NAME: %v", err)
 		}
-		if err := conn.resolve(); err != nil {
+		if err := conn.Resolve(); err != nil {
 			return report(stderr, "observe", err, exitUsage)
 		}
-		cli, err := conn.connect(ctx, election.KeyPrefix(conn.namespace, name))
+		cli, err := conn.Connect(ctx, election.KeyPrefix(conn.Namespace, name))
 		if err == nil {
-			defer closeQuietly(cli)
+			defer cmdline.CloseQuietly(cli)
 		}
 		if ctx.Err() != nil {
 			return exitOK
@@ -95,7 +95,7 @@ func setupObserve(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.
 		if err != nil {
 			return report(stderr, "observe", err, exitFailure)
 		}
-		e, err := election.New(cli, name, election.WithNamespace(conn.namespace))
+		e, err := election.New(cli, name, election.WithNamespace(conn.Namespace))
 		if err != nil {
 			return report(stderr, "observe", err, exitFailure)
 		}

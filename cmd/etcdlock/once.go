@@ -1,6 +1,9 @@
 package main
 
-import "github.com/etcdlock/etcdlock/lock"
+import (
+	"github.com/etcdlock/etcdlock/internal/cmdline"
+	"github.com/etcdlock/etcdlock/lock"
+)
 
 // onceHelp is the part of run's help on --min-hold and --max-hold.
 const onceHelp = `
@@ -19,11 +22,11 @@ lease TTLs, never by comparing clocks across machines.
 func (cfg *runConfig) checkHoldBounds() error {
 	switch {
 	case cfg.minHold.set && cfg.minHold.d <= 0, cfg.maxHold.set && cfg.maxHold.d <= 0:
-		return usageError("--min-hold and --max-hold must be positive")
+		return cmdline.UsageError("--min-hold and --max-hold must be positive")
 	case cfg.minHold.set && cfg.maxHold.set && cfg.minHold.d > cfg.maxHold.d:
-		return usageError("--min-hold %v is more than --max-hold %v", cfg.minHold.d, cfg.maxHold.d)
+		return cmdline.UsageError("--min-hold %v is more than --max-hold %v", cfg.minHold.d, cfg.maxHold.d)
 	case cfg.minHold.set && cfg.timeout.set:
-		return usageError("--min-hold does not wait: --timeout does not go with it")
+		return cmdline.UsageError("--min-hold does not wait: --timeout does not go with it")
 	}
 	return nil
 }

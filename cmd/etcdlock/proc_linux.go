@@ -4,6 +4,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // selfPath returns the path that executes this program.
@@ -35,7 +37,4 @@ func waitExited(pid int) bool {
 }
 
 // isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	var t syscall.Termios
-	return termios(f, syscall.TCGETS, &t) == nil
-}
+func isTerminal(f *os.File) bool { return cmdline.IsTerminal(f) }

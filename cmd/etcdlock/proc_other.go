@@ -11,7 +11,6 @@ import (
 // Running a command under a lock needs Unix process groups and signals.
 var (
 	forwardedSignals = []os.Signal{os.Interrupt}
-	stopSignals      = []os.Signal{os.Interrupt}
 	droppedSignals   []os.Signal
 )
 
@@ -26,7 +25,3 @@ func startChild(path string, argv, env []string, stdout, stderr io.Writer) (*chi
 func (c *child) signal(os.Signal) {}
 
 func (c *child) finish() int { return exitRunFailure }
-
-func signalNumber(os.Signal) int { return 2 }
-
-func signalName(sig os.Signal) string { return sig.String() }

@@ -19,10 +19,6 @@ import (
 // group while CMD runs.
 var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
-// stopSignals are the forwarded signals that make etcdlock give up when
-// they come before CMD runs.
-var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
-
 // droppedSignals are caught and dropped. SIGTSTP (Ctrl-Z) would stop
 // etcdlock while CMD ran on: the lease would expire with nobody stopping
 // CMD.
@@ -196,28 +192,6 @@ func (c *child) finish() int {
 		return status
 	}
 	return exitStatus(c.guard.ProcessState)
-}
-
-// signalNames name the signals etcdlock catches.
-var signalNames = map[syscall.Signal]string{
-	syscall.SIGINT: "SIGINT", syscall.SIGTERM: "SIGTERM", syscall.SIGHUP: "SIGHUP",
-	syscall.SIGQUIT: "SIGQUIT", syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2",
-}
-
-// signalName returns sig's name, "SIGINT" say.
-func signalName(sig os.Signal) string {
-	if s, ok := sig.(syscall.Signal); ok && signalNames[s] != "" {
-		return signalNames[s]
-	}
-	return sig.String()
-}
-
-// signalNumber returns the number of sig, or 0.
-func signalNumber(sig os.Signal) int {
-	if s, ok := sig.(syscall.Signal); ok {
-		return int(s)
-	}
-	return 0
 }
 
 // guardMain is the guard: it runs CMD (args: path, then argv) in its own

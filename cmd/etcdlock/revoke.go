@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/etcdlock/etcdlock/election"
-	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -35,7 +35,7 @@ follow it with "etcdlock status NAME".
 
 The exit status is 0 when a holder was asked, 3 when nobody holds NAME, 2
 for bad usage, 120 if etcd cannot be reached, and 1 for other failures.
-` + connHelp,
+` + cmdline.ConnHelp,
 	setup: setupRevoke,
 }
 
@@ -48,11 +48,11 @@ const revokeTimeout = 10 * time.Second
 // setupRevoke defines revoke's flags.
 func setupRevoke(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	var (
-		conn connFlags
+		conn cmdline.Conn
 		kind string
 		from string
 	)
-	conn.register(fs)
+	conn.Register(fs)
 	fs.StringVar(&kind, "kind", "all", "the `kind` of queue whose holders to ask: mutex, rw, sem, election or all")
 	fs.StringVar(&from, "as", "", "tell the holders who asks (default host:pid)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
@@ -63,20 +63,20 @@ func setupRevoke(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 		if len(from) > lock.MaxRequesterLen {
 			return badUsage(stderr, "revoke", "--as: %d bytes, more than %d", len(from), lock.MaxRequesterLen)
 		}
-		if err := conn.resolve(); err != nil {
+		if err := conn.Resolve(); err != nil {
 			return report(stderr, "revoke", err, exitUsage)
 		}
-		cli, err := conn.connect(ctx, keyPrefix(conn.namespace, kinds[0], name))
+		cli, err := conn.Connect(ctx, keyPrefix(conn.Namespace, kinds[0], name))
 		if err != nil {
 			return report(stderr, "revoke", err, exitFailure)
 		}
-		defer closeQuietly(cli)
+		defer cmdline.CloseQuietly(cli)
 		rctx, cancel := context.WithTimeout(ctx, revokeTimeout)
 		defer cancel()
 		asked := 0
 		for _, k := range kinds {
 			if k == "election" {
-				l, err := election.RequestResign(rctx, cli, conn.namespace, name, from)
+				l, err := election.RequestResign(rctx, cli, conn.Namespace, name, from)
 				switch {
 				case errors.Is(err, election.ErrNoLeader):
 					continue
@@ -87,7 +87,7 @@ func setupRevoke(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 				asked++
 				continue
 			}
-			toks, err := lock.RequestRelease(rctx, cli, conn.namespace, lock.Kind(k), name, from)
+			toks, err := lock.RequestRelease(rctx, cli, conn.Namespace, lock.Kind(k), name, from)
 			switch {
 			case errors.Is(err, lock.ErrNotHeld):
 				continue
@@ -100,7 +100,7 @@ func setupRevoke(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 			}
 		}
 		if asked == 0 {
-			fmt.Fprintf(stderr, "etcdlock revoke: nobody holds %q under %q\n", name, conn.namespace)
+			fmt.Fprintf(stderr, "etcdlock revoke: nobody holds %q under %q\n", name, conn.Namespace)
 			return exitNobody
 		}
 		return exitOK
@@ -122,7 +122,7 @@ func nameAndKinds(cmd string, fs *flag.FlagSet, kind string, stdout, stderr io.W
 		}
 		kinds = []string{kind}
 	}
-	if err := keys.ValidateName(names[0]); err != nil {
+	if err := lock.ValidateName(names[0]); err != nil {
 		return "", nil, badUsage(stderr, cmd, "NAME: %v", err), false
 	}
 	return names[0], kinds, exitOK, true

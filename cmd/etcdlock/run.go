@@ -10,7 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -54,13 +54,13 @@ Run waits for the lock as long as it takes, or up to --timeout. The lock's
 lease has a TTL of --ttl, renewed every third of it; if the machine running
 etcdlock dies, the lock is free again within --ttl. Flags may come before
 or after NAME; everything after "--" (or after CMD) is CMD's.
-` + onceHelp + graceHelp + "\n" + connHelp + "\n" + exitStatusHelp,
+` + onceHelp + graceHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
 	setup: setupRun,
 }
 
 // runConfig is run's parsed flags.
 type runConfig struct {
-	conn    connFlags
+	conn    cmdline.Conn
 	shared  bool
 	permits int64
 	timeout optDuration
@@ -79,7 +79,7 @@ var errWaitTimeout = errors.New("--timeout passed")
 // setupRun defines run's flags.
 func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	cfg := &runConfig{}
-	cfg.conn.register(fs)
+	cfg.conn.Register(fs)
 	fs.BoolVar(&cfg.shared, "shared", false, "take a shared (read) hold: --shared runs of NAME hold it together")
 	fs.Int64Var(&cfg.permits, "n", 0, "take one of `N` permits of the semaphore NAME: at most N runs at once")
 	fs.Var(&cfg.timeout, "timeout", "give up (exit 124) unless the lock is acquired within this `duration`\n(default: wait as long as it takes)")
@@ -91,7 +91,7 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
 		if err == nil && len(argv) == 0 {
-			err = usageError("missing CMD")
+			err = cmdline.UsageError("missing CMD")
 		}
 		if err != nil {
 			return argsFailed("run", fs, err, stdout, stderr)
@@ -104,23 +104,23 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 func (cfg *runConfig) check(name string) (timing, error) {
 	switch {
 	case cfg.shared && cfg.permits != 0:
-		return timing{}, usageError("--shared and -n do not go together")
+		return timing{}, cmdline.UsageError("--shared and -n do not go together")
 	case cfg.permits < 0 || cfg.permits > lock.MaxSemaphoreLimit:
-		return timing{}, usageError("-n must be between 1 and %d, not %d", int64(lock.MaxSemaphoreLimit), cfg.permits)
+		return timing{}, cmdline.UsageError("-n must be between 1 and %d, not %d", int64(lock.MaxSemaphoreLimit), cfg.permits)
 	case cfg.timeout.set && cfg.timeout.d <= 0:
-		return timing{}, usageError("--timeout must be positive, not %v", cfg.timeout.d)
+		return timing{}, cmdline.UsageError("--timeout must be positive, not %v", cfg.timeout.d)
 	}
 	if err := cfg.checkHoldBounds(); err != nil {
 		return timing{}, err
 	}
-	if err := keys.ValidateName(name); err != nil {
-		return timing{}, usageError("NAME: %v", err)
+	if err := lock.ValidateName(name); err != nil {
+		return timing{}, cmdline.UsageError("NAME: %v", err)
 	}
 	tm, err := newTiming(cfg.ttl, cfg.grace)
 	if err != nil {
 		return timing{}, err
 	}
-	return tm, cfg.conn.resolve()
+	return tm, cfg.conn.Resolve()
 }
 
 // kind returns the kind of lock run takes: "rw" or "sem".
@@ -154,7 +154,7 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 	opts := []lock.Option{
 		lock.WithTTL(tm.ttl),
 		lock.WithSafetyMargin(tm.margin),
-		lock.WithNamespace(cfg.conn.namespace),
+		lock.WithNamespace(cfg.conn.Namespace),
 		lock.WithHolder(desc),
 	}
 	opts = append(opts, cfg.holdBounds()...)
@@ -207,7 +207,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	defer sigs.stop()
 	actx, stopWatch := cancelOnStop(ctx, sigs.C)
 	watching := true
-	endWatch := func() *interrupted {
+	endWatch := func() *cmdline.Interrupted {
 		if !watching {
 			return nil
 		}
@@ -216,14 +216,14 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	}
 	defer endWatch()
 
-	cli, err := cfg.conn.connect(actx, lock.KeyPrefix(cfg.conn.namespace, cfg.kind(), name))
+	cli, err := cfg.conn.Connect(actx, lock.KeyPrefix(cfg.conn.Namespace, cfg.kind(), name))
 	if intr := interruptedBy(err); intr != nil {
-		return report(stderr, "run", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.status())
+		return report(stderr, "run", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.Status())
 	}
 	if err != nil {
 		return report(stderr, "run", err, exitRunFailure)
 	}
-	defer closeQuietly(cli)
+	defer cmdline.CloseQuietly(cli)
 	l, err := cfg.open(cli, name, tm, holderDesc(start))
 	if err != nil {
 		return report(stderr, "run", err, exitRunFailure)
@@ -252,19 +252,19 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		giveUp()
 		switch {
 		case intr != nil:
-			return report(stderr, "run", fmt.Errorf("%w while waiting for %s; CMD did not run", intr, cfg.what(name)), intr.status())
+			return report(stderr, "run", fmt.Errorf("%w while waiting for %s; CMD did not run", intr, cfg.what(name)), intr.Status())
 		case cfg.minHold.set && errors.Is(err, lock.ErrLocked):
 			log.infof("%s is taken (this period's run happened or is running); CMD did not run", cfg.what(name))
 			return exitOK
 		case errors.Is(err, errWaitTimeout):
-			return report(stderr, "run", failf(exitTimeout, "%s not acquired within %v%s", cfg.what(name), cfg.timeout.d, heldBy(cli, cfg.conn.namespace, cfg.kind(), name)), 0)
+			return report(stderr, "run", cmdline.Failf(exitTimeout, "%s not acquired within %v%s", cfg.what(name), cfg.timeout.d, heldBy(cli, cfg.conn.Namespace, cfg.kind(), name)), 0)
 		default:
 			return report(stderr, "run", fmt.Errorf("acquiring %s: %w", cfg.what(name), err), exitRunFailure)
 		}
 	case intr != nil:
 		cfg.release(ctx, log, h, name)
 		giveUp()
-		return report(stderr, "run", fmt.Errorf("%w as %s was acquired; CMD did not run", intr, cfg.what(name)), intr.status())
+		return report(stderr, "run", fmt.Errorf("%w as %s was acquired; CMD did not run", intr, cfg.what(name)), intr.Status())
 	}
 	if err := h.Err(); err != nil {
 		// Not exitLost: that says CMD ran and was stopped.
@@ -315,8 +315,8 @@ func (cfg *runConfig) release(ctx context.Context, log *cmdLog, h *lock.Hold, na
 }
 
 // interruptedBy returns the interruption err reports, or nil.
-func interruptedBy(err error) *interrupted {
-	var intr *interrupted
+func interruptedBy(err error) *cmdline.Interrupted {
+	var intr *cmdline.Interrupted
 	if errors.As(err, &intr) {
 		return intr
 	}

@@ -6,9 +6,10 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 )
 
 // signals delivers, on C, the signals run and elect forward to CMD, for as
@@ -62,7 +63,7 @@ func watchSignals(ctx context.Context) *signals {
 				}
 			case <-ctxDone:
 				ctxDone = nil
-				if !causedBySignal(ctx) && !send(syscall.SIGTERM) {
+				if !cmdline.CausedBySignal(ctx) && !send(syscall.SIGTERM) {
 					return
 				}
 			case <-s.done:
@@ -80,29 +81,11 @@ func (s *signals) stop() {
 	s.wg.Wait()
 }
 
-// causedBySignal reports whether ctx was ended by signal.NotifyContext,
-// whose cause is an unexported error that matches context.Canceled and
-// says "<signal> signal received".
-func causedBySignal(ctx context.Context) bool {
-	cause := context.Cause(ctx)
-	return cause != nil && cause != context.Canceled && errors.Is(cause, context.Canceled) &&
-		strings.HasSuffix(cause.Error(), " signal received")
-}
-
-// interrupted is the cause of a context that a stop signal ended.
-type interrupted struct{ sig os.Signal }
-
-func (i *interrupted) Error() string { return "interrupted by " + signalName(i.sig) }
-
-// interruptStatus returns the exit status for an interruption by i's
-// signal: 128+N.
-func (i *interrupted) status() int { return exitSignalBase + signalNumber(i.sig) }
-
-// cancelOnStop returns a context that ends, with an *interrupted cause,
-// when one of stopSignals arrives on sigs; other signals are dropped (no
+// cancelOnStop returns a context that ends, with an *cmdline.Interrupted cause,
+// when one of cmdline.StopSignals arrives on sigs; other signals are dropped (no
 // CMD runs yet to take them). The returned stop ends the watch, waits for
 // its goroutine, cancels ctx, and returns the interruption, if any.
-func cancelOnStop(parent context.Context, sigs <-chan os.Signal) (ctx context.Context, stop func() *interrupted) {
+func cancelOnStop(parent context.Context, sigs <-chan os.Signal) (ctx context.Context, stop func() *cmdline.Interrupted) {
 	// Not parent's end: watchSignals turns it into a SIGTERM on sigs.
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	done := make(chan struct{})
@@ -111,18 +94,18 @@ func cancelOnStop(parent context.Context, sigs <-chan os.Signal) (ctx context.Co
 		for {
 			select {
 			case sig := <-sigs:
-				if slices.Contains(stopSignals, sig) {
-					cancel(&interrupted{sig})
+				if slices.Contains(cmdline.StopSignals, sig) {
+					cancel(&cmdline.Interrupted{Sig: sig})
 				}
 			case <-done:
 				return
 			}
 		}
 	})
-	return ctx, func() *interrupted {
+	return ctx, func() *cmdline.Interrupted {
 		close(done)
 		wg.Wait()
-		var intr *interrupted
+		var intr *cmdline.Interrupted
 		errors.As(context.Cause(ctx), &intr)
 		cancel(nil)
 		return intr

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/election"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -61,7 +62,7 @@ With --json it prints one JSON object instead:
 Queues without keys are left out; nothing at all prints "no holders,
 waiters or candidates". The exit status is 0, 2 for bad usage, 120 if etcd
 cannot be reached, and 1 for other failures.
-` + connHelp,
+` + cmdline.ConnHelp,
 	setup: setupStatus,
 }
 
@@ -74,11 +75,11 @@ const statusTimeout = 10 * time.Second
 // setupStatus defines status's flags.
 func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	var (
-		conn   connFlags
+		conn   cmdline.Conn
 		kind   string
 		asJSON bool
 	)
-	conn.register(fs)
+	conn.Register(fs)
 	fs.StringVar(&kind, "kind", "all", "the `kind` of queue to read: mutex, rw, sem, election or all")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
@@ -86,17 +87,17 @@ func setupStatus(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.W
 		if !ok {
 			return code
 		}
-		if err := conn.resolve(); err != nil {
+		if err := conn.Resolve(); err != nil {
 			return report(stderr, "status", err, exitUsage)
 		}
-		cli, err := conn.connect(ctx, keyPrefix(conn.namespace, kinds[0], name))
+		cli, err := conn.Connect(ctx, keyPrefix(conn.Namespace, kinds[0], name))
 		if err != nil {
 			return report(stderr, "status", err, exitFailure)
 		}
-		defer closeQuietly(cli)
+		defer cmdline.CloseQuietly(cli)
 		rctx, cancel := context.WithTimeout(ctx, statusTimeout)
 		defer cancel()
-		st, err := readStatus(rctx, cli, conn.namespace, name, kinds, time.Now)
+		st, err := readStatus(rctx, cli, conn.Namespace, name, kinds, time.Now)
 		if err != nil {
 			return report(stderr, "status", err, exitFailure)
 		}
@@ -158,8 +159,8 @@ type entryStatus struct {
 // readStatus reads the queues of name of the given kinds at one revision,
 // and the TTL of each lease they use. The locks' queues come from
 // lock.Inspect, which judges who holds by the lock package's own rules; the
-// election's queue is read at the same revision (its leader is its oldest
-// key).
+// election's from election.InspectAt, at the same revision, which judges who
+// leads by the election's.
 func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kinds []string, now func() time.Time) (*lockStatus, error) {
 	st := &lockStatus{Name: name, Namespace: ns, Queues: []queueStatus{}}
 	byKind := make(map[string]queueStatus)
@@ -174,12 +175,12 @@ func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kind
 		}
 	}
 	if slices.Contains(kinds, "election") {
-		q, rev, err := readElection(ctx, cli, election.KeyPrefix(ns, name), st.Revision)
+		es, err := election.InspectAt(ctx, cli, ns, name, st.Revision)
 		if err != nil {
 			return nil, err
 		}
-		st.Revision = rev
-		byKind["election"] = q
+		st.Revision = es.Revision
+		byKind["election"] = electionQueue(es)
 	}
 	t := now()
 	for _, kind := range kinds {
@@ -242,37 +243,25 @@ func lockQueue(l lock.LockState) queueStatus {
 	return qs
 }
 
-// readElection reads the election's queue under prefix, at revision rev
-// unless it is 0, and returns it with the revision read: its oldest key
-// leads, the others are candidates.
-func readElection(ctx context.Context, cli *clientv3.Client, prefix string, rev int64) (queueStatus, int64, error) {
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
-	if rev != 0 {
-		opts = append(opts, clientv3.WithRev(rev))
-	}
-	resp, err := cli.Get(ctx, prefix, opts...)
-	if err != nil {
-		return queueStatus{}, 0, fmt.Errorf("reading the election queue %s: %w", prefix, err)
-	}
-	if rev == 0 {
-		rev = resp.Header.Revision
-	}
-	q := queueStatus{Kind: "election", Prefix: prefix}
-	for i, kv := range resp.Kvs {
+// electionQueue is status's view of an election's queue as
+// election.Inspect judged it.
+func electionQueue(es *election.Snapshot) queueStatus {
+	q := queueStatus{Kind: "election", Prefix: es.Prefix}
+	for _, c := range es.Candidates {
 		state := "candidate"
-		if i == 0 {
+		if c.Leader {
 			state = "leader"
 		}
 		q.Entries = append(q.Entries, entryStatus{
 			State:   state,
-			Key:     string(kv.Key),
-			Token:   kv.CreateRevision,
-			Lease:   leaseHex(clientv3.LeaseID(kv.Lease)),
-			Value:   string(kv.Value),
-			leaseID: clientv3.LeaseID(kv.Lease),
+			Key:     c.Key,
+			Token:   c.Token.Revision,
+			Lease:   leaseHex(c.Lease),
+			Value:   c.Value,
+			leaseID: c.Lease,
 		})
 	}
-	return q, rev, nil
+	return q
 }
 
 // kindTitle names a queue kind in status's text output.

@@ -17,7 +17,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/fencing"
-	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -37,7 +37,7 @@ const giveUpTimeout = time.Second
 // has not returned within d, aborts every request of the connection's
 // client (see aborter), so that it returns at once. It waits for closeFn
 // either way and returns its error.
-func closeWithin(d time.Duration, conn *connFlags, closeFn func() error) error {
+func closeWithin(d time.Duration, conn *cmdline.Conn, closeFn func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- closeFn() }()
 	t := time.NewTimer(d)
@@ -46,7 +46,7 @@ func closeWithin(d time.Duration, conn *connFlags, closeFn func() error) error {
 	case err := <-done:
 		return err
 	case <-t.C:
-		conn.abort()
+		conn.Abort()
 		return <-done
 	}
 }
@@ -88,16 +88,16 @@ left running in its process group is killed, then the hold is released.`
 // newTiming validates --ttl and --grace.
 func newTiming(ttl time.Duration, grace optDuration) (timing, error) {
 	if ttl < time.Second || ttl%time.Second != 0 {
-		return timing{}, usageError("--ttl must be a whole number of seconds, at least 1s, not %v", ttl)
+		return timing{}, cmdline.UsageError("--ttl must be a whole number of seconds, at least 1s, not %v", ttl)
 	}
 	t := timing{ttl: ttl, margin: ttl / 5}
 	t.grace = max(t.margin/2, minGrace)
 	if grace.set {
 		switch {
 		case grace.d < 0:
-			return timing{}, usageError("--grace must not be negative, not %v", grace.d)
+			return timing{}, cmdline.UsageError("--grace must not be negative, not %v", grace.d)
 		case grace.d >= t.margin:
-			return timing{}, usageError("--grace %v is not less than the safety margin %v (a fifth of --ttl %v): CMD could outlive the lease", grace.d, t.margin, ttl)
+			return timing{}, cmdline.UsageError("--grace %v is not less than the safety margin %v (a fifth of --ttl %v): CMD could outlive the lease", grace.d, t.margin, ttl)
 		}
 		t.grace = grace.d
 	}
@@ -202,11 +202,11 @@ func lookCmd(name string) (string, error) {
 	case err == nil:
 		return path, nil
 	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
-		return "", failf(exitNotFound, "CMD %q not found", name)
+		return "", cmdline.Failf(exitNotFound, "CMD %q not found", name)
 	case errors.Is(err, exec.ErrDot):
-		return "", failf(exitNotFound, "CMD %q found only in the current directory (through $PATH); say ./%s", name, name)
+		return "", cmdline.Failf(exitNotFound, "CMD %q found only in the current directory (through $PATH); say ./%s", name, name)
 	default:
-		return "", failf(exitCannotExec, "CMD %q cannot be executed: %v", name, err)
+		return "", cmdline.Failf(exitCannotExec, "CMD %q cannot be executed: %v", name, err)
 	}
 }
 
@@ -246,7 +246,7 @@ const sinceLayout = "2006-01-02T15:04:05.000Z07:00"
 // "host:pid since <time>", the time the command started, which status
 // shows as the key's age.
 func holderDesc(start time.Time) string {
-	return keys.Holder() + " since " + start.UTC().Format(sinceLayout)
+	return lock.DefaultHolder() + " since " + start.UTC().Format(sinceLayout)
 }
 
 // parseSince returns the time in a holder description made by holderDesc.
@@ -274,7 +274,7 @@ func (l *cmdLog) infof(format string, args ...any) {
 }
 
 func (l *cmdLog) errorf(format string, args ...any) {
-	fmt.Fprintf(l.w, "etcdlock %s: %s\n", l.name, oneLine(fmt.Sprintf(format, args...)))
+	fmt.Fprintf(l.w, "etcdlock %s: %s\n", l.name, cmdline.OneLine(fmt.Sprintf(format, args...)))
 }
 
 // exitStatus returns the status of a process that exited: its exit code,

@@ -3,14 +3,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"io"
-	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -66,60 +62,6 @@ func TestPositional(t *testing.T) {
 	}
 }
 
-// TestConnFlags checks the environment fallbacks and the password sources.
-func TestConnFlags(t *testing.T) {
-	parse := func(env map[string]string, args ...string) (*connFlags, error) {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		c := &connFlags{getenv: func(k string) string { return env[k] }}
-		c.register(fs)
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		return c, c.resolve()
-	}
-	for _, tc := range []struct {
-		env  map[string]string
-		args []string
-		eps  []string
-		ns   string
-	}{
-		{nil, nil, []string{"127.0.0.1:2379"}, "etcdlock/"},
-		{map[string]string{"ETCDCTL_ENDPOINTS": "a:1"}, nil, []string{"a:1"}, "etcdlock/"},
-		{map[string]string{"ETCDCTL_ENDPOINTS": "a:1", "ETCDLOCK_ENDPOINTS": "b:1, c:1"}, nil, []string{"b:1", "c:1"}, "etcdlock/"},
-		{map[string]string{"ETCDLOCK_ENDPOINTS": "b:1", "ETCDLOCK_NAMESPACE": "app/"}, []string{"--endpoints", "d:1"}, []string{"d:1"}, "app/"},
-	} {
-		c, err := parse(tc.env, tc.args...)
-		if err != nil {
-			t.Fatalf("%v %q: %v", tc.env, tc.args, err)
-		}
-		if !slices.Equal(c.endpointList(), tc.eps) || c.namespace != tc.ns {
-			t.Errorf("%v %q: endpoints %q namespace %q, want %q %q", tc.env, tc.args, c.endpointList(), c.namespace, tc.eps, tc.ns)
-		}
-	}
-	ctx := context.Background()
-	c, err := parse(map[string]string{"ETCDCTL_USER": "root", "ETCDCTL_PASSWORD": "p1", "ETCDCTL_DIAL_TIMEOUT": "7s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := c.config(ctx)
-	if err != nil || cfg.Username != "root" || cfg.Password != "p1" || cfg.DialTimeout != 7*time.Second {
-		t.Errorf("user from the environment: %+v, %v", cfg, err)
-	}
-	c, _ = parse(map[string]string{"ETCDLOCK_PASSWORD": "p2", "ETCDCTL_PASSWORD": "p1"}, "--user", "u")
-	if cfg, err := c.config(ctx); err != nil || cfg.Username != "u" || cfg.Password != "p2" {
-		t.Errorf("--user u with $ETCDLOCK_PASSWORD: %+v, %v", cfg, err)
-	}
-	c, _ = parse(nil, "--user", "u:p:3")
-	if cfg, err := c.config(ctx); err != nil || cfg.Username != "u" || cfg.Password != "p:3" {
-		t.Errorf("--user u:p:3: %+v, %v", cfg, err)
-	}
-	for _, args := range [][]string{{"--endpoints", " , "}, {"--dial-timeout", "0s"}, {"--cert", "x"}} {
-		if _, err := parse(nil, args...); err == nil {
-			t.Errorf("%q: no error", args)
-		}
-	}
-}
-
 // TestNewTiming checks the grace period's default and bounds.
 func TestNewTiming(t *testing.T) {
 	for _, tc := range []struct {
@@ -155,47 +97,5 @@ func TestHolderDesc(t *testing.T) {
 	}
 	if _, ok := parseSince("host:42"); ok {
 		t.Error("parseSince of a plain holder succeeded")
-	}
-}
-
-// TestCausedBySignal checks that the cause signal.NotifyContext gives is
-// recognized, and nothing else.
-func TestCausedBySignal(t *testing.T) {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGUSR2)
-	defer stop()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("signal context not cancelled")
-	}
-	if !causedBySignal(ctx) {
-		t.Errorf("cause %v not recognized as a signal", context.Cause(ctx))
-	}
-	c2, cancel := context.WithCancel(context.Background())
-	cancel()
-	c3, cancel3 := context.WithTimeout(context.Background(), 0)
-	defer cancel3()
-	<-c3.Done()
-	if causedBySignal(c2) || causedBySignal(c3) {
-		t.Error("cancel or timeout taken for a signal")
-	}
-}
-
-// TestBareTxnLeaseOutlivesGroup: the bare txn row's lease is not kept
-// alive, so it must last past the end of the interleaved group (which,
-// with 4 cells of 3 s, is longer than benchTTL; the default bench once
-// failed with "requested lease not found").
-func TestBareTxnLeaseOutlivesGroup(t *testing.T) {
-	group := 4*3*time.Second + cellSlack
-	ctx, cancel := context.WithTimeout(context.Background(), group)
-	defer cancel()
-	if ttl := time.Duration(bareTxnTTL(ctx)) * time.Second; ttl < group {
-		t.Errorf("bare txn lease TTL %v, want at least the group's %v", ttl, group)
-	}
-	if ttl := bareTxnTTL(context.Background()); ttl < benchTTL {
-		t.Errorf("bare txn lease TTL %ds without a deadline, want at least %d", ttl, benchTTL)
 	}
 }

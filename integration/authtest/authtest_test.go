@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { integration.Main(m) }
 
 // secured is a server or cluster that requires TLS and a login.
 type secured interface {
-	Client(testing.TB) *clientv3.Client
+	Client(integration.TB) *clientv3.Client
 	NewClient(...func(*clientv3.Config)) (*clientv3.Client, error)
 }
 

@@ -1,10 +1,11 @@
 // Package bugs plants known bugs in the library, for the fault suite to
 // prove that its checkers catch them. They exist only in a build with the
-// tag etcdlock_bugs: in any other build Compiled is the constant false, so
-// the compiler drops every planted branch and the binary carries no
-// switch. Call sites read
+// tag etcdlock_bugs: in any other build Compiled is the constant false, and
+// the library's packages do not even import this one (each has a
+// planted_on.go, tagged, and a planted_off.go), so the compiler drops every
+// planted branch and the binary carries no switch. Call sites read
 //
-//	if bugs.Compiled && bugs.On(bugs.LeaseIDToken) { ... }
+//	if plantedBugs && planted(leaseIDToken) { ... }
 //
 // The package is internal: no user of the module can turn a bug on.
 package bugs

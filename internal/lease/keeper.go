@@ -27,7 +27,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/config"
 )
 
@@ -266,7 +265,7 @@ func (k *Keeper) run(ctx context.Context) {
 			r := probeResult{sent: sent, err: err}
 			if err == nil {
 				r.ttl = time.Duration(resp.TTL) * time.Second
-				if bugs.Compiled && bugs.On(bugs.ReceiveTimeDeadline) {
+				if plantedBugs && planted(receiveTimeDeadline) {
 					r.sent = time.Now() // planted bug: the stock client's receive time
 				}
 			}

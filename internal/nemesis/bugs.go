@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
 	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/lock"
 )
@@ -186,7 +186,7 @@ func (s *scenario) finish(ctx context.Context) ([]Finding, error) {
 }
 
 // client returns a client of every member, through proxies if proxied.
-func (s *scenario) client(proxied bool) (*clientv3.Client, []*integration.Proxy, error) {
+func (s *scenario) client(proxied bool) (*clientv3.Client, []*embedded.Proxy, error) {
 	if !proxied {
 		cli, err := s.e.cluster.NewClient()
 		if err != nil {
@@ -346,7 +346,7 @@ func unlockByNameScenario(ctx context.Context, s *scenario) error {
 	// First Unlock: held by the paused proxies until it times out.
 	g1.UnlockAt = s.hist.now()
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = integration.PauseClient(ctx, 800*time.Millisecond, ps...) })
+	wg.Go(func() { _ = embedded.PauseClient(ctx, 800*time.Millisecond, ps...) })
 	sleepCtx(ctx, 50*time.Millisecond)
 	uctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	err = h1.Unlock(uctx)
@@ -434,9 +434,9 @@ func receiveTimeScenario(ctx context.Context, s *scenario) error {
 		next <- result{hb, gb, err}
 	})
 	fctx, stopFaults := context.WithCancel(ctx)
-	wg.Go(func() { _ = integration.DelayClientResponses(fctx, time.Minute, delay, ps...) })
+	wg.Go(func() { _ = embedded.DelayClientResponses(fctx, time.Minute, delay, ps...) })
 	sleepCtx(ctx, 4*time.Second) // renewals answered late
-	wg.Go(func() { _ = integration.DropClientRequests(fctx, time.Minute, ps...) })
+	wg.Go(func() { _ = embedded.DropClientRequests(fctx, time.Minute, ps...) })
 	tok := h.Token()
 	gone := s.waitGone(ctx, tok.Key, g.Token, ttl+4*time.Second)
 	select { // the holder is told at the latest when the delayed delete event arrives

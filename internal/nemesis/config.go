@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
 )
 
 // Tier selects the faults a run goes through.
@@ -106,15 +106,15 @@ type Config struct {
 	SkipSeededBugs bool
 	// Cluster, if set, is the 3-member cluster to run on (for tests);
 	// otherwise Run starts its own (without fsync) and closes it.
-	Cluster *integration.Cluster
+	Cluster *embedded.Cluster
 	// StuckAfter bounds each fault, its undo included: one still running
 	// after it stops the run (see Report.StuckFault). Optional, defaults
-	// to integration.DefaultStuckAfter.
+	// to embedded.DefaultStuckAfter.
 	StuckAfter time.Duration
 
 	// extraFault, if set, joins every phase's faults in a lane of its own
 	// (for tests of the stuck-fault path).
-	extraFault *integration.Fault
+	extraFault *embedded.Fault
 }
 
 func (c Config) phases() []string {
@@ -153,7 +153,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = zap.NewNop()
 	}
 	if c.StuckAfter == 0 {
-		c.StuckAfter = integration.DefaultStuckAfter
+		c.StuckAfter = embedded.DefaultStuckAfter
 	}
 	if c.Seed == 0 {
 		c.Seed = time.Now().UnixNano() % 1_000_000_000

@@ -73,5 +73,5 @@
 // (Report.SeededBugsSkipped).
 //
 // Run is the entry point, for the tests of this package and for the
-// etcdlock nemesis command.
+// maintainers' command internal/cmd/nemesis.
 package nemesis

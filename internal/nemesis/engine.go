@@ -16,7 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
 )
 
 // porcupineTimeout bounds each linearizability check.
@@ -27,13 +27,13 @@ const porcupineTimeout = time.Minute
 type env struct {
 	cfg     Config
 	lg      *zap.Logger
-	cluster *integration.Cluster
-	faults  *integration.Faults
+	cluster *embedded.Cluster
+	faults  *embedded.Faults
 	direct  *clientv3.Client
 	w       *watcher
 	start   time.Time
 	root    string
-	log     integration.FaultLog
+	log     embedded.FaultLog
 	sql     *sqlDB // the SQL workloads' database, nil without them
 
 	stuckMu sync.Mutex
@@ -103,14 +103,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 func (e *env) run(ctx context.Context, deliver func(*Report)) (err error) {
 	cfg, lg := e.cfg, e.lg
 	if e.cluster == nil {
-		c, err := integration.StartCluster(3, integration.WithoutFsync())
+		c, err := embedded.StartCluster(3, embedded.WithoutFsync())
 		if err != nil {
 			return fmt.Errorf("nemesis: starting cluster: %w", err)
 		}
 		defer c.Close()
 		e.cluster = c
 	}
-	if e.faults, err = integration.NewFaults(e.cluster, lg); err != nil {
+	if e.faults, err = embedded.NewFaults(e.cluster, lg); err != nil {
 		return err
 	}
 	defer e.faults.Close()
@@ -193,7 +193,7 @@ func (e *env) stuckFault() *stuckFault {
 
 // onStuck records the first stuck fault and writes every goroutine's stack
 // to a file in the run's output directory.
-func (e *env) onStuck(r integration.FaultRecord) {
+func (e *env) onStuck(r embedded.FaultRecord) {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -301,7 +301,7 @@ func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, see
 			break
 		}
 	}
-	var phaseFaults []integration.FaultRecord
+	var phaseFaults []embedded.FaultRecord
 	warm := make([]int64, len(wls))
 	if startErr == nil {
 		start := time.Now()
@@ -349,27 +349,27 @@ func (e *env) runPhase(ctx context.Context, phase string, dur time.Duration, see
 }
 
 // runFaults runs the phase's schedules for d and returns what they did.
-func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed uint64, wls []*workload) []integration.FaultRecord {
+func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed uint64, wls []*workload) []embedded.FaultRecord {
 	fctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	ttl := e.cfg.TTL
 	f := e.faults
-	var log integration.FaultLog
-	var lanes []*integration.Schedule
-	member := func(faults ...integration.Fault) {
-		lanes = append(lanes, &integration.Schedule{Faults: faults, MinGap: 300 * time.Millisecond, MaxGap: time.Second})
+	var log embedded.FaultLog
+	var lanes []*embedded.Schedule
+	member := func(faults ...embedded.Fault) {
+		lanes = append(lanes, &embedded.Schedule{Faults: faults, MinGap: 300 * time.Millisecond, MaxGap: time.Second})
 	}
-	client := func(fault func(*workload) integration.Fault, more ...func(*workload) integration.Fault) {
+	client := func(fault func(*workload) embedded.Fault, more ...func(*workload) embedded.Fault) {
 		for _, wl := range wls {
-			fs := []integration.Fault{fault(wl)}
+			fs := []embedded.Fault{fault(wl)}
 			for _, m := range more {
 				fs = append(fs, m(wl))
 			}
-			lanes = append(lanes, &integration.Schedule{Faults: fs, MinGap: 200 * time.Millisecond, MaxGap: time.Second})
+			lanes = append(lanes, &embedded.Schedule{Faults: fs, MinGap: 200 * time.Millisecond, MaxGap: time.Second})
 		}
 	}
-	pause := func(wl *workload) integration.Fault { return wl.pauseHolderFault(ttl) }
-	blackhole := func(wl *workload) integration.Fault { return wl.blackholeFault(ttl) }
+	pause := func(wl *workload) embedded.Fault { return wl.pauseHolderFault(ttl) }
+	blackhole := func(wl *workload) embedded.Fault { return wl.blackholeFault(ttl) }
 	restart := f.RestartMemberFault(200*time.Millisecond, 1500*time.Millisecond)
 	partition := f.PartitionLeaderFault(500*time.Millisecond, 2*time.Second)
 	move := f.MoveLeaderFault()
@@ -385,7 +385,7 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 	case FaultPartitionLeader:
 		member(partition)
 	case FaultMoveLeader:
-		lanes = append(lanes, &integration.Schedule{Faults: []integration.Fault{move}, MinGap: 100 * time.Millisecond, MaxGap: 600 * time.Millisecond})
+		lanes = append(lanes, &embedded.Schedule{Faults: []embedded.Fault{move}, MinGap: 100 * time.Millisecond, MaxGap: 600 * time.Millisecond})
 	case FaultPauseMember:
 		member(pauseMember)
 	case FaultCompaction:
@@ -408,7 +408,7 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 		s.Log = &log
 		s.Logger = e.lg.With(zap.String("phase", phase))
 		s.StuckAfter = e.cfg.StuckAfter
-		s.OnStuck = func(r integration.FaultRecord) {
+		s.OnStuck = func(r embedded.FaultRecord) {
 			r.Name = phase + ": " + r.Name
 			e.onStuck(r)
 			stuckOnce.Do(func() { close(stuck) })
@@ -420,7 +420,7 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 		wg.Go(func() {
 			start := time.Now()
 			n, err := f.Compactor(fctx, CompactionPeriod, e.w.Consumed)
-			r := integration.FaultRecord{Name: "compactor", Target: fmt.Sprintf("%d compactions every %v", n, CompactionPeriod),
+			r := embedded.FaultRecord{Name: "compactor", Target: fmt.Sprintf("%d compactions every %v", n, CompactionPeriod),
 				Start: start, End: time.Now()}
 			if err != nil {
 				r.Err = err.Error()
@@ -450,7 +450,7 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 }
 
 // checkWorkload runs the checkers over one workload of one phase.
-func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []integration.FaultRecord) Row {
+func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []embedded.FaultRecord) Row {
 	row := Row{Workload: wl.name, Fault: phase, WarmupSections: warm, Violations: map[string]int{},
 		CriticalSections: int(wl.cs.Load()), Porcupine: LinNone, strict: wl.strict}
 	for _, c := range checkers {

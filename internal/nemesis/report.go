@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
 )
 
 // Report is the outcome of Run. Its JSON form has the keys seed,
@@ -64,7 +64,7 @@ type Report struct {
 	// SeededBugs has one entry per seeded bug.
 	SeededBugs []BugResult `json:"seeded_bugs"`
 	// Faults lists every fault injected.
-	Faults []integration.FaultRecord `json:"faults"`
+	Faults []embedded.FaultRecord `json:"faults"`
 	// Findings lists violations (at most 50).
 	Findings []Finding `json:"findings,omitempty"`
 	// Notes lists what went wrong without bearing on the verdict, such as

@@ -14,7 +14,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/election"
 	"github.com/etcdlock/etcdlock/fencing"
-	"github.com/etcdlock/etcdlock/integration"
+	"github.com/etcdlock/etcdlock/integration/embedded"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -172,7 +172,7 @@ type workload struct {
 type worker struct {
 	wl      *workload
 	name    string
-	proxies []*integration.Proxy
+	proxies []*embedded.Proxy
 	cli     *clientv3.Client
 	acquire func(context.Context) (holdLike, error)
 	loop    func(context.Context) // if set, the worker's whole run (election.Run)
@@ -214,15 +214,15 @@ func (e *env) newWorkload(name, ns, data string) *workload {
 }
 
 // newClient returns a client of every member, each through its own proxy.
-func (e *env) newClient() (*clientv3.Client, []*integration.Proxy, error) {
-	var ps []*integration.Proxy
+func (e *env) newClient() (*clientv3.Client, []*embedded.Proxy, error) {
+	var ps []*embedded.Proxy
 	closeAll := func() {
 		for _, p := range ps {
 			_ = p.Close()
 		}
 	}
 	for _, m := range e.cluster.Members() {
-		p, err := integration.StartProxy(m.Endpoint())
+		p, err := embedded.StartProxy(m.Endpoint())
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -567,7 +567,7 @@ func (w *worker) pausePoint(ctx context.Context) {
 	select {
 	case req := <-w.wl.pauseReq:
 		start := time.Now()
-		_ = integration.PauseClient(ctx, req.d, w.proxies...)
+		_ = embedded.PauseClient(ctx, req.d, w.proxies...)
 		// A pause the phase's end cut short, or shorter than 2 TTL, need
 		// not let the lease expire.
 		w.wl.hist.addPause(req.long && time.Since(start) >= req.d)
@@ -706,9 +706,9 @@ var errNoHolder = errors.New("no holder reached its critical section in time")
 // its proxies, for 0.5 to 3 TTL; the first pause of a schedule lasts at
 // least 2 TTL, so that every schedule lets at least one lease expire under
 // a live holder.
-func (wl *workload) pauseHolderFault(ttl time.Duration) integration.Fault {
+func (wl *workload) pauseHolderFault(ttl time.Duration) embedded.Fault {
 	n := 0
-	return integration.Fault{Name: "pause-holder", Inject: func(ctx context.Context, rng *rand.Rand) (string, error) {
+	return embedded.Fault{Name: "pause-holder", Inject: func(ctx context.Context, rng *rand.Rand) (string, error) {
 		lo := ttl / 2
 		if n == 0 {
 			lo = 2 * ttl
@@ -732,10 +732,10 @@ func (wl *workload) pauseHolderFault(ttl time.Duration) integration.Fault {
 
 // blackholeFault drops the traffic of a random worker of wl for 0.5 to 3
 // TTL; the worker itself goes on.
-func (wl *workload) blackholeFault(ttl time.Duration) integration.Fault {
-	return integration.Fault{Name: "blackhole-client", Inject: func(ctx context.Context, rng *rand.Rand) (string, error) {
+func (wl *workload) blackholeFault(ttl time.Duration) embedded.Fault {
+	return embedded.Fault{Name: "blackhole-client", Inject: func(ctx context.Context, rng *rand.Rand) (string, error) {
 		w := wl.workers[rng.IntN(len(wl.workers))]
 		d := between(rng, ttl/2, 3*ttl)
-		return fmt.Sprintf("%s/%s for %v", wl.name, w.name, d.Round(time.Millisecond)), integration.BlackholeClient(ctx, d, w.proxies...)
+		return fmt.Sprintf("%s/%s for %v", wl.name, w.name, d.Round(time.Millisecond)), embedded.BlackholeClient(ctx, d, w.proxies...)
 	}}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/backoff"
-	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/ctxerr"
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
@@ -140,7 +139,7 @@ func (h *Hold) finish() {
 
 // Token returns the hold's fencing token.
 func (h *Hold) Token() fencing.Token {
-	if bugs.Compiled && bugs.On(bugs.LeaseIDToken) {
+	if plantedBugs && planted(leaseIDToken) {
 		return fencing.Token{Key: h.token.Key, Revision: int64(h.k.ID())} // planted bug
 	}
 	return h.token
@@ -338,7 +337,7 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		return fmt.Errorf("%w: already released", ErrNotHeld)
 	}
 	cmps := []clientv3.Cmp{h.token.Cmp()}
-	if bugs.Compiled && bugs.On(bugs.UnlockByName) {
+	if plantedBugs && planted(unlockByName) {
 		cmps = nil // planted bug: delete by name, whatever its revision
 	}
 	var (

@@ -70,7 +70,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/fencing"
-	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/etcdcmp"
 	"github.com/etcdlock/etcdlock/internal/keys"
 	"github.com/etcdlock/etcdlock/internal/lease"
@@ -273,7 +272,7 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 func (w *waiter) takeKey() {
 	q := w.q
 	switch {
-	case bugs.Compiled && bugs.On(bugs.UnlockByName):
+	case plantedBugs && planted(unlockByName):
 		w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(w.k.ID())), nil // planted bug: etcd's key naming
 	case q.Slots != nil:
 		w.key, w.free = q.Slots.take(q.Prefix, w.k.ID())
