@@ -15,16 +15,8 @@ import (
 // than after the process is killed. In Run, the leader returns from Lead;
 // Run resigns and campaigns again, behind the standbys.
 func ExampleTerm_ResignRequested() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 
 	el, err := election.New(cli, "my-controller")
 	if err != nil {

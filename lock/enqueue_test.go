@@ -105,7 +105,6 @@ func (t sentTxn) lean() bool { return len(t.req.Success) == 1 && len(t.req.Failu
 // round trip), the waiter is granted in order, and the next acquire is
 // full again until one finds the lock idle.
 func TestLeanEnqueue(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	cli, log := e.recordingClient()
 	m := e.mutex(cli, "lean")
@@ -184,7 +183,6 @@ func TestLeanEnqueue(t *testing.T) {
 // its lean enqueue keeps the comparison that its own key is absent; a
 // writer's key is inside, so its lean enqueue does without.
 func TestLeanEnqueueComparesOwnKeyOnlyOutsideTheRange(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	cli, log := e.recordingClient()
 	m := e.rwmutex(cli, "rw")
@@ -241,7 +239,6 @@ func TestLeanEnqueueComparesOwnKeyOnlyOutsideTheRange(t *testing.T) {
 // let in beside other readers says nothing of a writer's chances, so the
 // next Lock, whose last one had to wait, sends the full enqueue alone.
 func TestRWHintsApart(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	cli, log := e.recordingClient()
 	m := e.rwmutex(cli, "rw")

@@ -15,16 +15,8 @@ import (
 // the accounts in opposite orders cannot deadlock: a MultiLock always
 // acquires its parts in the order of their key prefixes.
 func ExampleMultiLock() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 
 	bob, err := lock.NewMutex(cli, "account/bob")
 	if err != nil {

@@ -18,16 +18,8 @@ import (
 // fires late (a clock a second behind, a slow start) finds it taken and
 // skips; WithMaxHold frees it after 55 minutes even if the sender hangs.
 func ExampleWithMinHold() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 	ctx := context.Background()
 
 	replica := func(name string) {

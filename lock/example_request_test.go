@@ -13,16 +13,8 @@ import (
 // "etcdlock revoke reindex") asks it to give the lock up. The job finishes
 // its current step and unlocks; it could also ignore the request.
 func ExampleHold_ReleaseRequested() {
-	srv, err := integration.StartServer(integration.WithoutFsync())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.NewClient()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
+	cli, stop := integration.StartExample()
+	defer stop()
 	ctx := context.Background()
 
 	m, err := lock.NewMutex(cli, "reindex", lock.WithHolder("worker-7"))

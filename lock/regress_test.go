@@ -56,7 +56,6 @@ func TestDeadlineLossDoesNotWedgeLock(t *testing.T) {
 // A Lock waiting for another caller's lease grant still honours its own
 // context.
 func TestLockHonoursCtxWhileAnotherGrants(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	srv := integration.Shared(t)
 	p := integration.NewProxy(t, srv.Endpoint())

@@ -195,7 +195,6 @@ func TestRequestReleaseBadInput(t *testing.T) {
 // stays one Txn (it deletes the request key in it); an early Unlock under
 // WithMinHold is a lease grant and a Txn.
 func TestRecipeRoundTrips(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	cli, rpcs := e.rpcClient()
 	const txn, grant = "/etcdserverpb.KV/Txn", "/etcdserverpb.Lease/LeaseGrant"
