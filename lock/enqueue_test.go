@@ -28,13 +28,14 @@ type sentTxn struct {
 	succeeded bool
 }
 
-// recordingClient returns a new client of the shared server whose Txns are
-// recorded in the returned log.
+// recordingClient returns a new client of the shared server whose write
+// Txns (those with a put or a delete) are recorded in the returned log: the
+// enqueues, and no confirm read of a waiter.
 func (e *env) recordingClient() (*clientv3.Client, *txnLog) {
 	l := &txnLog{added: make(chan struct{})}
 	rec := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		if r, ok := req.(*pb.TxnRequest); ok && err == nil {
+		if r, ok := req.(*pb.TxnRequest); ok && err == nil && writes(r) {
 			l.mu.Lock()
 			l.txns = append(l.txns, sentTxn{req: proto.Clone(r).(*pb.TxnRequest), succeeded: reply.(*pb.TxnResponse).Succeeded})
 			close(l.added)
@@ -51,6 +52,16 @@ func (e *env) recordingClient() (*clientv3.Client, *txnLog) {
 	}
 	e.t.Cleanup(func() { _ = cli.Close() })
 	return cli, l
+}
+
+// writes reports whether r has a put or a delete in either branch.
+func writes(r *pb.TxnRequest) bool {
+	for _, op := range append(append([]*pb.RequestOp(nil), r.Success...), r.Failure...) {
+		if op.GetRequestPut() != nil || op.GetRequestDeleteRange() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // since returns the Txns sent after the first n.

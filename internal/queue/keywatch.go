@@ -50,9 +50,11 @@ type keyWatches struct {
 	owns   map[string]*dispatcher // by own-key prefix; one per lease in practice
 	blk    *watch                 // the kept blocker watch, if any
 	timer  *time.Timer            // stops blk after blockerKeep unused
-	// seen: blk delivered a delete since it was kept, so another
-	// contender held the lock meanwhile (see contended).
-	seen bool
+	// seen: blk delivered a delete after keptRev, the revision of the
+	// last read of the wait that kept it, so another contender held the
+	// lock meanwhile (see contended).
+	seen    bool
+	keptRev int64
 }
 
 func newKeyWatches(ctx context.Context, cli *clientv3.Client, lg *zap.Logger) *keyWatches {
@@ -121,7 +123,7 @@ func (kw *keyWatches) takeBlocker(t watchTarget) *watch {
 // keepBlocker keeps x (a watch on a blocker key, healthy as far as its
 // user knows) for the next wait, in place of the one kept before; or
 // stops it when it cannot be kept.
-func (kw *keyWatches) keepBlocker(x *watch) {
+func (kw *keyWatches) keepBlocker(x *watch, rev int64) {
 	if x == nil {
 		return
 	}
@@ -132,7 +134,7 @@ func (kw *keyWatches) keepBlocker(x *watch) {
 		return
 	}
 	old := kw.blk
-	kw.blk, kw.seen = x, false
+	kw.blk, kw.seen, kw.keptRev = x, false, rev
 	if kw.timer == nil {
 		kw.timer = time.AfterFunc(blockerKeep, kw.expire)
 	} else {
@@ -169,7 +171,9 @@ func (kw *keyWatches) contended() bool {
 				return false
 			}
 			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
+				// A delete up to keptRev woke the wait that kept the
+				// watch, or came before it; a later one is another's.
+				if ev.Type == mvccpb.DELETE && ev.Kv.ModRevision > kw.keptRev {
 					kw.seen = true
 				}
 			}

@@ -162,7 +162,9 @@ func (w *waiter) await(ctx context.Context, v Verdict) (int64, error) {
 func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	kw := w.q.kw
 	var blk *watch
-	defer func() { kw.keepBlocker(blk) }()
+	// Kept as of the wait's last read (at the grant, normally): deletes up
+	// to it were this wait's own business, not another contender's.
+	defer func() { kw.keepBlocker(blk, w.readRev) }()
 	b := newBackoff()
 	for {
 		var own *dispatcher
