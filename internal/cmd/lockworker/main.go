@@ -155,9 +155,10 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 		context.AfterFunc(h.Context(), func() {
 			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context()))})
 		})
-		w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: int64(h.Lease()),
-			Invoke: invoke, Return: ret, RPost: w.rpost()})
-		w.section(tok, true)
+		w.section(tok, true, func(rpost int64) {
+			w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: int64(h.Lease()),
+				Invoke: invoke, Return: ret, RPost: rpost})
+		})
 		w.log.Put(record.Line{Kind: record.Unlock, Key: tok.Key, Token: tok.Revision})
 		uctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		_ = h.Unlock(uctx)
@@ -184,31 +185,24 @@ func (w *worker) job() int {
 		os.Exit(128 + int(syscall.SIGTERM))
 	}()
 	now := w.log.Now()
-	w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: lease, Invoke: now, Return: now, RPost: w.rpost()})
-	w.section(tok, false)
+	w.section(tok, false, func(rpost int64) {
+		w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: lease, Invoke: now, Return: now, RPost: rpost})
+	})
 	w.log.Put(record.Line{Kind: record.Unlock, Key: tok.Key, Token: tok.Revision})
 	return 0
 }
 
-// rpost returns the revision of a linearizable read, or 0.
-func (w *worker) rpost() int64 {
-	for range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		resp, err := w.cli.Get(ctx, "\x00", clientv3.WithCountOnly())
-		cancel()
-		if err == nil {
-			return resp.Header.Revision
-		}
-	}
-	return 0
-}
-
 // section is one critical section: read the three counters, the pause
-// point, write each one that was read plus one.
-func (w *worker) section(tok fencing.Token, pausable bool) {
-	cv, cst := w.access(record.RegCtl, tok, false, 0)
-	ev, est := w.access(record.RegEtcd, tok, false, 0)
-	sv, sst := w.access(record.RegSQL, tok, false, 0)
+// point, write each one that was read plus one. The control's read is a
+// linearizable read made after the grant: its revision bounds the
+// revision at which the library decided the grant, and granted records
+// the grant with it (0 if the read failed). It saves a round trip of its
+// own on every grant.
+func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost int64)) {
+	cv, cst, rpost := w.access(record.RegCtl, tok, false, 0)
+	granted(rpost)
+	ev, est, _ := w.access(record.RegEtcd, tok, false, 0)
+	sv, sst, _ := w.access(record.RegSQL, tok, false, 0)
 	if pausable && w.freeze.CompareAndSwap(true, false) {
 		w.log.Put(record.Line{Kind: record.Freeze, Key: tok.Key, Token: tok.Revision})
 		// To this very thread, which stops on its way back from the call,
@@ -219,7 +213,15 @@ func (w *worker) section(tok fencing.Token, pausable bool) {
 		runtime.UnlockOSThread()
 	}
 	if est == "ok" {
-		w.access(record.RegEtcd, tok, true, ev+1)
+		// A write of unknown outcome (a connection that died under a
+		// member, or while this process was frozen) is tried again, as a
+		// client would: the retry's answer is definite. Each attempt is
+		// recorded as an access of its own.
+		for range 3 {
+			if _, st, _ := w.access(record.RegEtcd, tok, true, ev+1); st != "unknown" {
+				break
+			}
+		}
 	}
 	if sst == "ok" {
 		w.access(record.RegSQL, tok, true, sv+1)
@@ -229,8 +231,9 @@ func (w *worker) section(tok fencing.Token, pausable bool) {
 	}
 }
 
-// access reads reg, or writes v to it, under tok, and records it.
-func (w *worker) access(reg string, tok fencing.Token, write bool, v int64) (int64, string) {
+// access reads reg, or writes v to it, under tok, and records it. rev is
+// the revision of etcd's answer to a read of the control, else 0.
+func (w *worker) access(reg string, tok fencing.Token, write bool, v int64) (_ int64, _ string, rev int64) {
 	w.nextID++
 	id := w.nextID
 	w.log.Put(record.Line{Kind: record.Call, ID: id, Reg: reg, Write: write, Value: v, Token: tok.Revision})
@@ -241,16 +244,16 @@ func (w *worker) access(reg string, tok fencing.Token, write bool, v int64) (int
 	case record.RegSQL:
 		v, st = w.sqlAccess(ctx, tok, write, v)
 	default:
-		v, st = w.etcdAccess(ctx, reg, tok, write, v)
+		v, st, rev = w.etcdAccess(ctx, reg, tok, write, v)
 	}
 	w.log.Put(record.Line{Kind: record.Ret, ID: id, Status: st, Value: v})
-	return v, st
+	return v, st, rev
 }
 
 // etcdAccess: the fenced register reads and writes in one Txn guarded by
 // the token's Cmp (fencing.Commit for the write); the control reads and
 // writes plainly.
-func (w *worker) etcdAccess(ctx context.Context, reg string, tok fencing.Token, write bool, v int64) (int64, string) {
+func (w *worker) etcdAccess(ctx context.Context, reg string, tok fencing.Token, write bool, v int64) (int64, string, int64) {
 	key := w.reg
 	if reg == record.RegCtl {
 		key = w.ctl
@@ -265,26 +268,26 @@ func (w *worker) etcdAccess(ctx context.Context, reg string, tok fencing.Token, 
 	case reg == record.RegCtl:
 		var g *clientv3.GetResponse
 		if g, err = w.cli.Get(ctx, key); err == nil {
-			return value(g.Kvs), "ok"
+			return value(g.Kvs), "ok", g.Header.Revision
 		}
 	case write:
 		_, err = fencing.Commit(ctx, w.cli, tok, clientv3.OpPut(key, strconv.FormatInt(v, 10)))
 		if errors.Is(err, fencing.ErrFenced) {
-			return v, "rejected"
+			return v, "rejected", 0
 		}
 	default:
 		resp, err = w.cli.Txn(ctx).If(tok.Cmp()).Then(clientv3.OpGet(key)).Commit()
 		if err == nil && !resp.Succeeded {
-			return 0, "rejected"
+			return 0, "rejected", 0
 		}
 		if err == nil {
-			return value(resp.Responses[0].GetResponseRange().Kvs), "ok"
+			return value(resp.Responses[0].GetResponseRange().Kvs), "ok", 0
 		}
 	}
 	if err != nil {
-		return v, "unknown"
+		return v, "unknown", 0
 	}
-	return v, "ok"
+	return v, "ok", 0
 }
 
 func value(kvs []*mvccpb.KeyValue) int64 {
