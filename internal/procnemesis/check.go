@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +16,10 @@ import (
 	"github.com/etcdlock/etcdlock/internal/nemesis"
 	"github.com/etcdlock/etcdlock/internal/procnemesis/record"
 )
+
+// exitLost is etcdlock run's exit status when the hold was lost while its
+// command ran and the command was stopped.
+const exitLost = 121
 
 // porcupineTimeout bounds porcupine on one register.
 const porcupineTimeout = 2 * time.Minute
@@ -28,7 +34,7 @@ const (
 
 // run runs the holders and the nemeses, stops them and checks.
 func (s *suite) run(ctx context.Context) (*Report, error) {
-	rep := &Report{Seed: s.cfg.Seed, Duration: s.cfg.Duration, TTL: s.cfg.TTL, Fsync: true, Members: len(s.c.members),
+	rep := &Report{Seed: s.cfg.Seed, Bug: s.cfg.Bug, Duration: s.cfg.Duration, TTL: s.cfg.TTL, Fsync: true, Members: len(s.c.members),
 		FaultCounts: make(map[string]int)}
 	hs, err := s.startHolders()
 	if err != nil {
@@ -189,6 +195,21 @@ func (s *suite) load(h *holder, client *int) (loaded, int) {
 			g.DoneAt = f.From
 			if g.DoneCause == "" {
 				g.DoneCause = "frozen"
+			}
+		}
+	}
+	if h.run && h.proc != nil && h.proc.exited() && h.proc.cmd.ProcessState.ExitCode() == exitLost {
+		// etcdlock run lost the hold and sent its job SIGTERM, then
+		// SIGKILL a grace later if the job had not exited: a job that
+		// died of it before it could record the SIGTERM was told when run
+		// sent it, at the latest run's exit less the grace.
+		told := h.proc.exitNs - s.startNs
+		if b, err := os.ReadFile(h.logPath()); err == nil && strings.Contains(string(b), "SIGKILL") {
+			told -= int64(s.runGrace())
+		}
+		for _, g := range out.grants {
+			if g.UnlockAt == 0 && g.DoneAt == 0 {
+				g.DoneAt, g.DoneCause = told, "lost (etcdlock run exited 121)"
 			}
 		}
 	}

@@ -237,13 +237,18 @@ func (c *cluster) applyCuts() {
 	defer c.mu.Unlock()
 	for _, m := range c.members {
 		var ids []string
+		cut := 0
 		for _, o := range c.members {
 			a, b := min(m.idx, o.idx), max(m.idx, o.idx)
-			if o != m && c.cut[[2]int{a, b}] && o.id != "" {
+			if o == m || !c.cut[[2]int{a, b}] {
+				continue
+			}
+			cut++
+			if o.id != "" {
 				ids = append(ids, o.id)
 			}
 		}
-		m.proxy.setCut(ids)
+		m.proxy.setCut(ids, cut == len(c.members)-1)
 	}
 }
 

@@ -53,8 +53,12 @@ func (s *suite) workerArgs(sh *shard, hist string) []string {
 // startWorker starts a worker process on sh.
 func (s *suite) startWorker(sh *shard) (*holder, error) {
 	return s.startHolder("w", sh, false, func(hist string) (string, []string) {
-		return "lockworker", append([]string{"worker", "-lock", sh.name, "-namespace", namespace,
-			"-ttl", s.cfg.TTL.String()}, s.workerArgs(sh, hist)...)
+		args := []string{"worker", "-lock", sh.name, "-namespace", namespace, "-ttl", s.cfg.TTL.String(),
+			"-give-up", (2 * s.cfg.TTL).String()}
+		if s.cfg.Bug != "" {
+			args = append(args, "-bug", s.cfg.Bug)
+		}
+		return "lockworker", append(args, s.workerArgs(sh, hist)...)
 	})
 }
 
@@ -64,10 +68,18 @@ func (s *suite) startRun() (*holder, error) {
 	sh := &s.runLk
 	return s.startHolder("r", sh, true, func(hist string) (string, []string) {
 		return "etcdlock", append([]string{"run", "--endpoints", strings.Join(s.c.endpoints(), ","),
-			"--namespace", namespace, "--ttl", s.cfg.TTL.String(), "--grace", (s.cfg.TTL * 3 / 20).String(), sh.name, "--",
+			"--namespace", namespace, "--ttl", s.cfg.TTL.String(), "--grace", s.runGrace().String(), sh.name, "--",
 			"sh", "-c", `"$@"; exit $?`, "sh", filepath.Join(s.bin, "lockworker"), "job"}, s.workerArgs(sh, hist)...)
 	})
 }
+
+// runGrace is etcdlock run's --grace: the time its job has between
+// SIGTERM and SIGKILL once the hold is lost, under the fifth of the TTL
+// that run allows.
+func (s *suite) runGrace() time.Duration { return s.cfg.TTL * 3 / 20 }
+
+// logPath is the file of h's standard output and error.
+func (h *holder) logPath() string { return strings.TrimSuffix(h.hist, ".jsonl") + ".log" }
 
 // startHolder records a new holder of sh and starts the binary and
 // arguments that command returns for its history file.
@@ -78,7 +90,7 @@ func (s *suite) startHolder(prefix string, sh *shard, run bool, command func(his
 	s.holders = append(s.holders, h)
 	s.hmu.Unlock()
 	bin, args := command(h.hist)
-	p, err := s.ps.start(h.name, nil, filepath.Join(s.dir, "hist", h.name+".log"), nil, filepath.Join(s.bin, bin), args...)
+	p, err := s.ps.start(h.name, nil, h.logPath(), nil, filepath.Join(s.bin, bin), args...)
 	if err != nil {
 		return nil, err
 	}

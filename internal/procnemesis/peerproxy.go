@@ -20,13 +20,19 @@ import (
 // directions (the receiver's messages come back in the response), so a
 // cut link stops raft messages both ways. Requests that name no sender
 // (the peer API's version, members and lease-forwarding calls) are let
-// through: they carry no raft messages.
+// through while the member is cut from some members only, and refused
+// once it is cut from all of them.
 type peerProxy struct {
 	ln     net.Listener
 	target string // the member's own peer listener, host:port
 
-	mu    sync.Mutex
-	cut   map[string]bool // sender member IDs (hex) refused
+	mu  sync.Mutex
+	cut map[string]bool // sender member IDs (hex) refused
+	// all refuses every connection, whatever its sender: the member is
+	// cut from every other, so that peer API calls that name no sender
+	// (a lease renewal forwarded by a member of the majority to this
+	// former leader) cannot reach it either.
+	all   bool
 	conns map[net.Conn]string
 	wg    sync.WaitGroup
 }
@@ -45,17 +51,17 @@ func startPeerProxy(target string) (*peerProxy, error) {
 // addr returns the proxy's address, host:port.
 func (p *peerProxy) addr() string { return p.ln.Addr().String() }
 
-// setCut refuses the senders in ids from now on, and closes their open
-// connections; every other sender is let through.
-func (p *peerProxy) setCut(ids []string) {
+// setCut refuses the senders in ids from now on (every connection if all),
+// and closes their open connections; every other sender is let through.
+func (p *peerProxy) setCut(ids []string, all bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = make(map[string]bool)
+	p.cut, p.all = make(map[string]bool), all
 	for _, id := range ids {
 		p.cut[id] = true
 	}
 	for c, from := range p.conns {
-		if p.cut[from] {
+		if p.all || p.cut[from] {
 			c.Close()
 		}
 	}
@@ -105,7 +111,7 @@ func (p *peerProxy) serve(c net.Conn) {
 	}
 	defer up.Close()
 	p.mu.Lock()
-	if p.cut[from] || p.conns == nil {
+	if p.all || p.cut[from] || p.conns == nil {
 		p.mu.Unlock()
 		return
 	}

@@ -87,7 +87,8 @@ func (l tlog) Write(b []byte) (int, error) {
 
 // TestPeerProxyCuts: the proxy relays a request that names its sender,
 // refuses it once that sender is cut (closing the open connection), and
-// lets other senders and requests without a sender through.
+// lets other senders and requests without a sender through, until the
+// member is cut from all.
 func TestPeerProxyCuts(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -148,7 +149,7 @@ func TestPeerProxyCuts(t *testing.T) {
 	if !relayed(abr) {
 		t.Fatal("a request from aa was not relayed")
 	}
-	p.setCut([]string{"aa"})
+	p.setCut([]string{"aa"}, false)
 	if _, err := abr.ReadString(0); err == nil {
 		t.Error("aa's open connection survived the cut")
 	}
@@ -164,13 +165,19 @@ func TestPeerProxyCuts(t *testing.T) {
 	if !relayed(bbr) || !relayed(nbr) {
 		t.Error("a request from bb, or naming no sender, was not relayed while only aa is cut")
 	}
-	p.setCut(nil)
+	p.setCut(nil, false)
 	a3, a3br := dial("aa")
 	defer a3.Close()
 	if !relayed(a3br) {
 		t.Error("a request from aa was not relayed once mended")
 	}
-	for _, c := range []net.Conn{a, a2, a3, b, n} {
+	p.setCut(nil, true) // cut from every member: nothing gets through
+	n2, n2br := dial("")
+	defer n2.Close()
+	if relayed(n2br) {
+		t.Error("a request naming no sender was relayed to a member cut from all")
+	}
+	for _, c := range []net.Conn{a, a2, a3, b, n, n2} {
 		c.Close()
 	}
 	p.close()

@@ -14,7 +14,9 @@ import (
 // Report is the outcome of Run, in the manner of internal/nemesis's. Its
 // JSON form leads with the totals.
 type Report struct {
-	Seed     int64         `json:"seed"`
+	Seed int64 `json:"seed"`
+	// Bug is Config.Bug: the planted bug the workers ran with, if any.
+	Bug      string        `json:"bug,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
 	TTL      time.Duration `json:"ttl_ns"`
 	// Fsync is always true: the members sync their WAL and backend.
@@ -78,6 +80,9 @@ type Report struct {
 	Notes     []string          `json:"notes,omitempty"`
 	Leftovers []string          `json:"leftovers,omitempty"`
 	Outlived  []string          `json:"outlived,omitempty"`
+	// OutDir is where a failed run without Config.Dir left its histories
+	// and logs (the members' data removed), or "".
+	OutDir string `json:"out_dir,omitempty"`
 }
 
 // Row is one lock and its counters.
@@ -145,6 +150,9 @@ func (r *Report) Table(w io.Writer) error {
 	}
 	for _, s := range r.Leftovers {
 		fmt.Fprintf(w, "  violation (leftover process): %s\n", s)
+	}
+	if r.OutDir != "" {
+		fmt.Fprintf(w, "histories and logs kept in %s\n", r.OutDir)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package procnemesis
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,10 @@ type Config struct {
 	Dir string
 	// Log, if set, receives a line per fault.
 	Log io.Writer
+	// Bug, if set, is the name of a planted bug (internal/bugs, e.g.
+	// "LeaseIDToken") that every worker runs with: the binaries are
+	// built with -tags etcdlock_bugs, and the run must find violations.
+	Bug string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -145,7 +150,19 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		if s.dir, err = os.MkdirTemp("", "etcdlock-procnemesis-"); err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(s.dir)
+		defer func() { // after every process is gone (deferred below)
+			if rep != nil && (rep.Violations > 0 || !rep.Valid) && cfg.Bug == "" {
+				// Keep the histories and logs to look into; not the data.
+				_ = os.RemoveAll(filepath.Join(s.dir, "data"))
+				_ = os.RemoveAll(s.bin)
+				rep.OutDir = s.dir
+				if b, err := json.MarshalIndent(rep, "", "  "); err == nil {
+					_ = os.WriteFile(filepath.Join(s.dir, "report.json"), b, 0o644)
+				}
+				return
+			}
+			_ = os.RemoveAll(s.dir)
+		}()
 	} else if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -156,7 +173,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}
 	buildStart := time.Now()
-	if err := build(ctx, s.bin); err != nil {
+	if err := build(ctx, s.bin, cfg.Bug != ""); err != nil {
 		return nil, err
 	}
 	s.start = time.Now()
@@ -188,15 +205,19 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	return s.run(ctx)
 }
 
-// build builds the suite's binaries into dir, without the race detector.
-func build(ctx context.Context, dir string) error {
+// build builds the suite's binaries into dir, without the race detector,
+// and with the planted bugs compiled in if bugs.
+func build(ctx context.Context, dir string, bugs bool) error {
 	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return fmt.Errorf("procnemesis: finding the module: %w", err)
 	}
 	root := strings.TrimSpace(string(out))
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
-		"./internal/cmd/etcdserver", "./internal/cmd/lockworker", "./cmd/etcdlock")
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if bugs {
+		args = append(args, "-tags", "etcdlock_bugs")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "./internal/cmd/etcdserver", "./internal/cmd/lockworker", "./cmd/etcdlock")...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("procnemesis: building the binaries: %w\n%s", err, out)

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"runtime"
@@ -45,6 +46,7 @@ import (
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/fencing/sqlfence"
+	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/procnemesis/record"
 	"github.com/etcdlock/etcdlock/lock"
 )
@@ -60,6 +62,7 @@ type worker struct {
 	reg, ctl, sqlr string // etcd register key, control key, SQL resource and counter row
 	nextID         int64
 	freeze         atomic.Bool
+	giveUp         time.Duration
 }
 
 func main() { os.Exit(run()) }
@@ -81,13 +84,21 @@ func run() int {
 	fs.StringVar(&name, "lock", "", "the mutex's name (worker)")
 	fs.StringVar(&ns, "namespace", "", "etcdlock namespace (worker)")
 	fs.DurationVar(&ttl, "ttl", 2*time.Second, "the hold's lease TTL (worker)")
+	fs.DurationVar(&w.giveUp, "give-up", 0, "give up each wait for the lock after a random time up to this (worker; 0: wait as long as it takes)")
 	fs.StringVar(&hist, "history", "", "history file to append to")
 	fs.Int64Var(&start, "start", 0, "the run's start, Unix nanoseconds")
 	fs.StringVar(&dsn, "sqlite", "", "SQLite DSN of the fenced SQL counter")
 	fs.StringVar(&w.reg, "reg", "", "etcd key of the fenced counter")
 	fs.StringVar(&w.ctl, "ctl", "", "etcd key of the unfenced control counter")
 	fs.StringVar(&w.sqlr, "sql-resource", "", "SQL counter row and fence resource")
+	bug := fs.String("bug", "", "switch on this planted bug (a build with -tags etcdlock_bugs only)")
 	_ = fs.Parse(os.Args[2:])
+	if *bug != "" {
+		if err := plant(*bug); err != nil {
+			fmt.Fprintln(os.Stderr, "lockworker:", err)
+			return 2
+		}
+	}
 	if endpoints == "" || hist == "" || start == 0 || dsn == "" || w.reg == "" || w.ctl == "" || w.sqlr == "" {
 		fmt.Fprintln(os.Stderr, "lockworker: -endpoints, -history, -start, -sqlite, -reg, -ctl and -sql-resource are required")
 		return 2
@@ -129,11 +140,17 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 	defer stop()
 	usr := make(chan os.Signal, 2)
 	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(usr)
-	go func() { // ends with the process: the main goroutine returns only to exit
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
 		for s := range usr {
 			w.freeze.Store(s == syscall.SIGUSR1) // SIGUSR2 withdraws the request
 		}
+	}()
+	defer func() {
+		signal.Stop(usr)
+		close(usr)
+		<-done
 	}()
 	m, err := lock.NewMutex(w.cli, name, lock.WithTTL(ttl), lock.WithNamespace(ns))
 	if err != nil {
@@ -143,9 +160,17 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 	defer m.Close()
 	for ctx.Err() == nil {
 		invoke := w.log.Now()
-		h, err := m.Lock(ctx)
+		lctx, cancel := ctx, context.CancelFunc(func() {})
+		if w.giveUp > 0 {
+			// Between a quarter of it and all of it: waiters give up at
+			// different times, so that one behind another that gave up
+			// may still be waiting, for a frozen holder for example.
+			lctx, cancel = context.WithTimeout(ctx, w.giveUp/4+rand.N(w.giveUp*3/4))
+		}
+		h, err := m.Lock(lctx)
+		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && lctx.Err() == nil {
 				time.Sleep(50 * time.Millisecond) // etcd unreachable for now: do not spin
 			}
 			continue
@@ -177,12 +202,23 @@ func (w *worker) job() int {
 		return 2
 	}
 	w.log.Put(record.Line{Kind: record.Job, PID: os.Getpid(), PPID: os.Getppid()})
+	// SIGTERM: etcdlock run lost the hold (or was asked to stop). The
+	// job records it and exits at once, as a job that stops acting on
+	// its hold should.
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
-	go func() { // ends with the process
-		<-term
-		w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: "lost"})
-		os.Exit(128 + int(syscall.SIGTERM))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, ok := <-term; ok {
+			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: "lost"})
+			os.Exit(128 + int(syscall.SIGTERM))
+		}
+	}()
+	defer func() {
+		signal.Stop(term)
+		close(term)
+		<-done
 	}()
 	now := w.log.Now()
 	w.section(tok, false, func(rpost int64) {
@@ -193,16 +229,14 @@ func (w *worker) job() int {
 }
 
 // section is one critical section: read the three counters, the pause
-// point, write each one that was read plus one. The control's read is a
-// linearizable read made after the grant: its revision bounds the
+// point, write each one that was read plus one. The etcd reads are
+// linearizable and made after the grant: their revision bounds the
 // revision at which the library decided the grant, and granted records
-// the grant with it (0 if the read failed). It saves a round trip of its
-// own on every grant.
+// the grant with it (0 if the read failed).
 func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost int64)) {
-	cv, cst, rpost := w.access(record.RegCtl, tok, false, 0)
+	cv, cst, ev, est, rpost := w.readEtcd(tok)
 	granted(rpost)
-	ev, est, _ := w.access(record.RegEtcd, tok, false, 0)
-	sv, sst, _ := w.access(record.RegSQL, tok, false, 0)
+	sv, sst := w.access(record.RegSQL, tok, false, 0)
 	if pausable && w.freeze.CompareAndSwap(true, false) {
 		w.log.Put(record.Line{Kind: record.Freeze, Key: tok.Key, Token: tok.Revision})
 		// To this very thread, which stops on its way back from the call,
@@ -218,7 +252,7 @@ func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost in
 		// client would: the retry's answer is definite. Each attempt is
 		// recorded as an access of its own.
 		for range 3 {
-			if _, st, _ := w.access(record.RegEtcd, tok, true, ev+1); st != "unknown" {
+			if _, st := w.access(record.RegEtcd, tok, true, ev+1); st != "unknown" {
 				break
 			}
 		}
@@ -231,12 +265,42 @@ func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost in
 	}
 }
 
-// access reads reg, or writes v to it, under tok, and records it. rev is
-// the revision of etcd's answer to a read of the control, else 0.
-func (w *worker) access(reg string, tok fencing.Token, write bool, v int64) (_ int64, _ string, rev int64) {
+// readEtcd reads the control and the fenced counter in one Txn, one
+// round trip instead of two: the fenced counter only while tok's hold is
+// current (the Then branch), the control either way, unfenced. It records
+// them as two accesses and returns their values and outcomes, and the
+// revision of the answer (0 if none).
+func (w *worker) readEtcd(tok fencing.Token) (cv int64, cst string, ev int64, est string, rev int64) {
+	ctlID := w.call(record.RegCtl, tok, false, 0)
+	regID := w.call(record.RegEtcd, tok, false, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	resp, err := w.cli.Txn(ctx).If(tok.Cmp()).
+		Then(clientv3.OpGet(w.ctl), clientv3.OpGet(w.reg)).Else(clientv3.OpGet(w.ctl)).Commit()
+	cst, est = "unknown", "unknown"
+	if err == nil {
+		rev = resp.Header.Revision
+		cv, cst = value(resp.Responses[0].GetResponseRange().Kvs), "ok"
+		est = "rejected"
+		if resp.Succeeded {
+			ev, est = value(resp.Responses[1].GetResponseRange().Kvs), "ok"
+		}
+	}
+	w.log.Put(record.Line{Kind: record.Ret, ID: ctlID, Status: cst, Value: cv})
+	w.log.Put(record.Line{Kind: record.Ret, ID: regID, Status: est, Value: ev})
+	return cv, cst, ev, est, rev
+}
+
+// call records the start of an access and returns its ID.
+func (w *worker) call(reg string, tok fencing.Token, write bool, v int64) int64 {
 	w.nextID++
-	id := w.nextID
-	w.log.Put(record.Line{Kind: record.Call, ID: id, Reg: reg, Write: write, Value: v, Token: tok.Revision})
+	w.log.Put(record.Line{Kind: record.Call, ID: w.nextID, Reg: reg, Write: write, Value: v, Token: tok.Revision})
+	return w.nextID
+}
+
+// access reads reg, or writes v to it, under tok, and records it.
+func (w *worker) access(reg string, tok fencing.Token, write bool, v int64) (int64, string) {
+	id := w.call(reg, tok, write, v)
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	var st string
@@ -244,50 +308,28 @@ func (w *worker) access(reg string, tok fencing.Token, write bool, v int64) (_ i
 	case record.RegSQL:
 		v, st = w.sqlAccess(ctx, tok, write, v)
 	default:
-		v, st, rev = w.etcdAccess(ctx, reg, tok, write, v)
+		v, st = w.etcdWrite(ctx, reg, tok, v)
 	}
 	w.log.Put(record.Line{Kind: record.Ret, ID: id, Status: st, Value: v})
-	return v, st, rev
+	return v, st
 }
 
-// etcdAccess: the fenced register reads and writes in one Txn guarded by
-// the token's Cmp (fencing.Commit for the write); the control reads and
-// writes plainly.
-func (w *worker) etcdAccess(ctx context.Context, reg string, tok fencing.Token, write bool, v int64) (int64, string, int64) {
-	key := w.reg
+// etcdWrite writes v to the fenced counter through fencing.Commit, or to
+// the control plainly.
+func (w *worker) etcdWrite(ctx context.Context, reg string, tok fencing.Token, v int64) (int64, string) {
+	var err error
 	if reg == record.RegCtl {
-		key = w.ctl
+		_, err = w.cli.Put(ctx, w.ctl, strconv.FormatInt(v, 10))
+	} else {
+		_, err = fencing.Commit(ctx, w.cli, tok, clientv3.OpPut(w.reg, strconv.FormatInt(v, 10)))
 	}
-	var (
-		resp *clientv3.TxnResponse
-		err  error
-	)
 	switch {
-	case reg == record.RegCtl && write:
-		_, err = w.cli.Put(ctx, key, strconv.FormatInt(v, 10))
-	case reg == record.RegCtl:
-		var g *clientv3.GetResponse
-		if g, err = w.cli.Get(ctx, key); err == nil {
-			return value(g.Kvs), "ok", g.Header.Revision
-		}
-	case write:
-		_, err = fencing.Commit(ctx, w.cli, tok, clientv3.OpPut(key, strconv.FormatInt(v, 10)))
-		if errors.Is(err, fencing.ErrFenced) {
-			return v, "rejected", 0
-		}
-	default:
-		resp, err = w.cli.Txn(ctx).If(tok.Cmp()).Then(clientv3.OpGet(key)).Commit()
-		if err == nil && !resp.Succeeded {
-			return 0, "rejected", 0
-		}
-		if err == nil {
-			return value(resp.Responses[0].GetResponseRange().Kvs), "ok", 0
-		}
+	case errors.Is(err, fencing.ErrFenced):
+		return v, "rejected"
+	case err != nil:
+		return v, "unknown"
 	}
-	if err != nil {
-		return v, "unknown", 0
-	}
-	return v, "ok", 0
+	return v, "ok"
 }
 
 func value(kvs []*mvccpb.KeyValue) int64 {
@@ -337,6 +379,20 @@ func (w *worker) sqlTx(ctx context.Context, tok fencing.Token, write bool, v int
 		return v, "unknown", err
 	}
 	return v, "ok", nil
+}
+
+// plant switches on the planted bug called name (internal/bugs).
+func plant(name string) error {
+	if !bugs.Compiled {
+		return fmt.Errorf("-bug %s: planted bugs are compiled in only with -tags etcdlock_bugs", name)
+	}
+	for _, b := range []bugs.Bug{bugs.SkipOwnershipCheck, bugs.LeaseIDToken, bugs.UnlockByName, bugs.ReceiveTimeDeadline} {
+		if b.String() == name {
+			bugs.Set(b, true)
+			return nil
+		}
+	}
+	return fmt.Errorf("-bug %s: no such planted bug", name)
 }
 
 // busy reports whether SQLite refused a transaction as busy: it is

@@ -9,6 +9,8 @@
 // asked, and exits 0 if the run is valid with no violation, 1 if not, and
 // 2 on bad flags. SIGINT or SIGTERM cuts the faults short and checks what
 // ran; every process it started is killed and reaped before it exits.
+// With -bug NAME every worker runs with a planted bug (internal/bugs), and
+// the exit status is 0 only if the run found violations.
 //
 // Safety model: a lease-based lock cannot stop a paused holder from acting
 // after its lease expired; the fencing token (the lock key's create
@@ -45,6 +47,7 @@ func main() {
 	flag.StringVar(&cfg.Dir, "dir", "", "keep binaries, data and histories in this directory")
 	flag.StringVar(&jsonPath, "json", "", "write the report as JSON to this `file`")
 	flag.BoolVar(&verbose, "v", false, "log every fault")
+	flag.StringVar(&cfg.Bug, "bug", "", "run every worker with this planted bug (e.g. LeaseIDToken): the run must find violations")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "procnemesis: no arguments expected")
@@ -67,6 +70,12 @@ func main() {
 			fmt.Fprintln(os.Stderr, "procnemesis:", err)
 			os.Exit(1)
 		}
+	}
+	if cfg.Bug != "" { // a run with a planted bug must find it
+		if rep.Violations == 0 {
+			os.Exit(1)
+		}
+		return
 	}
 	if !rep.Valid || rep.Violations > 0 {
 		os.Exit(1)
