@@ -352,11 +352,14 @@ func (s *suite) checkFrozen(rep *Report, row *Row, h *holder, l loaded, addFindi
 		if time.Duration(f.To-f.From) >= s.cfg.TTL {
 			rep.FrozenPastTTL++
 		}
+		writes, refused := 0, 0
 		for _, reg := range []string{record.RegEtcd, record.RegSQL} {
+			last := nemesis.Outcome("")
 			for _, a := range l.acc[reg] {
 				if !a.Write || a.Token != f.Token || a.Call < f.From {
 					continue
 				}
+				last = a.Status
 				switch a.Status {
 				case nemesis.Rejected:
 					rep.FrozenLateRefused++
@@ -369,6 +372,15 @@ func (s *suite) checkFrozen(rep *Report, row *Row, h *holder, l loaded, addFindi
 					rep.FrozenLateUnknown++
 				}
 			}
+			if last != "" {
+				writes++
+			}
+			if last == nemesis.Rejected {
+				refused++
+			}
+		}
+		if writes > 0 && refused == writes {
+			rep.FrozenAllRefused++
 		}
 	}
 }

@@ -65,6 +65,12 @@
 // SQL fence; it SIGKILLs workers (and starts new ones), and SIGKILLs
 // `etcdlock run` processes in the middle of their jobs.
 //
+// Workers give up each wait for their lock after a random time up to two
+// TTLs and queue again, so that waiters leave the queue while a frozen
+// holder holds it. With Config.Bug every worker runs with a planted bug
+// (internal/bugs; the binaries are then built with -tags etcdlock_bugs)
+// and the run must find violations.
+//
 // # What is checked
 //
 // The checkers of internal/nemesis: true holders from a replay of a

@@ -63,9 +63,9 @@ func TestShortTier(t *testing.T) {
 	if rep.Violations != 0 {
 		t.Errorf("%d violations (seed %d)", rep.Violations, rep.Seed)
 	}
-	if rep.FrozenPastTTL == 0 || rep.FrozenLateRefused == 0 || rep.FrozenLateAccepted != 0 {
-		t.Errorf("frozen holders: %d past their TTL, late writes %d refused and %d accepted; want some refused, none accepted",
-			rep.FrozenPastTTL, rep.FrozenLateRefused, rep.FrozenLateAccepted)
+	if rep.FrozenPastTTL == 0 || rep.FrozenAllRefused == 0 || rep.FrozenLateAccepted != 0 {
+		t.Errorf("frozen holders: %d past their TTL, %d with every late write refused, %d late writes accepted; want some refused, none accepted",
+			rep.FrozenPastTTL, rep.FrozenAllRefused, rep.FrozenLateAccepted)
 	}
 	if rep.ControlLostUpdates == 0 {
 		t.Errorf("the unfenced control lost no update: the freezes did not outlive the leases")

@@ -179,7 +179,7 @@ func state(stat []byte) byte {
 }
 
 // leftovers scans /proc for live processes whose command line names
-// something under dir (the run's binaries and files): a run leaves none.
+// something under dir (the run's binaries): a run leaves none.
 func leftovers(dir string) []string {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {

@@ -53,6 +53,10 @@ type Report struct {
 	FrozenLateRefused  int `json:"frozen_late_writes_refused"`
 	FrozenLateAccepted int `json:"frozen_late_writes_accepted"`
 	FrozenLateUnknown  int `json:"frozen_late_writes_unknown"`
+	// FrozenAllRefused counts the holders frozen past their TTL whose
+	// late write to each fenced counter was refused in the end (a write
+	// of unknown outcome is retried).
+	FrozenAllRefused int `json:"frozen_all_refused"`
 	// RunsKilled counts etcdlock runs SIGKILLed in their job;
 	// RunChildrenOutlived, those whose shell or job outlived them by 5 s.
 	RunsKilled          int `json:"runs_killed"`
@@ -128,8 +132,8 @@ func (r *Report) Table(w io.Writer) error {
 		fc = append(fc, fmt.Sprintf("%s %d", k, r.FaultCounts[k]))
 	}
 	fmt.Fprintf(w, "\nfaults: %s (%d hit the leader)\n", strings.Join(fc, ", "), r.LeaderFaults)
-	fmt.Fprintf(w, "frozen holders: %d, %d past their TTL until a newer holder was admitted; late fenced writes: %d refused, %d accepted, %d unknown\n",
-		r.FrozenHolders, r.FrozenPastTTL, r.FrozenLateRefused, r.FrozenLateAccepted, r.FrozenLateUnknown)
+	fmt.Fprintf(w, "frozen holders: %d, %d past their TTL until a newer holder was admitted, %d with every late fenced write refused in the end; late fenced writes: %d refused, %d accepted, %d unknown (then retried)\n",
+		r.FrozenHolders, r.FrozenPastTTL, r.FrozenAllRefused, r.FrozenLateRefused, r.FrozenLateAccepted, r.FrozenLateUnknown)
 	fmt.Fprintf(w, "etcdlock runs killed in their job: %d, children that outlived them: %d\n", r.RunsKilled, r.RunChildrenOutlived)
 	fmt.Fprintf(w, "seed %d, %v of faults, TTL %v, fsync on, %d members: %d violations, valid %v (clock drift %v)\n",
 		r.Seed, r.Duration, r.TTL, r.Members, r.Violations, r.Valid, r.ClockDrift)

@@ -139,8 +139,10 @@ func (s *suite) logf(format string, args ...any) {
 // nemeses for cfg.Duration, stops everything and checks the histories.
 // It blocks until then; ctx's end cuts the faults short (the report says
 // so). Every process it started is killed and reaped before it returns.
-// It returns an error only when the run could not be made (a build, the
-// cluster's start); violations are in the Report.
+// It returns ErrConfig for a bad cfg, and another error only when the run
+// could not be made (a build, the cluster's start); violations are in the
+// Report. Runs may go on concurrently: each has its own directory and
+// ports.
 func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if cfg, err = cfg.withDefaults(); err != nil {
 		return nil, err
@@ -181,7 +183,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	s.logf("built the binaries in %v", time.Since(buildStart).Round(time.Millisecond))
 	defer func() {
 		s.ps.closeAll()
-		if left := leftovers(s.dir); len(left) > 0 && rep != nil {
+		// Every process of the run names a binary of its own in its command
+		// line (a job's shell names lockworker).
+		if left := leftovers(s.bin + string(filepath.Separator)); len(left) > 0 && rep != nil {
 			rep.Leftovers = left
 			rep.Violations += len(left)
 		}
