@@ -326,6 +326,11 @@ func (s *suite) check(ctx context.Context, rep *Report, warm int64) {
 	}
 	rep.RunChildrenOutlived = len(rep.Outlived)
 	rep.Violations += len(rep.Outlived)
+	for _, o := range rep.Outlived {
+		if len(rep.Findings) < 50 {
+			rep.Findings = append(rep.Findings, nemesis.Finding{Checker: CheckRunChildren, What: o})
+		}
+	}
 
 	// Validity.
 	if warm <= 0 || rep.CriticalSections == 0 {

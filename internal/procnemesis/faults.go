@@ -241,6 +241,11 @@ func (s *suite) killRun(ctx context.Context) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+	for _, pid := range left { // reaped by whoever adopted them; gone in a moment
+		for end := time.Now().Add(5 * time.Second); alive(pid) && time.Now().Before(end); {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	s.hmu.Lock()
 	h.killedAt = s.now()
 	if len(left) > 0 {

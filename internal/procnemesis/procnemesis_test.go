@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/etcdlock/etcdlock/internal/nemesis"
+	"github.com/etcdlock/etcdlock/internal/procnemesis/record"
 )
 
 var (
@@ -206,5 +209,65 @@ func TestLeftovers(t *testing.T) {
 	}
 	if alive(p.pid()) {
 		t.Error("the sleeper is alive after closeAll")
+	}
+}
+
+// TestKillRunOutlived: the check of a killed etcdlock run's children fails
+// for a "run" that leaves its child behind (a shell whose background job
+// has no parent-death signal), and the child is killed anyway.
+func TestKillRunOutlived(t *testing.T) {
+	dir := t.TempDir()
+	s := &suite{ps: newProcs(), dir: dir, startNs: time.Now().UnixNano()}
+	defer s.ps.closeAll()
+	h := &holder{name: "r0-job", run: true, hist: filepath.Join(dir, "r0.jsonl")}
+	script := `sleep 60 & printf '{"k":"job","pid":%d,"ppid":%d}\n' $! $$ > "$0"; wait`
+	p, err := s.ps.start(h.name, nil, filepath.Join(dir, "r0.log"), nil, "/bin/sh", "-c", script, h.hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.proc = p
+	s.holders = []*holder{h}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.killRun(ctx)
+	if len(s.outlive) != 1 || len(s.faults) != 1 || s.faults[0].Kind != FaultKillRun {
+		t.Fatalf("outlived %q, faults %+v; want the sleep reported as outliving its parent", s.outlive, s.faults)
+	}
+	pids := jobPIDs(h)
+	if len(pids) != 2 || alive(pids[0]) {
+		t.Errorf("job pids %v: the child that outlived its parent is still alive", pids)
+	}
+}
+
+// TestCheckFrozen: a frozen holder's late write that a fence accepted is a
+// violation; refused ones, and writes from before the freeze, are not.
+func TestCheckFrozen(t *testing.T) {
+	s := &suite{cfg: Config{TTL: 2 * time.Second}}
+	h := &holder{name: "w0-m0", freezes: []frozen{{Worker: "w0-m0", Token: 7, From: 1e9, To: 5e9, NewerAdmitted: true}}}
+	w := func(tok, call int64, st nemesis.Outcome) nemesis.Access {
+		return nemesis.Access{Write: true, Writer: true, Token: tok, Call: call, Ret: call + 1, Status: st}
+	}
+	for _, tc := range []struct {
+		name                 string
+		etcd, sql            []nemesis.Access
+		violations, refused  int
+		allRefused, accepted int
+	}{
+		{"refused", []nemesis.Access{w(7, 5e9, nemesis.Unknown), w(7, 6e9, nemesis.Rejected)},
+			[]nemesis.Access{w(7, 6e9, nemesis.Rejected)}, 0, 2, 1, 0},
+		{"accepted", []nemesis.Access{w(7, 5e9, nemesis.Rejected)}, []nemesis.Access{w(7, 6e9, nemesis.OK)}, 1, 1, 0, 1},
+		{"before the freeze", []nemesis.Access{w(7, 5e8, nemesis.OK), w(7, 5e9, nemesis.Rejected)}, nil, 0, 1, 1, 0},
+	} {
+		rep := &Report{}
+		row := &Row{Violations: make(map[string]int)}
+		l := loaded{acc: map[string][]nemesis.Access{record.RegEtcd: tc.etcd, record.RegSQL: tc.sql}}
+		s.checkFrozen(rep, row, h, l, func(row *Row, f nemesis.Finding) {
+			row.Violations[f.Checker]++
+			rep.Violations++
+		})
+		if rep.Violations != tc.violations || row.Violations[CheckFrozen] != tc.violations || rep.FrozenLateRefused != tc.refused ||
+			rep.FrozenAllRefused != tc.allRefused || rep.FrozenLateAccepted != tc.accepted || rep.FrozenPastTTL != 1 {
+			t.Errorf("%s: %+v; want %d violations, %d refused, %d all refused, %d accepted", tc.name, rep, tc.violations, tc.refused, tc.allRefused, tc.accepted)
+		}
 	}
 }

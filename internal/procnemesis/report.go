@@ -149,9 +149,6 @@ func (r *Report) Table(w io.Writer) error {
 	for _, f := range r.Findings {
 		fmt.Fprintf(w, "  violation (%s): %s\n", f.Checker, f.What)
 	}
-	for _, s := range r.Outlived {
-		fmt.Fprintf(w, "  violation (run-children): %s\n", s)
-	}
 	for _, s := range r.Leftovers {
 		fmt.Fprintf(w, "  violation (leftover process): %s\n", s)
 	}
