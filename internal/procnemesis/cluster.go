@@ -1,0 +1,295 @@
+package procnemesis
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// member is one etcd server process and the proxy in front of its peer
+// listener.
+type member struct {
+	idx        int
+	name       string
+	dir        string // data dir
+	clientURL  string
+	listenPeer string // its own peer listener
+	proxy      *peerProxy
+	id         string // member ID, hex, from its "ready" line
+
+	proc   *proc // nil while killed
+	frozen bool  // SIGSTOP'd
+}
+
+// cluster is three etcd server processes on the loopback address, fsync
+// on, each with its data dir under dir.
+type cluster struct {
+	ps      *procs
+	bin     string
+	dir     string
+	initial string
+	members []*member
+	cli     *clientv3.Client // to every member, for the suite's own reads
+
+	mu  sync.Mutex
+	cut map[[2]int]bool // links cut, as sorted pairs of member indexes
+}
+
+// freePort returns a TCP port on 127.0.0.1 free right now.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startCluster starts the three members and waits until each is ready.
+func startCluster(ctx context.Context, ps *procs, bin, dir string, n int) (_ *cluster, err error) {
+	c := &cluster{ps: ps, bin: bin, dir: dir, cut: make(map[[2]int]bool)}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	var initial []string
+	for i := range n {
+		m := &member{idx: i, name: fmt.Sprintf("m%d", i), dir: filepath.Join(dir, fmt.Sprintf("m%d", i))}
+		ca, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		if m.listenPeer, err = freePort(); err != nil {
+			return nil, err
+		}
+		m.clientURL = "http://" + ca
+		if m.proxy, err = startPeerProxy(m.listenPeer); err != nil {
+			return nil, err
+		}
+		c.members = append(c.members, m)
+		initial = append(initial, m.name+"=http://"+m.proxy.addr())
+	}
+	c.initial = strings.Join(initial, ",")
+	ready := make([]chan string, n)
+	for i, m := range c.members {
+		if ready[i], err = c.launch(m); err != nil {
+			return nil, err
+		}
+	}
+	for i, m := range c.members {
+		if err := c.waitReady(ctx, m, ready[i]); err != nil {
+			return nil, err
+		}
+	}
+	c.cli, err = clientv3.New(clientv3.Config{Endpoints: c.endpoints(), DialTimeout: 5 * time.Second,
+		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	return c, err
+}
+
+// endpoints returns every member's client URL.
+func (c *cluster) endpoints() []string {
+	var eps []string
+	for _, m := range c.members {
+		eps = append(eps, m.clientURL)
+	}
+	return eps
+}
+
+// launch starts m's process; the channel receives its member ID once
+// it is ready.
+func (c *cluster) launch(m *member) (chan string, error) {
+	ready := make(chan string, 1)
+	p, err := c.ps.start(m.name, &readyWriter{ch: ready}, m.dir+".log", nil, c.bin,
+		"-name", m.name, "-data-dir", m.dir, "-listen-client", m.clientURL,
+		"-listen-peer", "http://"+m.listenPeer, "-advertise-peer", "http://"+m.proxy.addr(),
+		"-initial-cluster", c.initial)
+	if err != nil {
+		return nil, err
+	}
+	m.proc, m.frozen = p, false
+	return ready, nil
+}
+
+// memberStartTimeout bounds a member's start: a restarted member
+// replays its WAL and catches up from the leader.
+const memberStartTimeout = 60 * time.Second
+
+func (c *cluster) waitReady(ctx context.Context, m *member, ready chan string) error {
+	t := time.NewTimer(memberStartTimeout)
+	defer t.Stop()
+	select {
+	case id := <-ready:
+		c.mu.Lock()
+		m.id = id
+		c.mu.Unlock()
+		c.applyCuts()
+		return nil
+	case <-m.proc.done:
+		b, _ := os.ReadFile(m.dir + ".log")
+		return fmt.Errorf("procnemesis: member %s exited before ready: %v\n%s", m.name, m.proc.err, tail(b, 2000))
+	case <-t.C:
+		return fmt.Errorf("%w: %s", errNotReady, m.name)
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// readyWriter is a member's stdout: it sends the ID of its "ready" line.
+type readyWriter struct {
+	mu  sync.Mutex
+	buf []byte
+	ch  chan string
+}
+
+func (w *readyWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := strings.IndexByte(string(w.buf), '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		if id, ok := strings.CutPrefix(line, "ready "); ok {
+			select {
+			case w.ch <- id:
+			default:
+			}
+		}
+	}
+}
+
+// kill SIGKILLs member i and reaps it.
+func (c *cluster) kill(i int) {
+	m := c.members[i]
+	if m.proc == nil {
+		return
+	}
+	m.proc.killGroup()
+	<-m.proc.done
+	m.proc, m.frozen = nil, false
+}
+
+// restart starts a killed member i again on its data dir and waits until
+// it is ready.
+func (c *cluster) restart(ctx context.Context, i int) error {
+	m := c.members[i]
+	if m.proc != nil {
+		return nil
+	}
+	ready, err := c.launch(m)
+	if err != nil {
+		return err
+	}
+	return c.waitReady(ctx, m, ready)
+}
+
+// freeze SIGSTOPs member i; thaw SIGCONTs it.
+func (c *cluster) freeze(i int) {
+	if m := c.members[i]; m.proc != nil {
+		m.proc.signal(syscall.SIGSTOP)
+		m.frozen = true
+	}
+}
+
+func (c *cluster) thaw(i int) {
+	if m := c.members[i]; m.proc != nil {
+		m.proc.signal(syscall.SIGCONT)
+		m.frozen = false
+	}
+}
+
+// partition cuts the links given (pairs of member indexes), and mends
+// every other link.
+func (c *cluster) partition(links [][2]int) {
+	c.mu.Lock()
+	c.cut = make(map[[2]int]bool)
+	for _, l := range links {
+		a, b := min(l[0], l[1]), max(l[0], l[1])
+		c.cut[[2]int{a, b}] = true
+	}
+	c.mu.Unlock()
+	c.applyCuts()
+}
+
+// applyCuts tells each member's proxy which senders to refuse.
+func (c *cluster) applyCuts() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.members {
+		var ids []string
+		cut := 0
+		for _, o := range c.members {
+			a, b := min(m.idx, o.idx), max(m.idx, o.idx)
+			if o == m || !c.cut[[2]int{a, b}] {
+				continue
+			}
+			cut++
+			if o.id != "" {
+				ids = append(ids, o.id)
+			}
+		}
+		m.proxy.setCut(ids, cut == len(c.members)-1)
+	}
+}
+
+// leader returns the index of the member that says it leads, or -1.
+func (c *cluster) leader(ctx context.Context) int {
+	for i, m := range c.members {
+		if m.proc == nil || m.frozen {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := c.cli.Status(sctx, m.clientURL)
+		cancel()
+		if err == nil && st.Header.MemberId == st.Leader {
+			return i
+		}
+	}
+	return -1
+}
+
+// heal thaws every member, restarts every killed one and mends every link.
+func (c *cluster) heal(ctx context.Context) error {
+	c.partition(nil)
+	var err error
+	for i, m := range c.members {
+		c.thaw(i)
+		if m.proc == nil {
+			if e := c.restart(ctx, i); e != nil && err == nil {
+				err = e
+			}
+		}
+	}
+	return err
+}
+
+// close kills every member and closes the proxies and the client.
+func (c *cluster) close() {
+	if c.cli != nil {
+		c.cli.Close()
+	}
+	for i, m := range c.members {
+		c.kill(i)
+		m.proxy.close()
+	}
+}

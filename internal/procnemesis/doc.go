@@ -1,0 +1,85 @@
+// Package procnemesis is etcdlock's fault-injection suite at the level of
+// processes: three etcd server processes with fsync on, holders that are
+// processes of their own (a worker binary using lock.Mutex, and `etcdlock
+// run` around a shell job), and a nemesis that sends them signals and cuts
+// the links between members.
+//
+// # Safety model
+//
+// A lease-based lock cannot stop a paused holder from acting after its
+// lease expired: a process frozen by the operating system (SIGSTOP here; a
+// GC pause or a stopped VM in production) does not know it was frozen, and
+// when it resumes it finishes its critical section. The fencing token (the
+// lock key's create revision, which only ever grows) makes the resource
+// refuse it. The suite freezes holders in the middle of their critical
+// sections for longer than their TTL and checks that the fenced resources
+// refused every write they made after they resumed, while the unfenced
+// control, written by the same critical sections, loses updates.
+//
+// # The cluster
+//
+// The suite builds, into a temporary directory, a small main on etcd's own
+// server code (internal/cmd/etcdserver, go.etcd.io/etcd/server/v3 at the
+// version go.mod pins), the holder binary (internal/cmd/lockworker) and
+// cmd/etcdlock, without the race detector. It starts three members on
+// 127.0.0.1 with free ports, each with its data dir, fsync on.
+//
+// Partitions: each member advertises, as its peer URL, a proxy of the
+// suite in front of its own peer listener, so every raft message to it
+// passes that proxy. etcd's raft transport names the sending member in
+// every request (X-Server-From) and keeps one sender per connection, so
+// the proxy refuses, and disconnects, the senders whose link is cut: the
+// link between two members is cut in both directions (a raft stream's
+// replies travel back on the receiver's connection). Peer API calls that
+// name no sender (version checks, lease renewals forwarded to the leader)
+// pass: they carry no raft messages.
+//
+// # Holders
+//
+// Shards of lockworker processes each contend for a lock.Mutex; each
+// critical section reads three counters, reaches a pause point, and writes
+// each counter it read plus one: one in etcd written through
+// fencing.Commit, one in SQLite admitted by fencing/sqlfence (a database
+// file shared by every holder, opened with _txlock=immediate and a busy
+// timeout), and an unfenced control in etcd. Beside them, loops of
+// `etcdlock run` run the same critical section as a shell job (sh running
+// `lockworker job`), on the run's own lock and counters.
+//
+// Each holder appends its history to a file of its own (package record):
+// grants, every access's call and return, unlocks, and Done's closing.
+// Times are nanoseconds since the run's start on the host's wall clock,
+// which every process of the host reads alike (the watcher's times are
+// taken on the suite's monotonic clock from the same start; the report
+// gives the two clocks' drift over the run).
+//
+// # Faults
+//
+// Two nemeses run at once. The member nemesis SIGKILLs a member (the
+// leader half the time) and restarts it on its data dir, SIGSTOPs and
+// SIGCONTs a member, isolates a member or cuts one link, and compacts the
+// history below what the watcher has read. The holder nemesis freezes a
+// worker with SIGSTOP at its pause point (the worker stops itself when
+// asked with SIGUSR1, so that the freeze lands between its reads and its
+// writes) and resumes it only after at least twice its TTL and once the
+// lock has been granted to a newer holder that has been admitted by the
+// SQL fence; it SIGKILLs workers (and starts new ones), and SIGKILLs
+// `etcdlock run` processes in the middle of their jobs.
+//
+// Workers give up each wait for their lock after a random time up to two
+// TTLs and queue again, so that waiters leave the queue while a frozen
+// holder holds it. With Config.Bug every worker runs with a planted bug
+// (internal/bugs; the binaries are then built with -tags etcdlock_bugs)
+// and the run must find violations.
+//
+// # What is checked
+//
+// The checkers of internal/nemesis: true holders from a replay of a
+// healthy watcher's events (grants), porcupine on each fenced register,
+// and lost updates in each counter chain; plus every frozen holder's late
+// writes were refused by both fences, and no child of a killed `etcdlock
+// run` outlived it (the sh and the job it ran are gone within 5 seconds).
+// A holder that was frozen is deemed told of its loss when it froze (it
+// can act on nothing until it resumes, and what it does then is what the
+// fences must refuse); a holder that was killed is deemed to have let go
+// when it died. No process of the run is left at its end.
+package procnemesis
