@@ -109,7 +109,7 @@ func (c *cluster) endpoints() []string {
 // it is ready.
 func (c *cluster) launch(m *member) (chan string, error) {
 	ready := make(chan string, 1)
-	p, err := c.ps.start(m.name, &readyWriter{ch: ready}, m.dir+".log", nil, c.bin,
+	p, err := c.ps.start(m.name, &readyWriter{ch: ready}, m.dir+".log", c.bin,
 		"-name", m.name, "-data-dir", m.dir, "-listen-client", m.clientURL,
 		"-listen-peer", "http://"+m.listenPeer, "-advertise-peer", "http://"+m.proxy.addr(),
 		"-initial-cluster", c.initial)

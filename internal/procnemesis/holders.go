@@ -90,7 +90,7 @@ func (s *suite) startHolder(prefix string, sh *shard, run bool, command func(his
 	s.holders = append(s.holders, h)
 	s.hmu.Unlock()
 	bin, args := command(h.hist)
-	p, err := s.ps.start(h.name, nil, h.logPath(), nil, filepath.Join(s.bin, bin), args...)
+	p, err := s.ps.start(h.name, nil, h.logPath(), filepath.Join(s.bin, bin), args...)
 	if err != nil {
 		return nil, err
 	}

@@ -193,7 +193,7 @@ func TestPeerProxyCuts(t *testing.T) {
 func TestLeftovers(t *testing.T) {
 	dir := t.TempDir()
 	ps := newProcs()
-	p, err := ps.start("sleeper", nil, filepath.Join(dir, "log"), nil, "/bin/sh", "-c", "sleep 60; : "+dir)
+	p, err := ps.start("sleeper", nil, filepath.Join(dir, "log"), "/bin/sh", "-c", "sleep 60; : "+dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestKillRunOutlived(t *testing.T) {
 	defer s.ps.closeAll()
 	h := &holder{name: "r0-job", run: true, hist: filepath.Join(dir, "r0.jsonl")}
 	script := `sleep 60 & printf '{"k":"job","pid":%d,"ppid":%d}\n' $! $$ > "$0"; wait`
-	p, err := s.ps.start(h.name, nil, filepath.Join(dir, "r0.log"), nil, "/bin/sh", "-c", script, h.hist)
+	p, err := s.ps.start(h.name, nil, filepath.Join(dir, "r0.log"), "/bin/sh", "-c", script, h.hist)
 	if err != nil {
 		t.Fatal(err)
 	}

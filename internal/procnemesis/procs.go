@@ -43,7 +43,7 @@ func newProcs() *procs {
 
 // start starts bin with args as name; its stdout goes to stdout (if not
 // nil) and its stderr to the file logPath.
-func (ps *procs) start(name string, stdout io.Writer, logPath string, env []string, bin string, args ...string) (*proc, error) {
+func (ps *procs) start(name string, stdout io.Writer, logPath string, bin string, args ...string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -54,7 +54,6 @@ func (ps *procs) start(name string, stdout io.Writer, logPath string, env []stri
 		cmd.Stdout = logf
 	}
 	cmd.Stderr = logf
-	cmd.Env = append(os.Environ(), env...)
 	// Its own group, so that a kill reaches what it started; and a
 	// SIGKILL should this process die without closing procs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
