@@ -59,7 +59,8 @@ cell by cell:
 With --scale, bench runs the scale rows instead (long: minutes): put
 serial; lock.Mutex with 32 and 1000 contenders; lock.RWMutex with 1 writer
 and 8, 64 and 256 readers; lock.Semaphore of 4 permits with 16, 64 and 256
-clients; and 10,000 lock.Mutex holds on one session. Beside the usual
+clients; and 10,000 lock.Mutex holds on one session (--contenders gives
+the mutex rows' counts instead). Beside the usual
 columns they give the watch events the server sent per release (its own
 etcd_debugging_mvcc_events_total), the writer's wait for the readers rows,
 and heap and goroutines per live hold for the holds row.
@@ -108,6 +109,9 @@ type benchConfig struct {
 	only       []string // implementations whose groups run; empty: all
 	cpuProfile string   // file for a CPU profile of the whole run; "": none
 	scale      bool     // run the scale rows (bench_scale.go) instead
+	// scaleMutex is the mutex rows' contender counts with --scale: 32 and
+	// 1000, or --contenders when given.
+	scaleMutex []int
 	// conn are the connection flags; external says --endpoints was given
 	// on the command line: the bench then runs against that etcd.
 	conn     connFlags
@@ -150,6 +154,10 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		// $ETCDCTL_ENDPOINTS left in the environment must not turn a bench
 		// of the embedded server into load on a cluster.
 		cfg.external = given["endpoints"]
+		cfg.scaleMutex = []int{32, 1000}
+		if given["contenders"] {
+			cfg.scaleMutex = cfg.contenders
+		}
 		if !cfg.external {
 			for _, f := range []string{"cacert", "cert", "key", "user", "dial-timeout", "namespace"} {
 				if given[f] {
@@ -259,7 +267,7 @@ func (e *benchEnv) checkEmpty(ns string) error {
 func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) int {
 	plan := benchPlan(cfg)
 	if cfg.scale {
-		plan = scalePlan()
+		plan = scalePlan(cfg.scaleMutex)
 	}
 	if len(cfg.only) > 0 {
 		plan = selectGroups(plan, cfg.only)

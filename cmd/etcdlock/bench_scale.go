@@ -20,8 +20,8 @@ import (
 // contenders or many holds.
 //
 //   - put serial: the floor, as in the default run;
-//   - lock.Mutex with 32 and 1,000 contenders: CPU per handoff should not
-//     grow with the queue;
+//   - lock.Mutex with 32 and 1,000 contenders (or mutexRows): CPU per
+//     handoff should not grow with the queue;
 //   - lock.RWMutex with 1 writer and 8, 64 and 256 readers looping with
 //     empty critical sections: CPU per hold, and the writer's wait;
 //   - lock.Semaphore of 4 permits with 16, 64 and 256 clients;
@@ -32,10 +32,10 @@ import (
 // hold (each hold is one release): the embedded server's own
 // etcd_debugging_mvcc_events_total, read at the start and the end of the
 // measured time, as the CPU is.
-func scalePlan() []group {
+func scalePlan(mutexRows []int) []group {
 	put := &cell{impl: "put", scenario: "put", contenders: 1, measures: measuresPut, serial: serialPut}
 	plan := []group{{interleaved: true, cells: []*cell{put}}}
-	for _, n := range []int{32, 1000} {
+	for _, n := range mutexRows {
 		plan = append(plan, group{cells: []*cell{contended(etcdlockImpl, n, nil)}})
 	}
 	for _, r := range []int{8, 64, 256} {

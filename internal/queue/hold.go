@@ -165,7 +165,7 @@ func (h *Hold) Deadline() time.Time {
 func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
 
 // monitorShared watches for loss, with the hold's dispatcher (the
-// Primitive's shared watch, or its own-key watch), until the hold is lost
+// Primitive's own-key watch), until the hold is lost
 // or released. The key was present at readRev; the hold
 // registers it as of then, so that no delete after readRev goes unseen.
 func (h *Hold) monitorShared(readRev int64) {

@@ -40,19 +40,15 @@
 //     does not when the kept watch on the key ahead saw that key deleted
 //     since the last wait: another contender is looping on the lock.
 //   - Release: one Txn (delete own key if its create revision is still ours).
-//   - A waiter: after the enqueue Txn, it registers
-//     its key with the own-key watch, up since before the enqueue, and
-//     takes the kept watch on the key ahead, open since before the enqueue
-//     too: no request, and nothing missed. When the key ahead has another
-//     name it opens a watch on it at the server's current revision and
-//     waits for the "created" reply (a stream message, no raft round), then
-//     does one read-only Txn, which it skips when the watch was created at
-//     the enqueue revision; the own-key watch, when it was not up (the
-//     first wait, or after it broke), costs that read too. Each wake-up
-//     costs one read-only Txn.
-//   - A waiter with the shared watch: none after the enqueue for a complete
-//     rule, else one read-only Txn per wake-up; one more read when the watch
-//     was not up since the enqueue (first use, or it broke).
+//   - A waiter: after the enqueue Txn, it registers its key with the
+//     own-key watch, up since before the enqueue, and takes the kept watch
+//     on its blocker, open since before the enqueue too: no request, and
+//     nothing missed. A blocker of another name gets a watch opened at the
+//     server's current revision, which waits for the "created" reply (a
+//     stream message, no raft round); then one read-only Txn, skipped when
+//     every watch was created at the enqueue revision. The own-key watch,
+//     when it was not up (the first wait, or after it broke), costs that
+//     read too. Each wake-up costs one read-only Txn.
 //
 // Watches are never started at a revision the server has already passed:
 // such a watcher is "unsynced" and etcd only catches those up every 100 ms,
