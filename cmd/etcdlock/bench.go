@@ -58,12 +58,12 @@ cell by cell:
 
 With --scale, bench runs the scale rows instead (long: minutes): put
 serial; lock.Mutex with 32 and 1000 contenders; lock.RWMutex with 1 writer
-and 8, 64 and 256 readers; lock.Semaphore of 4 permits with 16, 64 and 256
-clients; and 10,000 lock.Mutex holds on one session (--contenders gives
-the mutex rows' counts instead). Beside the usual
-columns they give the watch events the server sent per release (its own
-etcd_debugging_mvcc_events_total), the writer's wait for the readers rows,
-and heap and goroutines per live hold for the holds row.
+and 8, 64 and 256 readers, and with 256 idle readers; lock.Semaphore of 4
+permits with 16, 64 and 256 clients; and 10,000 lock.Mutex holds on one
+session (--contenders gives the mutex rows' counts instead). Beside the
+usual columns they give the watch events the server sent per release (its
+own etcd_debugging_mvcc_events_total), the writer's wait for the readers
+rows, and heap and goroutines per live hold for the holds row.
 
 Cells that are compared run one after the other, in alternating order,
 --rounds times each, so that they share the machine's mood; with more than

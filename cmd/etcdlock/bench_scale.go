@@ -24,6 +24,8 @@ import (
 //     handoff should not grow with the queue;
 //   - lock.RWMutex with 1 writer and 8, 64 and 256 readers looping with
 //     empty critical sections: CPU per hold, and the writer's wait;
+//   - lock.RWMutex with 256 idle readers (each took a read hold once, and
+//     keeps its RWMutex open) and 1 writer looping: the writer's wait;
 //   - lock.Semaphore of 4 permits with 16, 64 and 256 clients;
 //   - 10,000 lock.Mutex holds on one session: heap and goroutines per live
 //     hold, and that Close gives them all back.
@@ -41,6 +43,7 @@ func scalePlan(mutexRows []int) []group {
 	for _, r := range []int{8, 64, 256} {
 		plan = append(plan, group{cells: []*cell{contendedWith("etcdlock-rw", "readers", r+1, newRWLocker(r), nil)}})
 	}
+	plan = append(plan, group{cells: []*cell{idleReaders(256)}})
 	for _, n := range []int{16, 64, 256} {
 		plan = append(plan, group{cells: []*cell{contendedWith("etcdlock-sem", "contended", n, newSemLocker(4), nil)}})
 	}
@@ -90,7 +93,7 @@ func summarizeScale(c *cell, ss []sample) scaleFigures {
 		if s.reqs != nil && s.reqs.events >= 0 && s.ops > 0 {
 			ev = append(ev, float64(s.reqs.events)/float64(s.ops))
 		}
-		if c.impl == "etcdlock-rw" && c.scenario == "readers" && len(s.perContender) > 1 {
+		if c.impl == "etcdlock-rw" && len(s.perContender) > 0 && (c.scenario == "idle-readers" || c.scenario == "readers" && len(s.perContender) > 1) {
 			wp50 = append(wp50, ms(percentile(s.perContender[len(s.perContender)-1], 50)))
 		}
 		if c.scenario == "holds" {
@@ -106,6 +109,39 @@ func summarizeScale(c *cell, ss []sample) scaleFigures {
 	}
 	f.EventsPerOp, f.WriterP50Ms, f.HeapPerHold, f.GoroutinesPerHold = set(ev), set(wp50), set(heap), set(gorou)
 	return f
+}
+
+// measuresIdleReaders says what the idle-readers row measures.
+const measuresIdleReaders = "one write hold by the one writer looping, beside readers that each took a read hold once and stay open; latency is the wait for the hold"
+
+// idleReaders returns the cell of one writer looping on a lock.RWMutex
+// that n readers, each with its own client, opened and read-locked once
+// before the measured time, and keep open (idle) through it.
+func idleReaders(n int) *cell {
+	c := &cell{impl: "etcdlock-rw", scenario: "idle-readers", contenders: n + 1, measures: measuresIdleReaders}
+	c.measure = func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
+		ls := make([]locker, 0, n+1)
+		defer func() {
+			for _, l := range ls {
+				err = errors.Join(err, l.close())
+			}
+		}()
+		ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
+		defer cancel()
+		mk := newRWLocker(n)
+		for i := range n + 1 {
+			l, err := mk(env, ns, i)
+			if err != nil {
+				return s, err
+			}
+			ls = append(ls, l)
+			if err := cycle(ctx, l); err != nil { // warm-up: lease, connection, watches
+				return s, err
+			}
+		}
+		return runContenders(ctx, ls[n:], d, &env.tally)
+	}
+	return c
 }
 
 // measuresHolds says what the holds row measures.
@@ -257,6 +293,8 @@ func printScaleTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, true, true})
 	fmt.Fprint(w, "\ncontended, readers: one hold (one release); p50/p99 the wait for it.\n")
 	fmt.Fprint(w, "  readers: N-1 readers and one writer, empty critical sections.\n")
+	fmt.Fprint(w, "  idle-readers: N-1 readers that each read-locked once and stay open, and\n")
+	fmt.Fprint(w, "  one writer looping; ops and latency are the writer's.\n")
 	fmt.Fprint(w, "reads/op, creates/op: reads (Ranges, read-only Txns) and watch creates per hold.\n")
 	fmt.Fprint(w, "events/op: watch events the server sent per operation (its own\n")
 	fmt.Fprint(w, "  "+eventsMetric+").\n")
