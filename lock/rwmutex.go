@@ -4,6 +4,7 @@ import (
 	"context"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/fencing"
@@ -67,15 +68,16 @@ import (
 // while readers hold), the next RLock first sends a smaller Txn that only
 // takes the lock if it is granted at once, and one more Txn when it is not;
 // Lock likewise after a Lock granted at once. TryRLock and TryLock: one
-// Txn, granted or not, and they leave that hint alone. Each
-// RWMutex keeps one watch on the lock's keys while it is in use (opened by
-// its first acquire, closed after 30s unused), which tells its waiters and
-// holds of deletes. A waiter reads, in its enqueue Txn, every key it must
-// wait for (a reader: the writers ahead; a writer: everyone ahead) and is
-// granted when the watch has seen them all deleted, with no further round
-// trip: the readers behind one writer all hold at its delete. The price is
-// that every unlock of the lock reaches every RWMutex using it, as one watch
-// event each.
+// Txn, granted or not, and they leave that hint alone. A waiter watches
+// only the key that decides its turn: a reader the nearest writer queued
+// before it, a writer the nearest key of either kind. When that key goes
+// it reads once (one read-only Txn), and is granted or watches the next
+// one. So an unlock reaches only the waiters it may admit: a reader's,
+// the writer just behind it, if any; a writer's, the readers queued
+// behind it (who all hold together) or the next writer. A writer behind n
+// readers that unlock in any order wakes about ln n times. Each RWMutex
+// also keeps one watch on its own keys while in use (see Mutex), which
+// gives holds their early loss signal.
 type RWMutex struct {
 	p      *queue.Primitive
 	name   string
@@ -171,8 +173,8 @@ func rwReader(base string) (string, queue.Rule) { return base + "r/", readerRule
 func rwWriter(base string) (string, queue.Rule) { return base + "w/", writerRule{base: base} }
 
 // readerRule admits a reader when no writer is older; a waiting reader
-// waits for every older writer (all readers behind one writer wake on its
-// delete), and, seeing every delete, needs no read once they are gone.
+// watches the nearest older writer (all readers behind one writer wake on
+// its delete, and no reader's release reaches them).
 type readerRule struct{ base string }
 
 func (r readerRule) Reads(_ string, maxRev int64) []clientv3.Op {
@@ -184,11 +186,22 @@ func (r readerRule) Reads(_ string, maxRev int64) []clientv3.Op {
 }
 
 func (readerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
-	older := queue.Older(self, resps[0].Kvs, nil)
-	if len(older) == 0 {
+	return nearestOlder(self, resps[0].Kvs)
+}
+
+// nearestOlder admits self when no key of kvs is older, and otherwise has
+// it wait for the newest of the older keys.
+func nearestOlder(self queue.Entry, kvs []*mvccpb.KeyValue) queue.Verdict {
+	var near queue.Entry
+	for _, e := range queue.Older(self, kvs, nil) {
+		if e.Rev > near.Rev {
+			near = e
+		}
+	}
+	if near.Rev == 0 {
 		return queue.Verdict{Admitted: true}
 	}
-	return queue.Verdict{Blockers: older, Complete: true}
+	return queue.Verdict{Blockers: []queue.Entry{near}}
 }
 
 func (r readerRule) TryIf(string) []clientv3.Cmp {
@@ -196,7 +209,9 @@ func (r readerRule) TryIf(string) []clientv3.Cmp {
 }
 
 // writerRule admits a writer when no key of the lock, reader's or writer's,
-// is older; a waiting writer waits for every older key.
+// is older; a waiting writer watches the nearest older key, and reads
+// again when it goes (readers ahead release in any order: a writer behind
+// n of them wakes about ln n times, not n).
 type writerRule struct{ base string }
 
 func (r writerRule) Reads(_ string, maxRev int64) []clientv3.Op {
@@ -208,11 +223,7 @@ func (r writerRule) Reads(_ string, maxRev int64) []clientv3.Op {
 }
 
 func (writerRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdict {
-	older := queue.Older(self, resps[0].Kvs, nil)
-	if len(older) == 0 {
-		return queue.Verdict{Admitted: true}
-	}
-	return queue.Verdict{Blockers: older, Complete: true}
+	return nearestOlder(self, resps[0].Kvs)
 }
 
 func (r writerRule) TryIf(string) []clientv3.Cmp { return queue.Exclusive{}.TryIf(r.base) }

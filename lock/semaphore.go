@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -75,14 +76,19 @@ func (e *LimitMismatchError) Is(target error) bool { return target == ErrLimitMi
 //
 // Acquire uncontended: one Txn, which writes the key and reads every key
 // ahead (plus a lease grant the first time). Unlock: one Txn. TryAcquire: one
-// Txn when granted, two (enqueue and remove) when refused. Each Semaphore
-// keeps one watch on the semaphore's keys while it is in use (opened by its
-// first Acquire, closed after 30s unused), which tells its waiters and
-// holds of deletes. A waiter counts the permits still ahead of it from the
-// delete events alone, and is granted when they fit, with no further round
-// trip. The enqueue reads every key ahead of the waiter, values included:
-// its size grows with the queue. Every release reaches every Semaphore
-// using the semaphore, as one watch event each.
+// Txn when granted, two (enqueue and remove) when refused. A waiter that
+// does not fit watches only its window: the nearest keys ahead of it whose
+// permits, with its own, exceed the limit (for limit 4 and one permit
+// each, the 4 keys just ahead; one key for a request of every permit).
+// While they are all present it cannot fit, whatever else is released;
+// when one goes it reads once (one read-only Txn) and is granted or
+// watches its new window. A release thus reaches the waiters whose windows
+// hold it, at most the limit's worth of permits behind it, not every
+// client. A window of more than 8 keys (a limit above 8 with small
+// requests) is watched as the whole prefix instead. The enqueue and
+// those reads read the keys ahead with their values: their size grows with
+// the queue. Each Semaphore also keeps one watch on its own keys while in
+// use (see Mutex), which gives holds their early loss signal.
 type Semaphore struct {
 	p     *queue.Primitive
 	name  string
@@ -187,8 +193,12 @@ func notSemEntry(name string, kv *mvccpb.KeyValue) error {
 // semRule admits a request for k permits (the waiter's weight) when the
 // permits of every older key, holding or waiting, plus k fit in the limit.
 // Counting older waiters as if they held is what stops barging. A waiter
-// that does not fit waits for the older keys' summed permits to drop to
-// limit-k.
+// that does not fit watches its window: the nearest older keys whose
+// permits alone exceed limit-k. While they are all present it cannot fit,
+// whatever else goes; when one goes it reads again. Its window holds at
+// most limit-k+1 keys (one when it wants every permit), and a release
+// reaches only the waiters whose windows hold the released key: those
+// within the limit's worth of permits behind it.
 type semRule struct {
 	limit int64
 	name  string
@@ -224,7 +234,15 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 	if sum+self.Weight <= r.limit {
 		return queue.Verdict{Admitted: true}
 	}
-	return queue.Verdict{Blockers: older, Threshold: r.limit - self.Weight, Complete: true}
+	// The window, nearest first: older is sorted oldest first.
+	var win int64
+	i := len(older)
+	for win <= r.limit-self.Weight {
+		i--
+		win += older[i].Weight
+	}
+	// Any delete among them wakes the waiter: each weighs at least 1.
+	return queue.Verdict{Blockers: slices.Clone(older[i:]), Threshold: win - 1}
 }
 
 // TryIf is nil: whether k permits fit is a sum etcd cannot compare, so a

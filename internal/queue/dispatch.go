@@ -12,18 +12,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// A Primitive's waiters and holds learn of deletes from one watch: the
-// dispatcher's, on the Primitive's whole prefix, kept open while it is used.
-// They register the keys they care about (a waiter: its own key and its
-// blockers; a hold: its key) and the dispatcher routes deletes to them.
-//
-// A wait thus opens no watch of its own: no gRPC stream (clientv3 closes a
-// stream with its last watch, so one watch per wait meant one stream per
-// wait), no created round trip, and no read after creation, since the
-// watch was created before the enqueue and misses nothing after it. The
-// price is fan-out: every delete under the prefix reaches every client
-// using the lock, where a per-key watch gets only the deletes it waits for;
-// a client still reads only when its own blockers are gone.
+// A dispatcher owns one watch on a prefix and routes its deletes to the
+// registrations of the keys under it: the Primitive's own keys of one lease
+// (see keyWatches), registered by its waiters and holds. A wait or a hold
+// thus opens no watch of its own: no created round trip, and, the watch
+// being up since before the enqueue, no read after it.
 
 // watchIdle is how long the dispatcher's watch stays open with nothing
 // registered and no acquire begun, before it is closed to spare etcd a
@@ -103,15 +96,6 @@ func (d *dispatcher) kickLocked() {
 	d.running = true
 	d.wg.Add(1)
 	go d.run()
-}
-
-// kick is kickLocked for callers not holding mu: an acquire calls it before
-// its enqueue, so the watch is usually created before the enqueue's
-// revision.
-func (d *dispatcher) kick() {
-	d.mu.Lock()
-	d.kickLocked()
-	d.mu.Unlock()
 }
 
 // waitUp blocks until the watch delivers, and returns the revision after

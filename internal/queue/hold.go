@@ -40,7 +40,7 @@ type Hold struct {
 	// admitted at once (delayed, below).
 	due time.Time
 	// disp routes the deletes of the hold's key to its monitor: the
-	// Primitive's shared watch, or its own-key watch (see keyWatches).
+	// Primitive's own-key watch (see keyWatches).
 	disp *dispatcher
 	// readRev is the revision of the last read that saw the key.
 	readRev int64
@@ -82,12 +82,7 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 	// with the dispatcher, which misses no delete after that while it is up
 	// (and its log reaches back that far).
 	h.readRev = w.readRev
-	switch {
-	case w.q.disp != nil:
-		h.disp = w.q.disp
-		go h.monitorShared(h.readRev)
-		return h
-	case w.q.kw != nil:
+	if w.q.kw != nil {
 		h.disp = w.q.kw.own(w.ownPrefix)
 	}
 	switch {
@@ -172,7 +167,7 @@ func (h *Hold) Deadline() time.Time {
 func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
 
 // monitorShared watches for loss, with the hold's dispatcher (the
-// Primitive's shared watch, or its own-key watch), until the hold is lost
+// Primitive's own-key watch), until the hold is lost
 // or released. The key was present at readRev; the hold
 // registers it as of then, so that no delete after readRev goes unseen.
 func (h *Hold) monitorShared(readRev int64) {

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,19 +23,21 @@ import (
 //     created or cancelled per Lock, and, the watch being up since before the
 //     enqueue, no read to cover the time before it was created. It gets the
 //     deletes of this Primitive's keys only, one per release.
-//   - The blocker: the watch on the key ahead is kept after the wait, for
-//     the next wait whose key ahead has the same name. Slot names are reused,
-//     and contenders looping on a lock keep their order, so the key ahead
-//     is usually a key of the same name: the next wait then creates no watch,
-//     and, that watch being open since before the enqueue, needs no read
-//     before waiting for the delete.
+//   - The blocker: the watch on a lone key ahead is kept after the wait,
+//     for the next wait whose blocker has the same name; a kept watch
+//     still gets every delete of its key, so the next wait stops it when
+//     it does not take it. Slot names are reused, and contenders
+//     looping on a lock keep their order, so the key ahead is usually a key
+//     of the same name: the next wait then creates no watch, and, that
+//     watch being open since before the enqueue, needs no read before
+//     waiting for the delete.
 //
 // Both share one gRPC watch stream with the waits' other watches (clientv3
 // shares a stream among watches of one client whose contexts carry the
 // same metadata, and closes it with its last watch), so that a wait opens
 // no stream either.
 
-// blockerKeep is how long a blocker watch is kept, unused, for the next
+// blockerKeep is how long blocker watches are kept, unused, for the next
 // wait. Its deletes are only read by that wait (or by the hint's check), so
 // the time bounds what clientv3 buffers for a Primitive no longer used.
 const blockerKeep = time.Second
@@ -48,11 +51,11 @@ type keyWatches struct {
 	mu     sync.Mutex
 	closed bool
 	owns   map[string]*dispatcher // by own-key prefix; one per lease in practice
-	blk    *watch                 // the kept blocker watch, if any
+	blk    []*watch               // the kept blocker watch, if any
 	timer  *time.Timer            // stops blk after blockerKeep unused
-	// seen: blk delivered a delete after keptRev, the revision of the
-	// last read of the wait that kept it, so another contender held the
-	// lock meanwhile (see contended).
+	// seen: a watch of blk delivered a delete after keptRev, the
+	// revision of the last read of the wait that kept it, so another
+	// contender held the lock meanwhile (see contended).
 	seen    bool
 	keptRev int64
 }
@@ -106,54 +109,66 @@ func (kw *keyWatches) touch() {
 	}
 }
 
-// takeBlocker returns the kept blocker watch if it watches t, for the
-// caller's use alone, or nil.
+// takeBlocker returns a kept blocker watch on t, for the caller's use
+// alone, or nil.
 func (kw *keyWatches) takeBlocker(t watchTarget) *watch {
 	kw.mu.Lock()
 	defer kw.mu.Unlock()
-	x := kw.blk
-	if x == nil || x.target != t {
+	i := slices.IndexFunc(kw.blk, func(x *watch) bool { return x.target == t })
+	if i < 0 {
 		return nil
 	}
-	kw.blk, kw.seen = nil, false
-	kw.timer.Stop()
+	x := kw.blk[i]
+	kw.blk = slices.Delete(kw.blk, i, i+1)
+	kw.seen = false
+	if len(kw.blk) == 0 {
+		kw.timer.Stop()
+	}
 	return x
 }
 
-// keepBlocker keeps x (a watch on a blocker key, healthy as far as its
-// user knows) for the next wait, in place of the one kept before; or
-// stops it when it cannot be kept.
-func (kw *keyWatches) keepBlocker(x *watch, rev int64) {
-	if x == nil {
-		return
-	}
+// keepBlockers keeps xs (watches on blocker keys, healthy as far as their
+// user knows) for the next wait, in place of those kept before; or stops
+// them when they cannot be kept.
+func (kw *keyWatches) keepBlockers(xs []*watch, rev int64) {
 	kw.mu.Lock()
-	if kw.closed || x.target.prefix {
+	if kw.closed || len(xs) == 0 || xs[0].target.prefix {
 		kw.mu.Unlock()
-		x.stop()
+		for _, x := range xs {
+			x.stop()
+		}
 		return
 	}
 	old := kw.blk
-	kw.blk, kw.seen, kw.keptRev = x, false, rev
+	kw.blk, kw.seen, kw.keptRev = xs, false, rev
 	if kw.timer == nil {
 		kw.timer = time.AfterFunc(blockerKeep, kw.expire)
 	} else {
 		kw.timer.Reset(blockerKeep)
 	}
 	kw.mu.Unlock()
-	old.stop()
+	for _, x := range old {
+		x.stop()
+	}
 }
 
-// expire stops the kept blocker watch, unused for blockerKeep.
+// dropBlockers stops the kept blocker watches: a wait took those it
+// needed, and the others would bring the deletes of their keys for
+// nothing until the next wait.
+func (kw *keyWatches) dropBlockers() { kw.expire() }
+
+// expire stops the kept blocker watches, unused for blockerKeep.
 func (kw *keyWatches) expire() {
 	kw.mu.Lock()
-	x := kw.blk
+	xs := kw.blk
 	kw.blk = nil
 	kw.mu.Unlock()
-	x.stop()
+	for _, x := range xs {
+		x.stop()
+	}
 }
 
-// contended reports whether the kept blocker watch has delivered a delete
+// contended reports whether a kept blocker watch has delivered a delete
 // since it was kept: a contender's key of that name went, so another
 // contender used the lock after this Primitive's last wait. It reads only
 // what has arrived, and asks etcd nothing. Those deletes are of keys
@@ -162,13 +177,13 @@ func (kw *keyWatches) expire() {
 func (kw *keyWatches) contended() bool {
 	kw.mu.Lock()
 	defer kw.mu.Unlock()
-	for kw.blk != nil && !kw.seen {
+	for i := 0; i < len(kw.blk) && !kw.seen; {
 		select {
-		case wr, ok := <-kw.blk.ch:
+		case wr, ok := <-kw.blk[i].ch:
 			if !ok || wr.Err() != nil {
-				kw.blk.stop()
-				kw.blk = nil
-				return false
+				kw.blk[i].stop()
+				kw.blk = slices.Delete(kw.blk, i, i+1)
+				continue
 			}
 			for _, ev := range wr.Events {
 				// A delete up to keptRev woke the wait that kept the
@@ -178,7 +193,7 @@ func (kw *keyWatches) contended() bool {
 				}
 			}
 		default:
-			return false
+			i++
 		}
 	}
 	return kw.seen
@@ -188,7 +203,7 @@ func (kw *keyWatches) contended() bool {
 func (kw *keyWatches) close() {
 	kw.mu.Lock()
 	kw.closed = true
-	x := kw.blk
+	xs := kw.blk
 	kw.blk = nil
 	if kw.timer != nil {
 		kw.timer.Stop()
@@ -198,7 +213,9 @@ func (kw *keyWatches) close() {
 		owns = append(owns, d)
 	}
 	kw.mu.Unlock()
-	x.stop()
+	for _, x := range xs {
+		x.stop()
+	}
 	for _, d := range owns {
 		d.close()
 	}

@@ -34,18 +34,17 @@ type Primitive struct {
 }
 
 // Watching says how a Primitive's waiters and holds learn of deletes.
+// There is one way now (see the package doc); the type stays so that
+// callers of NewPrimitive need not change.
 type Watching int
 
 const (
-	// KeyWatches: each waiter watches its own key and its blockers (for a
-	// mutex, the one key just ahead: no herd), and each hold its key.
+	// KeyWatches: each waiter watches its own key and its blockers (the
+	// nearest keys ahead that keep it out: no herd), and each hold its key.
 	KeyWatches Watching = iota
-	// SharedWatch: one watch on the whole prefix, kept open while the
-	// Primitive is in use (see dispatcher). A wait opens no watch and
-	// needs no read after opening one, but every delete under the prefix
-	// reaches every client. That suits queues where many hold at once
-	// (read locks, semaphores).
-	SharedWatch
+	// SharedWatch is KeyWatches. It once meant one watch on the whole
+	// prefix per Primitive, which sent every release to every client.
+	SharedWatch = KeyWatches
 )
 
 // NewPrimitive validates the options and builds a Primitive of kind (see
@@ -61,17 +60,10 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 	lg := cfg.Logger.With(zap.String(kind, name))
 	ctx, cancel := context.WithCancel(context.Background())
 	prefix := keys.Prefix(cfg.Namespace, kind, name)
-	var (
-		disp *dispatcher
-		kw   *keyWatches
-	)
-	if watching == SharedWatch {
-		disp = newDispatcher(ctx, cli, prefix, lg)
-	} else {
-		kw = newKeyWatches(ctx, cli, lg)
-	}
+	_ = watching // one way of watching (see Watching)
+	kw := newKeyWatches(ctx, cli, lg)
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Namespace: cfg.Namespace, Rule: rule, Logger: lg, Slots: &Slots{}, disp: disp, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
+		Q:        Queue{Client: cli, Prefix: prefix, Namespace: cfg.Namespace, Rule: rule, Logger: lg, Slots: &Slots{}, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,
@@ -190,12 +182,7 @@ func (p *Primitive) Close() error {
 	rel.Wait()
 	cancel()
 	p.wg.Wait()
-	if p.Q.disp != nil {
-		p.Q.disp.close()
-	}
-	if p.Q.kw != nil {
-		p.Q.kw.close()
-	}
+	p.Q.kw.close()
 	errs = append(errs, p.Src.Close())
 	return p.Q.pub.Err(errors.Join(errs...))
 }

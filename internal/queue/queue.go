@@ -6,21 +6,26 @@
 // from reads of the older keys, whether the waiter is admitted and, if not,
 // which older keys must go first.
 //
-// A Primitive learns of deletes in one of two ways (see NewPrimitive):
+// A waiter learns of its turn from watches on only the keys that decide
+// it: a release wakes only the waiters it may admit. Each Rule names, as
+// Blockers, the nearest older keys that keep the waiter out while all of
+// them are present:
 //
-//   - Per-key watches (mutex, election): the waiter watches only its
-//     blockers (one key for a mutex, so no herd) and its own key, and when
-//     enough of them are gone confirms its admission with one read. The
-//     watches are kept across waits and holds (see keyWatches): its own
-//     keys through one watch on the Primitive's slot pool, the key ahead
-//     through the last wait's watch when the name is the same, all on one
-//     gRPC stream that stays open.
-//   - One shared watch (read-write lock, semaphore): the Primitive's
-//     dispatcher watches the whole prefix from before the enqueue, and
-//     waiters and holds register the keys they care about with it. A wait
-//     opens no watch, and a rule that names every key that can keep the
-//     waiter out (Verdict.Complete) needs no read after the enqueue at all:
-//     the ordered deletes tell when the waiter is admitted.
+//   - mutex, election and writer: the one key just ahead;
+//   - reader: the nearest writer ahead (the readers behind one writer all
+//     watch it, and all start at its delete);
+//   - semaphore: the nearest keys ahead whose permits, with the waiter's,
+//     exceed the limit (one key when the waiter wants them all; at most
+//     the limit's worth of keys, and the queue's prefix when that is more
+//     than maxBlockerWatches keys).
+//
+// The waiter watches those keys, and its own key through the Primitive's
+// own-key watch (see keyWatches); when one of them goes it confirms with
+// one read, which names the next blockers, until the rule admits it. Older
+// keys only ever go, so it cannot be admitted while all its blockers are
+// present: no turn is missed and nobody barges (the rule judges every
+// older key). A lone blocker's watch is kept for the next wait, which
+// stops it if it does not need it, and all watches share one gRPC stream.
 //
 // # Round trips
 //
@@ -35,19 +40,15 @@
 //     does not when the kept watch on the key ahead saw that key deleted
 //     since the last wait: another contender is looping on the lock.
 //   - Release: one Txn (delete own key if its create revision is still ours).
-//   - A waiter with per-key watches: after the enqueue Txn, it registers
-//     its key with the own-key watch, up since before the enqueue, and
-//     takes the kept watch on the key ahead, open since before the enqueue
-//     too: no request, and nothing missed. When the key ahead has another
-//     name it opens a watch on it at the server's current revision and
-//     waits for the "created" reply (a stream message, no raft round), then
-//     does one read-only Txn, which it skips when the watch was created at
-//     the enqueue revision; the own-key watch, when it was not up (the
-//     first wait, or after it broke), costs that read too. Each wake-up
-//     costs one read-only Txn.
-//   - A waiter with the shared watch: none after the enqueue for a complete
-//     rule, else one read-only Txn per wake-up; one more read when the watch
-//     was not up since the enqueue (first use, or it broke).
+//   - A waiter: after the enqueue Txn, it registers its key with the
+//     own-key watch, up since before the enqueue, and takes the kept watch
+//     on its blocker, open since before the enqueue too: no request, and
+//     nothing missed. A blocker of another name gets a watch opened at the
+//     server's current revision, which waits for the "created" reply (a
+//     stream message, no raft round); then one read-only Txn, skipped when
+//     every watch was created at the enqueue revision. The own-key watch,
+//     when it was not up (the first wait, or after it broke), costs that
+//     read too. Each wake-up costs one read-only Txn.
 //
 // Watches are never started at a revision the server has already passed:
 // such a watcher is "unsynced" and etcd only catches those up every 100 ms,
@@ -89,19 +90,13 @@ type Entry struct {
 // Verdict is a Rule's decision for one waiter.
 type Verdict struct {
 	Admitted bool
-	// Blockers are older keys that must be deleted before the waiter can be
-	// admitted; the waiter re-checks once the summed Weight of those still
-	// present is at most Threshold.
+	// Blockers are older keys that keep the waiter out while the summed
+	// Weight of those still present is above Threshold: the waiter watches
+	// them and reads again (the rule judges anew) once it is not. A rule
+	// names the fewest, nearest keys it can: every release of a blocker
+	// is sent to the waiter.
 	Blockers  []Entry
 	Threshold int64
-	// Complete says Blockers lists every older key that can keep the
-	// waiter out, with its weight: once those still present weigh at most
-	// Threshold, the waiter is admitted. Older keys can only go, never
-	// come, so a waiter that sees every delete in order (the dispatcher's
-	// watch) then knows it is admitted, at the revision of the last delete,
-	// provided its own key was not deleted by then: it needs no confirm
-	// read.
-	Complete bool
 	// Err, if set, fails the acquire (e.g. a semaphore limit mismatch).
 	Err error
 }
@@ -150,12 +145,9 @@ type Queue struct {
 	// Primitive's Queue share it. Nil: as this package's.
 	pub *Public
 
-	// disp, if set, routes the deletes under the Primitive's prefix to
-	// waiters and holds; copies of a Primitive's Queue share it (see
-	// NewPrimitive).
-	disp *dispatcher
-	// kw, without disp, is the Primitive's kept watches: its own keys'
-	// and the last blocker's (see keyWatches).
+	// kw, if set, is the Primitive's kept watches: its own keys' and the
+	// last blockers' (see keyWatches); copies of a Primitive's Queue share
+	// it.
 	kw *keyWatches
 }
 
@@ -188,12 +180,6 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, req Request, onEnd
 	epoch, err := k.Current(ctx)
 	if err != nil {
 		return nil, err
-	}
-	// A hold or a wait will want the dispatcher's watch: have it created
-	// (if it is not open) while the Txn is on its way, normally before the
-	// enqueue's revision, so that neither needs a read of its own.
-	if q.disp != nil {
-		q.disp.kick()
 	}
 	if q.kw != nil {
 		q.kw.touch()

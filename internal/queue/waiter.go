@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -12,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/internal/backoff"
+	"github.com/etcdlock/etcdlock/internal/bugs"
 	"github.com/etcdlock/etcdlock/internal/lease"
 )
 
@@ -39,112 +42,86 @@ var errWatchBroken = errors.New("watch broken")
 
 // wait blocks until the waiter is admitted. On return with an error the
 // caller removes the key (and closes the waiter).
-func (w *waiter) wait(ctx context.Context, v Verdict) error {
-	if w.q.disp != nil {
-		return w.waitShared(ctx, v)
+func (w *waiter) wait(ctx context.Context, v Verdict) error { return w.waitWatching(ctx, v) }
+
+// maxBlockerWatches bounds the watches a waiter keeps on its blockers: a
+// verdict that names more (a semaphore whose limit is that many requests)
+// has the waiter watch the queue's prefix instead, which sends it every
+// release of the queue.
+const maxBlockerWatches = 8
+
+// blockerTargets is what a waiter watches for v's blockers: each key, or
+// the queue's prefix when they are too many.
+func blockerTargets(q *Queue, v Verdict) []watchTarget {
+	if len(v.Blockers) > maxBlockerWatches {
+		return []watchTarget{{key: q.Prefix, prefix: true}}
 	}
-	return w.waitWatching(ctx, v)
+	ts := make([]watchTarget, len(v.Blockers))
+	for i, b := range v.Blockers {
+		ts[i] = watchTarget{key: b.Key}
+	}
+	return ts
 }
 
-// blockerTarget is what a waiter watches for its blockers: the one key, or
-// the queue's prefix.
-func blockerTarget(q *Queue, v Verdict) watchTarget {
-	if len(v.Blockers) == 1 {
-		return watchTarget{key: v.Blockers[0].Key}
+// watching reports whether blk watches exactly ts, in order.
+func watching(blk []*watch, ts []watchTarget) bool {
+	if len(blk) != len(ts) {
+		return false
 	}
-	return watchTarget{key: q.Prefix, prefix: true}
+	for i, x := range blk {
+		if x.target != ts[i] {
+			return false
+		}
+	}
+	return true
 }
 
-// errBlockerBroken says the blockers' watch is the broken one.
+// newest returns the latest creation revision of blk's watches.
+func newest(blk []*watch) int64 {
+	var rev int64
+	for _, x := range blk {
+		rev = max(rev, x.created)
+	}
+	return rev
+}
+
+// errBlockerBroken says a blocker's watch is the broken one.
 var errBlockerBroken = errors.New("blockers' watch broken")
 
-// waitShared is wait with the Primitive's dispatcher. The waiter registers its key and its blockers with the Primitive's
-// dispatcher. Its watch was normally created before the enqueue, so a
-// registration as of the enqueue's read misses nothing and needs no read;
-// when it was not (first use, or the watch broke), the waiter waits for the
-// watch and reads again.
-func (w *waiter) waitShared(ctx context.Context, v Verdict) error {
-	b := newBackoff()
-	d := w.q.disp
-	for {
-		if w.sub == nil {
-			w.sub = d.register(w.readRev, w.self(), v.Blockers)
+// retarget makes blk watch ts: it keeps the watches of blk on a target in
+// ts, takes the Primitive's kept watch if it is on another, opens the rest
+// at the server's current revision, and stops the watches no longer
+// needed. On error the watches it has are returned with it, for the next
+// attempt.
+func (w *waiter) retarget(ctx context.Context, blk []*watch, ts []watchTarget) ([]*watch, error) {
+	kw := w.q.kw
+	next := make([]*watch, 0, len(ts))
+	var err error
+	for _, t := range ts {
+		i := slices.IndexFunc(blk, func(x *watch) bool { return x != nil && x.target == t })
+		switch {
+		case i >= 0:
+			next = append(next, blk[i])
+			blk[i] = nil
+			continue
+		case err != nil:
+			continue
 		}
-		if w.sub == nil {
-			floor, err := d.waitUp(ctx, w.k.GoneCh())
-			if err != nil {
-				if err := w.retryable(ctx, err, b); err != nil {
-					return err
-				}
+		// A kept watch was created before this acquire began: it misses
+		// no delete after the enqueue.
+		x := kw.takeBlocker(t)
+		if x == nil {
+			if x, err = w.q.openWatch(ctx, t); err != nil {
 				continue
 			}
-			w.needRev = max(w.needRev, floor)
-			var done bool
-			if v, done, err = w.reconfirm(ctx, v, b); done {
-				return err
-			}
-			continue
 		}
-		at, err := w.await(ctx, v)
-		if errors.Is(err, errWatchBroken) {
-			// Read again (at or after the new watch's creation).
-			w.sub.close()
-			w.sub = nil
-			w.readRev = -1
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if v.Complete {
-			// The watch delivered every delete up to at, in order: at that
-			// revision the waiter's key was present and the blockers left
-			// weighed at most the threshold. The hold takes over the key
-			// as of at.
-			w.readRev = at
-			return nil
-		}
-		b.Reset()
-		if plantedBugs && planted(skipOwnershipCheck) {
-			return nil // planted bug: trust the delete event alone
-		}
-		w.sub.close()
-		w.sub = nil
-		var done bool
-		if v, done, err = w.reconfirm(ctx, v, b); done {
-			return err
-		}
+		next = append(next, x)
 	}
-}
-
-// await blocks until the blockers still present weigh at most the
-// threshold, and returns the revision of the last delete that told so. It
-// costs no round trip: the dispatcher counts delete events.
-func (w *waiter) await(ctx context.Context, v Verdict) (int64, error) {
-	var sum int64
-	for _, b := range v.Blockers {
-		sum += b.Weight
+	for _, x := range blk {
+		x.stop() // nil when moved to next
 	}
-	for {
-		st := w.sub.state()
-		if st.broken {
-			return 0, errWatchBroken
-		}
-		w.needRev = max(w.needRev, st.rev)
-		if st.ownGone {
-			return 0, w.ownDeleted()
-		}
-		if sum-st.gone <= v.Threshold {
-			return st.rev, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, context.Cause(ctx)
-		case <-w.k.GoneCh():
-			return 0, lease.ErrExpired
-		case <-w.sub.c:
-		}
-	}
+	kw.dropBlockers() // not this wait's: they would only bring unwanted deletes
+	return next, err
 }
 
 // waitWatching is wait with the Primitive's kept watches (see keyWatches):
@@ -161,10 +138,21 @@ func (w *waiter) await(ctx context.Context, v Verdict) (int64, error) {
 // up since the enqueue (the first wait, or after it broke), costs one too.
 func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	kw := w.q.kw
-	var blk *watch
-	// Kept as of the wait's last read (at the grant, normally): deletes up
-	// to it were this wait's own business, not another contender's.
-	defer func() { kw.keepBlocker(blk, w.readRev) }()
+	var blk []*watch // the watches on v's blockers, in v's order
+	// Keep the watch of a lone blocker for the next wait: contenders
+	// looping on a lock come back under the same names, in the same
+	// order. A kept watch gets every delete of its key until the next
+	// wait takes or stops it (retarget), so a window's watches are
+	// stopped: their deletes during the hold would mostly go to waste.
+	defer func() {
+		if len(blk) == 1 {
+			kw.keepBlockers(blk, w.readRev) // as of the wait's last read: see contended
+			return
+		}
+		for _, x := range blk {
+			x.stop()
+		}
+	}()
 	b := newBackoff()
 	for {
 		var own *dispatcher
@@ -185,27 +173,21 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			w.needRev = max(w.needRev, floor)
 			w.readRev = -1 // read (below) at or after floor, then register
 		}
-		target := blockerTarget(w.q, v)
-		if blk == nil || blk.target != target {
-			blk.stop()
-			// A kept watch was created before this acquire began: it
-			// misses no delete after the enqueue.
-			if blk = kw.takeBlocker(target); blk == nil {
-				x, err := w.q.openWatch(ctx, target)
-				if err != nil {
-					if err := w.retryable(ctx, err, b); err != nil {
-						return err
-					}
-					continue
+		if ts := blockerTargets(w.q, v); !watching(blk, ts) {
+			var err error
+			if blk, err = w.retarget(ctx, blk, ts); err != nil {
+				if err := w.retryable(ctx, err, b); err != nil {
+					return err
 				}
-				blk = x
+				continue
 			}
 		}
-		// The watches deliver every delete after their creation. If both
+		// The watches deliver every delete after their creation. If all
 		// were up no later than the read that judged us, nothing can have
 		// been missed; otherwise read again (one read-only Txn).
-		w.needRev = max(w.needRev, blk.created)
-		if w.sub == nil || blk.created > w.readRev {
+		created := newest(blk)
+		w.needRev = max(w.needRev, created)
+		if w.sub == nil || created > w.readRev {
 			var err error
 			if v, err = w.confirm(ctx); err != nil {
 				if err := w.retryable(ctx, err, b); err != nil {
@@ -219,15 +201,15 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			if v.Err != nil {
 				return v.Err
 			}
-			if w.sub == nil || blockerTarget(w.q, v) != blk.target {
+			if w.sub == nil || !watching(blk, blockerTargets(w.q, v)) {
 				continue
 			}
 		}
-		err := w.awaitKeys(ctx, v, blk)
+		broken, err := w.awaitKeys(ctx, v, blk)
 		if errors.Is(err, errBlockerBroken) {
 			// Reopen it (at the current revision) and read again.
-			blk.stop()
-			blk = nil
+			blk[broken].stop()
+			blk = slices.Delete(blk, broken, broken+1)
 			err = errWatchBroken
 		}
 		if errors.Is(err, errWatchBroken) {
@@ -240,12 +222,13 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 			return err
 		}
 		b.Reset()
-		if plantedBugs && planted(skipOwnershipCheck) {
+		if bugs.Compiled && bugs.On(bugs.SkipOwnershipCheck) {
 			return nil // planted bug: trust the delete event alone
 		}
-		// One read-only Txn: is the waiter's key still there, and nothing
-		// older? The delete of the key ahead does not say so: a key
-		// older than it may remain (a waiter ahead that gave up).
+		// One read-only Txn: is the waiter's key still there, and what
+		// keeps it out now? The delete of a blocker does not say: a key
+		// older than it may remain (a waiter ahead that gave up), or the
+		// rule may need more of them gone.
 		var done bool
 		if v, done, err = w.reconfirm(ctx, v, b); done {
 			return err
@@ -255,53 +238,68 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 
 // awaitKeys blocks until the blockers still present weigh at most the
 // threshold, or the waiter's own key goes. It costs no round trip: it only
-// counts delete events. Deletes the watch delivered before this wait (a
-// kept watch) are of keys deleted before the blockers were read, so at or
-// before their creation: the revision check skips them.
-func (w *waiter) awaitKeys(ctx context.Context, v Verdict, blk *watch) error {
+// counts delete events. Deletes a watch delivered before this wait (a kept
+// watch) are of keys deleted before the blockers were read, so at or
+// before their creation: the revision check skips them. When a blocker's
+// watch broke it returns errBlockerBroken and that watch's index in blk.
+func (w *waiter) awaitKeys(ctx context.Context, v Verdict, blk []*watch) (int, error) {
 	remaining := make(map[string]Entry, len(v.Blockers))
 	var sum int64
 	for _, b := range v.Blockers {
 		remaining[b.Key] = b
 		sum += b.Weight
 	}
+	// The select's cases: ctx, the lease, the own key, then each watch.
+	const fixed = 3
+	cases := make([]reflect.SelectCase, fixed, fixed+len(blk))
+	cases[0] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
+	cases[1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w.k.GoneCh())}
+	cases[2] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w.sub.c)}
+	for _, x := range blk {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(x.ch)})
+	}
 	for sum > v.Threshold {
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-w.k.GoneCh():
-			return lease.ErrExpired
-		case <-w.sub.c:
+		i, rv, ok := reflect.Select(cases)
+		switch i {
+		case 0:
+			return 0, context.Cause(ctx)
+		case 1:
+			return 0, lease.ErrExpired
+		case 2:
 			st := w.sub.state()
 			if st.broken {
 				w.sub.close()
 				w.sub = nil
 				w.readRev = -1
-				return errWatchBroken
+				return 0, errWatchBroken
 			}
 			w.needRev = max(w.needRev, st.rev)
 			if st.ownGone {
-				return w.ownDeleted()
+				return 0, w.ownDeleted()
 			}
-		case wr, ok := <-blk.ch:
-			if !ok || wr.Err() != nil {
-				return errBlockerBroken
+			continue
+		}
+		var wr clientv3.WatchResponse
+		if ok {
+			wr = rv.Interface().(clientv3.WatchResponse)
+		}
+		if !ok || wr.Err() != nil {
+			return i - fixed, errBlockerBroken
+		}
+		w.needRev = max(w.needRev, wr.Header.Revision)
+		for _, ev := range wr.Events {
+			if ev.Type != mvccpb.DELETE {
+				continue
 			}
-			w.needRev = max(w.needRev, wr.Header.Revision)
-			for _, ev := range wr.Events {
-				if ev.Type != mvccpb.DELETE {
-					continue
-				}
-				// A delete at or before the blocker's creation is of an
-				// earlier key of the same (reused) name.
-				if b, ok := remaining[string(ev.Kv.Key)]; ok && ev.Kv.ModRevision > b.Rev {
-					delete(remaining, string(ev.Kv.Key))
-					sum -= b.Weight
-				}
+			// A delete at or before the blocker's creation is of an
+			// earlier key of the same (reused) name.
+			if b, ok := remaining[string(ev.Kv.Key)]; ok && ev.Kv.ModRevision > b.Rev {
+				delete(remaining, string(ev.Kv.Key))
+				sum -= b.Weight
 			}
 		}
 	}
-	return nil
+	return 0, nil
 }
 
 // ownDeleted tells why the waiter's key vanished: its lease is gone, or

@@ -75,6 +75,15 @@ cell by cell:
 	handoff      election: a leader resigns and the other candidate takes
 	             over, against etcd's concurrency.Election.
 
+With --scale, bench runs the scale rows instead (long: minutes): put
+serial; lock.Mutex with 32 and 1000 contenders; lock.RWMutex with 1 writer
+and 8, 64 and 256 readers, and with 256 idle readers; lock.Semaphore of 4
+permits with 16, 64 and 256 clients; and 10,000 lock.Mutex holds on one
+session (--contenders gives the mutex rows' counts instead). Beside the
+usual columns they give the watch events the server sent per release (its
+own etcd_debugging_mvcc_events_total), the writer's wait for the readers
+rows, and heap and goroutines per live hold for the holds row.
+
 Cells that are compared run one after the other, in alternating order,
 --rounds times each, so that they share the machine's mood; with more than
 one round each figure is the median over the rounds.
@@ -116,6 +125,10 @@ type benchConfig struct {
 	rounds     int
 	only       []string // implementations whose groups run; empty: all
 	cpuProfile string   // file for a CPU profile of the whole run; "": none
+	scale      bool     // run the scale rows (bench_scale.go) instead
+	// scaleMutex is the mutex rows' contender counts with --scale: 32 and
+	// 1000, or --contenders when given.
+	scaleMutex []int
 	// conn are the connection flags; external says --endpoints was given
 	// on the command line: the bench then runs against that etcd.
 	conn     cmdline.Conn
@@ -146,6 +159,7 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		}
 		return nil
 	})
+	fs.BoolVar(&cfg.scale, "scale", false, "run the scale rows instead: many waiters, readers, permits' clients and holds (see bench_scale.go's help in --help)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over the whole run (server, clients and library together; with --endpoints, clients and library) to `file`")
 	cfg.conn.Register(fs)
 	fs.Lookup("endpoints").Usage = "run against the etcd at these comma-separated `endpoints` instead of an embedded one (only from the command line)"
@@ -157,6 +171,10 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 		// $ETCDCTL_ENDPOINTS left in the environment must not turn a bench
 		// of the embedded server into load on a cluster.
 		cfg.external = given["endpoints"]
+		cfg.scaleMutex = []int{32, 1000}
+		if given["contenders"] {
+			cfg.scaleMutex = cfg.contenders
+		}
 		if !cfg.external {
 			for _, f := range []string{"cacert", "cert", "key", "user", "dial-timeout", "namespace"} {
 				if given[f] {
@@ -265,6 +283,9 @@ func (e *benchEnv) checkEmpty(ns string) error {
 // status.
 func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) int {
 	plan := benchPlan(cfg)
+	if cfg.scale {
+		plan = scalePlan(cfg.scaleMutex)
+	}
 	if len(cfg.only) > 0 {
 		plan = selectGroups(plan, cfg.only)
 	}
@@ -305,6 +326,7 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 		env = &benchEnv{dial: func(opts []grpc.DialOption) (*clientv3.Client, error) {
 			return srv.NewClient(func(c *clientv3.Config) { c.DialOptions = append(c.DialOptions, opts...) })
 		}, endpoints: srv.Endpoints(), root: "etcdlock-bench/"}
+		env.tally.events = serverEvents
 		rows, info, err = env.run(ctx, cfg, plan, stderr)
 		if err != nil {
 			// The server's own failure, if it broke, says more than its
@@ -524,6 +546,8 @@ type row struct {
 	ReadsPerOp        *float64 `json:"reads_per_op,omitempty"`
 	WatchCreatesPerOp *float64 `json:"watch_creates_per_op,omitempty"`
 	StreamsPerOp      *float64 `json:"streams_per_op,omitempty"`
+	// The scale rows' figures (see bench_scale.go).
+	scaleFigures
 	// Ops is the number of operations measured, over all rounds.
 	Ops int `json:"ops"`
 	// OpsByContender is Ops split by contender (for the readers row: 8
@@ -591,6 +615,7 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 				p99 = append(p99, ms(percentile(s.lat, 99)))
 			}
 			r.OpsPerSec, r.P50Ms, r.P99Ms = median(ops), median(p50), median(p99)
+			r.scaleFigures = summarizeScale(c, ss)
 			if cpuOK {
 				c, u := median(cores), median(cpuPerOp)
 				r.CPUCores, r.CPUPerOpUs = &c, &u
@@ -629,6 +654,10 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 
 // printTable writes the human form of the results.
 func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
+	if cfg.scale {
+		printScaleTable(w, cfg, info, rows)
+		return
+	}
 	model := info.cpuModel
 	if model == "" {
 		model = "unknown CPU"

@@ -99,6 +99,12 @@ type sample struct {
 	// byContender is the operations of each contender, in order, for cells
 	// of several contenders.
 	byContender []int
+	// perContender is each contender's latencies, in order, for contended
+	// cells (the scale rows take the writer's wait from it).
+	perContender [][]time.Duration
+	// heapPerHold and goroutinesPerHold, for the holds cell (see
+	// bench_scale.go), are the heap bytes and goroutines per live hold.
+	heapPerHold, goroutinesPerHold float64
 	// reqs, for contended cells, is what the clients asked of etcd over
 	// the measured time.
 	reqs *reqCounts
@@ -441,7 +447,7 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *req
 	if ctx.Err() != nil {
 		return sample{}, context.Cause(ctx)
 	}
-	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1, reqs: &reqs}
+	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1, reqs: &reqs, perContender: lats}
 	for _, l := range lats {
 		s.lat = append(s.lat, l...)
 		s.byContender = append(s.byContender, len(l))

@@ -16,17 +16,29 @@ type reqTally struct {
 	reads   atomic.Int64 // Ranges and read-only Txns
 	creates atomic.Int64 // watch create requests, on any stream
 	streams atomic.Int64 // watch streams opened
+	// events, if set, reads the server's count of watch events sent (the
+	// embedded server's etcd_debugging_mvcc_events_total).
+	events func() int64
 }
 
 // reqCounts is a reading of a reqTally.
-type reqCounts struct{ writes, reads, creates, streams int64 }
+type reqCounts struct{ writes, reads, creates, streams, events int64 }
 
 func (t *reqTally) read() reqCounts {
-	return reqCounts{t.writes.Load(), t.reads.Load(), t.creates.Load(), t.streams.Load()}
+	c := reqCounts{t.writes.Load(), t.reads.Load(), t.creates.Load(), t.streams.Load(), -1}
+	if t.events != nil {
+		c.events = t.events()
+	}
+	return c
 }
 
+// sub returns c minus o; events is -1 when either reading has none.
 func (c reqCounts) sub(o reqCounts) reqCounts {
-	return reqCounts{c.writes - o.writes, c.reads - o.reads, c.creates - o.creates, c.streams - o.streams}
+	ev := c.events - o.events
+	if c.events < 0 || o.events < 0 {
+		ev = -1
+	}
+	return reqCounts{c.writes - o.writes, c.reads - o.reads, c.creates - o.creates, c.streams - o.streams, ev}
 }
 
 // dialOptions returns the interceptors that count a client's requests in t.
