@@ -430,6 +430,9 @@ func (e *env) runFaults(ctx context.Context, phase string, d time.Duration, seed
 			}
 		})
 	}
+	// The waiter ends with the lanes: at once normally; after a stuck fault
+	// it is left behind with them (nothing can end a call hung in etcd),
+	// and the run reports and ends (see Run).
 	lanesDone := make(chan struct{})
 	go func() { wg.Wait(); close(lanesDone) }()
 	select {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
 
 	"github.com/etcdlock/etcdlock/integration/embedded"
@@ -257,6 +258,20 @@ type benchEnv struct {
 // newClient returns a new client of the server, whose requests count in
 // e.tally; the caller closes it.
 func (e *benchEnv) newClient() (*clientv3.Client, error) { return e.dial(e.tally.dialOptions()) }
+
+// newSession returns a new client and a concurrency session on it with the
+// bench's TTL, for etcd's recipes; on error nothing is left open.
+func (e *benchEnv) newSession() (*clientv3.Client, *concurrency.Session, error) {
+	cli, err := e.newClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
+	if err != nil {
+		return nil, nil, errors.Join(err, cmdline.CloseClient(cli)())
+	}
+	return cli, s, nil
+}
 
 // namespace returns a key prefix no other cell run uses.
 func (e *benchEnv) namespace(c *cell) string {

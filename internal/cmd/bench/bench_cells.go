@@ -501,13 +501,9 @@ type concurrencyLocker struct {
 // newConcurrencyLocker makes a contender with its own client, session and
 // concurrency.Mutex.
 func newConcurrencyLocker(env *benchEnv, ns, name string) (locker, error) {
-	cli, err := env.newClient()
+	cli, s, err := env.newSession()
 	if err != nil {
 		return nil, err
-	}
-	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
-	if err != nil {
-		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &concurrencyLocker{cli: cli, s: s, m: concurrency.NewMutex(s, ns+name)}, nil
 }

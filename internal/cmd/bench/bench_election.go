@@ -168,13 +168,9 @@ type concurrencyCandidate struct {
 }
 
 func newConcurrencyCandidate(env *benchEnv, ns string) (candidate, error) {
-	cli, err := env.newClient()
+	cli, s, err := env.newSession()
 	if err != nil {
 		return nil, err
-	}
-	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
-	if err != nil {
-		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &concurrencyCandidate{cli: cli, s: s, el: concurrency.NewElection(s, ns+"leader")}, nil
 }

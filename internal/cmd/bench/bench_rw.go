@@ -94,13 +94,9 @@ type recipesWriter struct {
 }
 
 func newRecipesWriter(env *benchEnv, ns string, _ int) (locker, error) {
-	cli, err := env.newClient()
+	cli, s, err := env.newSession()
 	if err != nil {
 		return nil, err
-	}
-	s, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
-	if err != nil {
-		return nil, errors.Join(err, cmdline.CloseClient(cli)())
 	}
 	return &recipesWriter{cli: cli, s: s, m: recipe.NewRWMutex(s, ns+"recipes-rw")}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/etcdlock/etcdlock/internal/cmdline"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -161,11 +162,7 @@ func manyHolds(n int) *cell {
 		if err != nil {
 			return s, err
 		}
-		defer func() {
-			if cerr := cli.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) {
-				err = errors.Join(err, cerr)
-			}
-		}()
+		defer func() { err = errors.Join(err, cmdline.CloseClient(cli)()) }()
 		sess, err := concurrency.NewSession(cli, concurrency.WithTTL(benchTTL))
 		if err != nil {
 			return s, err
