@@ -45,7 +45,9 @@ func WithTTL(ttl time.Duration) Option { return option(config.TTL(ttl)) }
 // defaults to a fifth of the granted TTL.
 func WithSafetyMargin(d time.Duration) Option { return option(config.Margin(d)) }
 
-// WithNamespace sets the prefix of every key. Optional, defaults to
+// WithNamespace sets the prefix of every key; a namespace without a
+// trailing '/' gets one, so "myapp" puts the keys under
+// "myapp/election/...". Optional, defaults to
 // DefaultNamespace ("etcdlock/"). A client wrapped by etcd's namespace
 // package works too, its prefix coming first, provided its KV, Watcher and
 // Lease are all wrapped.

@@ -1,6 +1,8 @@
 package lock_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +88,43 @@ func TestNamespacedClient(t *testing.T) {
 	if w := <-wgot; w != nil {
 		mustUnlock(t, w)
 	}
+}
+
+// A namespace without a trailing '/' gets one: WithNamespace("app") puts
+// the keys under "app/mutex/...", not "appmutex/...", so the lock is the
+// one of WithNamespace("app/"), Inspect and RequestRelease find it under
+// either spelling, and nothing is left under "app/".
+func TestNamespaceWithoutSlash(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	bare := strings.TrimSuffix(e.ns, "/")
+	t.Cleanup(func() { integration.RequireEmpty(t, e.cli, bare) })
+	a := e.mutex(e.cli, "x", lock.WithTTL(2*time.Second), lock.WithNamespace(bare))
+	b := e.mutex(e.cli, "x", lock.WithTTL(2*time.Second), lock.WithNamespace(e.ns))
+	if got, want := a.Prefix(), e.ns+"mutex/x/"; got != want {
+		t.Errorf("Prefix() = %q, want %q", got, want)
+	}
+	if got, want := lock.KeyPrefix(bare, lock.KindMutex, "x"), e.ns+"mutex/x/"; got != want {
+		t.Errorf("KeyPrefix = %q, want %q", got, want)
+	}
+	h := mustLock(t, a)
+	if !strings.HasPrefix(h.Token().Key, e.ns+"mutex/x/") {
+		t.Errorf("key %q is not under %q", h.Token().Key, e.ns+"mutex/x/")
+	}
+	if _, err := b.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+		t.Errorf("TryLock with namespace %q while %q holds: %v, want ErrLocked", e.ns, bare, err)
+	}
+	st, err := lock.Inspect(ctxT(t, 5*time.Second), e.cli, bare, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks := st.Lock(lock.KindMutex).Keys; len(ks) != 1 || ks[0].Key != h.Token().Key || !ks[0].Holding {
+		t.Errorf("Inspect under %q: %+v, want the one holder %s", bare, ks, h.Token().Key)
+	}
+	toks, err := lock.RequestRelease(ctxT(t, 5*time.Second), e.cli, bare, lock.KindMutex, "x", "test")
+	if err != nil || len(toks) != 1 || toks[0] != h.Token() {
+		t.Fatalf("RequestRelease under %q: %v, %v", bare, toks, err)
+	}
+	waitClosed(t, h.ReleaseRequested(), 5*time.Second, "ReleaseRequested")
+	mustUnlock(t, h)
 }

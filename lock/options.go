@@ -48,8 +48,11 @@ func WithTTL(ttl time.Duration) Option { return option(config.TTL(ttl)) }
 // and less than half the TTL. Optional, defaults to a fifth of the granted TTL.
 func WithSafetyMargin(d time.Duration) Option { return option(config.Margin(d)) }
 
-// WithNamespace sets the prefix of every key, e.g. "myapp/locks/". Optional,
-// defaults to DefaultNamespace ("etcdlock/"). A client wrapped by etcd's
+// WithNamespace sets the prefix of every key, e.g. "myapp/locks/"; a
+// namespace without a trailing '/' gets one, so "myapp" puts the keys
+// under "myapp/" (where an RBAC rule on "myapp/" covers them), not
+// "myappmutex/...". "" puts them at the root. Optional, defaults to
+// DefaultNamespace ("etcdlock/"). A client wrapped by etcd's
 // namespace package works too, its prefix coming first, provided its KV,
 // Watcher and Lease are all wrapped.
 func WithNamespace(ns string) Option { return option(config.Namespace(ns)) }

@@ -309,3 +309,48 @@ func TestNoUser(t *testing.T) {
 	s := integration.NewServer(t, integration.WithAuth(), integration.WithoutFsync())
 	checkRefused(t, userClient(t, s, "", ""), s.Client(t), rpctypes.ErrUserEmpty)
 }
+
+// TestNamespaceWithoutSlashUnderRBAC: a user whose role grants readwrite
+// on "app/" only can lock, campaign and inspect with WithNamespace("app"),
+// without the slash, which puts the keys under "app/"; and nothing is left
+// behind.
+func TestNamespaceWithoutSlashUnderRBAC(t *testing.T) {
+	t.Parallel()
+	s := integration.NewServer(t, integration.WithAuth(), integration.WithoutFsync())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	root := s.Client(t)
+	if err := integration.AddPrefixUser(ctx, root, "app", "app-pw", "app/"); err != nil {
+		t.Fatal(err)
+	}
+	cli := userClient(t, s, "app", "app-pw")
+	m, err := lock.NewMutex(cli, "m", lock.WithNamespace("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := m.Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock with namespace \"app\" as a user of \"app/\": %v", err)
+	}
+	if _, err := lock.Inspect(ctx, cli, "app", "m"); err != nil {
+		t.Errorf("Inspect with namespace \"app\": %v", err)
+	}
+	if err := h.Unlock(ctx); err != nil {
+		t.Error(err)
+	}
+	mustClose(t, m)
+	el, err := election.New(cli, "e", election.WithNamespace("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	term, err := el.Campaign(ctx, "v")
+	if err != nil {
+		t.Fatalf("Campaign with namespace \"app\" as a user of \"app/\": %v", err)
+	}
+	if err := term.Resign(ctx); err != nil {
+		t.Error(err)
+	}
+	mustClose(t, el)
+	integration.RequireEmpty(t, root, "app")
+	requireNoLeases(t, root)
+}

@@ -88,13 +88,14 @@ func Margin(d time.Duration) Option {
 	}
 }
 
-// Namespace sets the key prefix.
+// Namespace sets the key prefix, with a '/' appended if it lacks one (see
+// keys.Namespace).
 func Namespace(ns string) Option {
 	return func(c *Config) {
 		if err := keys.ValidateNamespace(ns); err != nil {
 			c.errs = append(c.errs, err)
 		}
-		c.Namespace = ns
+		c.Namespace = keys.Namespace(ns)
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package keys builds the etcd keys of etcdlock's queues.
 //
-// A queue lives under "<namespace><kind>/<escaped name>/". The name is
+// A queue lives under "<namespace><kind>/<escaped name>/", where a
+// namespace that does not end in '/' gets one (see Namespace). The name is
 // escaped so that it never contains '/', which keeps the key range of one
 // lock from containing another's: lock "a" ranges over ".../a/" and lock
 // "a/b" over ".../a%2Fb/".
@@ -62,6 +63,18 @@ func ValidateNamespace(ns string) error {
 	return nil
 }
 
+// Namespace returns ns as a key prefix: ns itself if it is empty or ends
+// in '/', and otherwise ns + "/", so that "myapp" and "myapp/" name the same
+// keys ("myapp/mutex/..."), which an RBAC rule on "myapp/" covers, as
+// etcd's concurrency package makes "pfx/" of a lock prefix "pfx". It is
+// idempotent.
+func Namespace(ns string) string {
+	if ns == "" || strings.HasSuffix(ns, "/") {
+		return ns
+	}
+	return ns + "/"
+}
+
 // Escape returns name with '%', '/' and control characters percent-encoded,
 // so the result never contains '/'.
 func Escape(name string) string {
@@ -99,9 +112,9 @@ func Unescape(s string) (string, error) {
 }
 
 // Prefix returns the queue prefix of name for kind ("mutex", "rw", "sem",
-// "election"), ending in '/'.
+// "election") under namespace (see Namespace), ending in '/'.
 func Prefix(namespace, kind, name string) string {
-	return namespace + kind + "/" + Escape(name) + "/"
+	return Namespace(namespace) + kind + "/" + Escape(name) + "/"
 }
 
 // Waiter returns a fresh waiter key under prefix for lease. The key names

@@ -62,3 +62,15 @@ func TestValidate(t *testing.T) {
 		t.Fatal("long namespace accepted")
 	}
 }
+
+// A namespace gets a trailing '/' if it lacks one, once.
+func TestNamespace(t *testing.T) {
+	for ns, want := range map[string]string{"": "", "app": "app/", "app/": "app/", "a/b": "a/b/", "a//": "a//"} {
+		if got := Namespace(ns); got != want {
+			t.Errorf("Namespace(%q) = %q, want %q", ns, got, want)
+		}
+		if got := Prefix(ns, "mutex", "x"); got != want+"mutex/x/" {
+			t.Errorf("Prefix(%q, mutex, x) = %q, want %q", ns, got, want+"mutex/x/")
+		}
+	}
+}

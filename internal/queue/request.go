@@ -13,6 +13,7 @@ import (
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/backoff"
 	"github.com/etcdlock/etcdlock/internal/etcdcmp"
+	"github.com/etcdlock/etcdlock/internal/keys"
 )
 
 // Release requests. Any client may ask a hold to release: it puts the
@@ -30,8 +31,10 @@ import (
 const requestDir = "revoke/"
 
 // RequestKey returns the key of a release request for the hold whose key
-// is key, in namespace ns: key with requestDir inserted after ns.
+// is key, in namespace ns (see keys.Namespace): key with requestDir
+// inserted after ns.
 func RequestKey(ns, key string) string {
+	ns = keys.Namespace(ns)
 	return ns + requestDir + strings.TrimPrefix(key, ns)
 }
 
