@@ -15,6 +15,10 @@ var (
 	// ErrLocked is returned by TryLock when another holder or an earlier
 	// waiter exists.
 	ErrLocked = errors.New("lock: held by another holder")
+	// ErrHeldBySelf is returned by Mutex.TryLock when the lock is held by
+	// a hold of this same Mutex that was not unlocked: a Mutex is not
+	// reentrant (Lock would wait for that hold). It matches ErrLocked too.
+	ErrHeldBySelf error = heldBySelf{}
 	// ErrNotHeld is returned by Unlock when the hold was lost or already
 	// unlocked.
 	ErrNotHeld = errors.New("lock: not held")
@@ -59,6 +63,16 @@ var (
 	// ErrNilClient is returned by constructors given a nil client.
 	ErrNilClient = errors.New("lock: nil etcd client")
 )
+
+// heldBySelf is ErrHeldBySelf: a distinct error that matches ErrLocked.
+type heldBySelf struct{}
+
+func (heldBySelf) Error() string {
+	return "lock: held by this Mutex: a hold it granted is not unlocked (a Mutex is not reentrant)"
+}
+
+// Is reports whether target is ErrLocked.
+func (heldBySelf) Is(target error) bool { return target == ErrLocked }
 
 // LostError is the error of a lost hold: Hold.Err and the cause of its
 // Context. It matches ErrLost and its Cause.

@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"errors"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -42,10 +43,16 @@ func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
 }
 
 // TryLock takes the lock if nobody holds or waits for it, in one round
-// trip, and returns ErrLocked at once otherwise.
+// trip, and returns ErrLocked at once otherwise: ErrHeldBySelf (which
+// matches ErrLocked) when a hold of this Mutex holds it.
 func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
 	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Try})
 	if err != nil {
+		if errors.Is(err, ErrLocked) && m.p.Holding() {
+			// The lock is exclusive: a live hold of this Mutex is what
+			// refused the try. No I/O.
+			return nil, ErrHeldBySelf
+		}
 		return nil, err
 	}
 	return newHold(m.p, h), nil

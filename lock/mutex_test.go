@@ -164,8 +164,13 @@ func TestTryLock(t *testing.T) {
 		t.Fatalf("TryLock on free lock: %v", err)
 	}
 	other := e.mutex(e.client(), "try")
-	if _, err := other.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
-		t.Fatalf("TryLock on held lock = %v, want ErrLocked", err)
+	if _, err := other.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) || errors.Is(err, lock.ErrHeldBySelf) {
+		t.Fatalf("TryLock on a lock another Mutex holds = %v, want ErrLocked, not ErrHeldBySelf", err)
+	}
+	// The same Mutex, holding: the error says so, and still matches ErrLocked.
+	if _, err := m.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrHeldBySelf) || !errors.Is(err, lock.ErrLocked) ||
+		!strings.Contains(err.Error(), "held by this Mutex") {
+		t.Fatalf("TryLock on a lock this Mutex holds = %v, want ErrHeldBySelf matching ErrLocked", err)
 	}
 	waitKeys(t, e.cli, m.Prefix(), 1) // the failed TryLock left nothing
 	mustUnlock(t, h)

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"time"
 
@@ -18,9 +17,18 @@ func report(stderr io.Writer, name string, err error, code int) int {
 	return commandNamed(name).cmdline().Report(stderr, err, code)
 }
 
-// errFlagParse stands for a flag parse error already written to stderr by
-// the flag package.
+// flagParseError is a parse error of the flag set, which argsFailed
+// reports in the command's words (cmdline.FlagErrorText).
+type flagParseError struct{ err error }
+
+func (e *flagParseError) Error() string { return e.err.Error() }
+func (e *flagParseError) Unwrap() error { return e.err }
+
+// errFlagParse is matched by every flagParseError.
 var errFlagParse = errors.New("bad flag")
+
+// Is reports whether target is errFlagParse.
+func (e *flagParseError) Is(target error) bool { return target == errFlagParse }
 
 // positional returns the n names that come first among the arguments left
 // after fs parsed the command line, and what follows them. Flags may also
@@ -29,8 +37,9 @@ var errFlagParse = errors.New("bad flag")
 // "--". So everything after "--" (or after the first non-flag that follows
 // the names) is left alone, CMD's flags included.
 //
-// It returns flag.ErrHelp for -h or --help among those flags, errFlagParse
-// when fs reported a bad flag, and a usage failure when a name is missing.
+// It returns flag.ErrHelp for -h or --help among those flags, an error
+// matching errFlagParse for a bad flag, and a usage failure when a name is
+// missing.
 func positional(fs *flag.FlagSet, n int, what ...string) (names, rest []string, err error) {
 	args := fs.Args()
 	for i := 0; i < n; i++ {
@@ -42,7 +51,7 @@ func positional(fs *flag.FlagSet, n int, what ...string) (names, rest []string, 
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, nil, err
 			}
-			return nil, nil, errFlagParse
+			return nil, nil, &flagParseError{err}
 		}
 		args = fs.Args()
 	}
@@ -78,8 +87,7 @@ func argsFailed(name string, fs *flag.FlagSet, err error, stdout, stderr io.Writ
 		commandNamed(name).printHelp(stdout, fs)
 		return exitOK
 	case errors.Is(err, errFlagParse):
-		fmt.Fprintln(stderr, commandNamed(name).cmdline().HelpHint())
-		return exitUsage
+		return commandNamed(name).cmdline().FlagError(stderr, errors.Unwrap(err))
 	default:
 		return report(stderr, name, err, exitUsage)
 	}
@@ -100,9 +108,9 @@ func (o *optDuration) String() string {
 }
 
 func (o *optDuration) Set(s string) error {
-	d, err := time.ParseDuration(s)
+	d, err := cmdline.ParseDuration(s)
 	if err != nil {
-		return errors.New("parse error")
+		return err
 	}
 	o.d, o.set = d, true
 	return nil

@@ -40,7 +40,7 @@ leads (etcdlock observe and status show it; a Go program reads it with
 election.Leader). Flags may come before or after NAME; everything after
 "--" (or after CMD) is CMD's. If a campaign fails (etcd unreachable), elect
 says so on stderr and tries again, waiting up to 5s between attempts.
-` + graceHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
+` + seeAlsoHelp + exitStatusHelp,
 	setup: setupElect,
 }
 
@@ -58,7 +58,7 @@ func setupElect(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 	cfg := &electConfig{}
 	cfg.conn.Register(fs)
 	fs.StringVar(&cfg.value, "value", "", "the `value` to publish while leading (default \"host:pid since <start time>\")")
-	fs.DurationVar(&cfg.ttl, "ttl", election.DefaultTTL, "`TTL` of the candidate's lease, in whole seconds: failover takes about this long")
+	cmdline.DurationVar(fs, &cfg.ttl, "ttl", election.DefaultTTL, "`TTL` of the candidate's lease, in whole seconds: failover takes about this long")
 	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when leadership is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when campaigning, leading and resigning")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {

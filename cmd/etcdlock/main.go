@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	etcdlock <command> [flags] [arguments]
+//	etcdlock [connection flags] <command> [flags] [arguments]
 //
 // The commands are:
 //
@@ -17,6 +17,7 @@
 //	observe  print a line at every change of an election's leader
 //	dev      run a throwaway single-member etcd server to try etcdlock on
 //	demo     a paused lock holder is fenced off by the resource it protects
+//	version  print etcdlock's version and that of its etcd client
 //	help     list the commands, or show one command's help
 //
 // Run "etcdlock help <command>" for a command's flags. Exit status is 0 on
@@ -31,11 +32,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -81,6 +84,7 @@ var commands = []*command{
 	observeCmd,
 	devCmd,
 	demoCmd,
+	versionCmd,
 }
 
 // main runs the command line with SIGINT and SIGTERM cancelling the
@@ -99,17 +103,67 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printCommands(stderr)
 		return exitUsage
 	}
+	args, err := hoistGlobalFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "etcdlock: %v (see 'etcdlock help')\n", err)
+		return exitUsage
+	}
 	switch name := args[0]; name {
 	case "help", "-h", "-help", "--help":
 		return runHelp(args[1:], stdout, stderr)
 	default:
 		cmd := lookup(name)
 		if cmd == nil {
-			fmt.Fprintf(stderr, "etcdlock: unknown command %q\nRun 'etcdlock help' for the list of commands.\n", name)
+			fmt.Fprintf(stderr, "etcdlock: unknown command %q (see 'etcdlock help')\n", name)
 			return exitUsage
 		}
 		return cmd.exec(ctx, args[1:], stdout, stderr)
 	}
+}
+
+// hoistGlobalFlags moves the flags that come before the command to just
+// after it, so that "etcdlock --endpoints X status NAME" is "etcdlock status
+// --endpoints X NAME", as etcdctl takes its global flags either side of
+// its command. Only the connection flags (cmdline.Conn: --endpoints,
+// --cacert, --cert, --key, --user, --dial-timeout, --namespace) may come
+// first; a flag after the command wins over the same flag before it.
+func hoistGlobalFlags(args []string) ([]string, error) {
+	global := make(map[string]bool)
+	gfs := flag.NewFlagSet("", flag.ContinueOnError)
+	new(cmdline.Conn).Register(gfs)
+	gfs.VisitAll(func(f *flag.Flag) { global[f.Name] = true })
+	var lead []string
+	i := 0
+	for ; i < len(args) && len(args[i]) > 1 && args[i][0] == '-'; i++ {
+		a := args[i]
+		switch a {
+		case "-h", "-help", "--help":
+			return []string{a}, nil
+		case "--":
+			return nil, errors.New("missing command")
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !global[name] {
+			return nil, fmt.Errorf("unknown flag --%s before the command: only the connection flags may come before it", name)
+		}
+		lead = append(lead, a)
+		if !hasValue {
+			if i+1 == len(args) {
+				return nil, fmt.Errorf("flag --%s needs a value", name)
+			}
+			i++
+			lead = append(lead, args[i])
+		}
+	}
+	switch {
+	case len(lead) == 0:
+		return args, nil
+	case i == len(args):
+		return nil, errors.New("missing command after the connection flags")
+	case args[i] == "help":
+		return args[i:], nil
+	}
+	return append(append([]string{args[i]}, lead...), args[i+1:]...), nil
 }
 
 // lookup returns the command called name, or nil.
@@ -134,12 +188,16 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 			printCommands(stdout)
 			return exitOK
 		}
+		if t := lookupTopic(args[0]); t != nil {
+			printTopic(stdout, t)
+			return exitOK
+		}
 		cmd := lookup(args[0])
 		if cmd == nil {
-			fmt.Fprintf(stderr, "etcdlock help: unknown command %q\nRun 'etcdlock help' for the list of commands.\n", args[0])
+			fmt.Fprintf(stderr, "etcdlock help: unknown command or topic %q (see 'etcdlock help')\n", args[0])
 			return exitUsage
 		}
-		fs, _ := cmd.flagSet(io.Discard)
+		fs, _ := cmd.flagSet()
 		cmd.printHelp(stdout, fs)
 		return exitOK
 	default:
@@ -152,14 +210,21 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 func printCommands(w io.Writer) {
 	fmt.Fprint(w, "etcdlock runs programs under etcd locks or as an elected leader, shows\n")
 	fmt.Fprint(w, "the state of locks and elections, and runs a dev server and a demo.\n\n")
-	fmt.Fprint(w, "Usage:\n\n\tetcdlock <command> [flags] [arguments]\n\nThe commands are:\n\n")
+	fmt.Fprint(w, "Usage:\n\n\tetcdlock [connection flags] <command> [flags] [arguments]\n\nThe commands are:\n\n")
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	for _, c := range commands {
 		fmt.Fprintf(tw, "\t%s\t%s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(tw, "\t%s\t%s\n", "help", "list the commands, or show one command's help")
 	_ = tw.Flush()
-	fmt.Fprint(w, "\nRun 'etcdlock help <command>' for a command's flags.\n")
+	fmt.Fprint(w, "\nHelp topics ('etcdlock help <topic>'):\n\n")
+	for _, t := range helpTopics {
+		fmt.Fprintf(tw, "\t%s\t%s\n", t.name, t.summary)
+	}
+	_ = tw.Flush()
+	fmt.Fprint(w, "\nRun 'etcdlock help <command>' for a command's flags. The connection flags\n")
+	fmt.Fprint(w, "(--endpoints, --cacert, --cert, --key, --user, --dial-timeout, --namespace)\n")
+	fmt.Fprint(w, "may also come before the command, as etcdctl's do.\n")
 	fmt.Fprint(w, "Exit status: 0 success, 2 bad usage, 120 etcd unreachable, 1 any other failure;\n")
 	fmt.Fprint(w, "run and elect exit with their command's status (see 'etcdlock help run').\n")
 }
@@ -171,10 +236,9 @@ func (c *command) cmdline() *cmdline.Command {
 		Help: c.help, Setup: c.setup, TakesArgs: c.takesArgs}
 }
 
-// flagSet returns a new flag set with the command's flags, reporting parse
-// errors to errOut.
-func (c *command) flagSet(errOut io.Writer) (*flag.FlagSet, cmdline.RunFunc) {
-	return c.cmdline().FlagSet(errOut)
+// flagSet returns a new flag set with the command's flags.
+func (c *command) flagSet() (*flag.FlagSet, cmdline.RunFunc) {
+	return c.cmdline().FlagSet()
 }
 
 // printHelp writes the command's synopsis, description and flags to w.

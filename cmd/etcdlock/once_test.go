@@ -23,13 +23,13 @@ func TestRunMinHold(t *testing.T) {
 		return e.start(tag, "run", "--min-hold", "2s", "job", "--", "sh", "-c", "echo "+tag+" >> "+ran)
 	}
 	job("A").expect(exitOK, time.Minute)
-	if n := e.keys("rw/"); n != 1 {
+	if n := e.keys("mutex/"); n != 1 {
 		t.Fatalf("%d keys after the first run, want its key kept for the minimum", n)
 	}
 	job("B").expect(exitOK, time.Minute)
-	e.waitKeys(10*time.Second, "rw/", 0) // the minimum passed
+	e.waitKeys(10*time.Second, "mutex/", 0) // the minimum passed
 	job("C").expect(exitOK, time.Minute)
-	e.waitKeys(10*time.Second, "rw/", 0)
+	e.waitKeys(10*time.Second, "mutex/", 0)
 	b, err := os.ReadFile(ran)
 	if err != nil {
 		t.Fatal(err)

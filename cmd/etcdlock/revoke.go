@@ -35,7 +35,7 @@ follow it with "etcdlock status NAME".
 
 The exit status is 0 when a holder was asked, 3 when nobody holds NAME, 2
 for bad usage, 120 if etcd cannot be reached, and 1 for other failures.
-` + cmdline.ConnHelp,
+` + connSeeAlso,
 	setup: setupRevoke,
 }
 

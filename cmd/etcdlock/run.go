@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,38 +24,38 @@ var runLockedCmd = &command{
 	help: `
 Run acquires the lock NAME, runs CMD with ARGS while it holds it, and
 releases it when CMD exits; it exits with CMD's status. CMD finds in its
-environment:
+environment ETCDLOCK_NAME (NAME), ETCDLOCK_KEY (the etcd key of the hold),
+ETCDLOCK_TOKEN (the fencing token: that key's create revision) and
+ETCDLOCK_LEASE (the key's lease ID, in hex).
 
-	ETCDLOCK_NAME   NAME
-	ETCDLOCK_KEY    the etcd key of the hold
-	ETCDLOCK_TOKEN  the fencing token: the key's create revision (see
-	                below for what it orders)
-	ETCDLOCK_LEASE  the key's lease ID, in hex
+The kind of lock, and how a Go program shares it (same NAME and namespace):
 
-By default the hold is exclusive: the write side of the reader-writer lock
-NAME (keys under <namespace>rw/NAME/). With --shared it is a read hold of
-the same lock: --shared runs hold it together, never with an exclusive run.
-Waiters are served in the order they came, and a waiting writer is not
-overtaken by later readers. With -n N the hold is one of N permits of the
-semaphore NAME (keys under <namespace>sem/NAME/): at most N runs at once;
-every run of NAME must give the same N. A Go program shares these locks with
-lock.NewRWMutex (Lock, RLock) or lock.NewSemaphore (Acquire(ctx, 1)) of the
-same name and namespace.
+	run NAME           a mutex                lock.NewMutex: Lock
+	run --write NAME   a reader-writer lock   lock.NewRWMutex: Lock
+	run --shared NAME    (its read side)      lock.NewRWMutex: RLock
+	run -n N NAME      a semaphore            lock.NewSemaphore: Acquire(ctx, 1)
 
-An exclusive run's token is larger than that of every earlier hold of NAME:
-pass it to what CMD writes to, and refuse lower ones. With --shared, refuse
-a writer's token lower than the highest token seen from anyone, and a
-reader's token lower than the highest writer token seen (fencing.RWFence).
-With -n, tokens of permits held at the same time are not ordered, so a
-high-water mark cannot work: guard writes to etcd with a transaction that
-applies only while ETCDLOCK_KEY has create revision ETCDLOCK_TOKEN (as
-fencing.Commit does).
+Each kind keeps its keys apart (<namespace>mutex/NAME/, rw/NAME/, sem/NAME/)
+and does not exclude the others. So once it holds NAME, run checks that no
+other kind of NAME has keys; if one has, it releases NAME and exits 125
+without running CMD. Runs that --shared runs must exclude take --write.
+Waiters are served in the order they came; a waiting writer is not
+overtaken by later readers. Every run with -n must give the same N.
 
-Run waits for the lock as long as it takes, or up to --timeout. The lock's
-lease has a TTL of --ttl, renewed every third of it; if the machine running
-etcdlock dies, the lock is free again within --ttl. Flags may come before
-or after NAME; everything after "--" (or after CMD) is CMD's.
-` + onceHelp + graceHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
+Tokens: a plain or --write run's token is larger than that of every earlier
+holder: pass it to what CMD writes to, and refuse lower ones. With
+--shared, refuse a writer's token lower than the highest token seen, and a
+reader's lower than the highest writer token seen (fencing.RWFence). With
+-n, tokens of permits held at once are not ordered: guard writes to etcd
+with a transaction that applies only while ETCDLOCK_KEY has create
+revision ETCDLOCK_TOKEN (fencing.Commit).
+
+Run waits for the lock as long as it takes, or up to --timeout; --timeout 0
+tries once. The lease has a TTL of --ttl, renewed every third of it; if
+etcdlock's machine dies, the lock is free again within --ttl. Durations
+are Go's (10s, 1m30s) or whole seconds (10). Flags may come before or after
+NAME; everything after "--" (or after CMD) is CMD's.
+` + onceHelp + seeAlsoHelp + exitStatusHelp,
 	setup: setupRun,
 }
 
@@ -62,11 +63,14 @@ or after NAME; everything after "--" (or after CMD) is CMD's.
 type runConfig struct {
 	conn    cmdline.Conn
 	shared  bool
+	write   bool
 	permits int64
-	timeout optDuration
-	ttl     time.Duration
-	grace   optDuration
-	verbose bool
+	// permitsSet says -n was given, so that -n 0 is refused.
+	permitsSet bool
+	timeout    optDuration
+	ttl        time.Duration
+	grace      optDuration
+	verbose    bool
 	// minHold and maxHold bound the hold (lock.WithMinHold, WithMaxHold);
 	// with minHold, run does not wait: see onceHelp.
 	minHold optDuration
@@ -80,10 +84,11 @@ var errWaitTimeout = errors.New("--timeout passed")
 func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) int {
 	cfg := &runConfig{}
 	cfg.conn.Register(fs)
-	fs.BoolVar(&cfg.shared, "shared", false, "take a shared (read) hold: --shared runs of NAME hold it together")
+	fs.BoolVar(&cfg.shared, "shared", false, "take a read hold of the reader-writer lock NAME: --shared runs hold it together")
+	fs.BoolVar(&cfg.write, "write", false, "take the write hold of the reader-writer lock NAME: excludes --shared runs")
 	fs.Int64Var(&cfg.permits, "n", 0, "take one of `N` permits of the semaphore NAME: at most N runs at once")
-	fs.Var(&cfg.timeout, "timeout", "give up (exit 124) unless the lock is acquired within this `duration`\n(default: wait as long as it takes)")
-	fs.DurationVar(&cfg.ttl, "ttl", lock.DefaultTTL, "`TTL` of the lock's lease, in whole seconds")
+	fs.Var(&cfg.timeout, "timeout", "give up (exit 124) unless the lock is acquired within this `duration`;\n0 tries once (default: wait as long as it takes)")
+	cmdline.DurationVar(fs, &cfg.ttl, "ttl", lock.DefaultTTL, "`TTL` of the lock's lease, in whole seconds")
 	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when the lock is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when waiting, acquired and released")
 	fs.Var(&cfg.minHold, "min-hold", "keep NAME taken for at least this `duration` after it was acquired, even if CMD\nends sooner; do not wait: exit 0 without running CMD if NAME is taken")
@@ -96,6 +101,7 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 		if err != nil {
 			return argsFailed("run", fs, err, stdout, stderr)
 		}
+		fs.Visit(func(f *flag.Flag) { cfg.permitsSet = cfg.permitsSet || f.Name == "n" })
 		return cfg.run(ctx, names[0], argv, stdout, stderr)
 	}
 }
@@ -103,12 +109,14 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 // check validates the flags and NAME, and returns the timing.
 func (cfg *runConfig) check(name string) (timing, error) {
 	switch {
-	case cfg.shared && cfg.permits != 0:
-		return timing{}, cmdline.UsageError("--shared and -n do not go together")
-	case cfg.permits < 0 || cfg.permits > lock.MaxSemaphoreLimit:
+	case cfg.shared && cfg.write:
+		return timing{}, cmdline.UsageError("--shared and --write do not go together")
+	case (cfg.shared || cfg.write) && cfg.permitsSet:
+		return timing{}, cmdline.UsageError("--shared and --write do not go together with -n")
+	case cfg.permitsSet && (cfg.permits < 1 || cfg.permits > lock.MaxSemaphoreLimit):
 		return timing{}, cmdline.UsageError("-n must be between 1 and %d, not %d", int64(lock.MaxSemaphoreLimit), cfg.permits)
-	case cfg.timeout.set && cfg.timeout.d <= 0:
-		return timing{}, cmdline.UsageError("--timeout must be positive, not %v", cfg.timeout.d)
+	case cfg.timeout.set && cfg.timeout.d < 0:
+		return timing{}, cmdline.UsageError("--timeout must not be negative, not %v (0 tries once)", cfg.timeout.d)
 	}
 	if err := cfg.checkHoldBounds(); err != nil {
 		return timing{}, err
@@ -123,21 +131,32 @@ func (cfg *runConfig) check(name string) (timing, error) {
 	return tm, cfg.conn.Resolve()
 }
 
-// kind returns the kind of lock run takes: "rw" or "sem".
+// kind returns the kind of lock run takes: a mutex, unless -n, --shared or
+// --write say otherwise.
 func (cfg *runConfig) kind() lock.Kind {
-	if cfg.permits > 0 {
+	switch {
+	case cfg.permitsSet:
 		return lock.KindSemaphore
+	case cfg.shared || cfg.write:
+		return lock.KindRWMutex
 	}
-	return lock.KindRWMutex
+	return lock.KindMutex
+}
+
+// tryOnce says run does not wait: --min-hold, or --timeout 0.
+func (cfg *runConfig) tryOnce() bool {
+	return cfg.minHold.set || cfg.timeout.set && cfg.timeout.d == 0
 }
 
 // what names the hold run takes, for messages.
 func (cfg *runConfig) what(name string) string {
 	switch {
-	case cfg.permits > 0:
+	case cfg.permitsSet:
 		return fmt.Sprintf("semaphore %q (1 of %d permits)", name, cfg.permits)
 	case cfg.shared:
 		return fmt.Sprintf("lock %q (shared)", name)
+	case cfg.write:
+		return fmt.Sprintf("lock %q (write)", name)
 	default:
 		return fmt.Sprintf("lock %q", name)
 	}
@@ -158,35 +177,82 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 		lock.WithHolder(desc),
 	}
 	opts = append(opts, cfg.holdBounds()...)
-	if cfg.permits > 0 {
+	try := cfg.tryOnce()
+	switch cfg.kind() {
+	case lock.KindSemaphore:
 		s, err := lock.NewSemaphore(cli, name, cfg.permits, opts...)
 		if err != nil {
 			return runLock{}, err
 		}
 		return runLock{
 			acquire: func(ctx context.Context) (*lock.Hold, error) {
-				if cfg.minHold.set {
+				if try {
 					return s.TryAcquire(ctx, 1)
 				}
 				return s.Acquire(ctx, 1)
 			},
 			close: s.Close,
 		}, nil
+	case lock.KindRWMutex:
+		m, err := lock.NewRWMutex(cli, name, opts...)
+		if err != nil {
+			return runLock{}, err
+		}
+		acquire := m.Lock
+		switch {
+		case cfg.shared && try:
+			acquire = m.TryRLock
+		case cfg.shared:
+			acquire = m.RLock
+		case try:
+			acquire = m.TryLock
+		}
+		return runLock{acquire: acquire, close: m.Close}, nil
 	}
-	m, err := lock.NewRWMutex(cli, name, opts...)
+	m, err := lock.NewMutex(cli, name, opts...)
 	if err != nil {
 		return runLock{}, err
 	}
 	acquire := m.Lock
-	switch {
-	case cfg.shared && cfg.minHold.set:
-		acquire = m.TryRLock
-	case cfg.shared:
-		acquire = m.RLock
-	case cfg.minHold.set:
+	if try {
 		acquire = m.TryLock
 	}
 	return runLock{acquire: acquire, close: m.Close}, nil
+}
+
+// otherKinds is run's check, once it holds name, that no other kind of
+// lock of that name has keys: it returns an error naming them, or nil. The
+// kinds do not exclude each other, so a plain run (a mutex) and a --shared
+// run (a reader-writer lock) of one name would both run CMD. Each run puts
+// its key, then reads the others', so of two runs of different kinds that
+// hold at once the later read sees the earlier put: at least one refuses.
+// It costs one read (a Txn of three ranges, lock.Inspect) per run, after
+// the grant.
+func otherKinds(ctx context.Context, cli *clientv3.Client, ns string, kind lock.Kind, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	st, err := lock.Inspect(ctx, cli, ns, name)
+	if err != nil {
+		return fmt.Errorf("checking that no other kind of lock is called %q: %w", name, err)
+	}
+	var found []string
+	for _, l := range st.Locks {
+		if l.Kind != kind && len(l.Keys) > 0 {
+			found = append(found, fmt.Sprintf("%s (%d keys under %s)", kindName[l.Kind], len(l.Keys), l.Prefix))
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%q is also in use as a %s, which does not exclude a %s: give every run and program of %q one kind (plain run: lock.NewMutex; --shared and --write: lock.NewRWMutex; -n: lock.NewSemaphore)",
+		name, strings.Join(found, " and a "), kindName[kind], name)
+}
+
+// kindName names a kind of lock in messages.
+var kindName = map[lock.Kind]string{
+	lock.KindMutex:     "mutex",
+	lock.KindRWMutex:   "reader-writer lock",
+	lock.KindSemaphore: "semaphore",
 }
 
 // run is "etcdlock run NAME CMD...": acquire, run CMD under the hold,
@@ -239,7 +305,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	giveUp := func() { _ = closeWithin(giveUpTimeout, &cfg.conn, l.close) }
 
 	wctx := actx
-	if cfg.timeout.set {
+	if cfg.timeout.set && cfg.timeout.d > 0 {
 		var cancel context.CancelFunc
 		wctx, cancel = context.WithTimeoutCause(actx, cfg.timeout.d, errWaitTimeout)
 		defer cancel()
@@ -256,6 +322,8 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		case cfg.minHold.set && errors.Is(err, lock.ErrLocked):
 			log.infof("%s is taken (this period's run happened or is running); CMD did not run", cfg.what(name))
 			return exitOK
+		case cfg.timeout.set && cfg.timeout.d == 0 && errors.Is(err, lock.ErrLocked):
+			return report(stderr, "run", cmdline.Failf(exitTimeout, "%s not acquired (--timeout 0 tries once)%s", cfg.what(name), heldBy(cli, cfg.conn.Namespace, cfg.kind(), name)), 0)
 		case errors.Is(err, errWaitTimeout):
 			return report(stderr, "run", cmdline.Failf(exitTimeout, "%s not acquired within %v%s", cfg.what(name), cfg.timeout.d, heldBy(cli, cfg.conn.Namespace, cfg.kind(), name)), 0)
 		default:
@@ -270,6 +338,12 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		// Not exitLost: that says CMD ran and was stopped.
 		giveUp()
 		return report(stderr, "run", fmt.Errorf("%s lost before CMD started (%s); CMD did not run", cfg.what(name), lossReason(err)), exitRunFailure)
+	}
+	// A stop signal that comes now is forwarded to CMD once it starts.
+	if err := otherKinds(context.WithoutCancel(ctx), cli, cfg.conn.Namespace, cfg.kind(), name); err != nil {
+		cfg.release(ctx, log, h, name)
+		giveUp()
+		return report(stderr, "run", fmt.Errorf("%w; CMD did not run", err), exitRunFailure)
 	}
 	tok := h.Token()
 	log.infof("acquired %s: token %d, key %s, lease %s", cfg.what(name), tok.Revision, tok.Key, leaseHex(h.Lease()))

@@ -84,14 +84,14 @@ func TestRunExclusive(t *testing.T) {
 func TestRunShared(t *testing.T) {
 	e := newE2E(t)
 	isWriter := func(tag string) bool { return strings.HasPrefix(tag, "W") }
-	w0 := e.start("W0", "run", "rw", "--", "sh", "-c", shStart+shGate+shEnd)
+	w0 := e.start("W0", "run", "--write", "rw", "--", "sh", "-c", shStart+shGate+shEnd)
 	e.waitEvents(10*time.Second, "start", 1)
 	// Queue, in this order: R1, R2, W1, R3.
 	r1 := e.start("R1", "run", "--shared", "rw", "--", "sh", "-c", shStart+"sleep 0.3; "+shEnd)
 	e.waitKeys(10*time.Second, "rw/", 2)
 	r2 := e.start("R2", "run", "rw", "--shared", "--", "sh", "-c", shStart+"sleep 0.3; "+shEnd)
 	e.waitKeys(10*time.Second, "rw/", 3)
-	w1 := e.start("W1", "run", "rw", "--", "sh", "-c", shStart+"sleep 0.1; "+shEnd)
+	w1 := e.start("W1", "run", "rw", "--write", "--", "sh", "-c", shStart+"sleep 0.1; "+shEnd)
 	e.waitKeys(10*time.Second, "rw/", 4)
 	r3 := e.start("R3", "run", "--shared", "rw", "--", "sh", "-c", shStart+"sleep 0.1; "+shEnd)
 	e.waitKeys(10*time.Second, "rw/", 5)
@@ -176,8 +176,8 @@ func TestRunLostRevoked(t *testing.T) {
 		`trap 'echo "term $TAG $$" >> "$LOG"; exit 143' TERM; `+shStart+shForever)
 	e.waitEvents(10*time.Second, "start", 1)
 	b := e.start("B", "run", "job", "--", "sh", "-c", shCheckOthers+shStart+shEnd)
-	e.waitKeys(10*time.Second, "rw/", 2)
-	e.revoke(e.leaseOf("rw/"))
+	e.waitKeys(10*time.Second, "mutex/", 2)
+	e.revoke(e.leaseOf("mutex/"))
 	a.expect(exitLost, 10*time.Second)
 	b.expect(0, 10*time.Second)
 	evs := e.events()
@@ -206,7 +206,7 @@ func TestRunLostKillsIgnoringChild(t *testing.T) {
 		`trap '' TERM; `+shStart+`sleep 1000 & echo "bg $TAG $!" >> "$LOG"; `+shForever)
 	evs := e.waitEvents(10*time.Second, "bg", 1)
 	revoked := time.Now()
-	e.revoke(e.leaseOf("rw/"))
+	e.revoke(e.leaseOf("mutex/"))
 	a.expect(exitLost, 10*time.Second)
 	took := time.Since(revoked)
 	t.Logf("A exited %v after the revoke", took)
@@ -239,7 +239,7 @@ func TestRunLostPartitioned(t *testing.T) {
 		`trap '' TERM; `+shStart+`sleep 1000 & echo "bg $TAG $!" >> "$LOG"; `+shForever)
 	e.waitEvents(10*time.Second, "bg", 1)
 	b := e.start("B", "run", "job", "--", "sh", "-c", shCheckOthers+shStart+shEnd)
-	e.waitKeys(10*time.Second, "rw/", 2)
+	e.waitKeys(10*time.Second, "mutex/", 2)
 	px.Blackhole()
 	e.waitEvents(15*time.Second, "start", 2)
 	px.Unblackhole() // let A release what it can and exit
@@ -291,24 +291,39 @@ func TestRunTimeout(t *testing.T) {
 	if !strings.Contains(msg, "not acquired within 300ms") || strings.Count(msg, "\n") != 1 {
 		t.Errorf("stderr = %q, want one line about the timeout", msg)
 	}
-	if n := e.keys("rw/"); n != 1 {
+	if n := e.keys("mutex/"); n != 1 {
 		t.Errorf("%d keys, want only the holder's", n)
+	}
+	// --timeout 0 tries once, as TryLock.
+	p = e.start("z", "run", "--timeout", "0", "busy", "--", "sh", "-c", shStart)
+	p.expect(exitTimeout, 10*time.Second)
+	if msg := p.errText(); !strings.Contains(msg, `lock "busy" not acquired (--timeout 0 tries once); held by`) || strings.Count(msg, "\n") != 1 {
+		t.Errorf("stderr = %q, want one line saying the one try failed", msg)
+	}
+	if n := e.keys("mutex/"); n != 1 {
+		t.Errorf("%d keys after --timeout 0, want only the holder's", n)
 	}
 
 	w := e.start("i", "run", "busy", "--", "sh", "-c", shStart)
-	e.waitKeys(10*time.Second, "rw/", 2)
+	e.waitKeys(10*time.Second, "mutex/", 2)
 	w.signal(syscall.SIGTERM)
 	w.expect(128+int(syscall.SIGTERM), 10*time.Second)
 	if msg := w.errText(); !strings.Contains(msg, "interrupted by SIGTERM while waiting") {
 		t.Errorf("stderr = %q, want it to say the wait was interrupted", msg)
 	}
-	if n := e.keys("rw/"); n != 1 {
+	if n := e.keys("mutex/"); n != 1 {
 		t.Errorf("%d keys after the interrupted wait, want only the holder's", n)
 	}
 	e.openGate()
 	holder.expect(0, 10*time.Second)
 	if got := count(e.events(), "start"); got != 1 {
 		t.Errorf("%d children ran, want only the holder's", got)
+	}
+	// On a free lock, --timeout 0 gets it; --ttl in whole seconds, as
+	// etcdctl's.
+	e.start("f", "run", "--timeout", "0", "--ttl", "2", "busy", "--", "sh", "-c", shStart).expect(0, 10*time.Second)
+	if got := count(e.events(), "start"); got != 2 {
+		t.Errorf("%d children ran, want the holder's and the one of --timeout 0", got)
 	}
 	e.requireEmpty()
 }
@@ -351,7 +366,14 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"run", "--ttl", "1500ms", "x", "true"}, exitUsage, "whole number of seconds"},
 		{[]string{"run", "--ttl", "10s", "--grace", "2s", "x", "true"}, exitUsage, "not less than the safety margin 2s"},
 		{[]string{"run", "--timeout", "-1s", "x", "true"}, exitUsage, "--timeout"},
-		{[]string{"run", "x", "--nope", "true"}, exitUsage, "flag provided but not defined"},
+		{[]string{"run", "x", "--nope", "true"}, exitUsage, "etcdlock run: unknown flag --nope (see 'etcdlock help run')\n"},
+		{[]string{"run", "-n", "0", "x", "true"}, exitUsage, "-n must be between 1 and"},
+		{[]string{"run", "--shared", "--write", "x", "true"}, exitUsage, "do not go together"},
+		{[]string{"run", "--write", "-n", "2", "x", "true"}, exitUsage, "do not go together with -n"},
+		{[]string{"run", "--ttl", "abc", "x", "true"}, exitUsage, `etcdlock run: invalid value "abc" for --ttl: not a duration`},
+		{[]string{"run", "-n", "abc", "x", "true"}, exitUsage, `etcdlock run: invalid value "abc" for -n: not a whole number`},
+		{[]string{"run", "--ttl", "2", "--grace", "1", "x", "true"}, exitUsage, "not less than the safety margin"}, // whole seconds: 2s and 1s
+		{[]string{"run", "--timeout", "-1", "x", "true"}, exitUsage, "--timeout must not be negative"},
 		{[]string{"run", "--cert", "c.pem", "x", "true"}, exitUsage, "--cert and --key go together"},
 		{[]string{"run", "x", "--", "/nonexistent/cmd"}, exitNotFound, "not found"},
 		{[]string{"run", "x", "--", "/"}, exitCannotExec, "cannot be executed"},
@@ -368,17 +390,17 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"run", "--dial-timeout", "0s", "x", "true"}, exitUsage, "--dial-timeout"},
 	} {
 		code, _, errOut := runCmd(t, time.Minute, tc.args...)
-		if code != tc.code || !strings.Contains(errOut, tc.err) {
+		if code != tc.code || !strings.Contains(errOut, tc.err) || strings.Count(errOut, "\n") != 1 {
 			t.Errorf("etcdlock %q: exit %d, stderr %q; want %d and %q", tc.args, code, errOut, tc.code, tc.err)
 		}
 	}
-	for _, c := range []string{"run", "elect", "status", "observe", "dev"} {
+	for _, c := range []string{"run", "elect", "status", "observe", "dev", "version"} {
 		code, out, _ := runCmd(t, time.Minute, c, "--help")
 		if code != exitOK || !strings.Contains(out, "usage: etcdlock "+c) {
 			t.Errorf("etcdlock %s --help: exit %d, stdout:\n%s", c, code, out)
 		}
 		// --help after NAME works too.
-		if c != "dev" {
+		if c != "dev" && c != "version" {
 			if code, out, _ := runCmd(t, time.Minute, c, "x", "--help"); code != exitOK || !strings.Contains(out, "usage: etcdlock "+c) {
 				t.Errorf("etcdlock %s x --help: exit %d", c, code)
 			}

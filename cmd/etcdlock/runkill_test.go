@@ -18,7 +18,7 @@ func TestRunKilled(t *testing.T) {
 	a := e.start("A", "run", "--ttl", "2s", "job", "--", "sh", "-c", script)
 	e.waitEvents(10*time.Second, "start", 1)
 	b := e.start("B", "run", "--ttl", "2s", "job", "--", "sh", "-c", script)
-	e.waitKeys(10*time.Second, "rw/", 2) // B waits behind A
+	e.waitKeys(10*time.Second, "mutex/", 2) // B waits behind A
 	first := e.events()[0]
 	if first.tag != "A" {
 		t.Fatalf("first child is %s's, want A's:\n%s", first.tag, e.eventText())

@@ -173,9 +173,6 @@ func TestConnectErrorsNameTheCause(t *testing.T) {
 		args := append(append([]string{"status", "--dial-timeout", "1s"}, tc.args...), "x")
 		code, _, errOut := runCmd(t, time.Minute, args...)
 		lines := strings.Count(errOut, "\n")
-		if tc.code == exitUsage {
-			lines-- // and the line pointing at the help
-		}
 		if code != tc.code || lines != 1 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%s: exit %d, stderr %q; want %d and one line containing %q", tc.name, code, errOut, tc.code, tc.want)
 		}

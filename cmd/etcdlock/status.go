@@ -62,7 +62,7 @@ With --json it prints one JSON object instead:
 Queues without keys are left out; nothing at all prints "no holders,
 waiters or candidates". The exit status is 0, 2 for bad usage, 120 if etcd
 cannot be reached, and 1 for other failures.
-` + cmdline.ConnHelp,
+` + connSeeAlso,
 	setup: setupStatus,
 }
 

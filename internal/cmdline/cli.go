@@ -62,21 +62,30 @@ type Command struct {
 // program's name for a program that is one command.
 func (c *Command) Title() string { return strings.TrimSpace(c.Prog + " " + c.Name) }
 
-// HelpHint is the line that points at the command's help.
+// HelpHint is what a usage error's line ends with, pointing at the
+// command's help: "(see 'etcdlock help run')".
 func (c *Command) HelpHint() string {
 	if c.Name == "" {
-		return fmt.Sprintf("Run '%s --help' for usage.", c.Prog)
+		return fmt.Sprintf("(see '%s --help')", c.Prog)
 	}
-	return fmt.Sprintf("Run '%s help %s' for usage.", c.Prog, c.Name)
+	return fmt.Sprintf("(see '%s help %s')", c.Prog, c.Name)
 }
 
-// FlagSet returns a new flag set with the command's flags, reporting parse
-// errors to errOut, and the function that runs the command.
-func (c *Command) FlagSet(errOut io.Writer) (*flag.FlagSet, RunFunc) {
+// FlagSet returns a new flag set with the command's flags, and the
+// function that runs the command. The flag set writes nothing: a parse
+// error is reported by FlagError.
+func (c *Command) FlagSet() (*flag.FlagSet, RunFunc) {
 	fs := flag.NewFlagSet(c.Title(), flag.ContinueOnError)
-	fs.SetOutput(errOut)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {} // Exec prints help itself, to stdout for --help
 	return fs, c.Setup(fs)
+}
+
+// FlagError reports err, a parse error of the command's flag set, as one
+// line ("etcdlock run: unknown flag --bogus (see ...)"), and returns
+// ExitUsage.
+func (c *Command) FlagError(stderr io.Writer, err error) int {
+	return c.BadUsage(stderr, "%s", FlagErrorText(err))
 }
 
 // PrintHelp writes the command's synopsis, description and flags to w.
@@ -90,7 +99,11 @@ func (c *Command) PrintHelp(w io.Writer, fs *flag.FlagSet) {
 		}
 		// Like flag.PrintDefaults, with the "--" spelling used in the help.
 		arg, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  --%s", f.Name)
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-" // -n, as Unix commands spell one letter
+		}
+		fmt.Fprintf(w, "  %s%s", dash, f.Name)
 		if arg != "" {
 			fmt.Fprintf(w, " %s", arg)
 		}
@@ -107,19 +120,16 @@ func (c *Command) PrintHelp(w io.Writer, fs *flag.FlagSet) {
 // Exec parses args and runs the command. --help prints the help to stdout
 // and returns 0; a bad flag or a stray argument returns 2.
 func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs, runFn := c.FlagSet(stderr)
+	fs, runFn := c.FlagSet()
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.PrintHelp(stdout, fs)
 			return ExitOK
 		}
-		// flag has already written the error to stderr.
-		fmt.Fprintln(stderr, c.HelpHint())
-		return ExitUsage
+		return c.FlagError(stderr, err)
 	}
 	if fs.NArg() > 0 && !c.TakesArgs {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n%s\n", c.Title(), fs.Arg(0), c.HelpHint())
-		return ExitUsage
+		return c.BadUsage(stderr, "unexpected argument %q", fs.Arg(0))
 	}
 	return runFn(ctx, stdout, stderr)
 }
@@ -134,15 +144,16 @@ func Main(c *Command) {
 	os.Exit(code)
 }
 
-// BadUsage reports an invalid flag value to stderr and returns ExitUsage.
+// BadUsage reports an invalid flag value to stderr, in one line that
+// points at the help, and returns ExitUsage.
 func (c *Command) BadUsage(stderr io.Writer, format string, args ...any) int {
-	fmt.Fprintf(stderr, "%s: %s\n%s\n", c.Title(), fmt.Sprintf(format, args...), c.HelpHint())
+	fmt.Fprintf(stderr, "%s: %s %s\n", c.Title(), fmt.Sprintf(format, args...), c.HelpHint())
 	return ExitUsage
 }
 
 // Report writes err to stderr as one line, "<title>: <err>", and returns
 // its exit status: that of the failure err wraps (Failf), or otherwise
-// code. A usage failure is followed by the line pointing at the help.
+// code. A usage failure's line also points at the help.
 func (c *Command) Report(stderr io.Writer, err error, code int) int {
 	var f *failure
 	if errors.As(err, &f) {
@@ -155,10 +166,25 @@ func (c *Command) Report(stderr io.Writer, err error, code int) int {
 	return code
 }
 
-// OneLine joins the lines of a multi-line message (errors.Join's, say).
+// OneLine joins the lines of a multi-line message (errors.Join's, say),
+// and drops the package prefixes of etcdlock's errors ("lock: ",
+// "election: ", "fencing: ", "etcdlock: ") at the start of the message and
+// of each part of it, since the line it goes into starts with the
+// command's own: "etcdlock run: releasing lock "x": not held: ..." rather
+// than "... lock: not held: ...". etcd's own ("etcdserver: ") stay.
 func OneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	s = strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	for _, p := range innerPrefixes {
+		s = strings.TrimPrefix(s, p)
+		s = strings.ReplaceAll(s, ": "+p, ": ")
+		s = strings.ReplaceAll(s, "; "+p, "; ")
+		s = strings.ReplaceAll(s, "("+p, "(")
+	}
+	return s
 }
+
+// innerPrefixes are the prefixes of the messages of etcdlock's packages.
+var innerPrefixes = []string{"lock: ", "election: ", "fencing: ", "etcdlock: "}
 
 // failure is an error that calls for a particular exit status.
 type failure struct {

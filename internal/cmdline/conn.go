@@ -79,7 +79,7 @@ func (c *Conn) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.cert, "cert", "", "TLS client certificate `file`")
 	fs.StringVar(&c.key, "key", "", "TLS client key `file`")
 	fs.StringVar(&c.user, "user", "", "etcd user `name` (or name:password)")
-	fs.DurationVar(&c.dialTimeout, "dial-timeout", defaultDialTimeout, "give up reaching etcd after this `duration`")
+	DurationVar(fs, &c.dialTimeout, "dial-timeout", defaultDialTimeout, "give up reaching etcd after this `duration`")
 	fs.StringVar(&c.Namespace, "namespace", lock.DefaultNamespace, "`prefix` of every key etcdlock reads or writes")
 }
 
@@ -111,7 +111,7 @@ func (c *Conn) Resolve() error {
 	fromEnv(&c.Namespace, "namespace", "ETCDLOCK_NAMESPACE")
 	if !given["dial-timeout"] {
 		if s := getenv("ETCDCTL_DIAL_TIMEOUT"); s != "" {
-			d, err := time.ParseDuration(s)
+			d, err := ParseDuration(s)
 			if err != nil {
 				return UsageError("$ETCDCTL_DIAL_TIMEOUT=%q is not a duration", s)
 			}

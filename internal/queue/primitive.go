@@ -200,3 +200,20 @@ func clientClosed(q *Queue, err error) error {
 	}
 	return err
 }
+
+// Holding reports whether a hold acquired through p is live: granted, not
+// released, not known to be lost. No I/O.
+func (p *Primitive) Holding() bool {
+	p.mu.Lock()
+	holds := make([]*Hold, 0, len(p.holds))
+	for h := range p.holds {
+		holds = append(holds, h)
+	}
+	p.mu.Unlock()
+	for _, h := range holds { // outside p.mu, which a hold's end takes
+		if h.Err() == nil {
+			return true
+		}
+	}
+	return false
+}
