@@ -135,9 +135,10 @@ const (
 // the leader (one linearizable Range: e.Observe's watch alone stays silent
 // while etcd is gone, and would leave a leader that lost its term on
 // screen, unmarked). When a read fails it says so on stderr, once, and
-// prints the leader shown last again, marked unconfirmed; when a read
-// succeeds again it says so, and prints the leader again if unchanged (a
-// change comes from e.Observe). It waits for its reads before returning.
+// prints the leader shown last again, marked unconfirmed. When a read or
+// e.Observe succeeds again it says so; a read prints the leader again if
+// unchanged (a change comes from e.Observe, whose last leader is the one
+// shown last). It waits for its reads before returning.
 func observeLoop(ctx context.Context, e *election.Election, stdout, stderr io.Writer, asJSON bool) error {
 	enc := json.NewEncoder(stdout)
 	show := func(l election.Leader, unconfirmed bool) error {
@@ -185,6 +186,10 @@ func observeLoop(ctx context.Context, e *election.Election, stdout, stderr io.Wr
 				obs = nil
 			case werr != nil: // drain until Observe stops
 			default:
+				if unconfirmed { // Observe read it from etcd
+					unconfirmed = false
+					fmt.Fprintln(stderr, "etcdlock observe: etcd answers again")
+				}
 				werr = show(l, false)
 				shown, haveShown = l, true
 			}
@@ -208,14 +213,18 @@ func observeLoop(ctx context.Context, e *election.Election, stdout, stderr io.Wr
 			case ctx.Err() != nil || werr != nil || !haveShown:
 			case p.err != nil && !unconfirmed:
 				unconfirmed = true
-				fmt.Fprintf(stderr, "etcdlock observe: cannot confirm the leader: %s; the one shown last may no longer lead\n", cmdline.OneLine(p.err.Error()))
+				why := cmdline.OneLine(p.err.Error())
+				if errors.Is(p.err, context.DeadlineExceeded) {
+					why = fmt.Sprintf("etcd did not answer within %v", observeProbeTimeout)
+				}
+				fmt.Fprintf(stderr, "etcdlock observe: cannot confirm the leader: %s; the one shown last may no longer lead\n", why)
 				werr = show(shown, true)
 			case p.err == nil && unconfirmed:
 				unconfirmed = false
 				fmt.Fprintln(stderr, "etcdlock observe: etcd answers again")
 				if p.l == shown {
 					werr = show(shown, false)
-				}
+				} // else Observe, whose last is shown, reports the change
 			}
 		}
 		if werr != nil && obs != nil {

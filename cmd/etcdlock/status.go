@@ -43,8 +43,10 @@ has keys it lists them in queue order (by token), one line each:
 	TOKEN    the key's create revision: the fencing token of its hold
 	LEASE    the key's lease ID, in hex
 	TTL      what is left of the lease's TTL ("gone" once it expired)
-	AGE      time since the holder started, by the holder's own clock, for
-	         keys written by etcdlock run and elect ("-" for others)
+	AGE      time since the holder started, by the holder's own clock,
+	         for keys whose value ends in " since <RFC 3339 time>", as
+	         run's and elect's do (a Go program's, with WithHolder); "-"
+	         for others: etcd keeps no time with a key
 	VALUE    the holder's description (host:pid ...), or the candidate's
 	         value
 
@@ -57,7 +59,7 @@ With --json it prints one JSON object instead:
 	     "mode": "read"|"write" (rw only), "permits": <n> (sem only),
 	     "key": "...", "token": <n>, "lease": "<hex>",
 	     "ttl_seconds": <n, -1 if the lease is gone>,
-	     "age_seconds": <n or null>, "value": "..."}]}]}
+	     "age_seconds": <n, to the millisecond, or null>, "value": "..."}]}]}
 
 Queues without keys are left out; nothing at all prints "no holders,
 waiters or candidates". The exit status is 0, 2 for bad usage, 120 if etcd
@@ -190,7 +192,7 @@ func readStatus(ctx context.Context, cli *clientv3.Client, ns, name string, kind
 		}
 		for i := range q.Entries {
 			if since, ok := parseSince(q.Entries[i].Value); ok {
-				age := t.Sub(since).Seconds()
+				age := t.Sub(since).Round(time.Millisecond).Seconds()
 				q.Entries[i].Age = &age
 			}
 		}

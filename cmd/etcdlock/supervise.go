@@ -249,13 +249,15 @@ func holderDesc(start time.Time) string {
 	return lock.DefaultHolder() + " since " + start.UTC().Format(sinceLayout)
 }
 
-// parseSince returns the time in a holder description made by holderDesc.
+// parseSince returns the time in a holder description made by holderDesc,
+// or by anyone who ends a description with " since " and an RFC 3339 time,
+// fractional seconds or not.
 func parseSince(desc string) (time.Time, bool) {
 	i := strings.LastIndex(desc, " since ")
 	if i < 0 {
 		return time.Time{}, false
 	}
-	t, err := time.Parse(sinceLayout, desc[i+len(" since "):])
+	t, err := time.Parse(time.RFC3339, desc[i+len(" since "):])
 	return t, err == nil
 }
 
