@@ -27,8 +27,9 @@ var statusCmd = &command{
 	takesArgs: true,
 	help: `
 Status reads, at one revision, every queue called NAME: the mutex
-(lock.NewMutex), the reader-writer lock (etcdlock run, lock.NewRWMutex), the
-semaphore (etcdlock run -n, lock.NewSemaphore) and the election (etcdlock
+(etcdlock run, lock.NewMutex), the reader-writer lock (etcdlock run --shared
+or --write, lock.NewRWMutex), the semaphore (etcdlock run -n,
+lock.NewSemaphore) and the election (etcdlock
 elect, package election), or only the one --kind names. Who holds is
 decided by the lock package's own rules (lock.Inspect). For each queue that
 has keys it lists them in queue order (by token), one line each:

@@ -119,7 +119,7 @@ type suite struct {
 type shard struct {
 	name   string // lock name, and SQL resource and counter row
 	prefix string // the lock's key prefix
-	rw     bool   // an RWMutex (etcdlock run's), else a Mutex
+	rw     bool   // an RWMutex, else a Mutex (etcdlock run's)
 	reg    string // fenced etcd counter key
 	ctl    string // unfenced control key
 }
@@ -273,7 +273,7 @@ func (s *suite) setup(ctx context.Context) error {
 		}
 		s.shards = append(s.shards, sh)
 	}
-	if s.runLk, err = mk("job", true); err != nil {
+	if s.runLk, err = mk("job", false); err != nil { // etcdlock run NAME is lock.NewMutex(NAME)
 		return err
 	}
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
