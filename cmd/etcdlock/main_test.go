@@ -84,6 +84,10 @@ func TestUsage(t *testing.T) {
 		{[]string{"nope"}, exitUsage, ""},
 		{[]string{"demo", "--help"}, exitOK, "usage: etcdlock demo"},
 		{[]string{"demo", "extra"}, exitUsage, ""},
+		{[]string{"help", "connection"}, exitOK, "$ETCDCTL_ENDPOINTS"},
+		{[]string{"help", "supervision"}, exitOK, "SIGKILL --grace later"},
+		{[]string{"help", "version"}, exitOK, "usage: etcdlock version"},
+		{[]string{"version", "extra"}, exitUsage, ""},
 	} {
 		code, out, errOut := runCmd(t, time.Minute, tc.args...)
 		if code != tc.code {

@@ -70,8 +70,9 @@
 // (fencing.Token.LockKey, e.g. "etcdlock/mutex/invoices/") beside the
 // revision, and Admit refuses a token of another lock with ErrLockMismatch
 // instead of comparing. So map each resource to exactly one lock name (and
-// namespace) that every writer of it takes: a Mutex, the write side of an
-// RWMutex (which `etcdlock run` takes by default), or an election. Read
+// namespace) that every writer of it takes: a Mutex (which `etcdlock run`
+// takes by default), the write side of an RWMutex (`etcdlock run
+// --write`), or an election. Read
 // holds of an RWMutex have another key prefix than its write holds and are
 // refused as a mismatch: fence them with lock.RWFence. Semaphore permits
 // are not ordered at all: guard etcd writes with fencing.Commit instead.
