@@ -23,8 +23,9 @@ var helpTopics = []helpTopic{
 
 // seeAlsoHelp ends the description of run and elect.
 const seeAlsoHelp = `
-How CMD is stopped when the hold is lost, and which signals reach it:
-'etcdlock help supervision'. Connection flags: 'etcdlock help connection'.
+Durations are Go's (10s, 1m30s) or whole seconds (10). How CMD is stopped
+when the hold is lost, and which signals reach it: 'etcdlock help
+supervision'. Connection flags: 'etcdlock help connection'.
 `
 
 // connSeeAlso ends the description of the other commands that connect.

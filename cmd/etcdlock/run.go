@@ -52,9 +52,8 @@ revision ETCDLOCK_TOKEN (fencing.Commit).
 
 Run waits for the lock as long as it takes, or up to --timeout; --timeout 0
 tries once. The lease has a TTL of --ttl, renewed every third of it; if
-etcdlock's machine dies, the lock is free again within --ttl. Durations
-are Go's (10s, 1m30s) or whole seconds (10). Flags may come before or after
-NAME; everything after "--" (or after CMD) is CMD's.
+etcdlock's machine dies, the lock is free again within --ttl. Flags may
+come before or after NAME; everything after "--" (or after CMD) is CMD's.
 ` + onceHelp + seeAlsoHelp + exitStatusHelp,
 	setup: setupRun,
 }
