@@ -150,7 +150,7 @@ func TestRunRefusesOtherKinds(t *testing.T) {
 		p := e.start("X", append(args, "--", "sh", "-c", shStart)...)
 		p.expect(exitRunFailure, 30*time.Second)
 		msg := p.errText()
-		if !strings.Contains(msg, `"job" is also in use as a reader-writer lock (1 keys under `+e.ns+"rw/job/)") ||
+		if !strings.Contains(msg, `"job" is also in use as a reader-writer lock (1 key under `+e.ns+"rw/job/)") ||
 			!strings.Contains(msg, "CMD did not run") || strings.Count(msg, "\n") != 1 {
 			t.Errorf("etcdlock %q: stderr %q, want one line saying job is also a reader-writer lock", args, msg)
 		}

@@ -237,7 +237,11 @@ func otherKinds(ctx context.Context, cli *clientv3.Client, ns string, kind lock.
 	var found []string
 	for _, l := range st.Locks {
 		if l.Kind != kind && len(l.Keys) > 0 {
-			found = append(found, fmt.Sprintf("%s (%d keys under %s)", kindName[l.Kind], len(l.Keys), l.Prefix))
+			keys := "keys"
+			if len(l.Keys) == 1 {
+				keys = "key"
+			}
+			found = append(found, fmt.Sprintf("%s (%d %s under %s)", kindName[l.Kind], len(l.Keys), keys, l.Prefix))
 		}
 	}
 	if len(found) == 0 {
