@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -56,8 +57,8 @@ func ExampleMutex_Lock() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	_, err = m.TryLock(ctx) // a second holder must wait
-	fmt.Println("second:", err)
+	_, err = m.TryLock(ctx) // a second holder must wait, even through m
+	fmt.Println("second:", err, errors.Is(err, lock.ErrLocked))
 	if err := first.Unlock(ctx); err != nil {
 		log.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func ExampleMutex_Lock() {
 		log.Fatal(err)
 	}
 	// Output:
-	// second: lock: held by another holder
+	// second: lock: held by this Mutex: a hold it granted is not unlocked (a Mutex is not reentrant) true
 	// token grew: true
 	// first's context: lock: released
 }
