@@ -54,7 +54,7 @@ Run waits for the lock as long as it takes, or up to --timeout. The lock's
 lease has a TTL of --ttl, renewed every third of it; if the machine running
 etcdlock dies, the lock is free again within --ttl. Flags may come before
 or after NAME; everything after "--" (or after CMD) is CMD's.
-` + onceHelp + graceHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
+` + onceHelp + graceHelp + runListenHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
 	setup: setupRun,
 }
 
@@ -71,6 +71,7 @@ type runConfig struct {
 	// with minHold, run does not wait: see onceHelp.
 	minHold optDuration
 	maxHold optDuration
+	metrics metricsFlags // --listen-metrics
 }
 
 // errWaitTimeout is the cause of a wait that --timeout ended.
@@ -87,6 +88,7 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when the lock is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when waiting, acquired and released")
 	fs.Var(&cfg.minHold, "min-hold", "keep NAME taken for at least this `duration` after it was acquired, even if CMD\nends sooner; do not wait: exit 0 without running CMD if NAME is taken")
+	cfg.metrics.Register(fs)
 	fs.Var(&cfg.maxHold, "max-hold", "release NAME this `duration` after it was acquired, stopping CMD (exit 121)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
@@ -158,6 +160,7 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 		lock.WithHolder(desc),
 	}
 	opts = append(opts, cfg.holdBounds()...)
+	opts = append(opts, cfg.metrics.lockOptions(cfg.kind(), name)...)
 	if cfg.permits > 0 {
 		s, err := lock.NewSemaphore(cli, name, cfg.permits, opts...)
 		if err != nil {
@@ -202,6 +205,11 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	if err != nil {
 		return report(stderr, "run", err, exitRunFailure)
 	}
+	stopMetrics, err := cfg.metrics.start("run", 0)
+	if err != nil {
+		return report(stderr, "run", err, exitRunFailure)
+	}
+	defer stopMetrics()
 
 	sigs := watchSignals(ctx)
 	defer sigs.stop()
@@ -224,6 +232,8 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		return report(stderr, "run", err, exitRunFailure)
 	}
 	defer cmdline.CloseQuietly(cli)
+	cfg.metrics.srv.connected(cli)
+	cfg.metrics.srv.holding(cfg.what(name), nil)
 	l, err := cfg.open(cli, name, tm, holderDesc(start))
 	if err != nil {
 		return report(stderr, "run", err, exitRunFailure)
@@ -271,6 +281,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		giveUp()
 		return report(stderr, "run", fmt.Errorf("%s lost before CMD started (%s); CMD did not run", cfg.what(name), lossReason(err)), exitRunFailure)
 	}
+	cfg.metrics.srv.holding(cfg.what(name), h)
 	tok := h.Token()
 	log.infof("acquired %s: token %d, key %s, lease %s", cfg.what(name), tok.Revision, tok.Key, leaseHex(h.Lease()))
 

@@ -206,3 +206,19 @@ func (m *Metrics) Ended(ev metrics.EndEvent) {
 func (m *Metrics) LeaseRenewed(ev metrics.RenewEvent) {
 	m.leaseRemaining.WithLabelValues(m.labels(ev.Kind, ev.Name)...).Set(ev.Left.Seconds())
 }
+
+// Declare exports the series of the lock or election of kind and name at
+// zero before its first event: a standby's etcdlock_election_leader 0, say.
+// Without WithNameLabel, only the per-kind series are created.
+func (m *Metrics) Declare(kind, name string) {
+	l := m.labels(kind, name)
+	m.holds.WithLabelValues(l...)
+	m.releases.WithLabelValues(l...)
+	m.acquires.WithLabelValues(m.labels(kind, name, string(metrics.Granted))...)
+	if kind == metrics.KindElection {
+		l := m.electLabels(name)
+		m.leader.WithLabelValues(l...)
+		m.terms.WithLabelValues(l...)
+		m.failovers.WithLabelValues(l...)
+	}
+}
