@@ -127,6 +127,7 @@ type holdMetrics struct {
 	// change of state).
 	settle   bool
 	settleCh <-chan struct{}
+	lostAt   time.Time // when settle was set: the end of the hold time
 }
 
 // startMetrics sets h's grant time, from which its hold time is measured.
@@ -144,10 +145,10 @@ func (h *Hold) endLost(cause error) {
 		return
 	}
 	if errors.Is(cause, ErrDeleted) && h.k.Gone() == nil {
-		h.m.settle, h.m.settleCh = true, h.k.Changed()
+		h.m.settle, h.m.settleCh, h.m.lostAt = true, h.k.Changed(), time.Now()
 		return
 	}
-	h.report(lossCause(cause))
+	h.report(lossCause(cause), time.Now())
 }
 
 // endReleased reports h's release (or its end by the maximum hold); h.mu
@@ -157,14 +158,15 @@ func (h *Hold) endReleased() {
 		return
 	}
 	if h.m.maxHold {
-		h.report(metrics.LostMaxHold)
+		h.report(metrics.LostMaxHold, time.Now())
 		return
 	}
-	h.report(metrics.Released)
+	h.report(metrics.Released, time.Now())
 }
 
-func (h *Hold) report(c metrics.Cause) {
-	h.q.met.o.Ended(metrics.EndEvent{Kind: h.q.met.kind, Name: h.q.met.name, Cause: c, Held: time.Since(h.m.granted)})
+// report reports h's end at end with cause c, once; h.mu is held.
+func (h *Hold) report(c metrics.Cause, end time.Time) {
+	h.q.met.o.Ended(metrics.EndEvent{Kind: h.q.met.kind, Name: h.q.met.name, Cause: c, Held: end.Sub(h.m.granted)})
 	h.m.granted = time.Time{} // once
 }
 
@@ -201,7 +203,7 @@ func (h *Hold) settleLoss() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.m.granted.IsZero() {
-		h.report(cause)
+		h.report(cause, h.m.lostAt)
 	}
 }
 
