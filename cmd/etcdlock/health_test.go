@@ -3,6 +3,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/etcdlock/etcdlock/election"
+	"github.com/etcdlock/etcdlock/integration"
 )
 
 // freeAddr returns a TCP address of 127.0.0.1 that was free just now.
@@ -168,5 +173,64 @@ func TestListenMetricsBadAddr(t *testing.T) {
 	code, _, errOut := runCmd(t, 30*time.Second, "run", "--listen-metrics", ln.Addr().String(), "job", "--", "true")
 	if code != exitRunFailure || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--listen-metrics") {
 		t.Errorf("exit %d, stderr %q; want %d and one line naming --listen-metrics", code, errOut, exitRunFailure)
+	}
+}
+
+// TestElectHealthzTolerance: elect's /healthz check fails once a term has
+// ended and CMD (as the probe server is told) still runs more than the
+// tolerance later, and passes again once elect campaigns anew; /readyz
+// fails from the end of the term.
+func TestElectHealthzTolerance(t *testing.T) {
+	srv := e2eServer(t)
+	cli := srv.Client(t)
+	ns := integration.Namespace(t)
+	defer integration.RequireEmpty(t, cli, ns)
+	el, err := election.New(cli, "hz", election.WithNamespace(ns), election.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer el.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := &probeServer{cmd: "elect", tolerance: 100 * time.Millisecond}
+	if err := s.ready(); err == nil {
+		t.Error("ready before connecting")
+	}
+	s.connected(cli)
+	s.holding(`election "hz"`, nil)
+	if err := s.ready(); err != nil {
+		t.Errorf("ready while campaigning: %v", err)
+	}
+	term, err := el.Campaign(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.holding(`election "hz"`, term)
+	if err := errors.Join(s.healthy(), s.ready()); err != nil {
+		t.Errorf("leading: %v", err)
+	}
+	ended := time.Now()
+	if err := term.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ready(); err == nil || !strings.Contains(err.Error(), "ended") {
+		t.Errorf("ready after the term ended = %v, want the end", err)
+	}
+	// The tolerance is time: wait for it, bounded.
+	for s.healthy() == nil {
+		if time.Since(ended) > 5*time.Second {
+			t.Fatal("healthy 5s after the term ended, with a tolerance of 100ms")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := time.Since(ended); d < 100*time.Millisecond {
+		t.Errorf("unhealthy %v after the term ended, within the tolerance", d)
+	}
+	if err := s.healthy(); !strings.Contains(err.Error(), "CMD still running") {
+		t.Errorf("healthy = %v, want CMD still running", err)
+	}
+	s.holding(`election "hz"`, nil) // CMD stopped: campaigning again
+	if err := errors.Join(s.healthy(), s.ready()); err != nil {
+		t.Errorf("campaigning again: %v", err)
 	}
 }
