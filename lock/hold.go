@@ -59,6 +59,7 @@ func (h *Hold) expire(cancel context.CancelCauseFunc) {
 	h.p.Cfg.Logger.Warn("maximum hold time passed: releasing", zap.Stringer("token", h.Token()), zap.Duration("max", h.p.Cfg.MaxHold))
 	ctx, ccancel := context.WithTimeout(context.Background(), queue.CleanupTimeout)
 	defer ccancel()
+	h.h.MaxHoldPassed()  // for metrics: a loss, not a release
 	_ = h.h.Release(ctx) // on failure the lease's keeper deletes the key
 }
 

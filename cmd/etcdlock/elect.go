@@ -40,7 +40,7 @@ leads (etcdlock observe and status show it; a Go program reads it with
 election.Leader). Flags may come before or after NAME; everything after
 "--" (or after CMD) is CMD's. If a campaign fails (etcd unreachable), elect
 says so on stderr and tries again, waiting up to 5s between attempts.
-` + seeAlsoHelp + exitStatusHelp,
+` + electListenHelp + seeAlsoHelp + exitStatusHelp,
 	setup: setupElect,
 }
 
@@ -51,6 +51,7 @@ type electConfig struct {
 	ttl     time.Duration
 	grace   optDuration
 	verbose bool
+	metrics metricsFlags // --listen-metrics
 }
 
 // setupElect defines elect's flags.
@@ -61,6 +62,7 @@ func setupElect(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 	cmdline.DurationVar(fs, &cfg.ttl, "ttl", election.DefaultTTL, "`TTL` of the candidate's lease, in whole seconds: failover takes about this long")
 	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when leadership is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when campaigning, leading and resigning")
+	cfg.metrics.Register(fs)
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
 		if err == nil && len(argv) == 0 {
@@ -103,6 +105,11 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 	if err != nil {
 		return report(stderr, "elect", err, exitRunFailure)
 	}
+	stopMetrics, err := cfg.metrics.start("elect", tm.grace+time.Second)
+	if err != nil {
+		return report(stderr, "elect", err, exitRunFailure)
+	}
+	defer stopMetrics()
 	value := cfg.value
 	if value == "" {
 		value = holderDesc(start)
@@ -123,10 +130,11 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 		return report(stderr, "elect", err, exitRunFailure)
 	}
 	defer cmdline.CloseQuietly(cli)
-	e, err := election.New(cli, name,
+	cfg.metrics.srv.connected(cli)
+	e, err := election.New(cli, name, append([]election.Option{
 		election.WithTTL(tm.ttl),
 		election.WithSafetyMargin(tm.margin),
-		election.WithNamespace(cfg.conn.Namespace))
+		election.WithNamespace(cfg.conn.Namespace)}, cfg.metrics.electionOptions(name)...)...)
 	if err != nil {
 		return report(stderr, "elect", err, exitRunFailure)
 	}
@@ -147,6 +155,7 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 	pause := 50 * time.Millisecond
 	for {
 		log.infof("campaigning in election %q as %q", name, value)
+		cfg.metrics.srv.holding(fmt.Sprintf("election %q", name), nil)
 		cctx, stopWatch := cancelOnStop(ctx, sigs.C)
 		term, err := e.Campaign(cctx, value)
 		if err != nil && cctx.Err() == nil {
@@ -174,6 +183,7 @@ func (cfg *electConfig) run(ctx context.Context, name string, argv []string, std
 			continue
 		}
 		log.infof("leading election %q: token %d, key %s", name, tok.Revision, tok.Key)
+		cfg.metrics.srv.holding(fmt.Sprintf("election %q", name), term)
 		c, err := startChild(path, argv, childEnv(name, tok, term.Lease()), stdout, stderr)
 		if err != nil {
 			giveUpTerm(ctx, term)

@@ -54,7 +54,7 @@ Run waits for the lock as long as it takes, or up to --timeout; --timeout 0
 tries once. The lease has a TTL of --ttl, renewed every third of it; if
 etcdlock's machine dies, the lock is free again within --ttl. Flags may
 come before or after NAME; everything after "--" (or after CMD) is CMD's.
-` + onceHelp + seeAlsoHelp + exitStatusHelp,
+` + onceHelp + runListenHelp + seeAlsoHelp + exitStatusHelp,
 	setup: setupRun,
 }
 
@@ -74,6 +74,7 @@ type runConfig struct {
 	// with minHold, run does not wait: see onceHelp.
 	minHold optDuration
 	maxHold optDuration
+	metrics metricsFlags // --listen-metrics
 }
 
 // errWaitTimeout is the cause of a wait that --timeout ended.
@@ -91,6 +92,7 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 	fs.Var(&cfg.grace, "grace", "wait this `duration` between SIGTERM and SIGKILL when the lock is lost;\nless than a fifth of --ttl (default a tenth of --ttl, at least 100ms)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when waiting, acquired and released")
 	fs.Var(&cfg.minHold, "min-hold", "keep NAME taken for at least this `duration` after it was acquired, even if CMD\nends sooner; do not wait: exit 0 without running CMD if NAME is taken")
+	cfg.metrics.Register(fs)
 	fs.Var(&cfg.maxHold, "max-hold", "release NAME this `duration` after it was acquired, stopping CMD (exit 121)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
@@ -176,6 +178,7 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 		lock.WithHolder(desc),
 	}
 	opts = append(opts, cfg.holdBounds()...)
+	opts = append(opts, cfg.metrics.lockOptions(cfg.kind(), name)...)
 	try := cfg.tryOnce()
 	switch cfg.kind() {
 	case lock.KindSemaphore:
@@ -271,6 +274,11 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	if err != nil {
 		return report(stderr, "run", err, exitRunFailure)
 	}
+	stopMetrics, err := cfg.metrics.start("run", 0)
+	if err != nil {
+		return report(stderr, "run", err, exitRunFailure)
+	}
+	defer stopMetrics()
 
 	sigs := watchSignals(ctx)
 	defer sigs.stop()
@@ -293,6 +301,8 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		return report(stderr, "run", err, exitRunFailure)
 	}
 	defer cmdline.CloseQuietly(cli)
+	cfg.metrics.srv.connected(cli)
+	cfg.metrics.srv.holding(cfg.what(name), nil)
 	l, err := cfg.open(cli, name, tm, holderDesc(start))
 	if err != nil {
 		return report(stderr, "run", err, exitRunFailure)
@@ -348,6 +358,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		giveUp()
 		return report(stderr, "run", fmt.Errorf("%w; CMD did not run", err), exitRunFailure)
 	}
+	cfg.metrics.srv.holding(cfg.what(name), h)
 	tok := h.Token()
 	log.infof("acquired %s: token %d, key %s, lease %s", cfg.what(name), tok.Revision, tok.Key, leaseHex(h.Lease()))
 

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdlock/etcdlock/internal/keys"
+	"github.com/etcdlock/etcdlock/metrics"
 )
 
 // Defaults.
@@ -43,6 +44,8 @@ type Config struct {
 	// bound); see package lock's WithMinHold and WithMaxHold.
 	MinHold time.Duration
 	MaxHold time.Duration
+	// Metrics, if set, receives the primitive's events (see metrics.go).
+	Metrics metrics.Observer
 
 	ttlSet    bool
 	marginSet bool

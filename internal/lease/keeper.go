@@ -106,6 +106,8 @@ type Keeper struct {
 	orphans   map[orphan]time.Time // keys on this lease to delete, and since when
 	goneC     chan struct{}        // closed when gone is set
 	changed   chan struct{}        // closed and replaced at every state change
+
+	obs renewObservers // see OnRenew
 }
 
 // Start starts keeping lease id alive. Stop must be called to release it.
@@ -305,6 +307,7 @@ func (k *Keeper) run(ctx context.Context) {
 			again = false // a failed probe is retried anyway, after a pause
 			switch {
 			case r.err == nil:
+				k.obs.renewed(k) // before the deadline moves
 				d := k.renewed(r.sent, r.ttl)
 				deadlineT.Reset(time.Until(d))
 				probeT.Reset(time.Until(r.sent.Add(r.ttl / 3)))

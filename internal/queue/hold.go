@@ -56,6 +56,7 @@ type Hold struct {
 	stopped   bool  // monitor told to stop
 	attempted bool  // a release request was sent
 	released  bool  // a release request deleted the key
+	m         holdMetrics
 }
 
 func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
@@ -72,6 +73,7 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		onEnd:  onEnd,
 		free:   w.free,
 	}
+	h.startMetrics(w)
 	if ce := w.q.logger().Check(zap.DebugLevel, "acquired"); ce != nil { // no field built when off
 		ce.Write(zap.Stringer("token", h.token))
 	}
@@ -174,6 +176,7 @@ func (h *Hold) monitorShared(readRev int64) {
 	var s *sub
 	defer func() {
 		s.close()
+		h.settleLoss()
 		h.finish()
 	}()
 	b := newBackoff()
@@ -283,6 +286,7 @@ func (h *Hold) lose(cause error) {
 	}
 	h.lost = h.q.pub.lost(h.token, cause)
 	h.cancel(h.lost)
+	h.endLost(cause)
 	h.q.logger().Warn("hold lost", zap.Stringer("token", h.token), zap.Error(cause))
 	if errors.Is(cause, lease.ErrDeadline) {
 		// The lease may outlive the deadline, and with it the key, which
@@ -316,6 +320,7 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		close(h.stop)
 		if lost == nil {
 			h.cancel(h.q.pub.Err(ErrReleased))
+			h.endReleased()
 		}
 	}
 	h.attempted = true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/etcdlock/etcdlock/internal/config"
 	"github.com/etcdlock/etcdlock/internal/ctxerr"
@@ -63,7 +64,7 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 	_ = watching // one way of watching (see Watching)
 	kw := newKeyWatches(ctx, cli, lg)
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Namespace: cfg.Namespace, Rule: rule, Logger: lg, Slots: &Slots{}, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub},
+		Q:        Queue{Client: cli, Prefix: prefix, Namespace: cfg.Namespace, Rule: rule, Logger: lg, Slots: &Slots{}, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub, met: newMeter(cfg, kind, name)},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,
@@ -77,7 +78,14 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 // (see Queue.Acquire), on the Primitive's lease. After Close it returns
 // ErrClosed, and Close makes waits in progress return ErrClosed.
 func (p *Primitive) Acquire(ctx context.Context, q *Queue, req Request) (*Hold, error) {
+	var start time.Time
+	if q.met != nil {
+		start = time.Now()
+	}
 	h, err := p.acquire(ctx, q, req)
+	if q.met != nil {
+		q.met.acquired(ctx, start, h, err)
+	}
 	return h, q.pub.Err(err)
 }
 
@@ -116,6 +124,7 @@ func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, 
 		}
 		return nil, clientClosed(q, err)
 	}
+	q.met.watchLease(k)
 	h, err := q.Acquire(ctx, k, req, func(h *Hold) {
 		p.mu.Lock()
 		delete(p.holds, h)
@@ -137,6 +146,7 @@ func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, 
 		p.mu.Unlock()
 		rctx, rcancel := context.WithTimeout(context.Background(), CleanupTimeout)
 		defer rcancel()
+		h.silence()
 		_ = h.Release(rctx)
 		return nil, ErrClosed
 	}
@@ -183,6 +193,7 @@ func (p *Primitive) Close() error {
 	cancel()
 	p.wg.Wait()
 	p.Q.kw.close()
+	p.Q.met.stop()
 	errs = append(errs, p.Src.Close())
 	return p.Q.pub.Err(errors.Join(errs...))
 }

@@ -149,6 +149,10 @@ type Queue struct {
 	// last blockers' (see keyWatches); copies of a Primitive's Queue share
 	// it.
 	kw *keyWatches
+
+	// met, if set, reports to the Primitive's metrics observer (see
+	// meter); copies of a Primitive's Queue share it. Nil: no metrics.
+	met *meter
 }
 
 // Mode says whether an acquire waits for its turn.
