@@ -241,6 +241,9 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
+	if t.e.p.Q.Client.Ctx().Err() != nil {
+		return ErrClientClosed // sent, it would be retried until ctx ends
+	}
 	tok := t.Token()
 	resp, err := t.e.p.Q.Client.Txn(ctx).If(tok.Cmp()).
 		Then(clientv3.OpPut(tok.Key, value, clientv3.WithLease(t.h.Lease()))).Commit()

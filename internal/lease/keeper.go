@@ -207,6 +207,11 @@ func (k *Keeper) Current(ctx context.Context) (*Epoch, error) {
 	}
 }
 
+// NotFound tells the keeper that etcd refused a request on the lease as
+// not found: the lease is gone (revoked, or expired), which the keeper
+// would otherwise learn only at its next renewal. It does not block.
+func (k *Keeper) NotFound() { k.setGone() }
+
 // GoneCh returns a channel closed when the lease is known to be gone.
 func (k *Keeper) GoneCh() <-chan struct{} { return k.goneC }
 
@@ -463,6 +468,9 @@ func (k *Keeper) flushOrphans() {
 
 // pendingOrphans reports whether keys await deletion on a live lease.
 func (k *Keeper) pendingOrphans() bool {
+	if k.cli.Ctx().Err() != nil {
+		return false // the client is closed: the keys go with the lease
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return len(k.orphans) > 0 && k.gone == nil
