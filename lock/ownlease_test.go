@@ -109,8 +109,8 @@ func within(t *testing.T, what string, fn func() error) error {
 
 // After its caller closed the etcd client, a hold's Unlock and the
 // primitive's Close send nothing on a client that cannot send: they return
-// at once, Unlock with ErrClientClosed, and Close with it too when it had a
-// hold to release (the keys go with the lease, which nobody renews).
+// at once, with ErrClientClosed for the holds they could not release (the
+// keys go with the lease, which nobody renews).
 func TestClosedClientUnlockAndCloseReturnAtOnce(t *testing.T) {
 	t.Parallel()
 	for _, a := range acquirers() {
@@ -136,8 +136,9 @@ func TestClosedClientUnlockAndCloseReturnAtOnce(t *testing.T) {
 			if !errors.Is(err, lock.ErrClientClosed) || errors.Is(err, context.Canceled) {
 				t.Errorf("Unlock = %v, want ErrClientClosed", err)
 			}
-			if err := within(t, "Close", closeP); err != nil {
-				t.Errorf("Close without holds = %v, want nil", err)
+			// The failed Unlock left the key: Close may report it again.
+			if err := within(t, "Close", closeP); err != nil && !errors.Is(err, lock.ErrClientClosed) {
+				t.Errorf("Close after Unlock = %v, want nil or ErrClientClosed", err)
 			}
 			// Close with a hold.
 			h, closeP, cli = holding("close")

@@ -354,8 +354,9 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		// The hold has ended for its owner, but its key may live on with
 		// the lease, which is still renewed, and block the queue until the
 		// owner retries or closes: have the keeper delete it (guarded by
-		// the revision, so a retry that lands first loses nothing) after
-		// its next renewal. The slot is not reused meanwhile. A hold lost
+		// the revision, so a retry that lands first loses nothing), in the
+		// background, at once and after its renewals until it succeeds.
+		// The slot is not reused meanwhile. A hold lost
 		// before has no key to hand over: lost to its deadline, lose did
 		// so; deleted or expired, the key is gone.
 		if lost == nil && !closed { // the keeper cannot send either

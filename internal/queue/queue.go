@@ -223,8 +223,9 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 			return Verdict{}, errGoneEarly
 		}
 		if err != nil {
-			// The put may have landed, or may still land: remove it now and
-			// again after the next renewal (the key's slot is not reused).
+			// The put may have landed, or may still land: the keeper
+			// removes it, at once and for a while after (the key's slot
+			// is not reused).
 			w.removeByKey()
 			return Verdict{}, err
 		}
@@ -406,7 +407,7 @@ func (w *waiter) admit(ctx context.Context, epoch *lease.Epoch, v Verdict, mode 
 	}
 	if err != nil {
 		w.close()
-		w.remove()
+		w.remove(ctx)
 		return nil, err
 	}
 	return w.hold(epoch, onEnd), nil
