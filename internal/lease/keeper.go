@@ -86,8 +86,11 @@ func (e *Epoch) Err() error {
 	return context.Cause(e.ctx)
 }
 
-// Keeper renews one lease and tracks its conservative deadline. A Keeper is
-// safe for concurrent use. It owns one goroutine, stopped by Stop.
+// Keeper renews one lease and tracks its conservative deadline, and deletes
+// the keys on the lease that their owners handed over (Orphan). A Keeper is
+// safe for concurrent use. It owns its goroutines (its loop, and the
+// renewal and the sweep of orphans that the loop starts, one of each at a
+// time) and its keep-alive stream, all ended by Stop, which waits for them.
 type Keeper struct {
 	cli    *clientv3.Client
 	id     clientv3.LeaseID
