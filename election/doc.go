@@ -54,11 +54,14 @@
 // ErrInvalidOption for bad arguments.
 //
 // A campaign (Campaign, and each of Run's) blocks until it leads. On
-// failure it removes its key (on a bounded context of its own; if etcd
-// does not answer, the lease's keeper deletes it after the next renewal,
-// or it goes with the lease) and returns one of: ctx's cause;
-// ErrInvalidValue; ErrSessionExpired if the lease ended while waiting (a
-// candidate is never told it leads on a key it no longer has); ErrDeleted
+// failure it removes its key on a bounded context of its own, or, once ctx
+// has ended or if etcd does not answer, returns at once and leaves the key
+// to the lease's keeper, which deletes it in the background as soon as
+// etcd answers (or it goes with the lease); such a key grants nothing. It
+// returns one of: ctx's cause; ErrInvalidValue; ErrSessionExpired if the
+// lease ended while waiting (a candidate is never told it leads on a key
+// it no longer has; a lease of the Election's own found gone before the
+// wait, revoked while it was idle, is replaced at once); ErrDeleted
 // if another client deleted its key; ErrClosed after or during Close;
 // ErrClientClosed once the etcd client is closed; ErrInvalidOption if the
 // safety margin is not less than half the TTL of the session given with

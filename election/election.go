@@ -165,8 +165,10 @@ func (e *Election) IsLeader() bool {
 // Close ends Runs in progress (they return ErrClosed) and waits for their
 // Lead to return, so it must not be called from a callback of Run; then it
 // ends campaigns (ErrClosed), resigns every current term, stops observers,
-// and revokes the lease it granted, each request bounded by 5 s. Close is
-// idempotent: a second Close waits for the first and returns nil.
+// and revokes the lease it granted, each request bounded by 5 s; with the
+// etcd client closed it sends nothing and reports the terms it could not
+// resign with ErrClientClosed. Close is idempotent: a second Close waits
+// for the first and returns nil.
 func (e *Election) Close() error {
 	e.mu.Lock()
 	e.closed = true // no Observe adds to wg, and no Run starts, from here on
@@ -240,6 +242,9 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	}
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
+	}
+	if t.e.p.Q.Client.Ctx().Err() != nil {
+		return ErrClientClosed // sent, it would be retried until ctx ends
 	}
 	tok := t.Token()
 	resp, err := t.e.p.Q.Client.Txn(ctx).If(tok.Cmp()).

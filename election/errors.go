@@ -40,9 +40,9 @@ var (
 	// ErrClosed is returned after Close, and by the campaigns and Runs
 	// that Close ended.
 	ErrClosed = errors.New("election: closed")
-	// ErrClientClosed is returned by a campaign, Run, Leader, Proclaim or
-	// Resign that cannot be done because the etcd client was closed (the keys then
-	// go with their lease, within its TTL). It does not match
+	// ErrClientClosed is returned, at once, by a campaign, Run, Leader,
+	// Proclaim, Resign or Close that cannot be done because the etcd client
+	// was closed (the keys then go with their lease, within its TTL). It does not match
 	// context.Canceled, which the etcd client reports in that case.
 	ErrClientClosed = errors.New("election: etcd client closed")
 	// ErrRunning is returned by Run, at once and without campaigning, while

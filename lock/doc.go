@@ -63,15 +63,18 @@
 // ErrInvalidOption for bad arguments.
 //
 // An acquire (Lock, RLock, Acquire, their Try forms, Do and RDo) blocks
-// until granted. On failure it leaves no key behind (it removes its key on
-// a bounded context of its own; if etcd does not answer, the lease's
-// keeper deletes it after the next renewal, or it goes with the lease) and
-// returns one of:
+// until granted. On failure it leaves no key behind: it removes its key on
+// a bounded context of its own, or, once ctx has ended or if etcd does not
+// answer, returns at once and leaves the key to the lease's keeper, which
+// deletes it in the background as soon as etcd answers (or it goes with the
+// lease); such a key grants nothing. It returns one of:
 //
 //   - ctx's cause, if ctx ended first;
 //   - ErrLocked, from a Try form that would have to wait;
 //   - ErrSessionExpired if the lease ended while waiting, or ErrDeleted if
-//     another client deleted the waiting key;
+//     another client deleted the waiting key (a lease of the primitive's
+//     own found gone before the wait, revoked while it was idle, is
+//     replaced at once);
 //   - ErrClosed after or during Close, or ErrClientClosed once the etcd
 //     client is closed;
 //   - ErrInvalidOption if the safety margin does not fit the TTL the server
@@ -90,14 +93,18 @@
 // return ErrClosed), unlocks every hold still held through it, together on
 // one context bounded by 5 s, and revokes the lease it granted itself, if
 // any, on up to 5 s more (a session given with WithSession stays open), so
-// it does not hang when etcd does not answer. Later acquires return
+// it does not hang when etcd does not answer; with the etcd client closed
+// it sends nothing, returns at once, and reports the holds it could not
+// unlock with ErrClientClosed (their keys go with the lease, which nobody
+// renews any more). Later acquires return
 // ErrClosed. Close is idempotent: a Close called while another runs waits
 // for it and returns nil.
 //
 // # Client settings
 //
-// Renewals go over the client's connection, one at a time, each given up
-// after a TTL: set the client's DialKeepAliveTime and DialKeepAliveTimeout
+// Renewals go over the client's connection, one at a time on one
+// keep-alive stream per lease (with password auth, one login per stream,
+// not per renewal), each given up after a TTL: set the client's DialKeepAliveTime and DialKeepAliveTimeout
 // (say 10 s and 3 s) so that gRPC notices a dead connection and reconnects
 // well within the TTL. Without keep-alive pings, a connection that died
 // silently holds the renewal until it times out, and the hold is reported

@@ -46,9 +46,9 @@ var (
 	ErrMaxHold = errors.New("lock: maximum hold time passed")
 	// ErrClosed is returned after Close, and by waits that Close ended.
 	ErrClosed = errors.New("lock: closed")
-	// ErrClientClosed is returned by an acquire, a wait or an Unlock that
-	// cannot be done because the etcd client was closed (the keys then go
-	// with their lease, within its TTL). It does not match
+	// ErrClientClosed is returned, at once, by an acquire, a wait, an
+	// Unlock or a Close that cannot be done because the etcd client was
+	// closed (the keys then go with their lease, within its TTL). It does not match
 	// context.Canceled, which the etcd client reports in that case.
 	ErrClientClosed = errors.New("lock: etcd client closed")
 	// ErrInvalidName is returned by constructors for an empty name, one

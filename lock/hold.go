@@ -113,8 +113,10 @@ func (h *Hold) Unlock(ctx context.Context) error {
 // park ends the hold, keeping its key for rest more: on a fresh lease of
 // that TTL, which nobody renews.
 func (h *Hold) park(ctx context.Context, rest time.Duration) error {
-	if err := context.Cause(ctx); err != nil {
-		return h.h.Release(ctx) // sends nothing, ends the hold, returns the cause
+	if context.Cause(ctx) != nil || h.p.Q.Client.Ctx().Err() != nil {
+		// Release sends nothing, ends the hold, and returns the cause (or
+		// ErrClientClosed).
+		return h.h.Release(ctx)
 	}
 	ttl := int64((rest + time.Second - 1) / time.Second)
 	// One more round trip than a plain Unlock, only for an early one: the

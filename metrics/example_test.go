@@ -52,6 +52,6 @@ func Example() {
 	// Output:
 	// mutex reports: granted
 	// mutex reports: locked
-	// TryLock: lock: held by another holder
+	// TryLock: lock: held by this Mutex: a hold it granted is not unlocked (a Mutex is not reentrant)
 	// mutex reports: released
 }

@@ -4,8 +4,9 @@
 // etcd's client measures a lease's deadline from the time a keep-alive
 // response is received and checks it on a timer, so it learns of expiry late:
 // the server may already have expired the lease and granted its locks to
-// someone else. A Keeper instead renews the lease with a unary KeepAliveOnce
-// every TTL/3 and measures the deadline from the time each renewal was sent:
+// someone else. A Keeper instead renews the lease itself every TTL/3, one
+// request at a time over a keep-alive stream of its own (see renewStream),
+// and measures the deadline from the time each renewal was sent:
 //
 //	deadline = send time of the last acknowledged renewal + granted TTL - margin
 //
@@ -85,27 +86,35 @@ func (e *Epoch) Err() error {
 	return context.Cause(e.ctx)
 }
 
-// Keeper renews one lease and tracks its conservative deadline. A Keeper is
-// safe for concurrent use. It owns one goroutine, stopped by Stop.
+// Keeper renews one lease and tracks its conservative deadline, and deletes
+// the keys on the lease that their owners handed over (Orphan). A Keeper is
+// safe for concurrent use. It owns its goroutines (its loop, and the
+// renewal and the sweep of orphans that the loop starts, one of each at a
+// time) and its keep-alive stream, all ended by Stop, which waits for them.
 type Keeper struct {
 	cli    *clientv3.Client
 	id     clientv3.LeaseID
 	cfg    Config
 	lg     *zap.Logger
 	kick   chan struct{}
+	sweep  chan struct{} // asks the loop to delete orphans now
 	cancel context.CancelFunc
 	done   chan struct{}
-	probes sync.WaitGroup // probe goroutines, which may outlive their result
+	probes sync.WaitGroup // probe and sweep goroutines, which may outlive their result
+	stream renewStream    // used by one probe at a time
+	// sweepMu serializes deletes of orphans: a sweep's, a renewal's and
+	// the last one at Stop.
+	sweepMu sync.Mutex
 
 	mu        sync.Mutex
 	ttl       time.Duration
 	deadline  time.Time
 	epoch     *Epoch
 	gone      error
-	badMargin error                // the configured margin does not fit the granted TTL
-	orphans   map[orphan]time.Time // keys on this lease to delete, and since when
-	goneC     chan struct{}        // closed when gone is set
-	changed   chan struct{}        // closed and replaced at every state change
+	badMargin error               // the configured margin does not fit the granted TTL
+	orphans   map[orphan]orphaned // keys on this lease to delete
+	goneC     chan struct{}       // closed when gone is set
+	changed   chan struct{}       // closed and replaced at every state change
 
 	obs renewObservers // see OnRenew
 }
@@ -123,6 +132,7 @@ func Start(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) *Keeper {
 		cfg:     cfg,
 		lg:      lg.With(zap.String("lease", leaseHex(id))),
 		kick:    make(chan struct{}, 1),
+		sweep:   make(chan struct{}, 1),
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
@@ -135,6 +145,7 @@ func Start(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) *Keeper {
 	} else {
 		k.epoch.end(ErrDeadline) // no deadline known yet: the first probe opens an epoch
 	}
+	k.stream = renewStream{cli: cli, ctx: ctx}
 	go k.run(ctx)
 	return k
 }
@@ -209,6 +220,11 @@ func (k *Keeper) Current(ctx context.Context) (*Epoch, error) {
 	}
 }
 
+// NotFound tells the keeper that etcd refused a request on the lease as
+// not found: the lease is gone (revoked, or expired), which the keeper
+// would otherwise learn only at its next renewal. It does not block.
+func (k *Keeper) NotFound() { k.setGone() }
+
 // GoneCh returns a channel closed when the lease is known to be gone.
 func (k *Keeper) GoneCh() <-chan struct{} { return k.goneC }
 
@@ -220,7 +236,8 @@ type probeResult struct {
 
 func (k *Keeper) run(ctx context.Context) {
 	defer close(k.done)
-	defer k.probes.Wait() // each ends soon once ctx is cancelled
+	defer k.stream.close() // once no probe uses it
+	defer k.probes.Wait()  // each ends soon once ctx is cancelled
 	var (
 		probeT    = time.NewTimer(0)
 		deadlineT = time.NewTimer(time.Hour)
@@ -229,6 +246,10 @@ func (k *Keeper) run(ctx context.Context) {
 		// probe was sent before the caller's sign, so its answer does not
 		// answer the Check, and another probe follows it.
 		again bool
+		// sweeping is closed when the sweep in flight ends; resweep is
+		// set by a request for a sweep made meanwhile.
+		sweeping <-chan struct{}
+		resweep  bool
 	)
 	defer probeT.Stop()
 	defer deadlineT.Stop()
@@ -260,13 +281,18 @@ func (k *Keeper) run(ctx context.Context) {
 		}
 		go func() {
 			defer k.probes.Done()
-			sent := time.Now()
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			resp, err := k.cli.KeepAliveOnce(pctx, k.id)
+			// One keep-alive request, on the stream kept from the last
+			// renewal: as KeepAliveOnce's, but without a stream (and,
+			// with password auth, a login) per renewal.
+			sent, ttl, err := k.stream.renew(pctx, k.id)
+			if err == nil && ttl <= 0 {
+				err = rpctypes.ErrLeaseNotFound
+			}
 			r := probeResult{sent: sent, err: err}
 			if err == nil {
-				r.ttl = time.Duration(resp.TTL) * time.Second
+				r.ttl = time.Duration(ttl) * time.Second
 				if plantedBugs && planted(receiveTimeDeadline) {
 					r.sent = time.Now() // planted bug: the stock client's receive time
 				}
@@ -275,6 +301,25 @@ func (k *Keeper) run(ctx context.Context) {
 			if err == nil {
 				k.deleteOrphans(pctx)
 			}
+		}()
+	}
+	// sweepNow deletes the orphans at once, in a goroutine of the loop's,
+	// on a context bounded by RevokeTimeout; those it cannot delete stay
+	// for the renewals (one sweep at a time).
+	sweepNow := func() {
+		if sweeping != nil {
+			resweep = true
+			return
+		}
+		ch := make(chan struct{})
+		sweeping = ch
+		k.probes.Add(1)
+		go func() {
+			defer k.probes.Done()
+			defer close(ch)
+			sctx, cancel := context.WithTimeout(ctx, RevokeTimeout)
+			defer cancel()
+			k.deleteOrphans(sctx)
 		}()
 	}
 	for {
@@ -291,6 +336,14 @@ func (k *Keeper) run(ctx context.Context) {
 				<-inflight
 			}
 			return
+		case <-k.sweep:
+			sweepNow()
+		case <-sweeping:
+			sweeping = nil
+			if resweep {
+				resweep = false
+				sweepNow()
+			}
 		case <-k.kick:
 			if inflight != nil {
 				again = true
@@ -404,31 +457,53 @@ type orphan struct {
 	rev int64
 }
 
-// Orphan hands the keeper a key on its lease that a failed cleanup could not
-// delete. Left alone it would stay as long as the lease lives and block its
-// queue. The keeper deletes it (if its create revision is still rev) at
-// once and after each successful renewal. With rev 0 (the put's outcome is
-// unknown and it may still land) it keeps trying for a TTL, and at least
-// for unknownPutWindow.
-func (k *Keeper) Orphan(key string, rev int64) {
+// orphaned is when a key was handed over, and what to call once it is
+// deleted.
+type orphaned struct {
+	since   time.Time
+	deleted func()
+}
+
+// Orphan hands the keeper a key on its lease that its owner could not
+// delete, or gave up deleting. Left alone it would stay as long as the
+// lease lives and block its queue. The keeper deletes it (if its create
+// revision is still rev) at once, in the background, and after each
+// successful renewal until a delete succeeds. With rev 0 (the put's outcome
+// is unknown and it may still land) it keeps trying for a TTL, and at
+// least for unknownPutWindow. It does not block.
+func (k *Keeper) Orphan(key string, rev int64) { k.OrphanThen(key, rev, nil) }
+
+// OrphanThen is Orphan, and has the keeper call deleted, if not nil, once
+// a delete of the key with create revision rev (not 0) has succeeded or
+// found it gone. The keeper forgets the key without calling deleted when
+// the lease is gone or the keeper stops.
+func (k *Keeper) OrphanThen(key string, rev int64, deleted func()) {
 	k.mu.Lock()
 	if k.orphans == nil {
-		k.orphans = make(map[orphan]time.Time)
+		k.orphans = make(map[orphan]orphaned)
 	}
-	k.orphans[orphan{key, rev}] = time.Now()
+	k.orphans[orphan{key, rev}] = orphaned{since: time.Now(), deleted: deleted}
 	k.mu.Unlock()
-	k.Check() // the renewal's probe also deletes orphans
+	select {
+	case k.sweep <- struct{}{}:
+	default:
+	}
 }
 
 func (k *Keeper) deleteOrphans(ctx context.Context) {
+	if !k.pendingOrphans() {
+		return
+	}
+	k.sweepMu.Lock()
+	defer k.sweepMu.Unlock()
 	k.mu.Lock()
-	todo := make(map[orphan]time.Time, len(k.orphans))
-	for o, since := range k.orphans {
-		todo[o] = since
+	todo := make(map[orphan]orphaned, len(k.orphans))
+	for o, v := range k.orphans {
+		todo[o] = v
 	}
 	ttl := k.ttl
 	k.mu.Unlock()
-	for o, since := range todo {
+	for o, v := range todo {
 		var cmp clientv3.Cmp
 		if o.rev > 0 {
 			cmp = clientv3.Compare(clientv3.CreateRevision(o.key), "=", o.rev)
@@ -442,12 +517,15 @@ func (k *Keeper) deleteOrphans(ctx context.Context) {
 		if resp.Succeeded {
 			k.lg.Info("deleted a key left by a failed cleanup", zap.String("key", o.key))
 		}
-		if o.rev > 0 || time.Since(since) > max(ttl, unknownPutWindow) {
+		if o.rev > 0 || time.Since(v.since) > max(ttl, unknownPutWindow) {
 			k.mu.Lock()
-			if k.orphans[o] == since {
+			if k.orphans[o].since == v.since {
 				delete(k.orphans, o)
 			}
 			k.mu.Unlock()
+			if o.rev > 0 && v.deleted != nil {
+				v.deleted()
+			}
 		}
 	}
 }
@@ -466,6 +544,9 @@ func (k *Keeper) flushOrphans() {
 
 // pendingOrphans reports whether keys await deletion on a live lease.
 func (k *Keeper) pendingOrphans() bool {
+	if k.cli.Ctx().Err() != nil {
+		return false // the client is closed: the keys go with the lease
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return len(k.orphans) > 0 && k.gone == nil

@@ -206,6 +206,11 @@ func (s *Source) Close() error {
 	if k.Gone() != nil {
 		return nil
 	}
+	if s.cli.Ctx().Err() != nil {
+		// The client was closed first, and would retry the revoke until
+		// the timeout: the lease ends with its TTL.
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
 	defer cancel()
 	_, err := s.cli.Revoke(ctx, k.ID())
@@ -213,7 +218,7 @@ func (s *Source) Close() error {
 		return nil // expired already
 	}
 	if s.cli.Ctx().Err() != nil {
-		return nil // the client was closed first: the lease ends with its TTL
+		return nil // the client was closed meanwhile
 	}
 	if err != nil {
 		return fmt.Errorf("%w %s at Close (its keys go when it expires, within %v): %w", ErrRevoke, leaseHex(k.ID()), s.ttl, err)

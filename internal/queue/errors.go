@@ -37,6 +37,20 @@ var (
 	ErrMalformed = errors.New("malformed response from etcd")
 )
 
+// errGoneEarly is the error of an acquire that found its lease gone before
+// it put its key: nothing waited, so a Primitive whose Source grants its
+// own leases tries once more on a new one (see Primitive.acquire). It
+// matches ErrSessionExpired.
+var errGoneEarly = fmt.Errorf("%w before the waiter's key was put", lease.ErrExpired)
+
+// goneEarly returns errGoneEarly for lease.ErrExpired, and err otherwise.
+func goneEarly(err error) error {
+	if err == lease.ErrExpired {
+		return errGoneEarly
+	}
+	return err
+}
+
 // Public is how a public package (lock, election) reports the errors of
 // this package and of packages lease, config and keys: as its own
 // sentinels, each message starting with the package's prefix. It is safe

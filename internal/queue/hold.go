@@ -344,18 +344,27 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		resp *clientv3.TxnResponse
 		err  = ended // ended already: send nothing
 	)
-	if err == nil {
+	closed := h.q.Client.Ctx().Err() != nil
+	switch {
+	case err != nil:
+	case closed:
+		// A closed client fails its requests only after retrying them
+		// until ctx ends. Send nothing: the lease is no longer renewed,
+		// and the key goes with it within its TTL.
+		err = ErrClientClosed
+	default:
 		resp, err = h.q.Client.Txn(ctx).If(cmps...).Then(h.releaseOps(keep)...).Commit()
 	}
 	if err != nil {
 		// The hold has ended for its owner, but its key may live on with
 		// the lease, which is still renewed, and block the queue until the
 		// owner retries or closes: have the keeper delete it (guarded by
-		// the revision, so a retry that lands first loses nothing) after
-		// its next renewal. The slot is not reused meanwhile. A hold lost
+		// the revision, so a retry that lands first loses nothing), in the
+		// background, at once and after its renewals until it succeeds.
+		// The slot is not reused meanwhile. A hold lost
 		// before has no key to hand over: lost to its deadline, lose did
 		// so; deleted or expired, the key is gone.
-		if lost == nil {
+		if lost == nil && !closed { // the keeper cannot send either
 			h.k.Orphan(h.token.Key, h.token.Revision)
 		}
 		if cause := ctxerr.Ended(ctx); cause != nil {

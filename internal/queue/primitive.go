@@ -116,16 +116,7 @@ func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, 
 	stop := context.AfterFunc(p.closeCtx, func() { cancel(ErrClosed) })
 	defer stop()
 
-	k, err := p.Src.Get(ctx)
-	if err != nil {
-		p.wg.Done()
-		if cause := ctxerr.Ended(ctx); cause != nil {
-			return nil, cause
-		}
-		return nil, clientClosed(q, err)
-	}
-	q.met.watchLease(k)
-	h, err := q.Acquire(ctx, k, req, func(h *Hold) {
+	h, err := p.acquireOnLease(ctx, q, req, func(h *Hold) {
 		p.mu.Lock()
 		delete(p.holds, h)
 		p.mu.Unlock()
@@ -155,6 +146,25 @@ func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, 
 	}
 	p.mu.Unlock()
 	return h, nil
+}
+
+// acquireOnLease acquires through q on the Source's lease. A lease found
+// gone before the waiter's key was put (revoked while the Primitive was
+// idle) cost the caller nothing but that round trip: the Source grants
+// its own leases anew, so the acquire is tried once more, on a new lease
+// (a caller's session does not come back: Get then fails).
+func (p *Primitive) acquireOnLease(ctx context.Context, q *Queue, req Request, onEnd func(*Hold)) (*Hold, error) {
+	for retried := false; ; retried = true {
+		k, err := p.Src.Get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		q.met.watchLease(k)
+		h, err := q.Acquire(ctx, k, req, onEnd)
+		if retried || !errors.Is(err, errGoneEarly) {
+			return h, err
+		}
+	}
 }
 
 // Close makes later acquires fail with ErrClosed, ends waits in progress,

@@ -183,7 +183,7 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, req Request, onEnd
 	}
 	epoch, err := k.Current(ctx)
 	if err != nil {
-		return nil, err
+		return nil, goneEarly(err)
 	}
 	if q.kw != nil {
 		q.kw.touch()
@@ -219,13 +219,18 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 			w.takeKey()
 		}
 		resp, err := w.enqueueTxn(ctx, req, tryIf, lean)
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			// etcd applied the Txn and refused it whole: nothing was put.
+			// The keeper has not noticed yet; tell it, so that the lease's
+			// holds end and its Source replaces it.
+			k.NotFound()
+			return Verdict{}, errGoneEarly
+		}
 		if err != nil {
-			// The put may have landed, or may still land: remove it now and
-			// again after the next renewal (the key's slot is not reused).
+			// The put may have landed, or may still land: the keeper
+			// removes it, at once and for a while after (the key's slot
+			// is not reused).
 			w.removeByKey()
-			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				return Verdict{}, lease.ErrExpired // the keeper has not noticed yet
-			}
 			return Verdict{}, err
 		}
 		if err := wellFormed(resp, w.enqueueAnswer(resp.Succeeded, req.Mode, tryIf != nil, lean)); err != nil {
@@ -406,7 +411,7 @@ func (w *waiter) admit(ctx context.Context, epoch *lease.Epoch, v Verdict, mode 
 	}
 	if err != nil {
 		w.close()
-		w.remove()
+		w.remove(ctx)
 		return nil, err
 	}
 	return w.hold(epoch, onEnd), nil

@@ -402,20 +402,28 @@ func (w *waiter) close() {
 	w.sub = nil
 }
 
-// remove deletes the waiter's key if it is still this waiter's, on a bounded
-// context (never the client's own, which may never end).
-func (w *waiter) remove() {
+// remove deletes the waiter's key if it is still this waiter's, on ctx, the
+// acquire's, bounded by CleanupTimeout (never the client's own context,
+// which may never end). Once ctx has ended (the caller gave up, and gets
+// its answer now, even with etcd unreachable) or the delete fails, the key
+// is the lease keeper's to delete, in the background; until then it keeps
+// its place in the queue, but it can grant nothing: no hold is made of it.
+func (w *waiter) remove(ctx context.Context) {
 	if w.q.Client.Ctx().Err() != nil {
 		return // the client is closed: the key goes with its lease
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+	if ctx.Err() != nil {
+		w.k.OrphanThen(w.key, w.rev, w.free)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, CleanupTimeout)
 	defer cancel()
 	_, err := w.q.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(w.key), "=", w.rev)).
 		Then(clientv3.OpDelete(w.key)).Commit()
 	if err != nil {
-		w.k.Orphan(w.key, w.rev)
-		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
+		w.k.OrphanThen(w.key, w.rev, w.free)
+		w.q.logger().Warn("could not remove waiter key; the lease keeper will", zap.String("key", w.key), zap.Error(err))
 		return
 	}
 	if w.free != nil {
@@ -423,17 +431,15 @@ func (w *waiter) remove() {
 	}
 }
 
-// removeByKey deletes the waiter's key whatever its revision, for when the
-// enqueue Txn failed and its outcome is unknown. The key's slot is never
-// given back, so the key can only be this waiter's. The put may still land
-// after the delete (a Txn cut short by its context can still be applied),
-// so the keeper deletes the key again after its renewals, for one TTL.
+// removeByKey has the keeper delete the waiter's key whatever its revision,
+// for when the enqueue Txn failed and its outcome is unknown: the put may
+// still land after any delete (a Txn cut short by its context can still be
+// applied), so the keeper deletes the key at once, in the background, and
+// again after its renewals, for one TTL. The key's slot is never given
+// back, so the key can only be this waiter's.
 func (w *waiter) removeByKey() {
-	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
-	defer cancel()
-	_, err := w.q.Client.Delete(ctx, w.key)
-	w.k.Orphan(w.key, 0)
-	if err != nil {
-		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
+	if w.q.Client.Ctx().Err() != nil {
+		return // the client is closed: the key, if put, goes with its lease
 	}
+	w.k.Orphan(w.key, 0)
 }
