@@ -18,6 +18,9 @@ import (
 type Mutex struct {
 	p    *queue.Primitive
 	name string
+	// gate, for a Mutex in etcd's layout (NewEtcdMutex), lets one of its
+	// Lock calls at a time have a key: the key's name is its lease's.
+	gate chan struct{}
 }
 
 // NewMutex returns the mutex called name on cli. It does no I/O.
@@ -34,6 +37,9 @@ func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, err
 // (plus a lease grant the first time); after a Lock that found the lock
 // free, one more when the lock is held by then.
 func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
+	if m.gate != nil {
+		return m.gated(ctx, queue.Wait)
+	}
 	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Wait})
 	if err != nil {
 		return nil, err
@@ -44,6 +50,9 @@ func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
 // TryLock takes the lock if nobody holds or waits for it, in one round
 // trip, and returns ErrLocked at once otherwise.
 func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
+	if m.gate != nil {
+		return m.gated(ctx, queue.Try)
+	}
 	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Try})
 	if err != nil {
 		return nil, err
