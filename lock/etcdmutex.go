@@ -29,7 +29,8 @@ import (
 // there is one key per lease and name, so the Mutex lets one of its Lock
 // calls at a time wait (the others wait in-process, in no set order), and
 // a session (WithSession) must not be shared with an etcd Mutex of the same
-// prefix. WithMinHold and use in a MultiLock are refused (ErrInvalidOption).
+// prefix. WithMinHold, WithLockDelay and use in a MultiLock are refused
+// (ErrInvalidOption).
 func NewEtcdMutex(cli *clientv3.Client, prefix string, options ...Option) (*Mutex, error) {
 	m, err := NewMutex(cli, prefix, options...)
 	if err != nil {
@@ -38,6 +39,10 @@ func NewEtcdMutex(cli *clientv3.Client, prefix string, options ...Option) (*Mute
 	if m.p.Cfg.MinHold > 0 {
 		_ = m.Close()
 		return nil, fmt.Errorf("%w: a minimum hold moves the key to another lease, which etcd's layout cannot name", ErrInvalidOption)
+	}
+	if m.p.Cfg.LockDelay > 0 {
+		_ = m.Close()
+		return nil, fmt.Errorf("%w: lock-delay in etcd's layout (etcd's Mutex marks no clean release)", ErrInvalidOption)
 	}
 	if strings.HasPrefix(m.p.Q.Namespace, prefix+"/") {
 		_ = m.Close()
@@ -93,3 +98,13 @@ func (m *Mutex) gated(ctx context.Context, mode queue.Mode) (*Hold, error) {
 
 // etcdLayout reports whether m queues in etcd's layout (NewEtcdMutex).
 func (m *Mutex) etcdLayout() bool { return m.gate != nil }
+
+// mutexOnly refuses, for a primitive other than a Mutex, the options that
+// only a Mutex takes, and closes p.
+func mutexOnly(p *queue.Primitive) error {
+	if p.Cfg.LockDelay > 0 {
+		_ = p.Close()
+		return fmt.Errorf("%w: lock-delay is for a Mutex only", ErrInvalidOption)
+	}
+	return nil
+}

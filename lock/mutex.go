@@ -29,6 +29,9 @@ func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, err
 	if err != nil {
 		return nil, err
 	}
+	if d := p.Cfg.LockDelay; d > 0 {
+		p.Q.SetLockDelay(d)
+	}
 	return &Mutex{p: p, name: name}, nil
 }
 

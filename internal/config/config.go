@@ -43,6 +43,9 @@ type Config struct {
 	// bound); see package lock's WithMinHold and WithMaxHold.
 	MinHold time.Duration
 	MaxHold time.Duration
+	// LockDelay holds a lock back after an unclean loss (0: not); see
+	// package lock's WithLockDelay.
+	LockDelay time.Duration
 
 	ttlSet    bool
 	marginSet bool
@@ -130,6 +133,16 @@ func MaxHold(d time.Duration) Option {
 			c.errs = append(c.errs, fmt.Errorf("%w: maximum hold %v is not positive", ErrInvalidOption, d))
 		}
 		c.MaxHold = d
+	}
+}
+
+// LockDelay holds a lock back for d after an unclean loss.
+func LockDelay(d time.Duration) Option {
+	return func(c *Config) {
+		if d <= 0 || d > MaxTTL {
+			c.errs = append(c.errs, fmt.Errorf("%w: lock-delay %v is not in (0, %v]", ErrInvalidOption, d, MaxTTL))
+		}
+		c.LockDelay = d
 	}
 }
 

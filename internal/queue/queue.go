@@ -149,6 +149,9 @@ type Queue struct {
 	// Primitive's Queue share it. Nil: as this package's.
 	pub *Public
 
+	// delay, if set, is the queue's lock-delay (see SetLockDelay).
+	delay *lockDelay
+
 	// kw, if set, is the Primitive's kept watches: its own keys' and the
 	// last blockers' (see keyWatches); copies of a Primitive's Queue share
 	// it.
