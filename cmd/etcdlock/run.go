@@ -54,7 +54,7 @@ Run waits for the lock as long as it takes, or up to --timeout. The lock's
 lease has a TTL of --ttl, renewed every third of it; if the machine running
 etcdlock dies, the lock is free again within --ttl. Flags may come before
 or after NAME; everything after "--" (or after CMD) is CMD's.
-` + onceHelp + graceHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
+` + onceHelp + recipesHelp + graceHelp + "\n" + cmdline.ConnHelp + "\n" + exitStatusHelp,
 	setup: setupRun,
 }
 
@@ -71,6 +71,9 @@ type runConfig struct {
 	// with minHold, run does not wait: see onceHelp.
 	minHold optDuration
 	maxHold optDuration
+	// lockDelay and etcdLayout take a Mutex (see recipesHelp).
+	lockDelay  optDuration
+	etcdLayout bool
 }
 
 // errWaitTimeout is the cause of a wait that --timeout ended.
@@ -88,6 +91,8 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 	fs.BoolVar(&cfg.verbose, "verbose", false, "say on stderr when waiting, acquired and released")
 	fs.Var(&cfg.minHold, "min-hold", "keep NAME taken for at least this `duration` after it was acquired, even if CMD\nends sooner; do not wait: exit 0 without running CMD if NAME is taken")
 	fs.Var(&cfg.maxHold, "max-hold", "release NAME this `duration` after it was acquired, stopping CMD (exit 121)")
+	fs.Var(&cfg.lockDelay, "lock-delay", "after a holder of NAME vanished without releasing, start no sooner than this\n`duration` after the loss (NAME is then a Mutex)")
+	fs.BoolVar(&cfg.etcdLayout, "etcd-layout", false, "take etcd's own lock NAME, the one of \"etcdctl lock NAME\" (keys NAME/<lease>)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
 		if err == nil && len(argv) == 0 {
@@ -113,6 +118,9 @@ func (cfg *runConfig) check(name string) (timing, error) {
 	if err := cfg.checkHoldBounds(); err != nil {
 		return timing{}, err
 	}
+	if err := cfg.checkRecipes(); err != nil {
+		return timing{}, err
+	}
 	if err := lock.ValidateName(name); err != nil {
 		return timing{}, cmdline.UsageError("NAME: %v", err)
 	}
@@ -125,6 +133,9 @@ func (cfg *runConfig) check(name string) (timing, error) {
 
 // kind returns the kind of lock run takes: "rw" or "sem".
 func (cfg *runConfig) kind() lock.Kind {
+	if cfg.lockDelay.set || cfg.etcdLayout {
+		return lock.KindMutex
+	}
 	if cfg.permits > 0 {
 		return lock.KindSemaphore
 	}
@@ -158,6 +169,9 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 		lock.WithHolder(desc),
 	}
 	opts = append(opts, cfg.holdBounds()...)
+	if rl, ok, err := cfg.openMutex(cli, name, opts); ok {
+		return rl, err
+	}
 	if cfg.permits > 0 {
 		s, err := lock.NewSemaphore(cli, name, cfg.permits, opts...)
 		if err != nil {
@@ -216,7 +230,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	}
 	defer endWatch()
 
-	cli, err := cfg.conn.Connect(actx, lock.KeyPrefix(cfg.conn.Namespace, cfg.kind(), name))
+	cli, err := cfg.conn.Connect(actx, cfg.probePrefix(name))
 	if intr := interruptedBy(err); intr != nil {
 		return report(stderr, "run", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.Status())
 	}
