@@ -37,6 +37,7 @@ type Hold struct {
 // newHold wraps h, a grant of p, and arms its maximum hold, if any.
 func newHold(p *queue.Primitive, h *queue.Hold) *Hold {
 	hold := &Hold{h: h, p: p, granted: time.Now(), ctx: h.Context()}
+	recordDeleted(p, h) // with lock-delay
 	if max := p.Cfg.MaxHold; max > 0 {
 		ctx, cancel := context.WithCancelCause(h.Context())
 		hold.ctx = ctx

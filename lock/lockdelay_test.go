@@ -127,3 +127,29 @@ func TestLockDelayRefused(t *testing.T) {
 		t.Errorf("etcd layout with lock-delay: %v", err)
 	}
 }
+
+// A holder whose key another client deletes while nobody waits records
+// the loss itself: a later acquirer waits out the delay too.
+func TestLockDelayDeletedWithNobodyWaiting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 2 * time.Second
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+	m1 := e.mutex(e.cli, "alone", opts...)
+	m2 := e.mutex(e.client(), "alone", opts...)
+	h1 := mustLock(t, m1)
+	lost := time.Now()
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), h1.Token().Key); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, h1.Done(), 5*time.Second, "the lost hold's Done")
+	waitKeys(t, e.cli, e.ns+"lockdelay/", 1)
+	if _, err := m2.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+		t.Errorf("TryLock during the lock-delay = %v, want ErrLocked", err)
+	}
+	h2 := mustLock(t, m2)
+	if gap := time.Since(lost); gap < d {
+		t.Errorf("granted %v after the unclean loss, lock-delay %v", gap, d)
+	}
+	mustUnlock(t, h2)
+}

@@ -44,9 +44,11 @@ import (
 //     key ahead; etcd deletes it when its lease expires, so the delay is
 //     measured by etcd's lease clock, never earlier than the TTL.
 //
-// Limits: a loss that no waiter sees is not delayed: a lease that expires
-// while nobody waits (a waiter arriving later finds an idle queue), or a
-// delete seen by a waiter whose process then dies before it records it. A
+// A holder whose key is deleted by another client records the loss too
+// (see package lock). Limits: a loss that no process sees is not delayed:
+// a lease that expires while nobody waits (a waiter arriving later finds
+// an idle queue), or a delete seen by a waiter whose process then dies
+// before it records it. A
 // holder without lock-delay writes no marker, so its releases count as
 // unclean to waiters that have it: set it on every process of a name.
 
@@ -261,28 +263,51 @@ func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
 	if rest <= 0 {
 		return Verdict{Admitted: true}, nil
 	}
-	ttl := int64((rest + time.Second - 1) / time.Second)
-	g, err := w.q.Client.Grant(ctx, ttl)
+	rev, err := w.q.RecordLoss(ctx, w.dl.goneRev, rest)
 	if err != nil {
 		return Verdict{}, err
-	}
-	resp, err := w.q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
-		Then(clientv3.OpPut(dl.key, strconv.FormatInt(w.dl.goneRev, 10), clientv3.WithLease(g.ID))).
-		Else(clientv3.OpGet(dl.key, clientv3.WithKeysOnly())).Commit()
-	if err != nil {
-		return Verdict{}, err
-	}
-	rev := resp.Header.Revision
-	if !resp.Succeeded {
-		// Recorded by another: the unused lease expires within the delay.
-		kvs := resp.Responses[0].GetResponseRange().GetKvs()
-		if len(kvs) == 0 {
-			return Verdict{}, ErrMalformed
-		}
-		rev = kvs[0].CreateRevision
 	}
 	w.q.logger().Info("lock-delay after an unclean loss", zap.String("ahead", w.dl.ahead.Key), zap.Int64("loss revision", w.dl.goneRev), zap.Duration("delay", rest))
 	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}, nil
+}
+
+// RecordLoss records an unclean loss (at revision lossRev, 0 if unknown)
+// in the queue's delay key, on a lease it grants with a TTL of rest
+// (rounded up to a second), unless the key exists already. It returns the
+// delay key's create revision. A Grant and a Txn; with no lock-delay, nothing.
+func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duration) (int64, error) {
+	dl := q.delay
+	if dl == nil || rest <= 0 {
+		return 0, nil
+	}
+	ttl := int64((rest + time.Second - 1) / time.Second)
+	g, err := q.Client.Grant(ctx, ttl)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
+		Then(clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID))).
+		Else(clientv3.OpGet(dl.key, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return 0, err
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	// Recorded by another: the unused lease expires within the delay.
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return 0, ErrMalformed
+	}
+	return kvs[0].CreateRevision, nil
+}
+
+// LockDelay returns the queue's lock-delay, 0 if none.
+func (q *Queue) LockDelay() time.Duration {
+	if q.delay == nil {
+		return 0
+	}
+	return q.delay.d
 }
 
 // removeOps are the ops of a waiter's removal of its key: the delete and,
