@@ -20,11 +20,11 @@ const delayTolerance = 250 * time.Millisecond
 // (admitted when deleted) with no clean-release marker put in the same
 // revision: the put of "<ns>released/<key minus ns>" valued with the key's
 // create revision, which every release of the library writes in its
-// delete's transaction. After an unclean loss that a waiter was in line
-// for (another key of the lock alive at the loss: a loss with no waiter is
-// not delayed, see package lock's WithLockDelay), no reported grant admitted
-// after the loss may return within d of when the watcher received it
-// (less delayTolerance).
+// delete's transaction. After an unclean loss that a waiter in line saw
+// (a key of the lock alive at the loss whose grant was later reported: a
+// loss whose waiters all died too is not delayed, see package lock's
+// WithLockDelay), no reported grant admitted after the loss may return
+// within d of when the watcher received it (less delayTolerance).
 func checkLockDelay(ns string, lives []*life, events []Event, grants []*Grant, d time.Duration) []Finding {
 	type put struct {
 		rev int64
@@ -40,6 +40,10 @@ func checkLockDelay(ns string, lives []*life, events []Event, grants []*Grant, d
 	for _, l := range lives {
 		byToken[put{l.create, l.key}] = l
 	}
+	granted := make(map[put]bool)
+	for _, g := range grants {
+		granted[put{g.Token, g.Key}] = true
+	}
 	var out []Finding
 	for _, l := range lives {
 		if l.del == 0 || l.admit == 0 || l.admit > l.del {
@@ -50,7 +54,7 @@ func checkLockDelay(ns string, lives []*life, events []Event, grants []*Grant, d
 		}
 		waited := false
 		for _, o := range lives {
-			if o != l && o.create < l.del && (o.del == 0 || o.del > l.del) {
+			if o != l && o.create < l.del && (o.del == 0 || o.del > l.del) && granted[put{o.create, o.key}] {
 				waited = true
 				break
 			}

@@ -17,6 +17,7 @@ func TestCheckLockDelay(t *testing.T) {
 	a := &life{key: key("a"), create: 10, admit: 10, del: 20, delAt: 1 * sec}
 	b := &life{key: key("b"), create: 12, admit: 20}
 	grant := func(l *life, ret int64) *Grant { return &Grant{Worker: "w", Key: l.key, Token: l.create, Return: ret} }
+	c := &life{key: key("c"), create: 14, del: 21} // a waiter that died too
 	marker := Event{Rev: 20, Key: ns + "released/mutex/x/a", Value: "10"}
 
 	for _, c := range []struct {
@@ -31,6 +32,7 @@ func TestCheckLockDelay(t *testing.T) {
 		{"clean", []Event{marker}, []*life{a, b}, 1 * sec, false},
 		{"marker of another key", []Event{{Rev: 20, Key: ns + "released/mutex/x/b", Value: "10"}}, []*life{a, b}, 2 * sec, true},
 		{"nobody waited", nil, []*life{a, {key: key("c"), create: 30, admit: 30}}, 2 * sec, false},
+		{"the waiter died too", nil, []*life{a, {key: key("d"), create: 30, admit: 30}, c}, 2 * sec, false},
 	} {
 		g := grant(c.lives[1], c.ret)
 		got := checkLockDelay(ns, c.lives, c.events, []*Grant{g}, d)

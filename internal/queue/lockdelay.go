@@ -20,11 +20,14 @@ import (
 // was deleted by another client) no waiter is admitted until a delay has
 // passed since the loss; after a clean release, at once.
 //
-//   - Clean ends are marked. A release (and a waiter's removal of its own
-//     key) puts, in the same Txn as its delete, a marker key on the hold's
-//     lease: markerDir + the key's name, whose value is the key's create
-//     revision. It is an extra op, not an extra round trip. A delete with
-//     no marker written in its revision is unclean.
+//   - Clean ends are marked. A release puts, in the same Txn as its
+//     delete, a marker key on the hold's lease: markerDir + the key's
+//     name, whose value is the key's create revision. It is an extra op,
+//     not an extra round trip. A delete with no marker written in its
+//     revision is unclean. A waiter's removal of its key (its context
+//     ended) writes none: a waiter that gives up just as it reaches the
+//     head held the lock in etcd's eyes, and may have been the only one to
+//     see an unclean loss before it; the waiter behind then delays.
 //   - The waiter just behind tells. Its confirm read after the key ahead
 //     went also reads that key's marker (an extra op in the read it makes
 //     anyway). Marker present and naming the key: clean, admitted. Absent:
@@ -47,8 +50,7 @@ import (
 // A holder whose key is deleted by another client records the loss too
 // (see package lock). Limits: a loss that no process sees is not delayed:
 // a lease that expires while nobody waits (a waiter arriving later finds
-// an idle queue), or a delete seen by a waiter whose process then dies
-// before it records it. A
+// an idle queue), or while every waiter in line dies too. A
 // holder without lock-delay writes no marker, so its releases count as
 // unclean to waiters that have it: set it on every process of a name.
 
@@ -137,7 +139,6 @@ type delayState struct {
 	ahead   Entry     // the key the last verdict waited for
 	goneRev int64     // the revision of its delete, from its watch event; 0 if unseen
 	goneAt  time.Time // when that event arrived
-	pending bool      // an unclean loss was found and not yet recorded
 }
 
 // delayNote records the key that v keeps the waiter behind, if any.
@@ -184,12 +185,10 @@ func (w *waiter) delayJudge(ctx context.Context, v Verdict, resp *clientv3.TxnRe
 			return v, err
 		}
 		if !clean {
-			w.dl.pending = true
 			nv, err := w.recordLoss(ctx)
 			if err != nil {
 				return v, err
 			}
-			w.dl.pending = false
 			if !nv.Admitted {
 				w.dl.ahead = Entry{}
 				return nv, nil
@@ -310,13 +309,6 @@ func (q *Queue) LockDelay() time.Duration {
 	return q.delay.d
 }
 
-// removeOps are the ops of a waiter's removal of its key: the delete and,
-// with lock-delay, the clean-end marker, unless the waiter found an
-// unclean loss it did not record (its key, at the head, stands for it).
-func (w *waiter) removeOps() []clientv3.Op {
-	ops := []clientv3.Op{clientv3.OpDelete(w.key)}
-	if w.dl != nil && w.dl.pending {
-		return ops
-	}
-	return append(ops, w.q.markerOps(w.key, w.rev, w.k.ID())...)
-}
+// removeOps are the ops of a waiter's removal of its key: the delete
+// alone, with no marker even with lock-delay (see above).
+func (w *waiter) removeOps() []clientv3.Op { return []clientv3.Op{clientv3.OpDelete(w.key)} }
