@@ -2,9 +2,11 @@ package lock_test
 
 import (
 	"errors"
+	"maps"
 	"testing"
 	"time"
 
+	"github.com/etcdlock/etcdlock/internal/testutil"
 	"github.com/etcdlock/etcdlock/lock"
 )
 
@@ -152,4 +154,32 @@ func TestLockDelayDeletedWithNobodyWaiting(t *testing.T) {
 		t.Errorf("granted %v after the unclean loss, lock-delay %v", gap, d)
 	}
 	mustUnlock(t, h2)
+}
+
+// A clean handoff costs the same requests with lock-delay as without: the
+// marker is one more operation in the release's Txn, and the waiter reads
+// it in the read it makes anyway.
+func TestLockDelayCleanHandoffRequests(t *testing.T) {
+	e := newEnv(t)
+	handoff := func(name string, opts ...lock.Option) map[string]int {
+		cli, rpcs := testutil.RPCClient(t)
+		opts = append([]lock.Option{lock.WithTTL(2 * time.Second)}, opts...)
+		m1 := e.mutex(e.cli, name, opts...)
+		m2 := e.mutex(cli, name, opts...)
+		h1 := mustLock(t, m1)
+		hc, _ := lockAsync(t, e, m2, 1)
+		before := rpcs.Snapshot()
+		mustUnlock(t, h1)
+		h2 := <-hc
+		if h2 == nil {
+			t.FailNow()
+		}
+		mustUnlock(t, h2)
+		return rpcs.Since(before)
+	}
+	plain := handoff("plain")
+	delayed := handoff("delayed", lock.WithLockDelay(5*time.Second))
+	if !maps.Equal(plain, delayed) {
+		t.Errorf("the waiter's requests from the release to its own unlock: %v with lock-delay, %v without", delayed, plain)
+	}
 }
