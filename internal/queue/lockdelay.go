@@ -308,7 +308,3 @@ func (q *Queue) LockDelay() time.Duration {
 	}
 	return q.delay.d
 }
-
-// removeOps are the ops of a waiter's removal of its key: the delete
-// alone, with no marker even with lock-delay (see above).
-func (w *waiter) removeOps() []clientv3.Op { return []clientv3.Op{clientv3.OpDelete(w.key)} }

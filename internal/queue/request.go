@@ -100,7 +100,6 @@ func (h *Hold) releaseOps(keep clientv3.LeaseID) []clientv3.Op {
 	}
 	ops := []clientv3.Op{own, clientv3.OpDelete(RequestKey(h.q.Namespace, h.token.Key))}
 	return append(ops, h.q.markerOps(h.token.Key, h.token.Revision, h.k.ID())...) // with lock-delay
-
 }
 
 // Park ends the hold like Release, but instead of deleting the key it

@@ -417,7 +417,7 @@ func (w *waiter) remove() {
 	defer cancel()
 	_, err := w.q.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(w.key), "=", w.rev)).
-		Then(w.removeOps()...).Commit()
+		Then(clientv3.OpDelete(w.key)).Commit()
 	if err != nil {
 		w.k.Orphan(w.key, w.rev)
 		w.q.logger().Warn("could not remove waiter key; will retry after the next lease renewal", zap.String("key", w.key), zap.Error(err))
