@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"testing"
 	"time"
@@ -177,9 +178,31 @@ func TestLockDelayCleanHandoffRequests(t *testing.T) {
 		mustUnlock(t, h2)
 		return rpcs.Since(before)
 	}
-	plain := handoff("plain")
-	delayed := handoff("delayed", lock.WithLockDelay(5*time.Second))
+	// The fewest of three tries: a waiter whose first confirm read comes
+	// after the release was sent (its watch was slow to be created) reads
+	// once more, with or without lock-delay.
+	fewest := func(name string, opts ...lock.Option) map[string]int {
+		var best map[string]int
+		for i := range 3 {
+			got := handoff(fmt.Sprintf("%s-%d", name, i), opts...)
+			if best == nil || total(got) < total(best) {
+				best = got
+			}
+		}
+		return best
+	}
+	plain := fewest("plain")
+	delayed := fewest("delayed", lock.WithLockDelay(5*time.Second))
 	if !maps.Equal(plain, delayed) {
 		t.Errorf("the waiter's requests from the release to its own unlock: %v with lock-delay, %v without", delayed, plain)
 	}
+}
+
+// total is the number of requests in counts.
+func total(counts map[string]int) int {
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
 }
