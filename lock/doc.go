@@ -32,6 +32,18 @@
 // machines does not shorten or lengthen them; a holder's clock that runs
 // fast or slow changes them by its drift, not by its offset.
 //
+// WithLockDelay holds a Mutex back after an unclean loss (its holder's
+// lease expired or was revoked, or its key was deleted by another client):
+// the next holder is granted no sooner than the delay after the loss, while
+// a clean Unlock hands off at once. A release marks itself clean in its own
+// Txn; the waiter next in line reads the mark with the read it makes anyway,
+// and records an unclean loss in a key on a lease of the delay that every
+// acquire reads. A loss that no waiter sees is not delayed (see the README).
+//
+// NewEtcdMutex queues in the key layout of etcd's concurrency.Mutex and of
+// "etcdctl lock", so that the three exclude each other, in FIFO order, on
+// the same name: for a fleet moving to etcdlock one process at a time.
+//
 // # Safety model
 //
 // A lease-based lock cannot stop a paused holder from acting after its

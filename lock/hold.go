@@ -29,11 +29,15 @@ type Hold struct {
 	// ctx is h's context, or, with a maximum hold, a child of it that the
 	// timer ends (see WithMaxHold).
 	ctx context.Context
+	// ended, if set, runs once the hold's key is gone or its release was
+	// attempted (see NewEtcdMutex).
+	ended func()
 }
 
 // newHold wraps h, a grant of p, and arms its maximum hold, if any.
 func newHold(p *queue.Primitive, h *queue.Hold) *Hold {
 	hold := &Hold{h: h, p: p, granted: time.Now(), ctx: h.Context()}
+	recordDeleted(p, h) // with lock-delay
 	if max := p.Cfg.MaxHold; max > 0 {
 		ctx, cancel := context.WithCancelCause(h.Context())
 		hold.ctx = ctx
@@ -61,6 +65,14 @@ func (h *Hold) expire(cancel context.CancelCauseFunc) {
 	defer ccancel()
 	h.h.MaxHoldPassed()  // for metrics: a loss, not a release
 	_ = h.h.Release(ctx) // on failure the lease's keeper deletes the key
+	h.end()
+}
+
+// end runs the hold's ended function, if any.
+func (h *Hold) end() {
+	if h.ended != nil {
+		h.ended()
+	}
 }
 
 // Token returns the hold's fencing token: its key and the key's create
@@ -102,6 +114,7 @@ func (h *Hold) Lease() clientv3.LeaseID { return h.h.Lease() }
 // expires at the minimum instead, in one more round trip (the lease grant;
 // if that fails, the key is deleted as without a minimum, and logged).
 func (h *Hold) Unlock(ctx context.Context) error {
+	defer h.end()
 	if min := h.p.Cfg.MinHold; min > 0 && h.Err() == nil {
 		if rest := min - time.Since(h.granted); rest > 0 {
 			return h.park(ctx, rest)

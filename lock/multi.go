@@ -30,6 +30,9 @@ func MutexPart(m *Mutex) Part {
 	if m == nil {
 		return Part{err: fmt.Errorf("%w: nil Mutex in a MultiLock", ErrInvalidOption)}
 	}
+	if m.etcdLayout() {
+		return Part{err: fmt.Errorf("%w: a Mutex in etcd's layout in a MultiLock", ErrInvalidOption)}
+	}
 	return Part{prefix: m.Prefix(), acquire: func(ctx context.Context, mode queue.Mode) (*Hold, error) {
 		if mode == queue.Try {
 			return m.TryLock(ctx)

@@ -19,6 +19,9 @@ import (
 type Mutex struct {
 	p    *queue.Primitive
 	name string
+	// gate, for a Mutex in etcd's layout (NewEtcdMutex), lets one of its
+	// Lock calls at a time have a key: the key's name is its lease's.
+	gate chan struct{}
 }
 
 // NewMutex returns the mutex called name on cli. It does no I/O.
@@ -26,6 +29,9 @@ func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, err
 	p, err := queue.NewPrimitive(cli, string(KindMutex), name, queue.Exclusive{}, queue.KeyWatches, opts(options), public)
 	if err != nil {
 		return nil, err
+	}
+	if d := p.Cfg.LockDelay; d > 0 {
+		p.Q.SetLockDelay(d)
 	}
 	return &Mutex{p: p, name: name}, nil
 }
@@ -35,6 +41,9 @@ func NewMutex(cli *clientv3.Client, name string, options ...Option) (*Mutex, err
 // (plus a lease grant the first time); after a Lock that found the lock
 // free, one more when the lock is held by then.
 func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
+	if m.gate != nil {
+		return m.gated(ctx, queue.Wait)
+	}
 	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Wait})
 	if err != nil {
 		return nil, err
@@ -46,6 +55,9 @@ func (m *Mutex) Lock(ctx context.Context) (*Hold, error) {
 // trip, and returns ErrLocked at once otherwise: ErrHeldBySelf (which
 // matches ErrLocked) when a hold of this Mutex holds it.
 func (m *Mutex) TryLock(ctx context.Context) (*Hold, error) {
+	if m.gate != nil {
+		return m.gated(ctx, queue.Try)
+	}
 	h, err := m.p.Acquire(ctx, &m.p.Q, queue.Request{Mode: queue.Try})
 	if err != nil {
 		if errors.Is(err, ErrLocked) && m.p.Holding() {

@@ -86,3 +86,15 @@ func WithMinHold(d time.Duration) Option { return option(config.MinHold(d)) }
 // measured by this process's monotonic clock. It must be positive and, with
 // WithMinHold, at least the minimum. Optional, defaults to no maximum.
 func WithMaxHold(d time.Duration) Option { return option(config.MaxHold(d)) }
+
+// WithLockDelay makes a Mutex hold the lock back for d after an unclean
+// loss: when its holder vanished without unlocking (its lease expired or
+// was revoked, or its key was deleted by another client), the next holder
+// is granted no sooner than d after the loss, so that writes of the lost
+// holder still in flight can drain. A clean Unlock (or Close) hands off at
+// once, as without it. The rule, its cost and its limits are in the
+// README ("Lock-delay"); in short, d is rounded up to whole seconds and
+// measured by etcd's lease clock from when the waiter next in line saw the
+// loss, and every process on the name must set it. Only a Mutex takes it
+// (ErrInvalidOption otherwise); optional, defaults to no delay.
+func WithLockDelay(d time.Duration) Option { return option(config.LockDelay(d)) }

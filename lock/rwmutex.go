@@ -94,6 +94,9 @@ func NewRWMutex(cli *clientv3.Client, name string, options ...Option) (*RWMutex,
 	if err != nil {
 		return nil, err
 	}
+	if err := mutexOnly(p); err != nil {
+		return nil, err
+	}
 	base := p.Q.Prefix
 	m := &RWMutex{p: p, name: name, prefix: base, reader: p.Q, writer: p.Q}
 	m.reader.Prefix, m.reader.Rule = rwReader(base)

@@ -106,6 +106,9 @@ func NewSemaphore(cli *clientv3.Client, name string, limit int64, options ...Opt
 	if err != nil {
 		return nil, err
 	}
+	if err := mutexOnly(p); err != nil {
+		return nil, err
+	}
 	return &Semaphore{p: p, name: name, limit: limit}, nil
 }
 

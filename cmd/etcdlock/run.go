@@ -54,7 +54,7 @@ Run waits for the lock as long as it takes, or up to --timeout; --timeout 0
 tries once. The lease has a TTL of --ttl, renewed every third of it; if
 etcdlock's machine dies, the lock is free again within --ttl. Flags may
 come before or after NAME; everything after "--" (or after CMD) is CMD's.
-` + onceHelp + runListenHelp + seeAlsoHelp + exitStatusHelp,
+` + onceHelp + recipesHelp + runListenHelp + seeAlsoHelp + exitStatusHelp,
 	setup: setupRun,
 }
 
@@ -75,6 +75,9 @@ type runConfig struct {
 	minHold optDuration
 	maxHold optDuration
 	metrics metricsFlags // --listen-metrics
+	// lockDelay and etcdLayout take a Mutex (see recipesHelp).
+	lockDelay  optDuration
+	etcdLayout bool
 }
 
 // errWaitTimeout is the cause of a wait that --timeout ended.
@@ -94,6 +97,8 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 	fs.Var(&cfg.minHold, "min-hold", "keep NAME taken for at least this `duration` after it was acquired, even if CMD\nends sooner; do not wait: exit 0 without running CMD if NAME is taken")
 	cfg.metrics.Register(fs)
 	fs.Var(&cfg.maxHold, "max-hold", "release NAME this `duration` after it was acquired, stopping CMD (exit 121)")
+	fs.Var(&cfg.lockDelay, "lock-delay", "after a holder of NAME vanished without releasing, start no sooner than this\n`duration` after the loss (NAME is then a Mutex)")
+	fs.BoolVar(&cfg.etcdLayout, "etcd-layout", false, "take etcd's own lock NAME, the one of \"etcdctl lock NAME\" (keys NAME/<lease>)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
 		if err == nil && len(argv) == 0 {
@@ -122,6 +127,9 @@ func (cfg *runConfig) check(name string) (timing, error) {
 	if err := cfg.checkHoldBounds(); err != nil {
 		return timing{}, err
 	}
+	if err := cfg.checkRecipes(); err != nil {
+		return timing{}, err
+	}
 	if err := lock.ValidateName(name); err != nil {
 		return timing{}, cmdline.UsageError("NAME: %v", err)
 	}
@@ -135,6 +143,9 @@ func (cfg *runConfig) check(name string) (timing, error) {
 // kind returns the kind of lock run takes: a mutex, unless -n, --shared or
 // --write say otherwise.
 func (cfg *runConfig) kind() lock.Kind {
+	if cfg.lockDelay.set || cfg.etcdLayout {
+		return lock.KindMutex
+	}
 	switch {
 	case cfg.permitsSet:
 		return lock.KindSemaphore
@@ -180,6 +191,9 @@ func (cfg *runConfig) open(cli *clientv3.Client, name string, tm timing, desc st
 	opts = append(opts, cfg.holdBounds()...)
 	opts = append(opts, cfg.metrics.lockOptions(cfg.kind(), name)...)
 	try := cfg.tryOnce()
+	if rl, ok, err := cfg.openMutex(cli, name, try, opts); ok {
+		return rl, err
+	}
 	switch cfg.kind() {
 	case lock.KindSemaphore:
 		s, err := lock.NewSemaphore(cli, name, cfg.permits, opts...)
@@ -293,7 +307,7 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 	}
 	defer endWatch()
 
-	cli, err := cfg.conn.Connect(actx, lock.KeyPrefix(cfg.conn.Namespace, cfg.kind(), name))
+	cli, err := cfg.conn.Connect(actx, cfg.probePrefix(name))
 	if intr := interruptedBy(err); intr != nil {
 		return report(stderr, "run", fmt.Errorf("%w while connecting; CMD did not run", intr), intr.Status())
 	}
@@ -353,10 +367,14 @@ func (cfg *runConfig) run(ctx context.Context, name string, argv []string, stdou
 		return report(stderr, "run", fmt.Errorf("%s lost before CMD started (%s); CMD did not run", cfg.what(name), lossReason(err)), exitRunFailure)
 	}
 	// A stop signal that comes now is forwarded to CMD once it starts.
-	if err := otherKinds(context.WithoutCancel(ctx), cli, cfg.conn.Namespace, cfg.kind(), name); err != nil {
-		cfg.release(ctx, log, h, name)
-		giveUp()
-		return report(stderr, "run", fmt.Errorf("%w; CMD did not run", err), exitRunFailure)
+	// etcd's layout (--etcd-layout) lives outside the namespace, where the
+	// other kinds cannot be.
+	if !cfg.etcdLayout {
+		if err := otherKinds(context.WithoutCancel(ctx), cli, cfg.conn.Namespace, cfg.kind(), name); err != nil {
+			cfg.release(ctx, log, h, name)
+			giveUp()
+			return report(stderr, "run", fmt.Errorf("%w; CMD did not run", err), exitRunFailure)
+		}
 	}
 	cfg.metrics.srv.holding(cfg.what(name), h)
 	tok := h.Token()

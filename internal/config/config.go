@@ -46,6 +46,9 @@ type Config struct {
 	MaxHold time.Duration
 	// Metrics, if set, receives the primitive's events (see metrics.go).
 	Metrics metrics.Observer
+	// LockDelay holds a lock back after an unclean loss (0: not); see
+	// package lock's WithLockDelay.
+	LockDelay time.Duration
 
 	ttlSet    bool
 	marginSet bool
@@ -134,6 +137,16 @@ func MaxHold(d time.Duration) Option {
 			c.errs = append(c.errs, fmt.Errorf("%w: maximum hold %v is not positive", ErrInvalidOption, d))
 		}
 		c.MaxHold = d
+	}
+}
+
+// LockDelay holds a lock back for d after an unclean loss.
+func LockDelay(d time.Duration) Option {
+	return func(c *Config) {
+		if d <= 0 || d > MaxTTL {
+			c.errs = append(c.errs, fmt.Errorf("%w: lock-delay %v is not in (0, %v]", ErrInvalidOption, d, MaxTTL))
+		}
+		c.LockDelay = d
 	}
 }
 

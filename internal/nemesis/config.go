@@ -133,8 +133,9 @@ func (c Config) workloads() []string {
 	}
 	if c.Tier == TierShort {
 		// Six more workers would load CI's two cores during the whole
-		// tier: the SQL workloads run in a test of their own.
-		return slices.DeleteFunc(slices.Clone(AllWorkloads), isSQL)
+		// tier: the SQL workloads run in a test of their own, and so
+		// does mutex-lockdelay.
+		return slices.DeleteFunc(slices.Clone(AllWorkloads), func(w string) bool { return isSQL(w) || w == WorkloadLockDelay })
 	}
 	return AllWorkloads
 }

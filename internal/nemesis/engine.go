@@ -523,6 +523,9 @@ func (e *env) checkWorkload(wl *workload, phase string, warm int, faults []embed
 	if wl.name == WorkloadElection {
 		add(checkObserve(lives, observed)...)
 	}
+	if wl.name == WorkloadLockDelay {
+		add(checkLockDelay(wl.ns, lives, events, grants, lockDelayOf(e.cfg))...)
+	}
 	if wl.counter {
 		cr := checkCounter(accesses, final)
 		if wl.control {

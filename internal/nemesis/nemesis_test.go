@@ -169,3 +169,41 @@ func TestSQLWorkloads(t *testing.T) {
 		t.Errorf("the run's database is left behind: %v %v", left, err)
 	}
 }
+
+// TestLockDelayWorkload runs mutex-lockdelay alone under client pauses,
+// which expire paused holders' leases (unclean losses): no grant may come
+// within the lock-delay of one (checkLockDelay), nor any other violation.
+func TestLockDelayWorkload(t *testing.T) {
+	d := *duration
+	if d == 0 {
+		d = 20 * time.Second
+	}
+	c := integration.NewCluster(t, 3, integration.WithoutFsync())
+	rep, err := nemesis.Run(context.Background(), nemesis.Config{
+		Duration:       d,
+		Seed:           *seed,
+		Faults:         []string{nemesis.FaultClientPause},
+		Workloads:      []string{nemesis.WorkloadLockDelay},
+		SkipSeededBugs: true,
+		OutDir:         *outDir,
+		Logger:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Cluster:        c,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := rep.Table(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d (replay with -nemesis.seed %d)\n%s", rep.Seed, rep.Seed, b.String())
+	if !rep.Valid {
+		t.Errorf("run invalid: %v", rep.InvalidReasons)
+	}
+	if rep.Violations != 0 {
+		t.Errorf("%d violations: %v", rep.Violations, rep.Findings)
+	}
+	if rep.LeaseExpiries == 0 {
+		t.Errorf("no lease expired under client pauses: the lock-delay was not exercised")
+	}
+}

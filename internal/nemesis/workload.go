@@ -47,11 +47,15 @@ const (
 	// WorkloadSQLControl: mutex-sql without Admit, the control that must
 	// lose updates when a holder pauses past its lease.
 	WorkloadSQLControl = "mutex-sql-control"
+	// WorkloadLockDelay: mutex-ext with lock.WithLockDelay; checker (1)
+	// also checks that no grant came within the delay of an unclean loss
+	// (see checkLockDelay).
+	WorkloadLockDelay = "mutex-lockdelay"
 )
 
 // AllWorkloads lists every workload, in table order.
 var AllWorkloads = []string{WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl, WorkloadRWMutex, WorkloadSemaphore, WorkloadElection,
-	WorkloadSQL, WorkloadSQLControl}
+	WorkloadSQL, WorkloadSQLControl, WorkloadLockDelay}
 
 // isControl reports whether workload is an unfenced control, whose lost
 // updates and non-linearizable history are expected, not violations.
@@ -190,7 +194,7 @@ func (e *env) newWorkload(name, ns, data string) *workload {
 	wl := &workload{name: name, env: e, ns: ns, data: data, hist: newHistory(e.start),
 		pauseReq: make(chan *pauseRequest), counter: true}
 	switch name {
-	case WorkloadMutexExt:
+	case WorkloadMutexExt, WorkloadLockDelay:
 		wl.reg, wl.fenced, wl.strict = &register{mode: fenceMutex}, true, true
 	case WorkloadControl:
 		wl.reg, wl.strict = &register{mode: unfenced}, true
@@ -274,7 +278,10 @@ func (wl *workload) start(ctx context.Context, seed uint64) error {
 		wl.workers = append(wl.workers, w)
 		lopts := []lock.Option{lock.WithNamespace(wl.ns), lock.WithTTL(e.cfg.TTL), lock.WithHolder(w.name)}
 		switch wl.name {
-		case WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl, WorkloadSQL, WorkloadSQLControl:
+		case WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl, WorkloadSQL, WorkloadSQLControl, WorkloadLockDelay:
+			if wl.name == WorkloadLockDelay {
+				lopts = append(lopts, lock.WithLockDelay(lockDelayOf(e.cfg)))
+			}
 			m, err := lock.NewMutex(cli, "x", lopts...)
 			if err != nil {
 				return err

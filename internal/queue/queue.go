@@ -128,6 +128,10 @@ type Queue struct {
 	// Slots, if set, makes waiter keys reuse names (see Slots); else each
 	// waiter gets a random key.
 	Slots *Slots
+	// KeyName, if set, names every waiter key of a lease: one key per lease
+	// (etcd's concurrency.Mutex layout, see EtcdKey). A key found under that
+	// name is never deleted as a stray: the enqueue fails with ErrKeyTaken.
+	KeyName func(prefix string, lease clientv3.LeaseID) string
 	// Namespace is the namespace of Prefix, under which the release
 	// requests of the queue's holds are kept (see RequestKey).
 	Namespace string
@@ -144,6 +148,9 @@ type Queue struct {
 	// pub reports errors as the public package's (see Public); copies of a
 	// Primitive's Queue share it. Nil: as this package's.
 	pub *Public
+
+	// delay, if set, is the queue's lock-delay (see SetLockDelay).
+	delay *lockDelay
 
 	// kw, if set, is the Primitive's kept watches: its own keys' and the
 	// last blockers' (see keyWatches); copies of a Primitive's Queue share
@@ -251,6 +258,11 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 			w.readRev, w.needRev = w.rev, w.rev
 			return v, err
 		}
+		if q.KeyName != nil {
+			// The name is the lease's: the key is another user's of the
+			// same lease (or a failed enqueue's, deleted with the lease).
+			return Verdict{}, fmt.Errorf("%w: %s already exists (one key per lease and name)", ErrKeyTaken, w.key)
+		}
 		// A key already has our name. Our own failed enqueues never reuse a
 		// name, so someone else wrote it: have it deleted (guarded by its
 		// revision) and take another key.
@@ -269,6 +281,8 @@ func (w *waiter) takeKey() {
 	switch {
 	case plantedBugs && planted(unlockByName):
 		w.key, w.free = fmt.Sprintf("%s%016x", q.Prefix, int64(w.k.ID())), nil // planted bug: etcd's key naming
+	case q.KeyName != nil:
+		w.key, w.free = q.KeyName(q.Prefix, w.k.ID()), nil
 	case q.Slots != nil:
 		w.key, w.free = q.Slots.take(q.Prefix, w.k.ID())
 	default:

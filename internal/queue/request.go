@@ -101,7 +101,8 @@ func (h *Hold) releaseOps(keep clientv3.LeaseID) []clientv3.Op {
 	if keep != 0 {
 		own = clientv3.OpPut(h.token.Key, "", clientv3.WithIgnoreValue(), clientv3.WithLease(keep))
 	}
-	return []clientv3.Op{own, clientv3.OpDelete(RequestKey(h.q.Namespace, h.token.Key))}
+	ops := []clientv3.Op{own, clientv3.OpDelete(RequestKey(h.q.Namespace, h.token.Key))}
+	return append(ops, h.q.markerOps(h.token.Key, h.token.Revision, h.k.ID())...) // with lock-delay
 }
 
 // Park ends the hold like Release, but instead of deleting the key it

@@ -31,7 +31,8 @@ type waiter struct {
 	// ownPrefix, with kept watches (Queue.kw), is the prefix of the
 	// own-key dispatcher that watches the key.
 	ownPrefix string
-	waited    bool // the waiter was not admitted by its enqueue
+	waited    bool        // the waiter was not admitted by its enqueue
+	dl        *delayState // with lock-delay: the key ahead (see lockdelay.go)
 }
 
 func (w *waiter) self() Entry { return Entry{Key: w.key, Rev: w.rev, Weight: w.weight} }
@@ -154,6 +155,7 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	}()
 	b := newBackoff()
 	for {
+		w.delayNote(v)
 		var own *dispatcher
 		if w.sub == nil {
 			// Registered as of the last read that saw the key (the
@@ -295,6 +297,7 @@ func (w *waiter) awaitKeys(ctx context.Context, v Verdict, blk []*watch) (int, e
 			if b, ok := remaining[string(ev.Kv.Key)]; ok && ev.Kv.ModRevision > b.Rev {
 				delete(remaining, string(ev.Kv.Key))
 				sum -= b.Weight
+				w.delaySeen(b, ev.Kv.ModRevision)
 			}
 		}
 	}
@@ -322,6 +325,8 @@ func (w *waiter) ownDeleted() error {
 // grant takes effect. A member that is behind is simply asked again.
 func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 	ops := append([]clientv3.Op{clientv3.OpGet(w.key, clientv3.WithKeysOnly(), clientv3.WithSerializable())}, w.q.Rule.Reads(w.q.Prefix, w.rev)...)
+	marker := w.delayOps() // with lock-delay, after a wait: the key ahead's marker
+	ops = append(ops, marker...)
 	var b *backoff.Backoff
 	for {
 		resp, err := w.q.Client.Txn(ctx).Then(ops...).Commit()
@@ -345,7 +350,7 @@ func (w *waiter) confirm(ctx context.Context) (Verdict, error) {
 			return Verdict{}, w.ownDeleted()
 		}
 		w.readRev = resp.Header.Revision
-		return w.q.Rule.Judge(w.self(), ranges(resp.Responses[1:])), nil
+		return w.delayJudge(ctx, w.q.Rule.Judge(w.self(), ranges(resp.Responses[1:len(ops)-len(marker)])), resp, len(marker) > 0)
 	}
 }
 

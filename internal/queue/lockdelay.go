@@ -1,0 +1,310 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcdlock/etcdlock/internal/etcdcmp"
+)
+
+// Lock-delay (see package lock's WithLockDelay): after an unclean loss of
+// the head of a queue (its key's lease expired or was revoked, or the key
+// was deleted by another client) no waiter is admitted until a delay has
+// passed since the loss; after a clean release, at once.
+//
+//   - Clean ends are marked. A release puts, in the same Txn as its
+//     delete, a marker key on the hold's lease: markerDir + the key's
+//     name, whose value is the key's create revision. It is an extra op,
+//     not an extra round trip. A delete with no marker written in its
+//     revision is unclean. A waiter's removal of its key (its context
+//     ended) writes none: a waiter that gives up just as it reaches the
+//     head held the lock in etcd's eyes, and may have been the only one to
+//     see an unclean loss before it; the waiter behind then delays.
+//   - The waiter just behind tells. Its confirm read after the key ahead
+//     went also reads that key's marker (an extra op in the read it makes
+//     anyway). Marker present and naming the key: clean, admitted. Absent:
+//     the key's lease may have been revoked since a clean release (a Close
+//     just after Unlock), so it reads the marker as of the delete's
+//     revision: one more read, on this path only. That revision is the
+//     watch event's; when the delete came before the watch, a watch of the
+//     key's history since its creation finds it. Absent then too (or that
+//     history compacted): unclean.
+//   - The loss is recorded for everyone. The waiter that found the loss
+//     puts the queue's delay key (delayDir + the queue's name) on a lease
+//     it grants with the rest of the delay as TTL, counted from when the
+//     delete's event arrived (from its read if it saw no event): a Grant
+//     and a Txn, on this path only. Every acquire of a queue with
+//     lock-delay reads the delay key with the rule's reads (and its
+//     comparisons: TryIf) and, while it exists, waits for it like for a
+//     key ahead; etcd deletes it when its lease expires, so the delay is
+//     measured by etcd's lease clock, never earlier than the TTL.
+//
+// A holder whose key is deleted by another client records the loss too
+// (see package lock). Limits: a loss that no process sees is not delayed:
+// a lease that expires while nobody waits (a waiter arriving later finds
+// an idle queue), or while every waiter in line dies too. A
+// holder without lock-delay writes no marker, so its releases count as
+// unclean to waiters that have it: set it on every process of a name.
+
+const (
+	// markerDir holds the clean-release markers; no kind is named so.
+	markerDir = "released/"
+	// delayDir holds the queues' delay keys; no kind is named so.
+	delayDir = "lockdelay/"
+)
+
+// lockDelay is a Queue's lock-delay.
+type lockDelay struct {
+	d   time.Duration
+	key string // the queue's delay key
+}
+
+// SetLockDelay turns on lock-delay d for q (see above): it wraps q's rule
+// so that the delay key keeps waiters out, and has releases mark clean
+// ends. Call it before any acquire through q.
+func (q *Queue) SetLockDelay(d time.Duration) {
+	key := q.Namespace + delayDir + strings.TrimSuffix(strings.TrimPrefix(q.Prefix, q.Namespace), "/")
+	q.delay = &lockDelay{d: d, key: key}
+	q.Rule = delayRule{Rule: q.Rule, key: key}
+}
+
+// DelayKey returns the queue's delay key, or "" without lock-delay.
+func (q *Queue) DelayKey() string {
+	if q.delay == nil {
+		return ""
+	}
+	return q.delay.key
+}
+
+// markerKey returns the clean-release marker of key.
+func (q *Queue) markerKey(key string) string {
+	return q.Namespace + markerDir + strings.TrimPrefix(key, q.Namespace)
+}
+
+// markerOps returns the op that marks the end of the key of create
+// revision rev on lease as clean: none without lock-delay.
+func (q *Queue) markerOps(key string, rev int64, lease clientv3.LeaseID) []clientv3.Op {
+	if q.delay == nil {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpPut(q.markerKey(key), strconv.FormatInt(rev, 10), clientv3.WithLease(lease))}
+}
+
+// delayRule is a rule with lock-delay: it adds the delay key to the
+// rule's comparisons and reads, and keeps out a waiter that the rule
+// admits while that key exists.
+type delayRule struct {
+	Rule
+	key string
+}
+
+func (r delayRule) Reads(prefix string, maxRev int64) []clientv3.Op {
+	get := clientv3.OpGet(r.key, clientv3.WithKeysOnly())
+	if maxRev != 0 {
+		get = clientv3.OpGet(r.key, clientv3.WithKeysOnly(), clientv3.WithSerializable())
+	}
+	return append(r.Rule.Reads(prefix, maxRev), get)
+}
+
+func (r delayRule) Judge(self Entry, resps []*pb.RangeResponse) Verdict {
+	n := len(r.Rule.Reads("", 0))
+	v := r.Rule.Judge(self, resps[:n])
+	if !v.Admitted || v.Err != nil {
+		return v
+	}
+	if kvs := resps[n].Kvs; len(kvs) > 0 {
+		return Verdict{Blockers: []Entry{{Key: r.key, Rev: kvs[0].CreateRevision, Weight: 1}}}
+	}
+	return v
+}
+
+func (r delayRule) TryIf(prefix string) []clientv3.Cmp {
+	cmps := r.Rule.TryIf(prefix)
+	if cmps == nil {
+		return nil
+	}
+	return append(cmps, etcdcmp.CreateRevision(r.key, 0, false))
+}
+
+// delayState is a waiter's view of the keys ahead, for lock-delay.
+type delayState struct {
+	ahead   Entry     // the key the last verdict waited for
+	goneRev int64     // the revision of its delete, from its watch event; 0 if unseen
+	goneAt  time.Time // when that event arrived
+}
+
+// delayNote records the key that v keeps the waiter behind, if any.
+func (w *waiter) delayNote(v Verdict) {
+	if w.q.delay == nil || len(v.Blockers) == 0 || v.Blockers[0].Key == w.q.delay.key {
+		return
+	}
+	if w.dl == nil {
+		w.dl = &delayState{}
+	}
+	if w.dl.ahead != v.Blockers[0] {
+		w.dl.ahead, w.dl.goneRev = v.Blockers[0], 0
+	}
+}
+
+// delaySeen records the delete event, at rev, of blocker b.
+func (w *waiter) delaySeen(b Entry, rev int64) {
+	if w.dl != nil && w.dl.ahead == b {
+		w.dl.goneRev, w.dl.goneAt = rev, time.Now()
+	}
+}
+
+// delayOps returns the op that a confirm read adds: the marker of the key
+// ahead.
+func (w *waiter) delayOps() []clientv3.Op {
+	if w.dl == nil || w.dl.ahead.Key == "" {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpGet(w.q.markerKey(w.dl.ahead.Key), clientv3.WithSerializable())}
+}
+
+// delayJudge checks, when v admits the waiter, that the key ahead ended
+// cleanly (marker, the last response of resp); after an unclean loss it
+// records the loss and returns a verdict that waits for the delay key.
+func (w *waiter) delayJudge(ctx context.Context, v Verdict, resp *clientv3.TxnResponse, read bool) (Verdict, error) {
+	if !read || !v.Admitted {
+		return v, nil
+	}
+	ahead := w.dl.ahead
+	marker := resp.Responses[len(resp.Responses)-1].GetResponseRange()
+	if !marks(marker, ahead) {
+		clean, err := w.cleanAt(ctx, ahead)
+		if err != nil {
+			return v, err
+		}
+		if !clean {
+			nv, err := w.recordLoss(ctx)
+			if err != nil {
+				return v, err
+			}
+			if !nv.Admitted {
+				w.dl.ahead = Entry{}
+				return nv, nil
+			}
+		}
+	}
+	w.dl.ahead = Entry{}
+	return v, nil
+}
+
+// marks reports whether a marker read says that e ended cleanly.
+func marks(r *pb.RangeResponse, e Entry) bool {
+	return r != nil && len(r.Kvs) > 0 && string(r.Kvs[0].Value) == strconv.FormatInt(e.Rev, 10)
+}
+
+// cleanAt reads the marker of the key ahead as of its delete's revision:
+// the marker's lease may have ended since a clean release. One read, on
+// the path where the marker is gone only.
+func (w *waiter) cleanAt(ctx context.Context, ahead Entry) (bool, error) {
+	rev := w.dl.goneRev
+	if rev == 0 {
+		// The delete came before the watch: find its revision in etcd's
+		// history, from the key's creation on (a watch from a past
+		// revision, which etcd catches up within 100 ms).
+		var err error
+		if rev, err = w.deleteRev(ctx, ahead); err != nil || rev == 0 {
+			return false, err
+		}
+	}
+	resp, err := w.q.Client.Get(ctx, w.q.markerKey(ahead.Key), clientv3.WithRev(rev), clientv3.WithSerializable())
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return marks((*pb.RangeResponse)(resp), ahead), nil
+}
+
+// deleteRev returns the revision at which the key e was deleted, from a
+// watch of its history since its creation; 0 if that history was compacted.
+func (w *waiter) deleteRev(ctx context.Context, e Entry) (int64, error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range w.q.Client.Watch(wctx, e.Key, clientv3.WithRev(e.Rev+1), clientv3.WithFilterPut()) {
+		if wr.CompactRevision != 0 {
+			return 0, nil
+		}
+		if err := wr.Err(); err != nil {
+			return 0, err
+		}
+		for _, ev := range wr.Events {
+			return ev.Kv.ModRevision, nil
+		}
+	}
+	return 0, context.Cause(ctx)
+}
+
+// recordLoss puts the queue's delay key on a lease that expires the delay
+// after the loss (when its event arrived, else now: a loss found by a
+// read is counted from the read), unless one exists
+// already, and returns the verdict to wait for it; or an admitting
+// verdict when the delay has already passed. A Grant and a Txn.
+func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
+	dl := w.q.delay
+	since := time.Duration(0)
+	if w.dl.goneRev != 0 {
+		since = time.Since(w.dl.goneAt)
+	}
+	rest := dl.d - since
+	if rest <= 0 {
+		return Verdict{Admitted: true}, nil
+	}
+	rev, err := w.q.RecordLoss(ctx, w.dl.goneRev, rest)
+	if err != nil {
+		return Verdict{}, err
+	}
+	w.q.logger().Info("lock-delay after an unclean loss", zap.String("ahead", w.dl.ahead.Key), zap.Int64("loss revision", w.dl.goneRev), zap.Duration("delay", rest))
+	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}, nil
+}
+
+// RecordLoss records an unclean loss (at revision lossRev, 0 if unknown)
+// in the queue's delay key, on a lease it grants with a TTL of rest
+// (rounded up to a second), unless the key exists already. It returns the
+// delay key's create revision. A Grant and a Txn; with no lock-delay, nothing.
+func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duration) (int64, error) {
+	dl := q.delay
+	if dl == nil || rest <= 0 {
+		return 0, nil
+	}
+	ttl := int64((rest + time.Second - 1) / time.Second)
+	g, err := q.Client.Grant(ctx, ttl)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
+		Then(clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID))).
+		Else(clientv3.OpGet(dl.key, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return 0, err
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	// Recorded by another: the unused lease expires within the delay.
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return 0, ErrMalformed
+	}
+	return kvs[0].CreateRevision, nil
+}
+
+// LockDelay returns the queue's lock-delay, 0 if none.
+func (q *Queue) LockDelay() time.Duration {
+	if q.delay == nil {
+		return 0
+	}
+	return q.delay.d
+}

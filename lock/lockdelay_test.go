@@ -1,0 +1,208 @@
+package lock_test
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/etcdlock/etcdlock/internal/testutil"
+	"github.com/etcdlock/etcdlock/lock"
+)
+
+// lockAsync starts m.Lock and returns the channel of its hold and of the
+// time it was granted, once m's key is enqueued behind n others.
+func lockAsync(t *testing.T, e *env, m *lock.Mutex, n int64) (<-chan *lock.Hold, <-chan time.Time) {
+	t.Helper()
+	hc, tc := make(chan *lock.Hold, 1), make(chan time.Time, 1)
+	go func() {
+		h, err := m.Lock(ctxT(t, 30*time.Second))
+		tc <- time.Now()
+		if err != nil {
+			t.Error(err)
+		}
+		hc <- h
+	}()
+	waitKeys(t, e.cli, m.Prefix(), n+1)
+	return hc, tc
+}
+
+// A clean Unlock hands off at once with lock-delay on, also when the
+// releaser closes (revoking its lease, and with it the release's marker)
+// right after: the waiter's wait is far below the delay.
+func TestLockDelayCleanUnlockHandsOff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 5 * time.Second
+	for _, closeAfter := range []bool{false, true} {
+		m1 := e.mutex(e.cli, "clean", lock.WithTTL(2*time.Second), lock.WithLockDelay(d))
+		m2 := e.mutex(e.client(), "clean", lock.WithTTL(2*time.Second), lock.WithLockDelay(d))
+		h1 := mustLock(t, m1)
+		hc, tc := lockAsync(t, e, m2, 1)
+		released := time.Now()
+		mustUnlock(t, h1)
+		if closeAfter {
+			if err := m1.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		granted, h2 := <-tc, <-hc
+		if h2 == nil {
+			t.FailNow()
+		}
+		if wait := granted.Sub(released); wait > d/2 {
+			t.Errorf("close after unlock %v: clean handoff took %v, lock-delay %v", closeAfter, wait, d)
+		}
+		mustUnlock(t, h2)
+	}
+}
+
+// After an unclean loss (the holder's lease revoked; its key deleted by
+// another client) the next waiter is granted no sooner than the delay
+// after the loss; meanwhile a newcomer's TryLock fails, and nothing is
+// left in the namespace once all is done.
+func TestLockDelayAfterUncleanLoss(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"revoke", "delete"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			const d = 2 * time.Second
+			opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+			m1 := e.mutex(e.cli, "unclean", opts...)
+			m2 := e.mutex(e.client(), "unclean", opts...)
+			m3 := e.mutex(e.client(), "unclean", opts...)
+			h1 := mustLock(t, m1)
+			hc, tc := lockAsync(t, e, m2, 1)
+			lost := time.Now() // before the loss: a lower bound of its time
+			var err error
+			if how == "revoke" {
+				_, err = e.cli.Revoke(ctxT(t, 5*time.Second), h1.Lease())
+			} else {
+				_, err = e.cli.Delete(ctxT(t, 5*time.Second), h1.Token().Key)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, h1.Done(), 5*time.Second, "the lost hold's Done")
+			// The waiter records the loss; a newcomer is kept out.
+			waitKeys(t, e.cli, e.ns+"lockdelay/", 1)
+			if granted := (len(tc) > 0); !granted {
+				if _, err := m3.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+					t.Errorf("TryLock during the lock-delay = %v, want ErrLocked", err)
+				}
+			}
+			granted, h2 := <-tc, <-hc
+			if h2 == nil {
+				t.FailNow()
+			}
+			if gap := granted.Sub(lost); gap < d {
+				t.Errorf("granted %v after the unclean loss, lock-delay %v", gap, d)
+			}
+			mustUnlock(t, h2)
+			// The clean unlock just made lets the newcomer in at once.
+			h3, err := m3.TryLock(ctxT(t, 5*time.Second))
+			if err != nil {
+				t.Fatalf("TryLock after a clean unlock: %v", err)
+			}
+			mustUnlock(t, h3)
+		})
+	}
+}
+
+// Lock-delay is for a Mutex only, and positive.
+func TestLockDelayRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if _, err := lock.NewRWMutex(e.cli, "rw", lock.WithNamespace(e.ns), lock.WithLockDelay(time.Second)); !errors.Is(err, lock.ErrInvalidOption) {
+		t.Errorf("RWMutex with lock-delay: %v", err)
+	}
+	if _, err := lock.NewSemaphore(e.cli, "sem", 2, lock.WithNamespace(e.ns), lock.WithLockDelay(time.Second)); !errors.Is(err, lock.ErrInvalidOption) {
+		t.Errorf("Semaphore with lock-delay: %v", err)
+	}
+	for _, d := range []time.Duration{0, -time.Second} {
+		if _, err := lock.NewMutex(e.cli, "m", lock.WithNamespace(e.ns), lock.WithLockDelay(d)); !errors.Is(err, lock.ErrInvalidOption) {
+			t.Errorf("lock-delay %v: %v", d, err)
+		}
+	}
+	if _, err := lock.NewEtcdMutex(e.cli, e.ns+"etcd", lock.WithNamespace(e.ns), lock.WithLockDelay(time.Second)); !errors.Is(err, lock.ErrInvalidOption) {
+		t.Errorf("etcd layout with lock-delay: %v", err)
+	}
+}
+
+// A holder whose key another client deletes while nobody waits records
+// the loss itself: a later acquirer waits out the delay too.
+func TestLockDelayDeletedWithNobodyWaiting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 2 * time.Second
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+	m1 := e.mutex(e.cli, "alone", opts...)
+	m2 := e.mutex(e.client(), "alone", opts...)
+	h1 := mustLock(t, m1)
+	lost := time.Now()
+	if _, err := e.cli.Delete(ctxT(t, 5*time.Second), h1.Token().Key); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, h1.Done(), 5*time.Second, "the lost hold's Done")
+	waitKeys(t, e.cli, e.ns+"lockdelay/", 1)
+	if _, err := m2.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+		t.Errorf("TryLock during the lock-delay = %v, want ErrLocked", err)
+	}
+	h2 := mustLock(t, m2)
+	if gap := time.Since(lost); gap < d {
+		t.Errorf("granted %v after the unclean loss, lock-delay %v", gap, d)
+	}
+	mustUnlock(t, h2)
+}
+
+// A clean handoff costs the same requests with lock-delay as without: the
+// marker is one more operation in the release's Txn, and the waiter reads
+// it in the read it makes anyway.
+func TestLockDelayCleanHandoffRequests(t *testing.T) {
+	e := newEnv(t)
+	handoff := func(name string, opts ...lock.Option) map[string]int {
+		cli, rpcs := testutil.RPCClient(t)
+		opts = append([]lock.Option{lock.WithTTL(2 * time.Second)}, opts...)
+		m1 := e.mutex(e.cli, name, opts...)
+		m2 := e.mutex(cli, name, opts...)
+		h1 := mustLock(t, m1)
+		hc, _ := lockAsync(t, e, m2, 1)
+		before := rpcs.Snapshot()
+		mustUnlock(t, h1)
+		h2 := <-hc
+		if h2 == nil {
+			t.FailNow()
+		}
+		mustUnlock(t, h2)
+		return rpcs.Since(before)
+	}
+	// The fewest of three tries: a waiter whose first confirm read comes
+	// after the release was sent (its watch was slow to be created) reads
+	// once more, with or without lock-delay.
+	fewest := func(name string, opts ...lock.Option) map[string]int {
+		var best map[string]int
+		for i := range 3 {
+			got := handoff(fmt.Sprintf("%s-%d", name, i), opts...)
+			if best == nil || total(got) < total(best) {
+				best = got
+			}
+		}
+		return best
+	}
+	plain := fewest("plain")
+	delayed := fewest("delayed", lock.WithLockDelay(5*time.Second))
+	if !maps.Equal(plain, delayed) {
+		t.Errorf("the waiter's requests from the release to its own unlock: %v with lock-delay, %v without", delayed, plain)
+	}
+}
+
+// total is the number of requests in counts.
+func total(counts map[string]int) int {
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
