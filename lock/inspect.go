@@ -123,6 +123,11 @@ func Inspect(ctx context.Context, cli *clientv3.Client, namespace, name string) 
 	if err := context.Cause(ctx); err != nil {
 		return nil, err // ended already: no read
 	}
+	if cli.Ctx().Err() != nil {
+		// clientv3 retries a read-only Txn on a closing connection until
+		// ctx ends; say at once what the caller can act on.
+		return nil, ErrClientClosed
+	}
 	kinds := []Kind{KindMutex, KindRWMutex, KindSemaphore}
 	st := &Snapshot{Name: name, Namespace: namespace, Locks: make([]LockState, len(kinds))}
 	ops := make([]clientv3.Op, len(kinds))
