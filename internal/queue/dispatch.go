@@ -12,11 +12,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// A dispatcher owns one watch on a prefix and routes its deletes to the
-// registrations of the keys under it: the Primitive's own keys of one lease
-// (see keyWatches), registered by its waiters and holds. A wait or a hold
-// thus opens no watch of its own: no created round trip, and, the watch
-// being up since before the enqueue, no read after it.
+// A dispatcher has one watch on a prefix, carried by its client's hub, and
+// routes its deletes to the registrations of the keys under it: the
+// Primitive's own keys of one lease (see keyWatches), registered by its
+// waiters and holds. A wait or a hold thus opens no watch of its own: no
+// created round trip, and, the watch being up since before the enqueue,
+// no read after it. A registration signals its
+// owner on a channel (a waiter), or calls it back on the hub's goroutine
+// (a hold: no goroutine per hold).
 
 // watchIdle is how long the dispatcher's watch stays open with nothing
 // registered and no acquire begun, before it is closed to spare etcd a
@@ -38,12 +41,14 @@ type dispatcher struct {
 	prefix string
 	lg     *zap.Logger
 	ctx    context.Context // cancelled at Close
-	wg     sync.WaitGroup  // the run goroutine
+	hub    *hub            // carries the watch; one reference, dropped at close
 
 	mu      sync.Mutex
 	closed  bool
-	running bool          // a run goroutine exists
-	up      bool          // the watch is created and delivering
+	wid     int64         // the hub's ID of the watch; 0: none open
+	fails   int           // watches refused in a row
+	retryAt time.Time     // after a refusal: no watch opened before then
+	up      bool          // the watch delivers every delete after floor
 	changed chan struct{} // closed, and replaced, when up changes
 	floor   int64         // while up: every delete after floor was routed, is logged, or will be
 	last    time.Time     // last use
@@ -52,6 +57,7 @@ type dispatcher struct {
 	dels    map[string]int64 // key -> mod revision of its latest logged delete
 	log     []logged         // ring of logged deletes, oldest at head
 	head    int
+	cbs     []*sub // signalled subs with callbacks, run once mu is released
 }
 
 type logged struct {
@@ -63,6 +69,7 @@ type logged struct {
 type sub struct {
 	d      *dispatcher
 	c      chan struct{} // signalled (cap 1) when an interest goes or the watch breaks
+	cb     func(*sub)    // if set, called instead, outside the dispatcher's lock
 	ins    []*interest   // ins[0] is the registrant's own key
 	broken bool          // the watch broke: the registration is void
 	rev    int64         // mod revision of the latest delete routed here
@@ -81,21 +88,21 @@ func newDispatcher(ctx context.Context, cli *clientv3.Client, prefix string, lg 
 		prefix:  prefix,
 		lg:      lg,
 		ctx:     ctx,
+		hub:     acquireHub(cli, lg),
 		changed: make(chan struct{}),
 		keys:    make(map[string][]*interest),
 		dels:    make(map[string]int64),
 	}
 }
 
-// kickLocked records a use, and starts the watch if it is not running.
+// kickLocked records a use, and opens the watch, at the current revision,
+// if it is not open.
 func (d *dispatcher) kickLocked() {
 	d.last = time.Now()
-	if d.running || d.closed || d.ctx.Err() != nil {
+	if d.wid != 0 || d.closed || d.ctx.Err() != nil || d.last.Before(d.retryAt) {
 		return
 	}
-	d.running = true
-	d.wg.Add(1)
-	go d.run()
+	d.wid = d.hub.open(d, d.prefix, 0)
 }
 
 // waitUp blocks until the watch delivers, and returns the revision after
@@ -119,7 +126,26 @@ func (d *dispatcher) waitUp(ctx context.Context, gone <-chan struct{}) (int64, e
 			return floor, nil
 		}
 		changed := d.changed
+		var t *time.Timer
+		if d.wid == 0 { // refused lately: open it again after the pause
+			t = time.NewTimer(time.Until(d.retryAt))
+		}
 		d.mu.Unlock()
+		if t != nil {
+			select {
+			case <-t.C:
+				continue
+			case <-changed:
+				t.Stop()
+				continue
+			case <-gone:
+				t.Stop()
+				return 0, lease.ErrExpired
+			case <-ctx.Done():
+				t.Stop()
+				return 0, context.Cause(ctx)
+			}
+		}
 		select {
 		case <-changed:
 		case <-gone:
@@ -136,13 +162,24 @@ func (d *dispatcher) waitUp(ctx context.Context, gone <-chan struct{}) (int64, e
 // forgotten deletes since); the caller then waits for it (waitUp), reads
 // again, and registers with that read's revision.
 func (d *dispatcher) register(readRev int64, own Entry, blockers []Entry) *sub {
+	return d.registerCallback(readRev, own, blockers, nil)
+}
+
+// registerCallback is register, with cb, if not nil, called (outside the
+// dispatcher's lock, on the hub's goroutine) instead of a signal on the
+// sub's channel. It does not call cb for what is gone at registration: the
+// caller checks the state once it has the sub.
+func (d *dispatcher) registerCallback(readRev int64, own Entry, blockers []Entry, cb func(*sub)) *sub {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.kickLocked()
 	if !d.up || readRev < d.floor {
 		return nil
 	}
-	s := &sub{d: d, c: make(chan struct{}, 1), ins: make([]*interest, 0, 1+len(blockers))}
+	s := &sub{d: d, cb: cb, ins: make([]*interest, 0, 1+len(blockers))}
+	if cb == nil {
+		s.c = make(chan struct{}, 1)
+	}
 	add := func(e Entry) {
 		in := &interest{Entry: e, s: s}
 		if r, ok := d.dels[e.Key]; ok && r > e.Rev {
@@ -219,93 +256,13 @@ func (d *dispatcher) unlinkLocked(in *interest) {
 }
 
 func (s *sub) signal() {
+	if s.cb != nil {
+		s.d.cbs = append(s.d.cbs, s)
+		return
+	}
 	select {
 	case s.c <- struct{}{}:
 	default:
-	}
-}
-
-// run opens the watch, serves it, and reopens it when it breaks, until the
-// Primitive is closed, the client is, or the watch has been idle.
-func (d *dispatcher) run() {
-	defer d.wg.Done()
-	b := newBackoff()
-	for {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(d.ctx))
-		ch := d.cli.Watch(wctx, d.prefix, clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
-		idle, healthy := d.serve(ch)
-		cancel()
-		d.mu.Lock()
-		d.downLocked()
-		if idle || d.closed || d.ctx.Err() != nil || d.cli.Ctx().Err() != nil {
-			d.running = false
-			d.mu.Unlock()
-			return
-		}
-		d.mu.Unlock()
-		if healthy {
-			b.Reset()
-		}
-		d.lg.Debug("reopening watch", zap.String("prefix", d.prefix))
-		if b.Sleep(d.ctx) != nil {
-			d.mu.Lock()
-			d.running = false
-			d.mu.Unlock()
-			return
-		}
-	}
-}
-
-// serve routes ch's events until it breaks, or until the watch has been
-// idle for watchIdle (idle is then true). healthy says the watch was
-// created.
-func (d *dispatcher) serve(ch clientv3.WatchChan) (idle, healthy bool) {
-	var (
-		t  *time.Timer
-		tc <-chan time.Time
-	)
-	defer func() {
-		if t != nil {
-			t.Stop()
-		}
-	}()
-	for {
-		select {
-		case wr, ok := <-ch:
-			if !ok || wr.Err() != nil || wr.Canceled {
-				if ok && wr.Err() != nil {
-					d.lg.Debug("watch broken", zap.String("prefix", d.prefix), zap.Error(wr.Err()))
-				}
-				return false, healthy
-			}
-			if wr.Created && !healthy {
-				healthy = true
-				t = time.NewTimer(watchIdle)
-				tc = t.C
-				d.mu.Lock()
-				d.upLocked(wr.Header.Revision)
-				d.mu.Unlock()
-			}
-			if !healthy {
-				continue
-			}
-			d.mu.Lock()
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					d.deletedLocked(string(ev.Kv.Key), ev.Kv.ModRevision)
-				}
-			}
-			d.mu.Unlock()
-		case <-tc:
-			d.mu.Lock()
-			quiet := d.nsubs == 0 && time.Since(d.last) >= watchIdle
-			wait := watchIdle - time.Since(d.last)
-			d.mu.Unlock()
-			if quiet {
-				return true, healthy
-			}
-			t.Reset(max(wait, time.Second))
-		}
 	}
 }
 
@@ -381,11 +338,101 @@ func (d *dispatcher) deletedLocked(key string, rev int64) {
 	d.dels[key] = rev
 }
 
-// close stops the run goroutine (the Primitive's context is cancelled
-// first) and waits for it.
+// close drops the watch and the dispatcher's hold on the client's hub,
+// once the Primitive's holds have ended and its context is cancelled.
 func (d *dispatcher) close() {
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
 	d.closed = true
+	id := d.wid
+	d.wid = 0
+	d.downLocked()
+	cbs := d.takeCallbacksLocked()
 	d.mu.Unlock()
-	d.wg.Wait()
+	runCallbacks(cbs)
+	if id != 0 {
+		d.hub.drop(id)
+	}
+	d.hub.release()
+}
+
+// created marks the watch id up as of rev, unless it is so already (see
+// startAtLocked).
+func (d *dispatcher) created(id, rev int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id == d.wid {
+		d.fails = 0
+		if !d.up {
+			d.upLocked(rev)
+		}
+	}
+}
+
+// deleted routes the delete events of the watch id.
+func (d *dispatcher) deleted(id int64, evs []*mvccpb.Event) {
+	d.mu.Lock()
+	if id != d.wid {
+		d.mu.Unlock()
+		return
+	}
+	for _, ev := range evs {
+		if ev.Type == mvccpb.DELETE {
+			d.deletedLocked(string(ev.Kv.Key), ev.Kv.ModRevision)
+		}
+	}
+	cbs := d.takeCallbacksLocked()
+	d.mu.Unlock()
+	runCallbacks(cbs)
+}
+
+// failed takes down the watch id, which the server refused or cancelled
+// (a compacted start revision): the registrations are void, and the next
+// use opens a watch at the current revision.
+func (d *dispatcher) failed(id int64) {
+	d.mu.Lock()
+	if id != d.wid {
+		d.mu.Unlock()
+		return
+	}
+	d.wid = 0
+	d.fails++
+	d.retryAt = time.Now().Add(min(20*time.Millisecond<<min(d.fails, 6), time.Second))
+	d.downLocked()
+	cbs := d.takeCallbacksLocked()
+	d.mu.Unlock()
+	runCallbacks(cbs)
+}
+
+// closeIfIdle drops the watch when nothing has been registered and no
+// acquire begun for watchIdle, to spare etcd a watcher; the next use opens
+// it again.
+func (d *dispatcher) closeIfIdle() {
+	d.mu.Lock()
+	id := d.wid
+	if id == 0 || d.nsubs > 0 || time.Since(d.last) < watchIdle {
+		d.mu.Unlock()
+		return
+	}
+	d.wid = 0
+	d.downLocked()
+	d.mu.Unlock()
+	d.hub.drop(id)
+}
+
+func (d *dispatcher) takeCallbacksLocked() []*sub {
+	cbs := d.cbs
+	d.cbs = nil
+	return cbs
+}
+
+// runCallbacks runs the callbacks of the subs signalled, outside the
+// dispatcher's lock.
+func runCallbacks(subs []*sub) {
+	for _, s := range subs {
+		s.cb(s)
+	}
 }

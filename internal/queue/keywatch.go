@@ -94,7 +94,7 @@ func (kw *keyWatches) own(prefix string) *dispatcher {
 	return d
 }
 
-// touch records a use of the own dispatchers that are running, so that
+// touch records a use of the own dispatchers whose watch is open, so that
 // none closes as idle between a contender's Locks; it starts none (an
 // uncontended Primitive has no watch).
 func (kw *keyWatches) touch() {
@@ -102,7 +102,7 @@ func (kw *keyWatches) touch() {
 	defer kw.mu.Unlock()
 	for _, d := range kw.owns {
 		d.mu.Lock()
-		if d.running {
+		if d.wid != 0 {
 			d.last = time.Now()
 		}
 		d.mu.Unlock()
