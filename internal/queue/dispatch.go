@@ -45,14 +45,15 @@ type dispatcher struct {
 
 	mu      sync.Mutex
 	closed  bool
-	wid     int64         // the hub's ID of the watch; 0: none open
-	fails   int           // watches refused in a row
-	retryAt time.Time     // after a refusal: no watch opened before then
-	up      bool          // the watch delivers every delete after floor
-	changed chan struct{} // closed, and replaced, when up changes
-	floor   int64         // while up: every delete after floor was routed, is logged, or will be
-	last    time.Time     // last use
-	keys    map[string][]*interest
+	wid     int64                  // the hub's ID of the watch; 0: none open
+	fails   int                    // watches refused in a row
+	retryAt time.Time              // after a refusal: no watch opened before then
+	up      bool                   // the watch delivers every delete after floor
+	changed chan struct{}          // closed when up changes, if a waitUp made it
+	floor   int64                  // while up: every delete after floor was routed, is logged, or will be
+	last    time.Time              // last use
+	few     []*interest            // the interests, while no more than maxFew (keys nil)
+	keys    map[string][]*interest // the interests by key, beyond maxFew
 	nsubs   int
 	dels    map[string]int64 // key -> mod revision of its latest logged delete
 	log     []logged         // ring of logged deletes, oldest at head
@@ -84,14 +85,11 @@ type interest struct {
 
 func newDispatcher(ctx context.Context, cli *clientv3.Client, prefix string, lg *zap.Logger) *dispatcher {
 	return &dispatcher{
-		cli:     cli,
-		prefix:  prefix,
-		lg:      lg,
-		ctx:     ctx,
-		hub:     acquireHub(cli, lg),
-		changed: make(chan struct{}),
-		keys:    make(map[string][]*interest),
-		dels:    make(map[string]int64),
+		cli:    cli,
+		prefix: prefix,
+		lg:     lg,
+		ctx:    ctx,
+		hub:    acquireHub(cli, lg),
 	}
 }
 
@@ -124,6 +122,9 @@ func (d *dispatcher) waitUp(ctx context.Context, gone <-chan struct{}) (int64, e
 			floor := d.floor
 			d.mu.Unlock()
 			return floor, nil
+		}
+		if d.changed == nil {
+			d.changed = make(chan struct{})
 		}
 		changed := d.changed
 		var t *time.Timer
@@ -186,7 +187,7 @@ func (d *dispatcher) registerCallback(readRev int64, own Entry, blockers []Entry
 			in.gone = true
 			s.rev = max(s.rev, r)
 		} else {
-			d.keys[e.Key] = append(d.keys[e.Key], in)
+			d.linkLocked(in)
 		}
 		s.ins = append(s.ins, in)
 	}
@@ -238,7 +239,41 @@ func (s *sub) close() {
 	s.ins = nil
 }
 
+// maxFew is how many interests a dispatcher keeps in a slice before it
+// indexes them by key: most have one or two (a hold's key, a waiter's),
+// for which a map costs several times as much.
+const maxFew = 8
+
+func (d *dispatcher) linkLocked(in *interest) {
+	if d.keys == nil && len(d.few) < maxFew {
+		d.few = append(d.few, in)
+		return
+	}
+	if d.keys == nil {
+		d.keys = make(map[string][]*interest, 2*maxFew)
+		for _, x := range d.few {
+			d.keys[x.Key] = append(d.keys[x.Key], x)
+		}
+		d.few = nil
+	}
+	d.keys[in.Key] = append(d.keys[in.Key], in)
+}
+
 func (d *dispatcher) unlinkLocked(in *interest) {
+	if d.keys == nil {
+		for i, x := range d.few {
+			if x == in {
+				last := len(d.few) - 1
+				d.few[i], d.few[last] = d.few[last], nil
+				d.few = d.few[:last]
+				break
+			}
+		}
+		if len(d.few) == 0 {
+			d.few = nil
+		}
+		return
+	}
 	l := d.keys[in.Key]
 	for i, x := range l {
 		if x == in {
@@ -272,50 +307,79 @@ func (d *dispatcher) upLocked(created int64) {
 	clear(d.dels)
 	d.log = d.log[:0]
 	d.head = 0
-	close(d.changed)
-	d.changed = make(chan struct{})
+	d.wakeLocked()
+}
+
+// wakeLocked wakes whoever waits in waitUp.
+func (d *dispatcher) wakeLocked() {
+	if d.changed != nil {
+		close(d.changed)
+		d.changed = nil
+	}
 }
 
 // downLocked voids every registration: their owners must read again once
 // the watch is back.
 func (d *dispatcher) downLocked() {
-	for _, l := range d.keys {
-		for _, in := range l {
-			s := in.s
-			if !s.broken {
-				s.broken = true
-				d.nsubs--
-				s.signal()
-			}
+	void := func(in *interest) {
+		s := in.s
+		if !s.broken {
+			s.broken = true
+			d.nsubs--
+			s.signal()
 		}
 	}
-	clear(d.keys)
+	for _, in := range d.few {
+		void(in)
+	}
+	for _, l := range d.keys {
+		for _, in := range l {
+			void(in)
+		}
+	}
+	d.few, d.keys = nil, nil
 	// Wake whoever waits for the watch, also when it never came up: a
 	// waiter in waitUp must see the client closed or the dispatcher gone.
 	d.up = false
-	close(d.changed)
-	d.changed = make(chan struct{})
+	d.wakeLocked()
+}
+
+// goneLocked marks in deleted at rev, unless the delete is of an earlier
+// key of the same (reused) name, at or before in's creation; it reports
+// whether it did.
+func goneLocked(in *interest, rev int64) bool {
+	if rev <= in.Rev {
+		return false
+	}
+	in.gone = true
+	s := in.s
+	s.rev = max(s.rev, rev)
+	if in != s.ins[0] {
+		s.gone += in.Weight
+	}
+	s.signal()
+	return true
 }
 
 // deletedLocked routes the delete of key at rev, and logs it.
 func (d *dispatcher) deletedLocked(key string, rev int64) {
-	if l, ok := d.keys[key]; ok {
+	if d.keys == nil {
+		n := 0
+		for _, in := range d.few {
+			if in.Key != key || !goneLocked(in, rev) {
+				d.few[n] = in
+				n++
+			}
+		}
+		clear(d.few[n:])
+		d.few = d.few[:n]
+	} else if l, ok := d.keys[key]; ok {
 		n := 0
 		for _, in := range l {
-			// A delete at or before the key's creation is of an earlier key
-			// of the same (reused) name.
-			if rev <= in.Rev {
+			if !goneLocked(in, rev) {
 				l[n] = in
 				n++
-				continue
 			}
-			in.gone = true
-			s := in.s
-			s.rev = max(s.rev, rev)
-			if in != s.ins[0] {
-				s.gone += in.Weight
-			}
-			s.signal()
 		}
 		clear(l[n:])
 		if n == 0 {
@@ -334,6 +398,9 @@ func (d *dispatcher) deletedLocked(key string, rev int64) {
 		d.floor = max(d.floor, old.rev)
 		d.log[d.head] = logged{key, rev}
 		d.head = (d.head + 1) % deleteLogCap
+	}
+	if d.dels == nil {
+		d.dels = make(map[string]int64)
 	}
 	d.dels[key] = rev
 }

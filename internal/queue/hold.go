@@ -57,7 +57,10 @@ type Hold struct {
 	// takes it from here ends the hold (finish). While it is nil between
 	// the grant and the end, the delayer or a recheck goroutine has the
 	// monitor, and ends the hold itself if it ended meanwhile (attach).
-	sub       *sub
+	sub *sub
+	// stopRecheck, while recheck reads, ends it.
+	stopRecheck func()
+
 	lost      error // the public package's *LostError, once lost
 	stopped   bool  // monitor told to stop
 	attempted bool  // a release request was sent
@@ -301,9 +304,23 @@ func (h *Hold) freeSlot() {
 // ErrDeleted/ErrExpired when the key is gone, or another error when the
 // hold was stopped meanwhile (or the Primitive closed).
 func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
-	ctx, cancel := context.WithCancel(h.ctx) // ends at Release
+	// Ends with the epoch, or at Release or loss (see stopRecheck): a
+	// context derived from h.ctx would leave h.ctx a map of children for
+	// the hold's life.
+	ctx, cancel := context.WithCancel(h.epoch.Context())
 	defer cancel()
-	defer context.AfterFunc(h.epoch.Context(), cancel)()
+	h.mu.Lock()
+	if h.stopped || h.lost != nil {
+		h.mu.Unlock()
+		return 0, context.Canceled
+	}
+	h.stopRecheck = cancel
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.stopRecheck = nil
+		h.mu.Unlock()
+	}()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			if err := b.Sleep(ctx); err != nil {
@@ -337,6 +354,9 @@ func (h *Hold) lose(cause error) {
 	}
 	h.lost = h.q.pub.lost(h.token, cause)
 	h.cancel(h.lost)
+	if h.stopRecheck != nil {
+		h.stopRecheck()
+	}
 	h.q.logger().Warn("hold lost", zap.Stringer("token", h.token), zap.Error(cause))
 	if errors.Is(cause, lease.ErrDeadline) {
 		// The lease may outlive the deadline, and with it the key, which
@@ -368,6 +388,9 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 	if !h.stopped {
 		h.stopped = true
 		close(h.stop)
+		if h.stopRecheck != nil {
+			h.stopRecheck()
+		}
 		if lost == nil {
 			h.cancel(h.q.pub.Err(ErrReleased))
 		}

@@ -138,7 +138,7 @@ type Queue struct {
 	// their own (OwnHint). Nil: never.
 	idle *atomic.Bool
 	// delays, if set, starts the own-key watches of holds admitted at once
-	// (see Hold); copies of a Primitive's Queue share it. Nil: at once.
+	// (see Hold); every Primitive shares holdDelays. Nil: at once.
 	delays *delayer
 
 	// pub reports errors as the public package's (see Public); copies of a
