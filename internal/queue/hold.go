@@ -32,7 +32,6 @@ type Hold struct {
 	epoch  *lease.Epoch
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	stop   chan struct{}
 	onEnd  func(*Hold)
 	free   func() // returns the key's slot for reuse, once the key is gone
 	// stopEpoch unregisters the loss on the epoch's end; finish calls it.
@@ -77,7 +76,6 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		epoch:  epoch,
 		ctx:    ctx,
 		cancel: cancel,
-		stop:   make(chan struct{}),
 		onEnd:  onEnd,
 		free:   w.free,
 	}
@@ -387,7 +385,6 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 	lost, attempted, released := h.lost, h.attempted, h.released
 	if !h.stopped {
 		h.stopped = true
-		close(h.stop)
 		if h.stopRecheck != nil {
 			h.stopRecheck()
 		}
