@@ -64,6 +64,11 @@ type hub struct {
 	out     []*pb.WatchRequest // to send on the current stream
 	sent    []int64            // creates sent, awaiting their created reply, in order
 	kick    chan struct{}      // cap 1: out has requests
+	// endStream ends the current stream, as a break would (for tests).
+	endStream context.CancelFunc
+	// beforeReopen, if set, runs before a broken stream is replaced (for
+	// tests).
+	beforeReopen func()
 }
 
 // acquireHub returns cli's hub, with one more reference; release gives it
@@ -163,7 +168,11 @@ func (h *hub) run() {
 		for id, w := range h.watches {
 			h.out = append(h.out, createReq(id, w.prefix, w.next))
 		}
+		reopen := h.beforeReopen
 		h.mu.Unlock()
+		if reopen != nil {
+			reopen()
+		}
 		if healthy {
 			b.Reset()
 		}
@@ -182,6 +191,9 @@ func (h *hub) run() {
 func (h *hub) serveStream() (healthy bool) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(h.ctx))
 	defer cancel()
+	h.mu.Lock()
+	h.endStream = cancel
+	h.mu.Unlock()
 	stream, err := pb.NewWatchClient(h.cli.ActiveConnection()).Watch(ctx, grpc.WaitForReady(true))
 	if err != nil {
 		return false
