@@ -32,10 +32,11 @@ import (
 //     watch being open since before the enqueue, needs no read before
 //     waiting for the delete.
 //
-// Both share one gRPC watch stream with the waits' other watches (clientv3
-// shares a stream among watches of one client whose contexts carry the
-// same metadata, and closes it with its last watch), so that a wait opens
-// no stream either.
+// The own-key watches of every Primitive of a client share one gRPC watch
+// stream, the client's hub's (see hub), so that holds cost no goroutine
+// each. Blocker watches share clientv3's stream (clientv3 shares a stream
+// among watches of one client whose contexts carry the same metadata, and
+// closes it with its last watch), so that a wait opens no stream either.
 
 // blockerKeep is how long blocker watches are kept, unused, for the next
 // wait. Its deletes are only read by that wait (or by the hint's check), so
