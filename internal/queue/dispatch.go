@@ -423,7 +423,9 @@ func (d *dispatcher) close() {
 	if id != 0 {
 		d.hub.drop(id)
 	}
-	d.hub.release()
+	if d.hub != nil {
+		d.hub.release()
+	}
 }
 
 // created marks the watch id up as of rev, unless it is so already (see

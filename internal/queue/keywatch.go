@@ -93,10 +93,12 @@ func (kw *keyWatches) own(prefix string) *dispatcher {
 	if d := kw.owns[prefix]; d != nil {
 		return d
 	}
-	d := newDispatcher(kw.ctx, kw.cli, prefix, kw.lg)
 	if kw.closed {
-		d.closed = true
+		// An acquire that raced with Close: a dispatcher that opens
+		// nothing and holds no hub (Close has closed the others).
+		return &dispatcher{cli: kw.cli, prefix: prefix, lg: kw.lg, ctx: kw.ctx, closed: true}
 	}
+	d := newDispatcher(kw.ctx, kw.cli, prefix, kw.lg)
 	if kw.last != nil {
 		if kw.owns == nil {
 			kw.owns = map[string]*dispatcher{kw.last.prefix: kw.last}
