@@ -2,10 +2,12 @@ package queue
 
 import (
 	"context"
+	"reflect"
 	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -29,6 +31,15 @@ import (
 // and stop when the last Primitive of the client lets it go (release) or
 // the client closes.
 
+// A client whose Watcher is not clientv3's own (one wrapped by etcd's
+// namespace package, say) gets no raw stream: the hub then opens each
+// watch through that Watcher, with a goroutine per watch, so that the
+// wrapper's key translation applies; those watches stay open until their
+// Primitive closes.
+
+// stockWatcher is the type of clientv3's own Watcher.
+var stockWatcher = reflect.TypeOf(clientv3.NewWatchFromWatchClient(nil, nil))
+
 // hubSweep is how often the hub closes the watches of idle dispatchers
 // (see watchIdle).
 const hubSweep = watchIdle / 3
@@ -46,12 +57,15 @@ type hubWatch struct {
 	// next is the revision the watch is created at on a new stream: the one
 	// after the last it is known to have delivered (0: current).
 	next int64
+	// stop, for a watch through a wrapped Watcher, ends its goroutine.
+	stop context.CancelFunc
 }
 
 type hub struct {
 	cli  *clientv3.Client
 	lg   *zap.Logger
-	refs int // under hubs.mu
+	refs int  // under hubs.mu
+	raw  bool // the client's Watcher is clientv3's: one raw stream for all
 
 	ctx    context.Context // cancelled when the last reference goes
 	cancel context.CancelFunc
@@ -79,7 +93,8 @@ func acquireHub(cli *clientv3.Client, lg *zap.Logger) *hub {
 	h := hubs.m[cli]
 	if h == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		h = &hub{cli: cli, lg: lg, ctx: ctx, cancel: cancel, watches: make(map[int64]*hubWatch), kick: make(chan struct{}, 1)}
+		h = &hub{cli: cli, lg: lg, ctx: ctx, cancel: cancel, watches: make(map[int64]*hubWatch), kick: make(chan struct{}, 1),
+			raw: reflect.TypeOf(cli.Watcher) == stockWatcher}
 		hubs.m[cli] = h
 	}
 	h.refs++
@@ -110,7 +125,12 @@ func (h *hub) open(d *dispatcher, prefix string, start int64) int64 {
 	defer h.mu.Unlock()
 	h.nextID++
 	id := h.nextID
-	h.watches[id] = &hubWatch{d: d, prefix: prefix, next: start}
+	w := &hubWatch{d: d, prefix: prefix, next: start}
+	h.watches[id] = w
+	if !h.raw {
+		h.openWrappedLocked(id, w)
+		return id
+	}
 	h.queueLocked(createReq(id, prefix, start))
 	if !h.running && h.ctx.Err() == nil && h.cli.Ctx().Err() == nil {
 		h.running = true
@@ -127,7 +147,12 @@ func (h *hub) drop(id int64) {
 	if _, ok := h.watches[id]; !ok {
 		return
 	}
+	w := h.watches[id]
 	delete(h.watches, id)
+	if w.stop != nil {
+		w.stop()
+		return
+	}
 	h.queueLocked(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}})
 }
 
@@ -160,7 +185,15 @@ func (h *hub) run() {
 		h.mu.Lock()
 		if len(h.watches) == 0 || h.ctx.Err() != nil || h.cli.Ctx().Err() != nil {
 			h.running = false
+			// The client is closed: no watch will deliver again, which
+			// their dispatchers' registrants must learn (they then see
+			// the client closed).
+			ended := h.watches
+			h.watches = make(map[int64]*hubWatch)
 			h.mu.Unlock()
+			for id, w := range ended {
+				w.d.failed(id)
+			}
 			return
 		}
 		// A new stream: create every watch again, from where it was.
@@ -294,6 +327,46 @@ func (h *hub) route(wr *pb.WatchResponse) {
 	case len(wr.Events) > 0:
 		d.deleted(id, wr.Events)
 	}
+}
+
+// openWrappedLocked opens the watch id through the client's Watcher, on a
+// goroutine of its own that routes its responses like route; clientv3
+// resumes it after a break.
+func (h *hub) openWrappedLocked(id int64, w *hubWatch) {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(h.ctx))
+	w.stop = cancel
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer cancel()
+		d := w.d
+		created := false
+		for wr := range h.cli.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify()) {
+			if wr.Err() != nil || wr.Canceled {
+				break
+			}
+			if wr.Created && !created {
+				created = true
+				d.created(id, wr.Header.Revision)
+			}
+			if len(wr.Events) > 0 {
+				evs := make([]*mvccpb.Event, len(wr.Events))
+				for i, ev := range wr.Events {
+					evs[i] = (*mvccpb.Event)(ev)
+				}
+				d.deleted(id, evs)
+			}
+		}
+		h.mu.Lock()
+		live := h.watches[id] == w
+		if live {
+			delete(h.watches, id)
+		}
+		h.mu.Unlock()
+		if live { // ended, not dropped
+			d.failed(id)
+		}
+	}()
 }
 
 // sweep closes the watches of dispatchers idle for watchIdle.
