@@ -59,6 +59,10 @@ type Config struct {
 // Option sets one field; invalid values are reported by Build.
 type Option func(*Config)
 
+// nopLogger is the logger of a Config given none: one for all, as a
+// process may build many.
+var nopLogger = zap.NewNop()
+
 // Session uses s's lease.
 func Session(s *concurrency.Session) Option {
 	return func(c *Config) {
@@ -179,7 +183,7 @@ func Build(cli *clientv3.Client, name string, opts []Option) (*Config, error) {
 		return nil, err
 	}
 	if c.Logger == nil {
-		c.Logger = zap.NewNop()
+		c.Logger = nopLogger
 	}
 	if !c.valueSet {
 		c.Value = keys.Holder()

@@ -5,8 +5,11 @@ import (
 	"time"
 )
 
-// delayer starts the own-key monitors of a Primitive's holds admitted at
-// once, ownWatchDelay after each grant, on one timer for all of them. A
+// holdDelays is the delayer of every Primitive in the process.
+var holdDelays delayer
+
+// delayer starts the own-key monitors of holds admitted at once,
+// ownWatchDelay after each grant, on one timer for all of them. A
 // timer per hold cost every short hold a timer start and stop, and, in a
 // client process with few timers, a wake-up of the network poller (a write
 // to its eventfd and a thread woken) each time the new timer was the

@@ -12,11 +12,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// A dispatcher owns one watch on a prefix and routes its deletes to the
-// registrations of the keys under it: the Primitive's own keys of one lease
-// (see keyWatches), registered by its waiters and holds. A wait or a hold
-// thus opens no watch of its own: no created round trip, and, the watch
-// being up since before the enqueue, no read after it.
+// A dispatcher has one watch on a prefix, carried by its client's hub, and
+// routes its deletes to the registrations of the keys under it: the
+// Primitive's own keys of one lease (see keyWatches), registered by its
+// waiters and holds. A wait or a hold thus opens no watch of its own: no
+// created round trip, and, the watch being up since before the enqueue,
+// no read after it. A registration signals its
+// owner on a channel (a waiter), or calls it back on the hub's goroutine
+// (a hold: no goroutine per hold).
 
 // watchIdle is how long the dispatcher's watch stays open with nothing
 // registered and no acquire begun, before it is closed to spare etcd a
@@ -38,20 +41,24 @@ type dispatcher struct {
 	prefix string
 	lg     *zap.Logger
 	ctx    context.Context // cancelled at Close
-	wg     sync.WaitGroup  // the run goroutine
+	hub    *hub            // carries the watch; one reference, dropped at close
 
 	mu      sync.Mutex
 	closed  bool
-	running bool          // a run goroutine exists
-	up      bool          // the watch is created and delivering
-	changed chan struct{} // closed, and replaced, when up changes
-	floor   int64         // while up: every delete after floor was routed, is logged, or will be
-	last    time.Time     // last use
-	keys    map[string][]*interest
+	wid     int64                  // the hub's ID of the watch; 0: none open
+	fails   int                    // watches refused in a row
+	retryAt time.Time              // after a refusal: no watch opened before then
+	up      bool                   // the watch delivers every delete after floor
+	changed chan struct{}          // closed when up changes, if a waitUp made it
+	floor   int64                  // while up: every delete after floor was routed, is logged, or will be
+	last    time.Time              // last use
+	few     []*interest            // the interests, while no more than maxFew (keys nil)
+	keys    map[string][]*interest // the interests by key, beyond maxFew
 	nsubs   int
 	dels    map[string]int64 // key -> mod revision of its latest logged delete
 	log     []logged         // ring of logged deletes, oldest at head
 	head    int
+	cbs     []*sub // signalled subs with callbacks, run once mu is released
 }
 
 type logged struct {
@@ -63,6 +70,7 @@ type logged struct {
 type sub struct {
 	d      *dispatcher
 	c      chan struct{} // signalled (cap 1) when an interest goes or the watch breaks
+	cb     func(*sub)    // if set, called instead, outside the dispatcher's lock
 	ins    []*interest   // ins[0] is the registrant's own key
 	broken bool          // the watch broke: the registration is void
 	rev    int64         // mod revision of the latest delete routed here
@@ -77,25 +85,22 @@ type interest struct {
 
 func newDispatcher(ctx context.Context, cli *clientv3.Client, prefix string, lg *zap.Logger) *dispatcher {
 	return &dispatcher{
-		cli:     cli,
-		prefix:  prefix,
-		lg:      lg,
-		ctx:     ctx,
-		changed: make(chan struct{}),
-		keys:    make(map[string][]*interest),
-		dels:    make(map[string]int64),
+		cli:    cli,
+		prefix: prefix,
+		lg:     lg,
+		ctx:    ctx,
+		hub:    acquireHub(cli, lg),
 	}
 }
 
-// kickLocked records a use, and starts the watch if it is not running.
+// kickLocked records a use, and opens the watch, at the current revision,
+// if it is not open.
 func (d *dispatcher) kickLocked() {
 	d.last = time.Now()
-	if d.running || d.closed || d.ctx.Err() != nil {
+	if d.wid != 0 || d.closed || d.ctx.Err() != nil || d.last.Before(d.retryAt) {
 		return
 	}
-	d.running = true
-	d.wg.Add(1)
-	go d.run()
+	d.wid = d.hub.open(d, d.prefix, 0)
 }
 
 // waitUp blocks until the watch delivers, and returns the revision after
@@ -118,8 +123,30 @@ func (d *dispatcher) waitUp(ctx context.Context, gone <-chan struct{}) (int64, e
 			d.mu.Unlock()
 			return floor, nil
 		}
+		if d.changed == nil {
+			d.changed = make(chan struct{})
+		}
 		changed := d.changed
+		var t *time.Timer
+		if d.wid == 0 { // refused lately: open it again after the pause
+			t = time.NewTimer(time.Until(d.retryAt))
+		}
 		d.mu.Unlock()
+		if t != nil {
+			select {
+			case <-t.C:
+				continue
+			case <-changed:
+				t.Stop()
+				continue
+			case <-gone:
+				t.Stop()
+				return 0, lease.ErrExpired
+			case <-ctx.Done():
+				t.Stop()
+				return 0, context.Cause(ctx)
+			}
+		}
 		select {
 		case <-changed:
 		case <-gone:
@@ -136,20 +163,31 @@ func (d *dispatcher) waitUp(ctx context.Context, gone <-chan struct{}) (int64, e
 // forgotten deletes since); the caller then waits for it (waitUp), reads
 // again, and registers with that read's revision.
 func (d *dispatcher) register(readRev int64, own Entry, blockers []Entry) *sub {
+	return d.registerCallback(readRev, own, blockers, nil)
+}
+
+// registerCallback is register, with cb, if not nil, called (outside the
+// dispatcher's lock, on the hub's goroutine) instead of a signal on the
+// sub's channel. It does not call cb for what is gone at registration: the
+// caller checks the state once it has the sub.
+func (d *dispatcher) registerCallback(readRev int64, own Entry, blockers []Entry, cb func(*sub)) *sub {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.kickLocked()
 	if !d.up || readRev < d.floor {
 		return nil
 	}
-	s := &sub{d: d, c: make(chan struct{}, 1), ins: make([]*interest, 0, 1+len(blockers))}
+	s := &sub{d: d, cb: cb, ins: make([]*interest, 0, 1+len(blockers))}
+	if cb == nil {
+		s.c = make(chan struct{}, 1)
+	}
 	add := func(e Entry) {
 		in := &interest{Entry: e, s: s}
 		if r, ok := d.dels[e.Key]; ok && r > e.Rev {
 			in.gone = true
 			s.rev = max(s.rev, r)
 		} else {
-			d.keys[e.Key] = append(d.keys[e.Key], in)
+			d.linkLocked(in)
 		}
 		s.ins = append(s.ins, in)
 	}
@@ -201,7 +239,41 @@ func (s *sub) close() {
 	s.ins = nil
 }
 
+// maxFew is how many interests a dispatcher keeps in a slice before it
+// indexes them by key: most have one or two (a hold's key, a waiter's),
+// for which a map costs several times as much.
+const maxFew = 8
+
+func (d *dispatcher) linkLocked(in *interest) {
+	if d.keys == nil && len(d.few) < maxFew {
+		d.few = append(d.few, in)
+		return
+	}
+	if d.keys == nil {
+		d.keys = make(map[string][]*interest, 2*maxFew)
+		for _, x := range d.few {
+			d.keys[x.Key] = append(d.keys[x.Key], x)
+		}
+		d.few = nil
+	}
+	d.keys[in.Key] = append(d.keys[in.Key], in)
+}
+
 func (d *dispatcher) unlinkLocked(in *interest) {
+	if d.keys == nil {
+		for i, x := range d.few {
+			if x == in {
+				last := len(d.few) - 1
+				d.few[i], d.few[last] = d.few[last], nil
+				d.few = d.few[:last]
+				break
+			}
+		}
+		if len(d.few) == 0 {
+			d.few = nil
+		}
+		return
+	}
 	l := d.keys[in.Key]
 	for i, x := range l {
 		if x == in {
@@ -219,93 +291,13 @@ func (d *dispatcher) unlinkLocked(in *interest) {
 }
 
 func (s *sub) signal() {
+	if s.cb != nil {
+		s.d.cbs = append(s.d.cbs, s)
+		return
+	}
 	select {
 	case s.c <- struct{}{}:
 	default:
-	}
-}
-
-// run opens the watch, serves it, and reopens it when it breaks, until the
-// Primitive is closed, the client is, or the watch has been idle.
-func (d *dispatcher) run() {
-	defer d.wg.Done()
-	b := newBackoff()
-	for {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(d.ctx))
-		ch := d.cli.Watch(wctx, d.prefix, clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
-		idle, healthy := d.serve(ch)
-		cancel()
-		d.mu.Lock()
-		d.downLocked()
-		if idle || d.closed || d.ctx.Err() != nil || d.cli.Ctx().Err() != nil {
-			d.running = false
-			d.mu.Unlock()
-			return
-		}
-		d.mu.Unlock()
-		if healthy {
-			b.Reset()
-		}
-		d.lg.Debug("reopening watch", zap.String("prefix", d.prefix))
-		if b.Sleep(d.ctx) != nil {
-			d.mu.Lock()
-			d.running = false
-			d.mu.Unlock()
-			return
-		}
-	}
-}
-
-// serve routes ch's events until it breaks, or until the watch has been
-// idle for watchIdle (idle is then true). healthy says the watch was
-// created.
-func (d *dispatcher) serve(ch clientv3.WatchChan) (idle, healthy bool) {
-	var (
-		t  *time.Timer
-		tc <-chan time.Time
-	)
-	defer func() {
-		if t != nil {
-			t.Stop()
-		}
-	}()
-	for {
-		select {
-		case wr, ok := <-ch:
-			if !ok || wr.Err() != nil || wr.Canceled {
-				if ok && wr.Err() != nil {
-					d.lg.Debug("watch broken", zap.String("prefix", d.prefix), zap.Error(wr.Err()))
-				}
-				return false, healthy
-			}
-			if wr.Created && !healthy {
-				healthy = true
-				t = time.NewTimer(watchIdle)
-				tc = t.C
-				d.mu.Lock()
-				d.upLocked(wr.Header.Revision)
-				d.mu.Unlock()
-			}
-			if !healthy {
-				continue
-			}
-			d.mu.Lock()
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					d.deletedLocked(string(ev.Kv.Key), ev.Kv.ModRevision)
-				}
-			}
-			d.mu.Unlock()
-		case <-tc:
-			d.mu.Lock()
-			quiet := d.nsubs == 0 && time.Since(d.last) >= watchIdle
-			wait := watchIdle - time.Since(d.last)
-			d.mu.Unlock()
-			if quiet {
-				return true, healthy
-			}
-			t.Reset(max(wait, time.Second))
-		}
 	}
 }
 
@@ -315,50 +307,79 @@ func (d *dispatcher) upLocked(created int64) {
 	clear(d.dels)
 	d.log = d.log[:0]
 	d.head = 0
-	close(d.changed)
-	d.changed = make(chan struct{})
+	d.wakeLocked()
+}
+
+// wakeLocked wakes whoever waits in waitUp.
+func (d *dispatcher) wakeLocked() {
+	if d.changed != nil {
+		close(d.changed)
+		d.changed = nil
+	}
 }
 
 // downLocked voids every registration: their owners must read again once
 // the watch is back.
 func (d *dispatcher) downLocked() {
-	for _, l := range d.keys {
-		for _, in := range l {
-			s := in.s
-			if !s.broken {
-				s.broken = true
-				d.nsubs--
-				s.signal()
-			}
+	void := func(in *interest) {
+		s := in.s
+		if !s.broken {
+			s.broken = true
+			d.nsubs--
+			s.signal()
 		}
 	}
-	clear(d.keys)
+	for _, in := range d.few {
+		void(in)
+	}
+	for _, l := range d.keys {
+		for _, in := range l {
+			void(in)
+		}
+	}
+	d.few, d.keys = nil, nil
 	// Wake whoever waits for the watch, also when it never came up: a
 	// waiter in waitUp must see the client closed or the dispatcher gone.
 	d.up = false
-	close(d.changed)
-	d.changed = make(chan struct{})
+	d.wakeLocked()
+}
+
+// goneLocked marks in deleted at rev, unless the delete is of an earlier
+// key of the same (reused) name, at or before in's creation; it reports
+// whether it did.
+func goneLocked(in *interest, rev int64) bool {
+	if rev <= in.Rev {
+		return false
+	}
+	in.gone = true
+	s := in.s
+	s.rev = max(s.rev, rev)
+	if in != s.ins[0] {
+		s.gone += in.Weight
+	}
+	s.signal()
+	return true
 }
 
 // deletedLocked routes the delete of key at rev, and logs it.
 func (d *dispatcher) deletedLocked(key string, rev int64) {
-	if l, ok := d.keys[key]; ok {
+	if d.keys == nil {
+		n := 0
+		for _, in := range d.few {
+			if in.Key != key || !goneLocked(in, rev) {
+				d.few[n] = in
+				n++
+			}
+		}
+		clear(d.few[n:])
+		d.few = d.few[:n]
+	} else if l, ok := d.keys[key]; ok {
 		n := 0
 		for _, in := range l {
-			// A delete at or before the key's creation is of an earlier key
-			// of the same (reused) name.
-			if rev <= in.Rev {
+			if !goneLocked(in, rev) {
 				l[n] = in
 				n++
-				continue
 			}
-			in.gone = true
-			s := in.s
-			s.rev = max(s.rev, rev)
-			if in != s.ins[0] {
-				s.gone += in.Weight
-			}
-			s.signal()
 		}
 		clear(l[n:])
 		if n == 0 {
@@ -378,14 +399,109 @@ func (d *dispatcher) deletedLocked(key string, rev int64) {
 		d.log[d.head] = logged{key, rev}
 		d.head = (d.head + 1) % deleteLogCap
 	}
+	if d.dels == nil {
+		d.dels = make(map[string]int64)
+	}
 	d.dels[key] = rev
 }
 
-// close stops the run goroutine (the Primitive's context is cancelled
-// first) and waits for it.
+// close drops the watch and the dispatcher's hold on the client's hub,
+// once the Primitive's holds have ended and its context is cancelled.
 func (d *dispatcher) close() {
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
 	d.closed = true
+	id := d.wid
+	d.wid = 0
+	d.downLocked()
+	cbs := d.takeCallbacksLocked()
 	d.mu.Unlock()
-	d.wg.Wait()
+	runCallbacks(cbs)
+	if id != 0 {
+		d.hub.drop(id)
+	}
+	if d.hub != nil {
+		d.hub.release()
+	}
+}
+
+// created marks the watch id up as of rev, unless it is so already (see
+// startAtLocked).
+func (d *dispatcher) created(id, rev int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id == d.wid {
+		d.fails = 0
+		if !d.up {
+			d.upLocked(rev)
+		}
+	}
+}
+
+// deleted routes the delete events of the watch id.
+func (d *dispatcher) deleted(id int64, evs []*mvccpb.Event) {
+	d.mu.Lock()
+	if id != d.wid {
+		d.mu.Unlock()
+		return
+	}
+	for _, ev := range evs {
+		if ev.Type == mvccpb.DELETE {
+			d.deletedLocked(string(ev.Kv.Key), ev.Kv.ModRevision)
+		}
+	}
+	cbs := d.takeCallbacksLocked()
+	d.mu.Unlock()
+	runCallbacks(cbs)
+}
+
+// failed takes down the watch id, which the server refused or cancelled
+// (a compacted start revision): the registrations are void, and the next
+// use opens a watch at the current revision.
+func (d *dispatcher) failed(id int64) {
+	d.mu.Lock()
+	if id != d.wid {
+		d.mu.Unlock()
+		return
+	}
+	d.wid = 0
+	d.fails++
+	d.retryAt = time.Now().Add(min(20*time.Millisecond<<min(d.fails, 6), time.Second))
+	d.downLocked()
+	cbs := d.takeCallbacksLocked()
+	d.mu.Unlock()
+	runCallbacks(cbs)
+}
+
+// closeIfIdle drops the watch when nothing has been registered and no
+// acquire begun for watchIdle, to spare etcd a watcher; the next use opens
+// it again.
+func (d *dispatcher) closeIfIdle() {
+	d.mu.Lock()
+	id := d.wid
+	if id == 0 || d.nsubs > 0 || time.Since(d.last) < watchIdle {
+		d.mu.Unlock()
+		return
+	}
+	d.wid = 0
+	d.downLocked()
+	d.mu.Unlock()
+	d.hub.drop(id)
+}
+
+func (d *dispatcher) takeCallbacksLocked() []*sub {
+	cbs := d.cbs
+	d.cbs = nil
+	return cbs
+}
+
+// runCallbacks runs the callbacks of the subs signalled, outside the
+// dispatcher's lock.
+func runCallbacks(subs []*sub) {
+	for _, s := range subs {
+		s.cb(s)
+	}
 }

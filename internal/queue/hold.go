@@ -20,10 +20,11 @@ import (
 // registers its key with the Primitive's own-key watch (see keyWatches).
 const ownWatchDelay = 20 * time.Millisecond
 
-// Hold is one granted place in a queue. Its monitor goroutine watches for
-// loss until the hold is lost or released; a hold admitted at once starts
-// it only after ownWatchDelay, so a short one never does. A Hold is safe for
-// concurrent use.
+// Hold is one granted place in a queue. Its monitor, a registration of its
+// key with the Primitive's own-key watch that calls the hold back (no
+// goroutine), watches for loss until the hold is lost or released; a hold
+// admitted at once registers only after ownWatchDelay, so a short one
+// never does. A Hold is safe for concurrent use.
 type Hold struct {
 	q      *Queue
 	k      *lease.Keeper
@@ -31,7 +32,6 @@ type Hold struct {
 	epoch  *lease.Epoch
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	stop   chan struct{}
 	onEnd  func(*Hold)
 	free   func() // returns the key's slot for reuse, once the key is gone
 	// stopEpoch unregisters the loss on the epoch's end; finish calls it.
@@ -50,8 +50,16 @@ type Hold struct {
 	mu sync.Mutex
 	// delayed: the monitor waits for the delayer. Release clears it before
 	// the delayer starts the monitor, and then ends the hold itself: a
-	// short uncontended hold never starts a goroutine.
-	delayed   bool
+	// short uncontended hold never registers its key.
+	delayed bool
+	// sub is the monitor's registration while it is in place; whoever
+	// takes it from here ends the hold (finish). While it is nil between
+	// the grant and the end, the delayer or a recheck goroutine has the
+	// monitor, and ends the hold itself if it ended meanwhile (attach).
+	sub *sub
+	// stopRecheck, while recheck reads, ends it.
+	stopRecheck func()
+
 	lost      error // the public package's *LostError, once lost
 	stopped   bool  // monitor told to stop
 	attempted bool  // a release request was sent
@@ -69,7 +77,6 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 		epoch:  epoch,
 		ctx:    ctx,
 		cancel: cancel,
-		stop:   make(chan struct{}),
 		onEnd:  onEnd,
 		free:   w.free,
 	}
@@ -77,9 +84,12 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 	if ce := w.q.logger().Check(zap.DebugLevel, "acquired"); ce != nil { // no field built when off
 		ce.Write(zap.Stringer("token", h.token))
 	}
-	// The end of the epoch closes Done by itself, whatever the monitor
-	// goroutine is busy with (opening a watch, re-reading after a break).
-	h.stopEpoch = context.AfterFunc(epoch.Context(), func() { h.lose(epoch.Err()) })
+	// The end of the epoch closes Done by itself, whatever the monitor is
+	// busy with (re-reading after a break), and ends the monitor.
+	h.stopEpoch = context.AfterFunc(epoch.Context(), func() {
+		h.lose(epoch.Err())
+		h.endMonitor(false)
+	})
 	// The key was present at readRev: the monitor registers it as of then
 	// with the dispatcher, which misses no delete after that while it is up
 	// (and its log reaches back that far).
@@ -89,13 +99,14 @@ func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
 	}
 	switch {
 	case w.waited || h.disp == nil:
-		go h.monitorShared(h.readRev)
+		h.startMonitor(h.readRev)
 	default:
 		// Admitted by the enqueue Txn: the own key is registered only
-		// after ownWatchDelay (see monitorShared). Until then the epoch
-		// reports the loss of the lease, and no goroutine runs.
+		// after ownWatchDelay (see startMonitor). Until then the epoch
+		// reports the loss of the lease, and a delete of the key by
+		// another client goes unseen.
 		if w.q.delays == nil {
-			go h.monitorShared(h.readRev)
+			h.startMonitor(h.readRev)
 			break
 		}
 		h.due = time.Now().Add(ownWatchDelay)
@@ -113,7 +124,7 @@ func (h *Hold) startDelayed() {
 	h.delayed = false
 	h.mu.Unlock()
 	if start {
-		go h.monitorShared(h.readRev)
+		h.startMonitor(h.readRev)
 	}
 }
 
@@ -127,6 +138,7 @@ func (h *Hold) isDelayed() bool {
 
 // finish ends the hold once its monitor is done (or was never started).
 func (h *Hold) finish() {
+	h.settleLoss() // a loss's cause, for metrics: at most settleWait
 	h.stopEpoch()
 	h.req.wg.Wait() // the release-request watch ends with the hold
 	if h.onEnd != nil {
@@ -168,53 +180,96 @@ func (h *Hold) Deadline() time.Time {
 // Lease returns the hold's lease ID.
 func (h *Hold) Lease() clientv3.LeaseID { return h.k.ID() }
 
-// monitorShared watches for loss, with the hold's dispatcher (the
-// Primitive's own-key watch), until the hold is lost
-// or released. The key was present at readRev; the hold
-// registers it as of then, so that no delete after readRev goes unseen.
-func (h *Hold) monitorShared(readRev int64) {
-	var s *sub
-	defer func() {
+// startMonitor registers the hold's key with its dispatcher (the
+// Primitive's own-key watch) as of readRev, when the key was present, so
+// that no delete after readRev goes unseen: the dispatcher calls the hold
+// back (changed) when the key goes or the watch breaks. When the
+// dispatcher cannot vouch for every delete since readRev, a goroutine
+// reads the key again first (recheckLoop); until then the epoch deadline
+// still guards the hold.
+func (h *Hold) startMonitor(readRev int64) {
+	if s := h.disp.registerCallback(readRev, h.own(), nil, h.changed); s != nil {
+		h.attach(s)
+		return
+	}
+	go h.recheckLoop()
+}
+
+func (h *Hold) own() Entry { return Entry{Key: h.token.Key, Rev: h.token.Revision} }
+
+// attach puts the registration s in place as the hold's monitor, or, if
+// the hold ended meanwhile, drops it and ends the hold.
+func (h *Hold) attach(s *sub) {
+	h.mu.Lock()
+	if h.stopped || h.lost != nil {
+		h.mu.Unlock()
 		s.close()
-		h.settleLoss()
 		h.finish()
-	}()
-	b := newBackoff()
-	own := Entry{Key: h.token.Key, Rev: h.token.Revision}
-	for {
-		if s == nil {
-			s = h.disp.register(readRev, own, nil)
+		return
+	}
+	h.sub = s
+	h.mu.Unlock()
+	h.changed(s) // what went before the registration, if anything
+}
+
+// changed is the monitor's callback, run by the dispatcher when the key
+// goes or the watch breaks (on the hub's goroutine: it sends no request).
+func (h *Hold) changed(s *sub) {
+	st := s.state()
+	switch {
+	case st.ownGone:
+		h.lose(keyGone(h.k))
+		h.freeSlot()
+		// Not on the hub's goroutine: finish waits for the release-request
+		// watch, which may delete its key.
+		h.endMonitor(true)
+	case st.broken:
+		h.mu.Lock()
+		mine := h.sub == s
+		if mine {
+			h.sub = nil // the recheck goroutine has the monitor now
 		}
-		if s == nil {
-			// The watch is not up, or may have missed a delete since
-			// readRev: wait for it and read the key again. Until then the
-			// epoch deadline still guards the hold.
-			var err error
-			if readRev, err = h.recheck(b); err != nil {
-				h.checkFailed(err)
-				return
-			}
-			continue
-		}
-		st := s.state()
-		if st.ownGone {
-			h.lose(keyGone(h.k))
-			h.freeSlot()
-			return
-		}
-		if st.broken {
+		h.mu.Unlock()
+		if mine {
 			s.close()
-			s = nil
-			readRev = -1
-			continue
+			go h.recheckLoop()
 		}
-		select {
-		case <-h.stop:
+	}
+}
+
+// endMonitor removes the monitor's registration, if it is in place, and
+// ends the hold; async: finish on a goroutine of its own.
+func (h *Hold) endMonitor(async bool) {
+	h.mu.Lock()
+	s := h.sub
+	h.sub = nil
+	h.mu.Unlock()
+	if s == nil {
+		return // not in place: its owner ends the hold (see sub)
+	}
+	s.close()
+	if async {
+		go h.finish()
+	} else {
+		h.finish()
+	}
+}
+
+// recheckLoop waits for the dispatcher's watch, reads the key, and
+// registers it as of that read; it ends the hold if the key is gone or
+// the hold ended meanwhile.
+func (h *Hold) recheckLoop() {
+	b := newBackoff()
+	for {
+		readRev, err := h.recheck(b)
+		if err != nil {
+			h.checkFailed(err)
+			h.finish()
 			return
-		case <-h.epoch.Done():
-			h.lose(h.epoch.Err())
+		}
+		if s := h.disp.registerCallback(readRev, h.own(), nil, h.changed); s != nil {
+			h.attach(s)
 			return
-		case <-s.c:
 		}
 	}
 }
@@ -250,9 +305,23 @@ func (h *Hold) freeSlot() {
 // ErrDeleted/ErrExpired when the key is gone, or another error when the
 // hold was stopped meanwhile (or the Primitive closed).
 func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
-	ctx, cancel := context.WithCancel(h.ctx) // ends at Release
+	// Ends with the epoch, or at Release or loss (see stopRecheck): a
+	// context derived from h.ctx would leave h.ctx a map of children for
+	// the hold's life.
+	ctx, cancel := context.WithCancel(h.epoch.Context())
 	defer cancel()
-	defer context.AfterFunc(h.epoch.Context(), cancel)()
+	h.mu.Lock()
+	if h.stopped || h.lost != nil {
+		h.mu.Unlock()
+		return 0, context.Canceled
+	}
+	h.stopRecheck = cancel
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.stopRecheck = nil
+		h.mu.Unlock()
+	}()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			if err := b.Sleep(ctx); err != nil {
@@ -287,6 +356,9 @@ func (h *Hold) lose(cause error) {
 	h.lost = h.q.pub.lost(h.token, cause)
 	h.cancel(h.lost)
 	h.endLost(cause)
+	if h.stopRecheck != nil {
+		h.stopRecheck()
+	}
 	h.q.logger().Warn("hold lost", zap.Stringer("token", h.token), zap.Error(cause))
 	if errors.Is(cause, lease.ErrDeadline) {
 		// The lease may outlive the deadline, and with it the key, which
@@ -317,7 +389,9 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 	lost, attempted, released := h.lost, h.attempted, h.released
 	if !h.stopped {
 		h.stopped = true
-		close(h.stop)
+		if h.stopRecheck != nil {
+			h.stopRecheck()
+		}
 		if lost == nil {
 			h.cancel(h.q.pub.Err(ErrReleased))
 			h.endReleased()
@@ -329,10 +403,11 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 	h.mu.Unlock()
 	if unstarted {
 		h.finish() // the monitor never ran
+	} else {
+		// A monitor in place ends here; one being rechecked ends on its
+		// own (its owner, the Primitive, waits for it at Close).
+		h.endMonitor(false)
 	}
-	// A monitor goroutine stops on its own (it may be finishing the
-	// creation of its watch); its owner, the Primitive, waits for it at
-	// Close. Release does not, so that Unlock costs only its round trip.
 	if released {
 		return fmt.Errorf("%w: already released", ErrNotHeld)
 	}

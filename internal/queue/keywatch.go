@@ -32,10 +32,11 @@ import (
 //     watch being open since before the enqueue, needs no read before
 //     waiting for the delete.
 //
-// Both share one gRPC watch stream with the waits' other watches (clientv3
-// shares a stream among watches of one client whose contexts carry the
-// same metadata, and closes it with its last watch), so that a wait opens
-// no stream either.
+// The own-key watches of every Primitive of a client share one gRPC watch
+// stream, the client's hub's (see hub), so that holds cost no goroutine
+// each. Blocker watches share clientv3's stream (clientv3 shares a stream
+// among watches of one client whose contexts carry the same metadata, and
+// closes it with its last watch), so that a wait opens no stream either.
 
 // blockerKeep is how long blocker watches are kept, unused, for the next
 // wait. Its deletes are only read by that wait (or by the hint's check), so
@@ -50,9 +51,12 @@ type keyWatches struct {
 
 	mu     sync.Mutex
 	closed bool
-	owns   map[string]*dispatcher // by own-key prefix; one per lease in practice
-	blk    []*watch               // the kept blocker watch, if any
-	timer  *time.Timer            // stops blk after blockerKeep unused
+	// last is the dispatcher of the last lease's own keys; owns, made when
+	// a second lease comes, every one by own-key prefix (see own).
+	last  *dispatcher
+	owns  map[string]*dispatcher
+	blk   []*watch    // the kept blocker watch, if any
+	timer *time.Timer // stops blk after blockerKeep unused
 	// seen: a watch of blk delivered a delete after keptRev, the
 	// revision of the last read of the wait that kept it, so another
 	// contender held the lock meanwhile (see contended).
@@ -61,7 +65,7 @@ type keyWatches struct {
 }
 
 func newKeyWatches(ctx context.Context, cli *clientv3.Client, lg *zap.Logger) *keyWatches {
-	return &keyWatches{ctx: ctx, cli: cli, lg: lg, owns: make(map[string]*dispatcher)}
+	return &keyWatches{ctx: ctx, cli: cli, lg: lg}
 }
 
 // ownPrefix returns the prefix of the keys a waiter with key may get from
@@ -83,26 +87,52 @@ func (q *Queue) ownPrefix(key string, lease clientv3.LeaseID) string {
 func (kw *keyWatches) own(prefix string) *dispatcher {
 	kw.mu.Lock()
 	defer kw.mu.Unlock()
+	if d := kw.last; d != nil && d.prefix == prefix {
+		return d
+	}
 	if d := kw.owns[prefix]; d != nil {
 		return d
 	}
-	d := newDispatcher(kw.ctx, kw.cli, prefix, kw.lg)
 	if kw.closed {
-		d.closed = true
+		// An acquire that raced with Close: a dispatcher that opens
+		// nothing and holds no hub (Close has closed the others).
+		return &dispatcher{cli: kw.cli, prefix: prefix, lg: kw.lg, ctx: kw.ctx, closed: true}
 	}
-	kw.owns[prefix] = d
+	d := newDispatcher(kw.ctx, kw.cli, prefix, kw.lg)
+	if kw.last != nil {
+		if kw.owns == nil {
+			kw.owns = map[string]*dispatcher{kw.last.prefix: kw.last}
+		}
+		kw.owns[prefix] = d
+	}
+	kw.last = d
 	return d
 }
 
-// touch records a use of the own dispatchers that are running, so that
+// dispatchersLocked returns every own dispatcher made.
+func (kw *keyWatches) dispatchersLocked() []*dispatcher {
+	if kw.owns == nil {
+		if kw.last == nil {
+			return nil
+		}
+		return []*dispatcher{kw.last}
+	}
+	ds := make([]*dispatcher, 0, len(kw.owns))
+	for _, d := range kw.owns {
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+// touch records a use of the own dispatchers whose watch is open, so that
 // none closes as idle between a contender's Locks; it starts none (an
 // uncontended Primitive has no watch).
 func (kw *keyWatches) touch() {
 	kw.mu.Lock()
 	defer kw.mu.Unlock()
-	for _, d := range kw.owns {
+	for _, d := range kw.dispatchersLocked() {
 		d.mu.Lock()
-		if d.running {
+		if d.wid != 0 {
 			d.last = time.Now()
 		}
 		d.mu.Unlock()
@@ -208,10 +238,7 @@ func (kw *keyWatches) close() {
 	if kw.timer != nil {
 		kw.timer.Stop()
 	}
-	owns := make([]*dispatcher, 0, len(kw.owns))
-	for _, d := range kw.owns {
-		owns = append(owns, d)
-	}
+	owns := kw.dispatchersLocked()
 	kw.mu.Unlock()
 	for _, x := range xs {
 		x.stop()

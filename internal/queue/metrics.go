@@ -172,7 +172,8 @@ func (h *Hold) report(c metrics.Cause, end time.Time) {
 
 // settleLoss reports a loss that endLost left pending: the lease's, if the
 // keeper finds it gone within settleWait (or before Close), else the key's.
-// It runs on the hold's monitor goroutine, which Close waits for.
+// It runs in finish, never on the hub's goroutine; the Primitive's Close
+// waits for it.
 func (h *Hold) settleLoss() {
 	if h.q.met == nil {
 		return

@@ -13,6 +13,7 @@ import (
 	"github.com/etcdlock/etcdlock/internal/lease"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Primitive is what every public lock type is made of: a queue, a lease
@@ -32,6 +33,8 @@ type Primitive struct {
 	closed    bool
 	closeDone chan struct{}  // closed when the first Close returns
 	wg        sync.WaitGroup // one per live hold: its monitor goroutine, if any, and onEnd
+
+	waits []*context.CancelCauseFunc // acquires in progress, cancelled by Close
 }
 
 // Watching says how a Primitive's waiters and holds learn of deletes.
@@ -58,13 +61,16 @@ func NewPrimitive(cli *clientv3.Client, kind, name string, rule Rule, watching W
 	if err != nil {
 		return nil, pub.Err(err)
 	}
-	lg := cfg.Logger.With(zap.String(kind, name))
+	lg := cfg.Logger
+	if lg.Core().Enabled(zapcore.FatalLevel) { // not a no-op logger: name the primitive
+		lg = lg.With(zap.String(kind, name))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	prefix := keys.Prefix(cfg.Namespace, kind, name)
 	_ = watching // one way of watching (see Watching)
 	kw := newKeyWatches(ctx, cli, lg)
 	return &Primitive{
-		Q:        Queue{Client: cli, Prefix: prefix, Namespace: cfg.Namespace, Rule: rule, Logger: lg, Slots: &Slots{}, kw: kw, idle: new(atomic.Bool), delays: &delayer{}, pub: pub, met: newMeter(cfg, kind, name)},
+		Q:        Queue{Client: cli, Prefix: prefix, Namespace: cfg.Namespace, Rule: rule, Logger: lg, Slots: &Slots{}, kw: kw, idle: new(atomic.Bool), delays: &holdDelays, pub: pub, met: newMeter(cfg, kind, name)},
 		Src:      lease.NewSource(cli, cfg.Session, cfg.TTL, cfg.Margin, lg),
 		Value:    cfg.Value,
 		Cfg:      cfg,
@@ -96,6 +102,8 @@ func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, 
 	// Read before any state changes: a nil ctx panics here, leaving the
 	// Primitive as it was.
 	ended := context.Cause(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -110,11 +118,12 @@ func (p *Primitive) acquire(ctx context.Context, q *Queue, req Request) (*Hold, 
 		return nil, ended
 	}
 	p.wg.Add(1) // for the hold, done when it ends (onEnd), or undone below
+	// Close cancels the wait with ErrClosed. A list, not an AfterFunc on
+	// closeCtx: that would leave closeCtx a map of children for good.
+	wc := &cancel
+	p.waits = append(p.waits, wc)
 	p.mu.Unlock()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := context.AfterFunc(p.closeCtx, func() { cancel(ErrClosed) })
-	defer stop()
+	defer p.unwait(wc)
 
 	h, err := p.acquireOnLease(ctx, q, req, func(h *Hold) {
 		p.mu.Lock()
@@ -187,8 +196,13 @@ func (p *Primitive) Close() error {
 	for h := range p.holds {
 		holds = append(holds, h)
 	}
+	waits := p.waits
+	p.waits = nil
 	p.mu.Unlock()
 	p.closeFn()
+	for _, c := range waits {
+		(*c)(ErrClosed)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
 	errs := make([]error, len(holds))
 	var rel sync.WaitGroup
@@ -206,6 +220,23 @@ func (p *Primitive) Close() error {
 	p.Q.met.stop()
 	errs = append(errs, p.Src.Close())
 	return p.Q.pub.Err(errors.Join(errs...))
+}
+
+// unwait removes an acquire's cancel from p.waits.
+func (p *Primitive) unwait(wc *context.CancelCauseFunc) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.waits {
+		if x == wc {
+			last := len(p.waits) - 1
+			p.waits[i], p.waits[last] = p.waits[last], nil
+			p.waits = p.waits[:last]
+			break
+		}
+	}
+	if len(p.waits) == 0 {
+		p.waits = nil
+	}
 }
 
 // CloseContext returns a context cancelled when Close is called, for

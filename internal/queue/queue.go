@@ -27,6 +27,31 @@
 // older key). A lone blocker's watch is kept for the next wait, which
 // stops it if it does not need it, and all watches share one gRPC stream.
 //
+// # Holds at scale
+//
+// A process may hold many locks at once. Each Primitive's own-key watch
+// (one per lease) is carried by its client's hub: one gRPC watch stream per
+// client for every Primitive on it, served by two goroutines, which routes
+// each delete to the Primitive's dispatcher by watch ID. A hold's monitor is
+// a registration of its key with that dispatcher, called back on the hub's
+// goroutine when the key goes (the hold is lost: Done closes) or the watch
+// breaks (a goroutine reads the key, then registers again): no goroutine
+// and no clientv3 watch per hold. The end of the lease's epoch closes Done
+// by itself. A broken stream is replaced and each watch created again from
+// the revision after the last it delivered, so registrations stay valid;
+// only a compaction of that revision voids them. Guarded release is
+// unchanged: one Txn comparing the key's create revision.
+//
+// What a hold notices before its monitor is in place: the loss of its
+// lease, at once (the epoch). A delete of its key by another client is
+// noticed once the monitor is in place, which for a hold that waited is
+// at the grant, and for one admitted by its enqueue ownWatchDelay (20 ms)
+// later, plus, when the Primitive's own-key watch is not open, its
+// creation and one read of the key. The registration is as of the read
+// that granted the hold, so a delete made before then is noticed then
+// (from the dispatcher's log of deletes, or by that read); a hold released
+// before then never registers.
+//
 // # Round trips
 //
 //   - Acquire: one Txn, the enqueue. It puts the waiter's key when the
@@ -54,7 +79,11 @@
 // such a watcher is "unsynced" and etcd only catches those up every 100 ms,
 // which is what stalls etcd's concurrency.Mutex at every contended handoff.
 // Instead a watch starts at the current revision and a read after it is
-// created tells whether the awaited key was already gone.
+// created tells whether the awaited key was already gone. (An own-key watch
+// created again after its stream broke resumes where it left off, as
+// clientv3's watches do: that costs a catch-up on etcd's tick, once per
+// break, where reading every registered key again would cost a read per
+// hold.)
 package queue
 
 import (
@@ -142,7 +171,7 @@ type Queue struct {
 	// their own (OwnHint). Nil: never.
 	idle *atomic.Bool
 	// delays, if set, starts the own-key watches of holds admitted at once
-	// (see Hold); copies of a Primitive's Queue share it. Nil: at once.
+	// (see Hold); every Primitive shares holdDelays. Nil: at once.
 	delays *delayer
 
 	// pub reports errors as the public package's (see Public); copies of a

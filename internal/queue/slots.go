@@ -2,6 +2,7 @@ package queue
 
 import (
 	"sync"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -21,8 +22,9 @@ type Slots struct {
 	next  int64
 	// names caches the keys made for this lease: the same few are taken
 	// again and again. Copies of a Queue (a read-write lock's two) share
-	// their Slots under different prefixes.
-	names map[slotName]string
+	// their Slots under different prefixes. A slice: most Slots name one
+	// or two keys, for which a map costs several times as much.
+	names []slotName
 }
 
 // maxNamedSlots bounds Slots.names.
@@ -31,6 +33,7 @@ const maxNamedSlots = 64
 type slotName struct {
 	prefix string
 	n      int64
+	name   string
 }
 
 // take returns a key for lease and the function that gives it back. Only
@@ -49,24 +52,40 @@ func (s *Slots) take(prefix string, lease clientv3.LeaseID) (string, func()) {
 		n = s.next
 		s.next++
 	}
-	name, ok := s.names[slotName{prefix, n}]
-	if !ok {
-		name = keys.Slot(prefix, lease, s.pool, n)
-		if n < maxNamedSlots { // slots lost to failed cleanups are not reused
-			if s.names == nil {
-				s.names = make(map[slotName]string)
-			}
-			s.names[slotName{prefix, n}] = name
+	var name string
+	for _, x := range s.names {
+		if x.n == n && x.prefix == prefix {
+			name = x.name
+			break
 		}
 	}
-	var once sync.Once
-	return name, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.lease == lease {
-				s.free = append(s.free, n)
-			}
-		})
+	if name == "" {
+		name = keys.Slot(prefix, lease, s.pool, n)
+		if n < maxNamedSlots { // slots lost to failed cleanups are not reused
+			s.names = append(s.names, slotName{prefix, n, name})
+		}
+	}
+	sl := &slot{s: s, lease: lease, n: n}
+	return name, sl.give
+}
+
+// slot is a key taken from a Slots.
+type slot struct {
+	s     *Slots
+	lease clientv3.LeaseID
+	n     int64
+	given atomic.Bool
+}
+
+// give gives the slot back, once.
+func (sl *slot) give() {
+	if sl.given.Swap(true) {
+		return
+	}
+	s := sl.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lease == sl.lease {
+		s.free = append(s.free, sl.n)
 	}
 }
