@@ -65,6 +65,13 @@ cell by cell:
 	             sections per second, p50 and p99 the wait from calling Lock
 	             to holding the lock; the ratio is to concurrency.Mutex's
 	             critical sections per second.
+	floor        (contended) the bare requests of a contended lock.Mutex
+	             handoff, sent by as many contenders with no library: the
+	             enqueue Txn, a watch on the key ahead kept from wait to
+	             wait, one read after its delete, the release Txn. The
+	             floor-noread row takes the delete as the grant, with no
+	             read. Contended rows give their rate over the serial
+	             Put's (/put) and over the floor's (/floor).
 	readers      lock.RWMutex: 8 readers and 1 writer looping, every hold
 	             counted, against lock.Mutex with the same 9 contenders.
 	writers      lock.RWMutex and etcd's recipes.RWMutex with 8 writers.
@@ -208,15 +215,35 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 	}
 }
 
-// selectGroups returns the groups of plan with a cell of one of impls.
+// selectGroups returns the groups of plan with a cell of one of impls, and,
+// if one of them has rows compared with the serial Put (cell.perPut), the
+// group of the serial Put.
 func selectGroups(plan []group, impls []string) []group {
 	var out []group
+	perPut := false
 	for _, g := range plan {
 		if slices.ContainsFunc(g.cells, func(c *cell) bool { return slices.Contains(impls, c.impl) }) {
 			out = append(out, g)
+			perPut = perPut || slices.ContainsFunc(g.cells, func(c *cell) bool { return c.perPut })
+		}
+	}
+	if !perPut || slices.ContainsFunc(out, hasSerialPut) {
+		return out
+	}
+	for _, g := range plan {
+		if hasSerialPut(g) {
+			return append([]group{g}, out...)
 		}
 	}
 	return out
+}
+
+// serialPutKey names the serial Put's row.
+var serialPutKey = cellKey{"put", "put", 1}
+
+// hasSerialPut reports whether g measures the serial Put.
+func hasSerialPut(g group) bool {
+	return slices.ContainsFunc(g.cells, func(c *cell) bool { return c.key() == serialPutKey })
 }
 
 // parseCounts parses a comma-separated list of distinct positive integers;
@@ -546,6 +573,12 @@ type row struct {
 	// rows without a baseline.
 	Ratio   *float64 `json:"ratio,omitempty"`
 	RatioOf string   `json:"ratio_of,omitempty"`
+	// PerPut and PerFloor are, for the contended mutex rows, the row's
+	// ops/s over the serial Put's, and over the floor row's of as many
+	// contenders (absent for the floor row itself, or when that row was
+	// not measured).
+	PerPut   *float64 `json:"per_put,omitempty"`
+	PerFloor *float64 `json:"per_floor,omitempty"`
 	// CPUCores is the process's CPU time over the measured time: how many
 	// of the machine's cores the cell kept busy (server, clients and library
 	// together, as they run in one process). CPUPerOpUs is that CPU time per
@@ -647,6 +680,18 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 	}
 	for _, g := range plan {
 		for _, c := range g.cells {
+			if !c.perPut {
+				continue
+			}
+			r := byKey[c.key()]
+			r.PerPut = speedRatio(r, byKey[serialPutKey])
+			if c.impl != "floor" {
+				r.PerFloor = speedRatio(r, byKey[cellKey{"floor", "contended", c.contenders}])
+			}
+		}
+	}
+	for _, g := range plan {
+		for _, c := range g.cells {
 			if c.base == nil {
 				continue
 			}
@@ -667,6 +712,16 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 	return rows
 }
 
+// speedRatio returns r's ops/s over b's, or nil when either is missing or
+// zero.
+func speedRatio(r, b *row) *float64 {
+	if r == nil || b == nil || r.OpsPerSec == 0 || b.OpsPerSec == 0 {
+		return nil
+	}
+	x := r.OpsPerSec / b.OpsPerSec
+	return &x
+}
+
 // printTable writes the human form of the results.
 func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	if cfg.scale {
@@ -684,7 +739,7 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		rounds = fmt.Sprintf("median of %d rounds", cfg.rounds)
 	}
 	fmt.Fprintf(w, "cells:   %v each, %s\n\n", cfg.duration, rounds)
-	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "txn/op", "reads/op", "creates/op", "streams/op", "ratio"}}
+	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "txn/op", "reads/op", "creates/op", "streams/op", "/put", "/floor", "ratio"}}
 	for _, r := range rows {
 		ratio := "-"
 		if r.Ratio != nil {
@@ -694,8 +749,8 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		if r.CPUCores != nil && r.CPUPerOpUs != nil {
 			cores, perOp = fmt.Sprintf("%.2f", *r.CPUCores), fmt.Sprintf("%.0f", *r.CPUPerOpUs)
 		}
-		reqs := []string{"-", "-", "-", "-"}
-		for i, v := range []*float64{r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp} {
+		reqs := []string{"-", "-", "-", "-", "-", "-"}
+		for i, v := range []*float64{r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp, r.PerPut, r.PerFloor} {
 			if v != nil {
 				reqs[i] = fmt.Sprintf("%.2f", *v)
 			}
@@ -705,7 +760,7 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 			reqs...), ratio))
 	}
 	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
-	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, false})
+	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, true, true, false})
 	fmt.Fprint(w, "\nput put: one Put by one client. put parallel: Puts by as many clients as the\n")
 	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
 	fmt.Fprint(w, "  half this rate is the most those rows can reach on this server.\n")
@@ -728,6 +783,10 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprint(w, "txn/op, reads/op, creates/op, streams/op (contended rows): requests of all the\n")
 	fmt.Fprint(w, "  contenders per critical section: write Txns, reads (Ranges, read-only Txns),\n")
 	fmt.Fprint(w, "  watch creates, watch streams opened.\n")
+	fmt.Fprint(w, "floor, floor-noread (contended): the bare requests of a lock.Mutex handoff, no\n")
+	fmt.Fprint(w, "  library: enqueue Txn, a watch on the key ahead kept from wait to wait, one\n")
+	fmt.Fprint(w, "  read after its delete (floor-noread: none), release Txn. /put, /floor: the\n")
+	fmt.Fprint(w, "  row's ops/s over the serial Put's and over the floor row's.\n")
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }

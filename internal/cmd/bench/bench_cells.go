@@ -46,6 +46,10 @@ type cell struct {
 	contenders int
 	measures   string    // what an operation and a latency are
 	base       *baseline // what the ratio column compares with; nil for none
+	// perPut, for the contended mutex rows, adds the columns of their
+	// rate over the serial Put's and over the floor row's of as many
+	// contenders (see bench_floor.go).
+	perPut bool
 	// measure runs the cell for d against env's server using only keys
 	// under ns, and returns what it measured. It waits for every goroutine
 	// it starts and closes every client, session and lock it makes, also
@@ -165,10 +169,16 @@ func benchPlan(cfg benchConfig) []group {
 			kind:  ratioSpeed,
 			label: "cs/s of concurrency",
 		}
-		plan = append(plan, group{cells: []*cell{
+		cells := []*cell{
 			contended(etcdlockImpl, n, base),
 			contended(concurrencyImpl, n, nil),
-		}})
+			floorCell(n, true),
+			floorCell(n, false),
+		}
+		for _, c := range cells {
+			c.perPut = true
+		}
+		plan = append(plan, group{cells: cells})
 	}
 	plan = append(plan, rwAndSemaphorePlan()...)
 	plan = append(plan, group{cells: []*cell{

@@ -112,6 +112,8 @@ func TestBenchJSON(t *testing.T) {
 		{"txn", "uncontended", 1},
 		{"etcdlock", "contended", 2},
 		{"concurrency", "contended", 2},
+		{"floor", "contended", 2},
+		{"floor-noread", "contended", 2},
 		{"etcdlock", "contended", 9},
 		{"etcdlock", "contended", 16},
 		{"etcdlock-rw", "readers", 9},
@@ -162,6 +164,20 @@ func TestBenchOnly(t *testing.T) {
 	want := []cellKey{{"etcdlock-sem", "contended", 16}, {"etcdlock", "contended", 16}, {"put", "parallel", 16}}
 	if !slices.Equal(got, want) {
 		t.Errorf("--only etcdlock-sem runs %v, want %v", got, want)
+	}
+	// The floor rows are compared with the serial Put: its group comes
+	// along.
+	plan = selectGroups(benchPlan(benchConfig{contenders: []int{2}}), []string{"floor"})
+	got = nil
+	for _, g := range plan {
+		for _, c := range g.cells {
+			got = append(got, c.key())
+		}
+	}
+	want = []cellKey{{"put", "put", 1}, {"etcdlock", "uncontended", 1}, {"concurrency", "uncontended", 1}, {"txn", "uncontended", 1},
+		{"etcdlock", "contended", 2}, {"concurrency", "contended", 2}, {"floor", "contended", 2}, {"floor-noread", "contended", 2}}
+	if !slices.Equal(got, want) {
+		t.Errorf("--only floor runs %v, want %v", got, want)
 	}
 }
 
