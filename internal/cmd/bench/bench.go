@@ -70,8 +70,10 @@ cell by cell:
 	             enqueue Txn, a watch on the key ahead kept from wait to
 	             wait, one read after its delete, the release Txn. The
 	             floor-noread row takes the delete as the grant, with no
-	             read. Contended rows give their rate over the serial
-	             Put's (/put) and over the floor's (/floor).
+	             read. The contended rows of N contenders run in turn
+	             with a serial Put by one client (put serial N) and give
+	             their rate over its rate (/put) and over the floor's
+	             (/floor).
 	readers      lock.RWMutex: 8 readers and 1 writer looping, every hold
 	             counted, against lock.Mutex with the same 9 contenders.
 	writers      lock.RWMutex and etcd's recipes.RWMutex with 8 writers.
@@ -215,35 +217,15 @@ func setupBench(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Wr
 	}
 }
 
-// selectGroups returns the groups of plan with a cell of one of impls, and,
-// if one of them has rows compared with the serial Put (cell.perPut), the
-// group of the serial Put.
+// selectGroups returns the groups of plan with a cell of one of impls.
 func selectGroups(plan []group, impls []string) []group {
 	var out []group
-	perPut := false
 	for _, g := range plan {
 		if slices.ContainsFunc(g.cells, func(c *cell) bool { return slices.Contains(impls, c.impl) }) {
 			out = append(out, g)
-			perPut = perPut || slices.ContainsFunc(g.cells, func(c *cell) bool { return c.perPut })
-		}
-	}
-	if !perPut || slices.ContainsFunc(out, hasSerialPut) {
-		return out
-	}
-	for _, g := range plan {
-		if hasSerialPut(g) {
-			return append([]group{g}, out...)
 		}
 	}
 	return out
-}
-
-// serialPutKey names the serial Put's row.
-var serialPutKey = cellKey{"put", "put", 1}
-
-// hasSerialPut reports whether g measures the serial Put.
-func hasSerialPut(g group) bool {
-	return slices.ContainsFunc(g.cells, func(c *cell) bool { return c.key() == serialPutKey })
 }
 
 // parseCounts parses a comma-separated list of distinct positive integers;
@@ -574,9 +556,9 @@ type row struct {
 	Ratio   *float64 `json:"ratio,omitempty"`
 	RatioOf string   `json:"ratio_of,omitempty"`
 	// PerPut and PerFloor are, for the contended mutex rows, the row's
-	// ops/s over the serial Put's, and over the floor row's of as many
-	// contenders (absent for the floor row itself, or when that row was
-	// not measured).
+	// ops/s over the serial Put's measured in turn with it (the put serial
+	// row of as many contenders), and over the floor row's of as many
+	// contenders (absent for the floor row itself).
 	PerPut   *float64 `json:"per_put,omitempty"`
 	PerFloor *float64 `json:"per_floor,omitempty"`
 	// CPUCores is the process's CPU time over the measured time: how many
@@ -680,11 +662,11 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 	}
 	for _, g := range plan {
 		for _, c := range g.cells {
-			if !c.perPut {
+			if c.perPut == nil {
 				continue
 			}
 			r := byKey[c.key()]
-			r.PerPut = speedRatio(r, byKey[serialPutKey])
+			r.PerPut = speedRatio(r, byKey[*c.perPut])
 			if c.impl != "floor" {
 				r.PerFloor = speedRatio(r, byKey[cellKey{"floor", "contended", c.contenders}])
 			}
@@ -761,7 +743,8 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	}
 	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
 	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, true, true, false})
-	fmt.Fprint(w, "\nput put: one Put by one client. put parallel: Puts by as many clients as the\n")
+	fmt.Fprint(w, "\nput put: one Put by one client; put serial N: the same, run in turn with the\n")
+	fmt.Fprint(w, "  rows of N contenders below it. put parallel: Puts by as many clients as the\n")
 	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
 	fmt.Fprint(w, "  half this rate is the most those rows can reach on this server.\n")
 	fmt.Fprint(w, "uncontended: one Lock+Unlock cycle, latency of the cycle; txn: the two requests\n")
@@ -786,7 +769,7 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprint(w, "floor, floor-noread (contended): the bare requests of a lock.Mutex handoff, no\n")
 	fmt.Fprint(w, "  library: enqueue Txn, a watch on the key ahead kept from wait to wait, one\n")
 	fmt.Fprint(w, "  read after its delete (floor-noread: none), release Txn. /put, /floor: the\n")
-	fmt.Fprint(w, "  row's ops/s over the serial Put's and over the floor row's.\n")
+	fmt.Fprint(w, "  row's ops/s over its put serial row's and over its floor row's.\n")
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }

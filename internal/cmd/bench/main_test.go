@@ -114,6 +114,7 @@ func TestBenchJSON(t *testing.T) {
 		{"concurrency", "contended", 2},
 		{"floor", "contended", 2},
 		{"floor-noread", "contended", 2},
+		{"put", "serial", 2},
 		{"etcdlock", "contended", 9},
 		{"etcdlock", "contended", 16},
 		{"etcdlock-rw", "readers", 9},
@@ -165,8 +166,7 @@ func TestBenchOnly(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("--only etcdlock-sem runs %v, want %v", got, want)
 	}
-	// The floor rows are compared with the serial Put: its group comes
-	// along.
+	// The floor rows are compared with the serial Put of their group.
 	plan = selectGroups(benchPlan(benchConfig{contenders: []int{2}}), []string{"floor"})
 	got = nil
 	for _, g := range plan {
@@ -174,8 +174,7 @@ func TestBenchOnly(t *testing.T) {
 			got = append(got, c.key())
 		}
 	}
-	want = []cellKey{{"put", "put", 1}, {"etcdlock", "uncontended", 1}, {"concurrency", "uncontended", 1}, {"txn", "uncontended", 1},
-		{"etcdlock", "contended", 2}, {"concurrency", "contended", 2}, {"floor", "contended", 2}, {"floor-noread", "contended", 2}}
+	want = []cellKey{{"put", "serial", 2}, {"etcdlock", "contended", 2}, {"concurrency", "contended", 2}, {"floor", "contended", 2}, {"floor-noread", "contended", 2}}
 	if !slices.Equal(got, want) {
 		t.Errorf("--only floor runs %v, want %v", got, want)
 	}
