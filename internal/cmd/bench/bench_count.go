@@ -19,26 +19,37 @@ type reqTally struct {
 	// events, if set, reads the server's count of watch events sent (the
 	// embedded server's etcd_debugging_mvcc_events_total).
 	events func() int64
+	// fsyncs, if set, reads the server's count of WAL fsyncs (the
+	// embedded server's etcd_disk_wal_fsync_duration_seconds).
+	fsyncs func() int64
 }
 
-// reqCounts is a reading of a reqTally.
-type reqCounts struct{ writes, reads, creates, streams, events int64 }
+// reqCounts is a reading of a reqTally; events and fsyncs are -1 when not
+// known.
+type reqCounts struct{ writes, reads, creates, streams, events, fsyncs int64 }
 
 func (t *reqTally) read() reqCounts {
-	c := reqCounts{t.writes.Load(), t.reads.Load(), t.creates.Load(), t.streams.Load(), -1}
+	c := reqCounts{t.writes.Load(), t.reads.Load(), t.creates.Load(), t.streams.Load(), -1, -1}
 	if t.events != nil {
 		c.events = t.events()
+	}
+	if t.fsyncs != nil {
+		c.fsyncs = t.fsyncs()
 	}
 	return c
 }
 
-// sub returns c minus o; events is -1 when either reading has none.
+// sub returns c minus o; events and fsyncs are -1 when either reading has
+// none.
 func (c reqCounts) sub(o reqCounts) reqCounts {
-	ev := c.events - o.events
-	if c.events < 0 || o.events < 0 {
-		ev = -1
+	diff := func(a, b int64) int64 {
+		if a < 0 || b < 0 {
+			return -1
+		}
+		return a - b
 	}
-	return reqCounts{c.writes - o.writes, c.reads - o.reads, c.creates - o.creates, c.streams - o.streams, ev}
+	return reqCounts{c.writes - o.writes, c.reads - o.reads, c.creates - o.creates, c.streams - o.streams,
+		diff(c.events, o.events), diff(c.fsyncs, o.fsyncs)}
 }
 
 // dialOptions returns the interceptors that count a client's requests in t.
