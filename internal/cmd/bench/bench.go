@@ -721,7 +721,7 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		rounds = fmt.Sprintf("median of %d rounds", cfg.rounds)
 	}
 	fmt.Fprintf(w, "cells:   %v each, %s\n\n", cfg.duration, rounds)
-	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "txn/op", "reads/op", "creates/op", "streams/op", "events/op", "fsyncs/op", "/put", "/floor", "ratio"}}
+	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "txn/op", "reads/op", "creates/op", "streams/op", "events/op", "fsyncs/op", "wal busy", "/put", "/floor", "ratio"}}
 	for _, r := range rows {
 		ratio := "-"
 		if r.Ratio != nil {
@@ -731,8 +731,8 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		if r.CPUCores != nil && r.CPUPerOpUs != nil {
 			cores, perOp = fmt.Sprintf("%.2f", *r.CPUCores), fmt.Sprintf("%.0f", *r.CPUPerOpUs)
 		}
-		reqs := []string{"-", "-", "-", "-", "-", "-", "-", "-"}
-		for i, v := range []*float64{r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp, r.EventsPerOp, r.FsyncsPerOp, r.PerPut, r.PerFloor} {
+		reqs := []string{"-", "-", "-", "-", "-", "-", "-", "-", "-"}
+		for i, v := range []*float64{r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp, r.EventsPerOp, r.FsyncsPerOp, r.WALBusy, r.PerPut, r.PerFloor} {
 			if v != nil {
 				reqs[i] = fmt.Sprintf("%.2f", *v)
 			}
@@ -742,7 +742,7 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 			reqs...), ratio))
 	}
 	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
-	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, false})
+	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, false})
 	fmt.Fprint(w, "\nput put: one Put by one client; put serial N: the same, run in turn with the\n")
 	fmt.Fprint(w, "  rows of N contenders below it. put parallel: Puts by as many clients as the\n")
 	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
@@ -766,7 +766,8 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprint(w, "txn/op, reads/op, creates/op, streams/op (contended rows): requests of all the\n")
 	fmt.Fprint(w, "  contenders per critical section: write Txns, reads (Ranges, read-only Txns),\n")
 	fmt.Fprint(w, "  watch creates, watch streams opened. events/op, fsyncs/op: the watch events\n")
-	fmt.Fprint(w, "  the server sent and its WAL fsyncs, per critical section (embedded server).\n")
+	fmt.Fprint(w, "  the server sent and its WAL fsyncs, per operation; wal busy: the part of\n")
+	fmt.Fprint(w, "  the measured time the server spent in WAL fsyncs (embedded server only).\n")
 	fmt.Fprint(w, "floor, floor-noread (contended): the bare requests of a lock.Mutex handoff, no\n")
 	fmt.Fprint(w, "  library: enqueue Txn, a watch on the key ahead kept from wait to wait, one\n")
 	fmt.Fprint(w, "  read after its delete (floor-noread: none), release Txn. /put, /floor: the\n")

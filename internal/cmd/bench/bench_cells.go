@@ -112,6 +112,9 @@ type sample struct {
 	// reqs, for contended cells, is what the clients asked of etcd over
 	// the measured time.
 	reqs *reqCounts
+	// wal, for contended and put serial cells, is the server's WAL fsyncs
+	// over the measured time.
+	wal walUse
 }
 
 // opsPerSec returns the sample's throughput.
@@ -237,6 +240,7 @@ func serialPutCell(n int) *cell {
 			return s, err
 		}
 		cpu0, ok0 := processCPU()
+		wal0 := env.tally.wal()
 		start := time.Now()
 		for s.elapsed < d {
 			t0 := time.Now()
@@ -248,7 +252,7 @@ func serialPutCell(n int) *cell {
 			s.elapsed = time.Since(start)
 		}
 		cpu1, ok1 := processCPU()
-		s.cpu, s.cpuOK = cpu1-cpu0, ok0 && ok1
+		s.cpu, s.cpuOK, s.wal = cpu1-cpu0, ok0 && ok1, env.tally.wal().sub(wal0)
 		return s, nil
 	}
 	return c
@@ -479,7 +483,7 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *req
 		}()
 	}
 	cpu0, ok0 := processCPU()
-	reqs0 := tally.read()
+	reqs0, wal0 := tally.read(), tally.wal()
 	deadline = time.Now().Add(d)
 	close(start)
 	// The CPU over the measured time: read at the deadline, not after the
@@ -491,12 +495,12 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *req
 		t.Stop()
 	}
 	cpu1, ok1 := processCPU()
-	reqs := tally.read().sub(reqs0)
+	reqs, wal := tally.read().sub(reqs0), tally.wal().sub(wal0)
 	wg.Wait()
 	if ctx.Err() != nil {
 		return sample{}, context.Cause(ctx)
 	}
-	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1, reqs: &reqs, perContender: lats}
+	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1, reqs: &reqs, wal: wal, perContender: lats}
 	for _, l := range lats {
 		s.lat = append(s.lat, l...)
 		s.byContender = append(s.byContender, len(l))

@@ -72,19 +72,20 @@ func serverEvents() int64 {
 	return -1
 }
 
-// serverFsyncs reads the count of fsyncsMetric as serverEvents does; -1 if
-// it is not there.
-func serverFsyncs() int64 {
+// serverFsyncs reads the count and the sum of fsyncsMetric as serverEvents
+// reads its metric; -1 if it is not there.
+func serverFsyncs() (int64, time.Duration) {
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
-		return -1
+		return -1, 0
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == fsyncsMetric && len(mf.GetMetric()) > 0 {
-			return int64(mf.GetMetric()[0].GetHistogram().GetSampleCount())
+			h := mf.GetMetric()[0].GetHistogram()
+			return int64(h.GetSampleCount()), time.Duration(h.GetSampleSum() * float64(time.Second))
 		}
 	}
-	return -1
+	return -1, 0
 }
 
 // scaleFigures are the scale rows' own columns; each is absent where it
@@ -94,8 +95,11 @@ type scaleFigures struct {
 	// release, for the lock rows), median over rounds.
 	EventsPerOp *float64 `json:"watch_events_per_op,omitempty"`
 	// FsyncsPerOp is the server's WAL fsyncs per operation (each fsync
-	// makes one batch of raft entries durable), median over rounds.
+	// makes one batch of raft entries durable), and WALBusy the part of
+	// the measured time it spent in them (raft's loop waits for each):
+	// medians over rounds, for the contended and put serial rows.
 	FsyncsPerOp *float64 `json:"wal_fsyncs_per_op,omitempty"`
+	WALBusy     *float64 `json:"wal_busy,omitempty"`
 	// WriterP50Ms is, for the readers rows, the writer's median wait.
 	WriterP50Ms *float64 `json:"writer_p50_ms,omitempty"`
 	// HeapPerHold and GoroutinesPerHold are, for the holds row, the heap
@@ -108,15 +112,16 @@ type scaleFigures struct {
 // summarizeScale returns the scale figures of cell c from its samples.
 func summarizeScale(c *cell, ss []sample) scaleFigures {
 	var (
-		f                         scaleFigures
-		ev, fs, wp50, heap, gorou []float64
+		f                               scaleFigures
+		ev, fs, busy, wp50, heap, gorou []float64
 	)
 	for _, s := range ss {
 		if s.reqs != nil && s.reqs.events >= 0 && s.ops > 0 {
 			ev = append(ev, float64(s.reqs.events)/float64(s.ops))
 		}
-		if s.reqs != nil && s.reqs.fsyncs >= 0 && s.ops > 0 {
-			fs = append(fs, float64(s.reqs.fsyncs)/float64(s.ops))
+		if s.wal.ok && s.ops > 0 && s.elapsed > 0 {
+			fs = append(fs, float64(s.wal.fsyncs)/float64(s.ops))
+			busy = append(busy, float64(s.wal.time)/float64(s.elapsed))
 		}
 		if c.impl == "etcdlock-rw" && len(s.perContender) > 0 && (c.scenario == "idle-readers" || c.scenario == "readers" && len(s.perContender) > 1) {
 			wp50 = append(wp50, ms(percentile(s.perContender[len(s.perContender)-1], 50)))
@@ -132,6 +137,7 @@ func summarizeScale(c *cell, ss []sample) scaleFigures {
 		m := median(xs)
 		return &m
 	}
+	f.WALBusy = set(busy)
 	f.EventsPerOp, f.FsyncsPerOp, f.WriterP50Ms, f.HeapPerHold, f.GoroutinesPerHold = set(ev), set(fs), set(wp50), set(heap), set(gorou)
 	return f
 }
