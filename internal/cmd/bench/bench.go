@@ -558,7 +558,8 @@ type row struct {
 	// PerPut and PerFloor are, for the contended mutex rows, the row's
 	// ops/s over the serial Put's measured in turn with it (the put serial
 	// row of as many contenders), and over the floor row's of as many
-	// contenders (absent for the floor row itself).
+	// contenders (absent for the floor row itself): medians over rounds of
+	// the ratio within each round.
 	PerPut   *float64 `json:"per_put,omitempty"`
 	PerFloor *float64 `json:"per_floor,omitempty"`
 	// CPUCores is the process's CPU time over the measured time: how many
@@ -666,9 +667,9 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 				continue
 			}
 			r := byKey[c.key()]
-			r.PerPut = speedRatio(r, byKey[*c.perPut])
+			r.PerPut = pairedRatio(results[c.key()], results[*c.perPut])
 			if c.impl != "floor" {
-				r.PerFloor = speedRatio(r, byKey[cellKey{"floor", "contended", c.contenders}])
+				r.PerFloor = pairedRatio(results[c.key()], results[cellKey{"floor", "contended", c.contenders}])
 			}
 		}
 	}
@@ -694,14 +695,25 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 	return rows
 }
 
-// speedRatio returns r's ops/s over b's, or nil when either is missing or
-// zero.
-func speedRatio(r, b *row) *float64 {
-	if r == nil || b == nil || r.OpsPerSec == 0 || b.OpsPerSec == 0 {
+// pairedRatio returns the median over rounds of the ops/s of ss over those
+// of bs in the same round (cells of one group run in turn within a round,
+// so that a machine whose load drifts from round to round skews each ratio
+// less than it skews the medians of each), or nil unless both have every
+// round and a rate in each.
+func pairedRatio(ss, bs []sample) *float64 {
+	if len(ss) == 0 || len(ss) != len(bs) {
 		return nil
 	}
-	x := r.OpsPerSec / b.OpsPerSec
-	return &x
+	xs := make([]float64, len(ss))
+	for i := range ss {
+		a, b := ss[i].opsPerSec(), bs[i].opsPerSec()
+		if a == 0 || b == 0 {
+			return nil
+		}
+		xs[i] = a / b
+	}
+	m := median(xs)
+	return &m
 }
 
 // printTable writes the human form of the results.
