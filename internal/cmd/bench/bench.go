@@ -65,6 +65,15 @@ cell by cell:
 	             sections per second, p50 and p99 the wait from calling Lock
 	             to holding the lock; the ratio is to concurrency.Mutex's
 	             critical sections per second.
+	floor        (contended) the bare requests of a contended lock.Mutex
+	             handoff, sent by as many contenders with no library: the
+	             enqueue Txn, a watch on the key ahead kept from wait to
+	             wait, one read after its delete, the release Txn. The
+	             floor-noread row takes the delete as the grant, with no
+	             read. The contended rows of N contenders run in turn
+	             with a serial Put by one client (put serial N) and give
+	             their rate over its rate (/put) and over the floor's
+	             (/floor).
 	readers      lock.RWMutex: 8 readers and 1 writer looping, every hold
 	             counted, against lock.Mutex with the same 9 contenders.
 	writers      lock.RWMutex and etcd's recipes.RWMutex with 8 writers.
@@ -341,7 +350,7 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) in
 		env = &benchEnv{dial: func(opts []grpc.DialOption) (*clientv3.Client, error) {
 			return srv.NewClient(func(c *clientv3.Config) { c.DialOptions = append(c.DialOptions, opts...) })
 		}, endpoints: srv.Endpoints(), root: "etcdlock-bench/"}
-		env.tally.events = serverEvents
+		env.tally.events, env.tally.fsyncs = serverEvents, serverFsyncs
 		rows, info, err = env.run(ctx, cfg, plan, stderr)
 		if err != nil {
 			// The server's own failure, if it broke, says more than its
@@ -546,6 +555,13 @@ type row struct {
 	// rows without a baseline.
 	Ratio   *float64 `json:"ratio,omitempty"`
 	RatioOf string   `json:"ratio_of,omitempty"`
+	// PerPut and PerFloor are, for the contended mutex rows, the row's
+	// ops/s over the serial Put's measured in turn with it (the put serial
+	// row of as many contenders), and over the floor row's of as many
+	// contenders (absent for the floor row itself): medians over rounds of
+	// the ratio within each round.
+	PerPut   *float64 `json:"per_put,omitempty"`
+	PerFloor *float64 `json:"per_floor,omitempty"`
 	// CPUCores is the process's CPU time over the measured time: how many
 	// of the machine's cores the cell kept busy (server, clients and library
 	// together, as they run in one process). CPUPerOpUs is that CPU time per
@@ -647,6 +663,18 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 	}
 	for _, g := range plan {
 		for _, c := range g.cells {
+			if c.perPut == nil {
+				continue
+			}
+			r := byKey[c.key()]
+			r.PerPut = pairedRatio(results[c.key()], results[*c.perPut])
+			if c.impl != "floor" {
+				r.PerFloor = pairedRatio(results[c.key()], results[cellKey{"floor", "contended", c.contenders}])
+			}
+		}
+	}
+	for _, g := range plan {
+		for _, c := range g.cells {
 			if c.base == nil {
 				continue
 			}
@@ -667,6 +695,27 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 	return rows
 }
 
+// pairedRatio returns the median over rounds of the ops/s of ss over those
+// of bs in the same round (cells of one group run in turn within a round,
+// so that a machine whose load drifts from round to round skews each ratio
+// less than it skews the medians of each), or nil unless both have every
+// round and a rate in each.
+func pairedRatio(ss, bs []sample) *float64 {
+	if len(ss) == 0 || len(ss) != len(bs) {
+		return nil
+	}
+	xs := make([]float64, len(ss))
+	for i := range ss {
+		a, b := ss[i].opsPerSec(), bs[i].opsPerSec()
+		if a == 0 || b == 0 {
+			return nil
+		}
+		xs[i] = a / b
+	}
+	m := median(xs)
+	return &m
+}
+
 // printTable writes the human form of the results.
 func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	if cfg.scale {
@@ -684,7 +733,7 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		rounds = fmt.Sprintf("median of %d rounds", cfg.rounds)
 	}
 	fmt.Fprintf(w, "cells:   %v each, %s\n\n", cfg.duration, rounds)
-	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "txn/op", "reads/op", "creates/op", "streams/op", "ratio"}}
+	cells := [][]string{{"impl", "scenario", "contenders", "ops/s", "p50 ms", "p99 ms", "cores", "cpu us/op", "txn/op", "reads/op", "creates/op", "streams/op", "events/op", "fsyncs/op", "wal busy", "/put", "/floor", "ratio"}}
 	for _, r := range rows {
 		ratio := "-"
 		if r.Ratio != nil {
@@ -694,8 +743,8 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 		if r.CPUCores != nil && r.CPUPerOpUs != nil {
 			cores, perOp = fmt.Sprintf("%.2f", *r.CPUCores), fmt.Sprintf("%.0f", *r.CPUPerOpUs)
 		}
-		reqs := []string{"-", "-", "-", "-"}
-		for i, v := range []*float64{r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp} {
+		reqs := []string{"-", "-", "-", "-", "-", "-", "-", "-", "-"}
+		for i, v := range []*float64{r.TxnPerOp, r.ReadsPerOp, r.WatchCreatesPerOp, r.StreamsPerOp, r.EventsPerOp, r.FsyncsPerOp, r.WALBusy, r.PerPut, r.PerFloor} {
 			if v != nil {
 				reqs[i] = fmt.Sprintf("%.2f", *v)
 			}
@@ -705,8 +754,9 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 			reqs...), ratio))
 	}
 	// Names left-aligned, numbers right-aligned, ratio left-aligned last.
-	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, false})
-	fmt.Fprint(w, "\nput put: one Put by one client. put parallel: Puts by as many clients as the\n")
+	writeTable(w, cells, []bool{false, false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, false})
+	fmt.Fprint(w, "\nput put: one Put by one client; put serial N: the same, run in turn with the\n")
+	fmt.Fprint(w, "  rows of N contenders below it. put parallel: Puts by as many clients as the\n")
 	fmt.Fprint(w, "  rows above it, each its own key; a read hold or a permit is two writes, so\n")
 	fmt.Fprint(w, "  half this rate is the most those rows can reach on this server.\n")
 	fmt.Fprint(w, "uncontended: one Lock+Unlock cycle, latency of the cycle; txn: the two requests\n")
@@ -727,7 +777,13 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprintf(w, "  measured time, of the machine's %d; cpu us/op: that CPU per operation.\n", info.cpus)
 	fmt.Fprint(w, "txn/op, reads/op, creates/op, streams/op (contended rows): requests of all the\n")
 	fmt.Fprint(w, "  contenders per critical section: write Txns, reads (Ranges, read-only Txns),\n")
-	fmt.Fprint(w, "  watch creates, watch streams opened.\n")
+	fmt.Fprint(w, "  watch creates, watch streams opened. events/op, fsyncs/op: the watch events\n")
+	fmt.Fprint(w, "  the server sent and its WAL fsyncs, per operation; wal busy: the part of\n")
+	fmt.Fprint(w, "  the measured time the server spent in WAL fsyncs (embedded server only).\n")
+	fmt.Fprint(w, "floor, floor-noread (contended): the bare requests of a lock.Mutex handoff, no\n")
+	fmt.Fprint(w, "  library: enqueue Txn, a watch on the key ahead kept from wait to wait, one\n")
+	fmt.Fprint(w, "  read after its delete (floor-noread: none), release Txn. /put, /floor: the\n")
+	fmt.Fprint(w, "  row's ops/s over its put serial row's and over its floor row's.\n")
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }

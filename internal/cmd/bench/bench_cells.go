@@ -46,6 +46,10 @@ type cell struct {
 	contenders int
 	measures   string    // what an operation and a latency are
 	base       *baseline // what the ratio column compares with; nil for none
+	// perPut, for the contended mutex rows, names the serial Put row their
+	// rate is compared with, beside their rate over the floor row's of as
+	// many contenders (see bench_floor.go); nil for other rows.
+	perPut *cellKey
 	// measure runs the cell for d against env's server using only keys
 	// under ns, and returns what it measured. It waits for every goroutine
 	// it starts and closes every client, session and lock it makes, also
@@ -108,6 +112,9 @@ type sample struct {
 	// reqs, for contended cells, is what the clients asked of etcd over
 	// the measured time.
 	reqs *reqCounts
+	// wal, for contended and put serial cells, is the server's WAL fsyncs
+	// over the measured time.
+	wal walUse
 }
 
 // opsPerSec returns the sample's throughput.
@@ -165,10 +172,19 @@ func benchPlan(cfg benchConfig) []group {
 			kind:  ratioSpeed,
 			label: "cs/s of concurrency",
 		}
-		plan = append(plan, group{cells: []*cell{
+		// The serial Put runs in turn with these rows, so that their
+		// ratios to it share the machine's mood.
+		put := serialPutCell(n)
+		cells := []*cell{
 			contended(etcdlockImpl, n, base),
 			contended(concurrencyImpl, n, nil),
-		}})
+			floorCell(n, true),
+			floorCell(n, false),
+		}
+		for _, c := range cells {
+			c.perPut = new(put.key())
+		}
+		plan = append(plan, group{cells: append([]*cell{put}, cells...)})
 	}
 	plan = append(plan, rwAndSemaphorePlan()...)
 	plan = append(plan, group{cells: []*cell{
@@ -203,6 +219,43 @@ func serialPut(ctx context.Context, env *benchEnv, ns string) (func(context.Cont
 		_, err := cli.Delete(dctx, key)
 		return errors.Join(err, cmdline.CloseClient(cli)())
 	}, nil
+}
+
+// measuresSerialPut says what the put serial rows measure.
+const measuresSerialPut = "one Put by one client, measured in turn with the contended rows of as many contenders as this row says; latency of the Put"
+
+// serialPutCell returns the cell of serial Puts by one client measured in
+// turn with the contended rows of n contenders, for their /put column.
+func serialPutCell(n int) *cell {
+	c := &cell{impl: "put", scenario: "serial", contenders: n, measures: measuresSerialPut}
+	c.measure = func(ctx context.Context, env *benchEnv, ns string, d time.Duration) (s sample, err error) {
+		op, closeFn, err := serialPut(ctx, env, ns)
+		if err != nil {
+			return s, err
+		}
+		defer func() { err = errors.Join(err, closeFn()) }()
+		ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
+		defer cancel()
+		if err := op(ctx); err != nil { // warm-up: connection
+			return s, err
+		}
+		cpu0, ok0 := processCPU()
+		wal0 := env.tally.wal()
+		start := time.Now()
+		for s.elapsed < d {
+			t0 := time.Now()
+			if err := op(ctx); err != nil {
+				return s, err
+			}
+			s.lat = append(s.lat, time.Since(t0))
+			s.ops++
+			s.elapsed = time.Since(start)
+		}
+		cpu1, ok1 := processCPU()
+		s.cpu, s.cpuOK, s.wal = cpu1-cpu0, ok0 && ok1, env.tally.wal().sub(wal0)
+		return s, nil
+	}
+	return c
 }
 
 // measuresBareTxns says what the txn uncontended row measures.
@@ -430,7 +483,7 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *req
 		}()
 	}
 	cpu0, ok0 := processCPU()
-	reqs0 := tally.read()
+	reqs0, wal0 := tally.read(), tally.wal()
 	deadline = time.Now().Add(d)
 	close(start)
 	// The CPU over the measured time: read at the deadline, not after the
@@ -442,12 +495,12 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *req
 		t.Stop()
 	}
 	cpu1, ok1 := processCPU()
-	reqs := tally.read().sub(reqs0)
+	reqs, wal := tally.read().sub(reqs0), tally.wal().sub(wal0)
 	wg.Wait()
 	if ctx.Err() != nil {
 		return sample{}, context.Cause(ctx)
 	}
-	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1, reqs: &reqs, perContender: lats}
+	s := sample{elapsed: d, cpu: cpu1 - cpu0, cpuOK: ok0 && ok1, reqs: &reqs, wal: wal, perContender: lats}
 	for _, l := range lats {
 		s.lat = append(s.lat, l...)
 		s.byContender = append(s.byContender, len(l))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
@@ -19,9 +20,12 @@ type reqTally struct {
 	// events, if set, reads the server's count of watch events sent (the
 	// embedded server's etcd_debugging_mvcc_events_total).
 	events func() int64
+	// fsyncs, if set, reads the server's WAL fsyncs: how many, and their
+	// time (the embedded server's etcd_disk_wal_fsync_duration_seconds).
+	fsyncs func() (int64, time.Duration)
 }
 
-// reqCounts is a reading of a reqTally.
+// reqCounts is a reading of a reqTally; events is -1 when not known.
 type reqCounts struct{ writes, reads, creates, streams, events int64 }
 
 func (t *reqTally) read() reqCounts {
@@ -39,6 +43,28 @@ func (c reqCounts) sub(o reqCounts) reqCounts {
 		ev = -1
 	}
 	return reqCounts{c.writes - o.writes, c.reads - o.reads, c.creates - o.creates, c.streams - o.streams, ev}
+}
+
+// walUse is the server's WAL fsyncs over a time: how many, and the time
+// spent in them; ok false when not known.
+type walUse struct {
+	fsyncs int64
+	time   time.Duration
+	ok     bool
+}
+
+// wal reads the server's WAL fsyncs so far.
+func (t *reqTally) wal() walUse {
+	if t.fsyncs == nil {
+		return walUse{}
+	}
+	n, d := t.fsyncs()
+	return walUse{n, d, n >= 0}
+}
+
+// sub returns w minus o, not known when either is not.
+func (w walUse) sub(o walUse) walUse {
+	return walUse{w.fsyncs - o.fsyncs, w.time - o.time, w.ok && o.ok}
 }
 
 // dialOptions returns the interceptors that count a client's requests in t.

@@ -54,6 +54,9 @@ func scalePlan(mutexRows []int) []group {
 // eventsMetric is the embedded server's count of watch events it sent.
 const eventsMetric = "etcd_debugging_mvcc_events_total"
 
+// fsyncsMetric is the embedded server's histogram of its WAL fsyncs.
+const fsyncsMetric = "etcd_disk_wal_fsync_duration_seconds"
+
 // serverEvents reads eventsMetric from this process's Prometheus registry,
 // where the embedded etcd registers its metrics; -1 if it is not there.
 func serverEvents() int64 {
@@ -69,12 +72,34 @@ func serverEvents() int64 {
 	return -1
 }
 
+// serverFsyncs reads the count and the sum of fsyncsMetric as serverEvents
+// reads its metric; -1 if it is not there.
+func serverFsyncs() (int64, time.Duration) {
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		return -1, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == fsyncsMetric && len(mf.GetMetric()) > 0 {
+			h := mf.GetMetric()[0].GetHistogram()
+			return int64(h.GetSampleCount()), time.Duration(h.GetSampleSum() * float64(time.Second))
+		}
+	}
+	return -1, 0
+}
+
 // scaleFigures are the scale rows' own columns; each is absent where it
 // does not apply (or, for the events, with --endpoints).
 type scaleFigures struct {
 	// EventsPerOp is the watch events the server sent per operation (per
 	// release, for the lock rows), median over rounds.
 	EventsPerOp *float64 `json:"watch_events_per_op,omitempty"`
+	// FsyncsPerOp is the server's WAL fsyncs per operation (each fsync
+	// makes one batch of raft entries durable), and WALBusy the part of
+	// the measured time it spent in them (raft's loop waits for each):
+	// medians over rounds, for the contended and put serial rows.
+	FsyncsPerOp *float64 `json:"wal_fsyncs_per_op,omitempty"`
+	WALBusy     *float64 `json:"wal_busy,omitempty"`
 	// WriterP50Ms is, for the readers rows, the writer's median wait.
 	WriterP50Ms *float64 `json:"writer_p50_ms,omitempty"`
 	// HeapPerHold and GoroutinesPerHold are, for the holds row, the heap
@@ -87,12 +112,16 @@ type scaleFigures struct {
 // summarizeScale returns the scale figures of cell c from its samples.
 func summarizeScale(c *cell, ss []sample) scaleFigures {
 	var (
-		f                     scaleFigures
-		ev, wp50, heap, gorou []float64
+		f                               scaleFigures
+		ev, fs, busy, wp50, heap, gorou []float64
 	)
 	for _, s := range ss {
 		if s.reqs != nil && s.reqs.events >= 0 && s.ops > 0 {
 			ev = append(ev, float64(s.reqs.events)/float64(s.ops))
+		}
+		if s.wal.ok && s.ops > 0 && s.elapsed > 0 {
+			fs = append(fs, float64(s.wal.fsyncs)/float64(s.ops))
+			busy = append(busy, float64(s.wal.time)/float64(s.elapsed))
 		}
 		if c.impl == "etcdlock-rw" && len(s.perContender) > 0 && (c.scenario == "idle-readers" || c.scenario == "readers" && len(s.perContender) > 1) {
 			wp50 = append(wp50, ms(percentile(s.perContender[len(s.perContender)-1], 50)))
@@ -108,7 +137,8 @@ func summarizeScale(c *cell, ss []sample) scaleFigures {
 		m := median(xs)
 		return &m
 	}
-	f.EventsPerOp, f.WriterP50Ms, f.HeapPerHold, f.GoroutinesPerHold = set(ev), set(wp50), set(heap), set(gorou)
+	f.WALBusy = set(busy)
+	f.EventsPerOp, f.FsyncsPerOp, f.WriterP50Ms, f.HeapPerHold, f.GoroutinesPerHold = set(ev), set(fs), set(wp50), set(heap), set(gorou)
 	return f
 }
 

@@ -19,7 +19,7 @@ func scaleEnv(t *testing.T) (*benchEnv, string) {
 	e := &benchEnv{dial: func(opts []grpc.DialOption) (*clientv3.Client, error) {
 		return srv.NewClient(func(c *clientv3.Config) { c.DialOptions = append(c.DialOptions, opts...) })
 	}, endpoints: srv.Endpoints(), root: integration.Namespace(t)}
-	e.tally.events = serverEvents
+	e.tally.events, e.tally.fsyncs = serverEvents, serverFsyncs
 	var err error
 	if e.admin, err = e.newClient(); err != nil {
 		t.Fatal(err)

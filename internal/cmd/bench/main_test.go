@@ -79,6 +79,9 @@ func TestBenchJSON(t *testing.T) {
 		ByContender []int    `json:"ops_by_contender"`
 		CPUCores    *float64 `json:"cpu_cores"`
 		CPUPerOpUs  *float64 `json:"cpu_us_per_op"`
+		PerPut      *float64 `json:"per_put"`
+		PerFloor    *float64 `json:"per_floor"`
+		Fsyncs      *float64 `json:"wal_fsyncs_per_op"`
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("stdout is not one JSON array: %v\n%s", err, out)
@@ -98,6 +101,17 @@ func TestBenchJSON(t *testing.T) {
 			t.Errorf("row %s %s %d: want positive cpu_cores and cpu_us_per_op", r.Impl, r.Scenario, r.Contenders)
 		}
 		got[key{r.Impl, r.Scenario, r.Contenders}] = true
+		// The contended mutex rows are compared with their serial Put and
+		// their floor; the embedded server's fsyncs are counted (at least
+		// one per critical section: its writes wait for the one before).
+		if r.Scenario == "contended" && r.Contenders == 2 && r.Impl != "etcdlock-sem" {
+			if r.PerPut == nil || (r.Impl != "floor") != (r.PerFloor != nil) {
+				t.Errorf("row %s %s %d: per_put %v, per_floor %v; want per_put, and per_floor but on the floor row", r.Impl, r.Scenario, r.Contenders, r.PerPut, r.PerFloor)
+			}
+			if r.Fsyncs == nil || *r.Fsyncs < 1 {
+				t.Errorf("row %s %s %d: wal_fsyncs_per_op %v, want at least 1", r.Impl, r.Scenario, r.Contenders, r.Fsyncs)
+			}
+		}
 		if r.Impl == "etcdlock-rw" && r.Scenario == "readers" {
 			// Writer-fair: the writer, last, is never starved by the readers.
 			if len(r.ByContender) != 9 || r.ByContender[8] == 0 {
@@ -112,6 +126,9 @@ func TestBenchJSON(t *testing.T) {
 		{"txn", "uncontended", 1},
 		{"etcdlock", "contended", 2},
 		{"concurrency", "contended", 2},
+		{"floor", "contended", 2},
+		{"floor-noread", "contended", 2},
+		{"put", "serial", 2},
 		{"etcdlock", "contended", 9},
 		{"etcdlock", "contended", 16},
 		{"etcdlock-rw", "readers", 9},
@@ -162,6 +179,18 @@ func TestBenchOnly(t *testing.T) {
 	want := []cellKey{{"etcdlock-sem", "contended", 16}, {"etcdlock", "contended", 16}, {"put", "parallel", 16}}
 	if !slices.Equal(got, want) {
 		t.Errorf("--only etcdlock-sem runs %v, want %v", got, want)
+	}
+	// The floor rows are compared with the serial Put of their group.
+	plan = selectGroups(benchPlan(benchConfig{contenders: []int{2}}), []string{"floor"})
+	got = nil
+	for _, g := range plan {
+		for _, c := range g.cells {
+			got = append(got, c.key())
+		}
+	}
+	want = []cellKey{{"put", "serial", 2}, {"etcdlock", "contended", 2}, {"concurrency", "contended", 2}, {"floor", "contended", 2}, {"floor-noread", "contended", 2}}
+	if !slices.Equal(got, want) {
+		t.Errorf("--only floor runs %v, want %v", got, want)
 	}
 }
 
