@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/etcdlock/etcdlock/internal/procnemesis/record"
 )
 
 // Fault kinds, FaultRecord.Kind.
@@ -19,11 +21,12 @@ const (
 	FaultFreezeHolder  = "freeze-holder"  // SIGSTOP a worker in its critical section past its TTL
 	FaultKillHolder    = "kill-holder"    // SIGKILL a worker (a new one takes its place)
 	FaultKillRun       = "kill-run"       // SIGKILL `etcdlock run` while its job runs
+	FaultSlowHolder    = "slow-holder"    // a worker's answers delayed, then its requests dropped
 )
 
 // AllFaults lists every fault kind.
 var AllFaults = []string{FaultKillMember, FaultStopMember, FaultIsolateMember, FaultCutLink, FaultCompact,
-	FaultFreezeHolder, FaultKillHolder, FaultKillRun}
+	FaultFreezeHolder, FaultKillHolder, FaultKillRun, FaultSlowHolder}
 
 // FaultRecord is one fault injected.
 type FaultRecord struct {
@@ -137,7 +140,7 @@ func (s *suite) holderNemesis(ctx context.Context, rng *rand.Rand, hs *holderSet
 		defer mu.Unlock()
 		return !busy[h.shard.name]
 	}
-	kinds := []string{FaultFreezeHolder, FaultKillHolder, FaultFreezeHolder, FaultKillRun, FaultFreezeHolder}
+	kinds := []string{FaultFreezeHolder, FaultSlowHolder, FaultKillHolder, FaultFreezeHolder, FaultKillRun, FaultFreezeHolder}
 	for i := 0; ctx.Err() == nil; i++ {
 		sleepCtx(ctx, between(rng, 300*time.Millisecond, 900*time.Millisecond))
 		if ctx.Err() != nil {
@@ -173,6 +176,34 @@ func (s *suite) holderNemesis(ctx context.Context, rng *rand.Rand, hs *holderSet
 					f.Err = "no newer holder admitted by the SQL fence before it was resumed"
 				}
 				f.Target = fmt.Sprintf("%s (token %d)", h.name, fr.Token)
+				s.record(f)
+			}()
+		case FaultSlowHolder:
+			mu.Lock()
+			n := len(busy)
+			mu.Unlock()
+			// A worker that holds its lock now, if there is one: it will
+			// likely hold again while its answers are slow.
+			h := hs.pick(rng, func(h *holder) bool { return free(h) && holding(h) })
+			if h == nil {
+				h = hs.pick(rng, free)
+			}
+			if h == nil || n >= maxFrozen {
+				continue
+			}
+			mu.Lock()
+			busy[h.shard.name] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() {
+					mu.Lock()
+					delete(busy, h.shard.name)
+					mu.Unlock()
+				}()
+				f := FaultRecord{Kind: FaultSlowHolder, Target: h.name, Start: s.now()}
+				f.Target += " (" + s.slow(ctx, h) + ")"
 				s.record(f)
 			}()
 		case FaultKillHolder:
@@ -254,4 +285,68 @@ func (s *suite) killRun(ctx context.Context) {
 	}
 	s.hmu.Unlock()
 	s.record(f)
+}
+
+// slow makes worker h's links to etcd slow, then cuts them one way, and
+// mends them; it returns what h held when its requests were cut.
+//
+// First etcd's answers reach h 3/8 of the TTL late, for at least 2 TTL
+// and until h holds its lock (at most 5 TTL). Renewals still arrive in
+// time when the lease's deadline is measured from their sending, so h
+// keeps its lease and its holds; its Unlocks, given a quarter of the TTL,
+// time out after they have landed, and h retries them after its next
+// Lock, on the same lease. Then its answers are delayed by a whole TTL
+// and its requests dropped for 2 TTL: its lease expires at the server
+// while it holds, and the last renewal it sent reaches it a TTL late. A
+// holder that measured its deadline from the answer's arrival would go on
+// believing it holds after its key was deleted.
+func (s *suite) slow(ctx context.Context, h *holder) string {
+	ctx = context.WithoutCancel(ctx) // the end of the faults does not cut it short
+	ttl := s.cfg.TTL
+	for _, p := range h.links {
+		p.DelayResponses(ttl * 3 / 8)
+	}
+	start := time.Now()
+	for time.Since(start) < 2*ttl || (!holding(h) && time.Since(start) < 5*ttl) {
+		sleepCtx(ctx, 50*time.Millisecond)
+	}
+	held := "holding nothing"
+	if tok := heldToken(h); tok > 0 {
+		held = fmt.Sprintf("holding token %d", tok)
+	}
+	for _, p := range h.links {
+		p.DelayResponses(ttl)
+		p.BlackholeRequests()
+	}
+	sleepCtx(ctx, 2*ttl)
+	for _, p := range h.links {
+		p.UnblackholeRequests()
+		p.UndelayResponses(ttl)
+		p.UndelayResponses(ttl * 3 / 8)
+	}
+	return held
+}
+
+// holding reports whether worker h holds its lock now, by its history.
+func holding(h *holder) bool { return heldToken(h) > 0 }
+
+// heldToken returns the token of the hold worker h has been granted and
+// not yet asked to unlock, by its history, or 0.
+func heldToken(h *holder) int64 {
+	lines, _, err := record.Read(h.hist)
+	if err != nil {
+		return 0
+	}
+	var tok int64
+	for _, l := range lines {
+		switch l.Kind {
+		case record.Grant:
+			tok = l.Token
+		case record.Unlock, record.Done:
+			if l.Token == tok {
+				tok = 0
+			}
+		}
+	}
+	return tok
 }

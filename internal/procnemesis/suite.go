@@ -183,6 +183,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	s.logf("built the binaries in %v", time.Since(buildStart).Round(time.Millisecond))
 	defer func() {
 		s.ps.closeAll()
+		s.hmu.Lock()
+		for _, h := range s.holders {
+			closeLinks(h.links) // the workers are gone; closing twice is harmless
+		}
+		s.hmu.Unlock()
 		// Every process of the run names a binary of its own in its command
 		// line (a job's shell names lockworker).
 		if left := leftovers(s.bin + string(filepath.Separator)); len(left) > 0 && rep != nil {
