@@ -14,7 +14,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdlock/etcdlock/integration/embedded"
 	"github.com/etcdlock/etcdlock/internal/procnemesis/record"
 )
 
@@ -28,7 +27,7 @@ type holder struct {
 	// links are a worker's connections to etcd: a proxy of the suite in
 	// front of each member's client URL, which the slow-holder fault
 	// delays and cuts. nil for an `etcdlock run`.
-	links []*embedded.Proxy
+	links []*linkProxy
 
 	// Set by the holder nemesis (under suite.hmu):
 	killedAt int64    // when it was seen dead after a SIGKILL, 0 if not killed
@@ -59,16 +58,16 @@ func (s *suite) workerArgs(sh *shard, endpoints []string, hist string) []string 
 // startWorker starts a worker process on sh, connected to etcd through
 // links of its own.
 func (s *suite) startWorker(sh *shard) (*holder, error) {
-	var links []*embedded.Proxy
+	var links []*linkProxy
 	var eps []string
-	for _, ep := range s.c.endpoints() {
-		p, err := embedded.StartProxy(ep)
+	for _, m := range s.c.members {
+		p, err := startLinkProxy(strings.TrimPrefix(m.clientURL, "http://"))
 		if err != nil {
 			closeLinks(links)
 			return nil, err
 		}
 		links = append(links, p)
-		eps = append(eps, p.Endpoint())
+		eps = append(eps, p.endpoint())
 	}
 	h, err := s.startHolder("w", sh, links, func(hist string) (string, []string) {
 		args := []string{"worker", "-lock", sh.name, "-namespace", namespace, "-ttl", s.cfg.TTL.String(),
@@ -85,9 +84,9 @@ func (s *suite) startWorker(sh *shard) (*holder, error) {
 }
 
 // closeLinks closes a worker's links, once its process is gone.
-func closeLinks(links []*embedded.Proxy) {
+func closeLinks(links []*linkProxy) {
 	for _, p := range links {
-		_ = p.Close()
+		p.close()
 	}
 }
 
@@ -113,7 +112,7 @@ func (h *holder) logPath() string { return strings.TrimSuffix(h.hist, ".jsonl") 
 // startHolder records a new holder of sh and starts the binary and
 // arguments that command returns for its history file. A worker comes
 // with its links; an `etcdlock run` has none.
-func (s *suite) startHolder(prefix string, sh *shard, links []*embedded.Proxy, command func(hist string) (string, []string)) (*holder, error) {
+func (s *suite) startHolder(prefix string, sh *shard, links []*linkProxy, command func(hist string) (string, []string)) (*holder, error) {
 	s.hmu.Lock()
 	h := &holder{name: fmt.Sprintf("%s%d-%s", prefix, len(s.holders), sh.name), shard: sh, run: links == nil, links: links}
 	h.hist = filepath.Join(s.dir, "hist", h.name+".jsonl")

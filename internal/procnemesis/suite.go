@@ -45,6 +45,10 @@ type Config struct {
 	// "LeaseIDToken") that every worker runs with: the binaries are
 	// built with -tags etcdlock_bugs, and the run must find violations.
 	Bug string
+
+	// bin, if set, holds the binaries already built (for Bug's build):
+	// tests that run the suite several times build them once.
+	bin string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -108,6 +112,10 @@ type suite struct {
 	shards []shard
 	runLk  shard // the `etcdlock run` lock and counters
 
+	// quiet is held by the member nemesis while a member fault is in
+	// progress, and by a slow-holder fault while it cuts its holder.
+	quiet sync.Mutex
+
 	hmu     sync.Mutex
 	holders []*holder // every holder process ever started
 	faults  []FaultRecord
@@ -156,7 +164,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			if rep != nil && (rep.Violations > 0 || !rep.Valid) && cfg.Bug == "" {
 				// Keep the histories and logs to look into; not the data.
 				_ = os.RemoveAll(filepath.Join(s.dir, "data"))
-				_ = os.RemoveAll(s.bin)
+				_ = os.RemoveAll(filepath.Join(s.dir, "bin")) // not cfg.bin: not the run's
 				rep.OutDir = s.dir
 				if b, err := json.MarshalIndent(rep, "", "  "); err == nil {
 					_ = os.WriteFile(filepath.Join(s.dir, "report.json"), b, 0o644)
@@ -175,7 +183,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}
 	buildStart := time.Now()
-	if err := build(ctx, s.bin, cfg.Bug != ""); err != nil {
+	if cfg.bin != "" {
+		s.bin = cfg.bin
+	} else if err := build(ctx, s.bin, cfg.Bug != ""); err != nil {
 		return nil, err
 	}
 	s.start = time.Now()

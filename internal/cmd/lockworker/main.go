@@ -18,7 +18,8 @@
 // returns, and must not touch that newer hold. On SIGUSR1 it stops itself
 // (SIGSTOP) at its next critical section's pause point, between its reads
 // and its writes: the suite resumes it (SIGCONT) after its lease has
-// expired.
+// expired. On SIGHUP it lingers at its next pause point for three TTLs,
+// or until its hold's Done closes: a long job that watches its hold.
 //
 // lockworker job ... runs one critical section under the hold of the
 // `etcdlock run` that started it ($ETCDLOCK_KEY, $ETCDLOCK_TOKEN,
@@ -66,6 +67,8 @@ type worker struct {
 	reg, ctl, sqlr string // etcd register key, control key, SQL resource and counter row
 	nextID         atomic.Int64
 	freeze         atomic.Bool
+	linger         atomic.Bool
+	ttl            time.Duration
 	giveUp         time.Duration
 }
 
@@ -135,6 +138,7 @@ func run() int {
 	if mode == "job" {
 		return w.job()
 	}
+	w.ttl = ttl
 	return w.loop(name, ns, ttl)
 }
 
@@ -143,11 +147,15 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	usr := make(chan os.Signal, 2)
-	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for s := range usr {
+			if s == syscall.SIGHUP {
+				w.linger.Store(true)
+				continue
+			}
 			w.freeze.Store(s == syscall.SIGUSR1) // SIGUSR2 withdraws the request
 		}
 	}()
@@ -189,7 +197,7 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 		context.AfterFunc(h.Context(), func() {
 			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context()))})
 		})
-		w.section(tok, true, func(rpost int64) {
+		w.section(tok, h.Done(), func(rpost int64) {
 			w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: int64(h.Lease()),
 				Invoke: invoke, Return: ret, RPost: rpost})
 		})
@@ -260,7 +268,7 @@ func (w *worker) job() int {
 		<-done
 	}()
 	now := w.log.Now()
-	w.section(tok, false, func(rpost int64) {
+	w.section(tok, nil, func(rpost int64) {
 		w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: lease, Invoke: now, Return: now, RPost: rpost})
 	})
 	w.log.Put(record.Line{Kind: record.Unlock, Key: tok.Key, Token: tok.Revision})
@@ -277,7 +285,11 @@ func (w *worker) job() int {
 // SQL read go out together, and so do the three writes: a section costs
 // the round trips of one read and one write, not of five accesses in a
 // row. Each access is recorded with its own call and return as before.
-func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost int64)) {
+//
+// A worker's section (done is its hold's Done; nil for a job) may stop at
+// its pause point when the suite asks: frozen (SIGSTOP), or lingering, a
+// long job that ends when the hold does.
+func (w *worker) section(tok fencing.Token, done <-chan struct{}, granted func(rpost int64)) {
 	var (
 		cv, ev, sv, rpost int64
 		cst, est, sst     string
@@ -287,7 +299,16 @@ func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost in
 	cv, cst, ev, est, rpost = w.readEtcd(tok)
 	granted(rpost)
 	wg.Wait()
-	if pausable && w.freeze.CompareAndSwap(true, false) {
+	if done != nil && w.linger.CompareAndSwap(true, false) {
+		w.log.Put(record.Line{Kind: record.Linger, Key: tok.Key, Token: tok.Revision})
+		t := time.NewTimer(3 * w.ttl)
+		select {
+		case <-t.C:
+		case <-done:
+		}
+		t.Stop()
+	}
+	if done != nil && w.freeze.CompareAndSwap(true, false) {
 		w.log.Put(record.Line{Kind: record.Freeze, Key: tok.Key, Token: tok.Revision})
 		// To this very thread, which stops on its way back from the call,
 		// before anything more of the critical section runs; the signal
