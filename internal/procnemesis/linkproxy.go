@@ -159,11 +159,11 @@ func (p *linkProxy) serve(c net.Conn) {
 			}
 		}
 	})
+	buf := make([]byte, 32<<10)
 	for {
-		buf := make([]byte, 32<<10)
 		n, err := up.Read(buf)
 		if n > 0 {
-			q <- chunk{time.Now().Add(time.Duration(p.delay.Load())), buf[:n]}
+			q <- chunk{time.Now().Add(time.Duration(p.delay.Load())), append([]byte(nil), buf[:n]...)}
 		}
 		if err != nil {
 			break

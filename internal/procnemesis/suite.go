@@ -27,7 +27,7 @@ type Config struct {
 	// Duration is how long the faults run (default 60 s), after a
 	// fault-free warm-up of Warmup (default 5 s).
 	Duration, Warmup time.Duration
-	// Shards is the number of worker locks (default 4), each contended
+	// Shards is the number of worker locks (default 16), each contended
 	// by WorkersPerShard worker processes (default 3, at least 2).
 	Shards, WorkersPerShard int
 	// Runs is the number of `etcdlock run` loops (default 2).
@@ -59,7 +59,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Warmup = 5 * time.Second
 	}
 	if c.Shards == 0 {
-		c.Shards = 8
+		c.Shards = 16
 	}
 	if c.WorkersPerShard == 0 {
 		c.WorkersPerShard = 3
