@@ -282,9 +282,10 @@ func (w *worker) job() int {
 // the grant with it (0 if the read failed).
 //
 // The registers are independent of each other, so the etcd read and the
-// SQL read go out together, and so do the three writes: a section costs
-// the round trips of one read and one write, not of five accesses in a
-// row. Each access is recorded with its own call and return as before.
+// SQL read go out together, and so do the writes (the control's put rides
+// in the fenced write's Txn): a section costs the round trips of one read
+// and one write, not of five accesses in a row. Each access is recorded
+// with its own call and return.
 //
 // A worker's section (done is its hold's Done; nil for a job) may stop at
 // its pause point when the suite asks: frozen (SIGSTOP), or lingering, a
