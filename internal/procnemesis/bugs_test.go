@@ -20,19 +20,21 @@ func TestPlantedBugs(t *testing.T) {
 	if err := build(ctx, bin, true); err != nil {
 		t.Fatal(err)
 	}
+	const s = time.Second
 	for _, tc := range []struct {
-		bug, how string
-		ttl      time.Duration
+		bug, how      string
+		ttl, duration time.Duration
 	}{
-		{"LeaseIDToken", "every grant's token is wrong", 2 * time.Second},
-		{"SkipOwnershipCheck", "a waiter behind one that gave up is granted while a frozen holder holds", 2 * time.Second},
-		{"UnlockByName", "an Unlock that timed out after it landed, retried after the next Lock on the same lease, deletes the newer hold", 2 * time.Second},
+		{"LeaseIDToken", "every grant's token is wrong", 2 * s, 10 * s},
+		{"SkipOwnershipCheck", "a waiter behind one that gave up is granted while a frozen holder holds", 2 * s, 20 * s},
+		{"UnlockByName", "an Unlock that timed out after it landed, retried after the next Lock on the same lease, deletes the newer hold", 2 * s, 20 * s},
 		// The lateness the slow-holder fault shows is 0.15 TTL less up
-		// to 500 ms: past checker (1)'s tolerance with a TTL of 4 s.
-		{"ReceiveTimeDeadline", "a slow holder's lease expires while it holds, and it is told late", 4 * time.Second},
+		// to 500 ms: past checker (1)'s tolerance with a TTL of 4 s. Each
+		// such fault takes some 20 s: 30 s leave room for two.
+		{"ReceiveTimeDeadline", "a slow holder's lease expires while it holds, and it is told late", 4 * s, 30 * s},
 	} {
 		t.Run(tc.bug, func(t *testing.T) {
-			rep, err := Run(ctx, Config{Bug: tc.bug, Duration: 20 * time.Second, Warmup: 2 * time.Second,
+			rep, err := Run(ctx, Config{Bug: tc.bug, Duration: tc.duration, Warmup: 2 * time.Second,
 				Shards: 4, Runs: 1, TTL: tc.ttl, Seed: *seed, bin: bin})
 			if err != nil {
 				t.Fatal(err)
