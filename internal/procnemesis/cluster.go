@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,10 +25,12 @@ type member struct {
 	clientURL  string
 	listenPeer string // its own peer listener
 	proxy      *peerProxy
-	id         string // member ID, hex, from its "ready" line
 
 	proc   *proc // nil while killed
 	frozen bool  // SIGSTOP'd
+	// pid is proc's process ID, 0 while killed: the peer proxies read it
+	// to tell which member a connection comes from.
+	pid atomic.Int64
 }
 
 // cluster is three etcd server processes on the loopback address, fsync
@@ -73,10 +76,12 @@ func startCluster(ctx context.Context, ps *procs, bin, dir string, n int) (_ *cl
 			return nil, err
 		}
 		m.clientURL = "http://" + ca
-		if m.proxy, err = startPeerProxy(m.listenPeer); err != nil {
+		if m.proxy, err = startPeerProxy(m.listenPeer, c.senderOf); err != nil {
 			return nil, err
 		}
+		c.mu.Lock() // the proxies read the members
 		c.members = append(c.members, m)
+		c.mu.Unlock()
 		initial = append(initial, m.name+"=http://"+m.proxy.addr())
 	}
 	c.initial = strings.Join(initial, ",")
@@ -96,6 +101,21 @@ func startCluster(ctx context.Context, ps *procs, bin, dir string, n int) (_ *cl
 	return c, err
 }
 
+// senderOf names the member whose process holds the other end of c, a
+// connection to one of the peer proxies.
+func (c *cluster) senderOf(conn net.Conn) (string, bool) {
+	c.mu.Lock()
+	members := c.members
+	c.mu.Unlock()
+	pids := make(map[int]string)
+	for _, m := range members {
+		if pid := m.pid.Load(); pid > 0 {
+			pids[int(pid)] = m.name
+		}
+	}
+	return socketOwner(conn, pids)
+}
+
 // endpoints returns every member's client URL.
 func (c *cluster) endpoints() []string {
 	var eps []string
@@ -106,7 +126,8 @@ func (c *cluster) endpoints() []string {
 }
 
 // launch starts m's process; the channel receives its member ID once
-// it is ready.
+// it is ready (the peer proxies tell members by their processes, not
+// their IDs).
 func (c *cluster) launch(m *member) (chan string, error) {
 	ready := make(chan string, 1)
 	p, err := c.ps.start(m.name, &readyWriter{ch: ready}, m.dir+".log", c.bin,
@@ -117,6 +138,7 @@ func (c *cluster) launch(m *member) (chan string, error) {
 		return nil, err
 	}
 	m.proc, m.frozen = p, false
+	m.pid.Store(int64(p.pid()))
 	return ready, nil
 }
 
@@ -128,11 +150,7 @@ func (c *cluster) waitReady(ctx context.Context, m *member, ready chan string) e
 	t := time.NewTimer(memberStartTimeout)
 	defer t.Stop()
 	select {
-	case id := <-ready:
-		c.mu.Lock()
-		m.id = id
-		c.mu.Unlock()
-		c.applyCuts()
+	case <-ready:
 		return nil
 	case <-m.proc.done:
 		b, _ := os.ReadFile(m.dir + ".log")
@@ -184,6 +202,7 @@ func (c *cluster) kill(i int) {
 	if m.proc == nil {
 		return
 	}
+	m.pid.Store(0)
 	m.proc.killGroup()
 	<-m.proc.done
 	m.proc, m.frozen = nil, false
@@ -231,24 +250,19 @@ func (c *cluster) partition(links [][2]int) {
 	c.applyCuts()
 }
 
-// applyCuts tells each member's proxy which senders to refuse.
+// applyCuts tells each member's proxy which members to refuse.
 func (c *cluster) applyCuts() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, m := range c.members {
-		var ids []string
-		cut := 0
+		var names []string
 		for _, o := range c.members {
 			a, b := min(m.idx, o.idx), max(m.idx, o.idx)
-			if o == m || !c.cut[[2]int{a, b}] {
-				continue
-			}
-			cut++
-			if o.id != "" {
-				ids = append(ids, o.id)
+			if o != m && c.cut[[2]int{a, b}] {
+				names = append(names, o.name)
 			}
 		}
-		m.proxy.setCut(ids, cut == len(c.members)-1)
+		m.proxy.setCut(names)
 	}
 }
 

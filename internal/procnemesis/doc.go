@@ -25,25 +25,37 @@
 // 127.0.0.1 with free ports, each with its data dir, fsync on.
 //
 // Partitions: each member advertises, as its peer URL, a proxy of the
-// suite in front of its own peer listener, so every raft message to it
-// passes that proxy. etcd's raft transport names the sending member in
-// every request (X-Server-From) and keeps one sender per connection, so
-// the proxy refuses, and disconnects, the senders whose link is cut: the
-// link between two members is cut in both directions (a raft stream's
-// replies travel back on the receiver's connection). Peer API calls that
-// name no sender (version checks, lease renewals forwarded to the leader)
-// pass: they carry no raft messages.
+// suite in front of its own peer listener, so every peer call to it
+// passes that proxy: raft messages, and the peer API calls that name no
+// sender (version checks, lease renewals forwarded to the leader). The
+// proxy tells the sending member of each connection by the process at its
+// other end (the kernel's socket table, /proc/net/tcp, gives the socket's
+// inode, and the member whose /proc/PID/fd holds it is the sender), so it
+// refuses, and disconnects, every connection from a member whose link is
+// cut: a cut link drops every call between the two members, in both
+// directions, while their links to the third member carry on.
 //
 // # Holders
 //
-// Shards of lockworker processes each contend for a lock.Mutex; each
-// critical section reads three counters, reaches a pause point, and writes
-// each counter it read plus one: one in etcd written through
-// fencing.Commit, one in SQLite admitted by fencing/sqlfence (a database
-// file shared by every holder, opened with _txlock=immediate and a busy
-// timeout), and an unfenced control in etcd. Beside them, loops of
-// `etcdlock run` run the same critical section as a shell job (sh running
-// `lockworker job`), on the run's own lock and counters.
+// Shards of lockworker processes each contend for a lock.Mutex (16 locks
+// of 3 workers by default, every checker run on each); each critical
+// section reads three counters, reaches a pause point, and writes each
+// counter it read plus one: one in etcd written through fencing.Commit,
+// one in SQLite admitted by fencing/sqlfence (a database file shared by
+// every holder, opened with _txlock=immediate and a busy timeout), and an
+// unfenced control in etcd. The registers are independent, so the etcd
+// and SQL reads go out together, and so do the writes; the control's put
+// rides in the fenced write's Txn, in both branches, so it is written
+// whatever the fence says. A section costs the Lock's round trips, one
+// read, one write and the Unlock in etcd. An Unlock that etcd does not
+// answer within a quarter of the TTL is retried after the next Lock, on
+// the same lease. Beside them, loops of `etcdlock run` run the same
+// critical section as a shell job (sh running `lockworker job`), on the
+// run's own lock and counters.
+//
+// Workers reach etcd through links of their own: a proxy of the suite in
+// front of each member's client URL, which can delay the member's answers
+// (each chunk by the same latency) and drop the worker's requests.
 //
 // Each holder appends its history to a file of its own (package record):
 // grants, every access's call and return, unlocks, and Done's closing.
@@ -63,13 +75,25 @@
 // writes) and resumes it only after at least twice its TTL and once the
 // lock has been granted to a newer holder that has been admitted by the
 // SQL fence; it SIGKILLs workers (and starts new ones), and SIGKILLs
-// `etcdlock run` processes in the middle of their jobs.
+// `etcdlock run` processes in the middle of their jobs. It also makes a
+// worker slow (see suite.slow): its answers late, so that its Unlocks
+// time out after they landed; then, asked with SIGHUP, it lingers at its
+// pause point as a long job watching its hold's Done, its answers late
+// again, and its requests are dropped until its lease expires while it
+// holds. No member fault runs during that last part, so that what delays
+// its renewals is its link alone.
 //
 // Workers give up each wait for their lock after a random time up to two
 // TTLs and queue again, so that waiters leave the queue while a frozen
 // holder holds it. With Config.Bug every worker runs with a planted bug
 // (internal/bugs; the binaries are then built with -tags etcdlock_bugs)
-// and the run must find violations.
+// and the run must find violations; TestPlantedBugs catches each of the
+// four: LeaseIDToken (every token), SkipOwnershipCheck (a waiter behind
+// one that gave up, while a frozen holder holds), UnlockByName (an Unlock
+// that timed out after it landed, retried after the next Lock on the same
+// lease, deletes that newer hold) and ReceiveTimeDeadline (the slow
+// holder is told of its lease's end late; TTL 4 s, so that the lateness
+// is past the checker's tolerance).
 //
 // # What is checked
 //

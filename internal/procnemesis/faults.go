@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/etcdlock/etcdlock/internal/procnemesis/record"
 )
 
 // Fault kinds, FaultRecord.Kind.
@@ -19,11 +21,12 @@ const (
 	FaultFreezeHolder  = "freeze-holder"  // SIGSTOP a worker in its critical section past its TTL
 	FaultKillHolder    = "kill-holder"    // SIGKILL a worker (a new one takes its place)
 	FaultKillRun       = "kill-run"       // SIGKILL `etcdlock run` while its job runs
+	FaultSlowHolder    = "slow-holder"    // a worker's answers delayed, then its requests dropped
 )
 
 // AllFaults lists every fault kind.
 var AllFaults = []string{FaultKillMember, FaultStopMember, FaultIsolateMember, FaultCutLink, FaultCompact,
-	FaultFreezeHolder, FaultKillHolder, FaultKillRun}
+	FaultFreezeHolder, FaultKillHolder, FaultKillRun, FaultSlowHolder}
 
 // FaultRecord is one fault injected.
 type FaultRecord struct {
@@ -71,6 +74,7 @@ func (s *suite) memberNemesis(ctx context.Context, rng *rand.Rand) {
 		if rng.IntN(2) == 0 && lead >= 0 {
 			target = lead
 		}
+		s.quiet.Lock() // no slow holder is being cut meanwhile
 		f := FaultRecord{Kind: kind, Target: s.c.members[target].name, Leader: target == lead, Start: s.now()}
 		hold := between(rng, time.Second, 4*time.Second)
 		switch kind {
@@ -104,6 +108,7 @@ func (s *suite) memberNemesis(ctx context.Context, rng *rand.Rand) {
 			f.Target, f.Leader = "", false
 			rev := s.w.Consumed() - 10
 			if rev <= 1 {
+				s.quiet.Unlock()
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -113,6 +118,7 @@ func (s *suite) memberNemesis(ctx context.Context, rng *rand.Rand) {
 			cancel()
 			f.Target = fmt.Sprintf("revision %d", rev)
 		}
+		s.quiet.Unlock()
 		s.record(f)
 	}
 }
@@ -137,7 +143,7 @@ func (s *suite) holderNemesis(ctx context.Context, rng *rand.Rand, hs *holderSet
 		defer mu.Unlock()
 		return !busy[h.shard.name]
 	}
-	kinds := []string{FaultFreezeHolder, FaultKillHolder, FaultFreezeHolder, FaultKillRun, FaultFreezeHolder}
+	kinds := []string{FaultSlowHolder, FaultFreezeHolder, FaultKillHolder, FaultFreezeHolder, FaultKillRun, FaultFreezeHolder}
 	for i := 0; ctx.Err() == nil; i++ {
 		sleepCtx(ctx, between(rng, 300*time.Millisecond, 900*time.Millisecond))
 		if ctx.Err() != nil {
@@ -173,6 +179,34 @@ func (s *suite) holderNemesis(ctx context.Context, rng *rand.Rand, hs *holderSet
 					f.Err = "no newer holder admitted by the SQL fence before it was resumed"
 				}
 				f.Target = fmt.Sprintf("%s (token %d)", h.name, fr.Token)
+				s.record(f)
+			}()
+		case FaultSlowHolder:
+			mu.Lock()
+			n := len(busy)
+			mu.Unlock()
+			// A worker that holds its lock now, if there is one: it will
+			// likely hold again while its answers are slow.
+			h := hs.pick(rng, func(h *holder) bool { return free(h) && holding(h) })
+			if h == nil {
+				h = hs.pick(rng, free)
+			}
+			if h == nil || n >= maxFrozen {
+				continue
+			}
+			mu.Lock()
+			busy[h.shard.name] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() {
+					mu.Lock()
+					delete(busy, h.shard.name)
+					mu.Unlock()
+				}()
+				f := FaultRecord{Kind: FaultSlowHolder, Target: h.name, Start: s.now()}
+				f.Target += " (" + s.slow(ctx, h) + ")"
 				s.record(f)
 			}()
 		case FaultKillHolder:
@@ -254,4 +288,115 @@ func (s *suite) killRun(ctx context.Context) {
 	}
 	s.hmu.Unlock()
 	s.record(f)
+}
+
+// slow makes worker h's links to etcd slow, asks it for a long critical
+// section, and cuts its requests while that section lasts; it mends the
+// links and returns what happened. Answers are delayed by the proxy in
+// front of each member by 0.35 TTL; requests are dropped one way only.
+//
+//  1. Its answers come late for half a TTL and until its current
+//     section's Unlock, given a quarter of the TTL, has timed out (for at
+//     most 2 TTL): that Unlock lands at the server all the same, and h
+//     retries it after its next Lock, on the same lease.
+//  2. Links mended, h is asked to linger at its next pause point (SIGHUP):
+//     for three TTLs, or until its hold's Done closes.
+//  3. Once it lingers, and no member fault is in progress (none starts
+//     until the end), its answers come late again for one TTL: its
+//     renewals reach the server at once, their answers late.
+//  4. Then its requests are dropped for 1.5 TTL, its answers still late:
+//     its lease expires at the server while it holds. A holder that
+//     measures its deadline from a renewal's sending is told before the
+//     expiry; one that measured from the answer's arrival believes it
+//     holds for 0.35 TTL less the library's margin (a fifth of the TTL)
+//     and etcd's expiry granularity (up to 500 ms) after its key was
+//     deleted: with a TTL of 4 s, always past checker (1)'s tolerance.
+func (s *suite) slow(ctx context.Context, h *holder) string {
+	ctx = context.WithoutCancel(ctx) // the end of the faults does not cut it short
+	ttl := s.cfg.TTL
+	late := ttl * 35 / 100
+	delay := func(on bool) {
+		for _, p := range h.links {
+			if on {
+				p.setDelay(late)
+			} else {
+				p.setDelay(0)
+			}
+		}
+	}
+	// 1.
+	tok := heldToken(h)
+	delay(true)
+	start := time.Now()
+	for time.Since(start) < ttl/2 || (tok > 0 && heldToken(h) == tok && time.Since(start) < 2*ttl) {
+		sleepCtx(ctx, 20*time.Millisecond)
+	}
+	sleepCtx(ctx, ttl/4)
+	delay(false)
+	// 2.
+	h.proc.signal(syscall.SIGHUP)
+	var lingering int64
+	for end := time.Now().Add(5 * ttl); lingering == 0 && time.Now().Before(end) && !h.proc.exited(); {
+		sleepCtx(ctx, 20*time.Millisecond)
+		lingering = lingerToken(h)
+	}
+	if lingering == 0 {
+		return "it did not linger"
+	}
+	// 3. No member fault meanwhile: what delays h's renewals is its
+	// links alone.
+	s.quiet.Lock()
+	defer s.quiet.Unlock()
+	delay(true)
+	sleepCtx(ctx, ttl)
+	// 4.
+	for _, p := range h.links {
+		p.setDrop(true)
+	}
+	sleepCtx(ctx, ttl*3/2)
+	for _, p := range h.links {
+		p.setDrop(false)
+	}
+	delay(false)
+	return fmt.Sprintf("lingering with token %d", lingering)
+}
+
+// lingerToken returns the token of worker h's last lingering hold, by its
+// history, or 0.
+func lingerToken(h *holder) int64 {
+	lines, _, err := record.Read(h.hist)
+	if err != nil {
+		return 0
+	}
+	var tok int64
+	for _, l := range lines {
+		if l.Kind == record.Linger {
+			tok = l.Token
+		}
+	}
+	return tok
+}
+
+// holding reports whether worker h holds its lock now, by its history.
+func holding(h *holder) bool { return heldToken(h) > 0 }
+
+// heldToken returns the token of the hold worker h has been granted and
+// not yet asked to unlock, by its history, or 0.
+func heldToken(h *holder) int64 {
+	lines, _, err := record.Read(h.hist)
+	if err != nil {
+		return 0
+	}
+	var tok int64
+	for _, l := range lines {
+		switch l.Kind {
+		case record.Grant:
+			tok = l.Token
+		case record.Unlock, record.Done:
+			if l.Token == tok {
+				tok = 0
+			}
+		}
+	}
+	return tok
 }

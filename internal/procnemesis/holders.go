@@ -24,6 +24,10 @@ type holder struct {
 	run   bool // an `etcdlock run`, whose job writes hist
 	hist  string
 	proc  *proc
+	// links are a worker's connections to etcd: a proxy of the suite in
+	// front of each member's client URL, which the slow-holder fault
+	// delays and cuts. nil for an `etcdlock run`.
+	links []*linkProxy
 
 	// Set by the holder nemesis (under suite.hmu):
 	killedAt int64    // when it was seen dead after a SIGKILL, 0 if not killed
@@ -43,33 +47,57 @@ type frozen struct {
 	NewerAdmitted bool `json:"newer_admitted"`
 }
 
-// args returns the arguments lockworker needs for sh, after the mode.
-func (s *suite) workerArgs(sh *shard, hist string) []string {
-	return []string{"-endpoints", strings.Join(s.c.endpoints(), ","), "-history", hist,
+// workerArgs returns the arguments lockworker needs for sh, after the
+// mode.
+func (s *suite) workerArgs(sh *shard, endpoints []string, hist string) []string {
+	return []string{"-endpoints", strings.Join(endpoints, ","), "-history", hist,
 		"-start", strconv.FormatInt(s.startNs, 10), "-sqlite", s.dsn,
 		"-reg", sh.reg, "-ctl", sh.ctl, "-sql-resource", sh.name}
 }
 
-// startWorker starts a worker process on sh.
+// startWorker starts a worker process on sh, connected to etcd through
+// links of its own.
 func (s *suite) startWorker(sh *shard) (*holder, error) {
-	return s.startHolder("w", sh, false, func(hist string) (string, []string) {
+	var links []*linkProxy
+	var eps []string
+	for _, m := range s.c.members {
+		p, err := startLinkProxy(strings.TrimPrefix(m.clientURL, "http://"))
+		if err != nil {
+			closeLinks(links)
+			return nil, err
+		}
+		links = append(links, p)
+		eps = append(eps, p.endpoint())
+	}
+	h, err := s.startHolder("w", sh, links, func(hist string) (string, []string) {
 		args := []string{"worker", "-lock", sh.name, "-namespace", namespace, "-ttl", s.cfg.TTL.String(),
 			"-give-up", (2 * s.cfg.TTL).String()}
 		if s.cfg.Bug != "" {
 			args = append(args, "-bug", s.cfg.Bug)
 		}
-		return "lockworker", append(args, s.workerArgs(sh, hist)...)
+		return "lockworker", append(args, s.workerArgs(sh, eps, hist)...)
 	})
+	if err != nil {
+		closeLinks(links)
+	}
+	return h, err
+}
+
+// closeLinks closes a worker's links, once its process is gone.
+func closeLinks(links []*linkProxy) {
+	for _, p := range links {
+		p.close()
+	}
 }
 
 // startRun starts one `etcdlock run` of the run lock, around a shell that
 // runs a lockworker job and then exits with its status.
 func (s *suite) startRun() (*holder, error) {
 	sh := &s.runLk
-	return s.startHolder("r", sh, true, func(hist string) (string, []string) {
+	return s.startHolder("r", sh, nil, func(hist string) (string, []string) {
 		return "etcdlock", append([]string{"run", "--endpoints", strings.Join(s.c.endpoints(), ","),
 			"--namespace", namespace, "--ttl", s.cfg.TTL.String(), "--grace", s.runGrace().String(), sh.name, "--",
-			"sh", "-c", `"$@"; exit $?`, "sh", filepath.Join(s.bin, "lockworker"), "job"}, s.workerArgs(sh, hist)...)
+			"sh", "-c", `"$@"; exit $?`, "sh", filepath.Join(s.bin, "lockworker"), "job"}, s.workerArgs(sh, s.c.endpoints(), hist)...)
 	})
 }
 
@@ -82,10 +110,11 @@ func (s *suite) runGrace() time.Duration { return s.cfg.TTL * 3 / 20 }
 func (h *holder) logPath() string { return strings.TrimSuffix(h.hist, ".jsonl") + ".log" }
 
 // startHolder records a new holder of sh and starts the binary and
-// arguments that command returns for its history file.
-func (s *suite) startHolder(prefix string, sh *shard, run bool, command func(hist string) (string, []string)) (*holder, error) {
+// arguments that command returns for its history file. A worker comes
+// with its links; an `etcdlock run` has none.
+func (s *suite) startHolder(prefix string, sh *shard, links []*linkProxy, command func(hist string) (string, []string)) (*holder, error) {
 	s.hmu.Lock()
-	h := &holder{name: fmt.Sprintf("%s%d-%s", prefix, len(s.holders), sh.name), shard: sh, run: run}
+	h := &holder{name: fmt.Sprintf("%s%d-%s", prefix, len(s.holders), sh.name), shard: sh, run: links == nil, links: links}
 	h.hist = filepath.Join(s.dir, "hist", h.name+".jsonl")
 	s.holders = append(s.holders, h)
 	s.hmu.Unlock()
@@ -195,8 +224,10 @@ func (hs *holderSet) pick(rng *rand.Rand, ok func(*holder) bool) *holder {
 	return c[rng.IntN(len(c))]
 }
 
-// replace records that h died and starts a worker in its place.
+// replace records that h died, closes its links and starts a worker in
+// its place.
 func (hs *holderSet) replace(h *holder) error {
+	closeLinks(h.links)
 	nh, err := hs.s.startWorker(h.shard)
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
@@ -222,6 +253,7 @@ func (hs *holderSet) close() {
 		go func() {
 			defer wg.Done()
 			h.proc.stop(15 * time.Second)
+			closeLinks(h.links)
 		}()
 	}
 	wg.Wait()

@@ -2,47 +2,45 @@ package procnemesis
 
 import (
 	"bufio"
-	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
-	"time"
 )
 
 // peerProxy stands in front of one member's peer listener: it is the
-// address the member advertises, so every other member's raft traffic to
-// it passes here. etcd's raft transport names its sender in every request
-// (the X-Server-From header of its stream, pipeline and snapshot
-// requests), and a connection carries the traffic of one sender only, so
-// the proxy can cut the link from one given member while letting the
-// other through: a stream's connection carries the traffic of both
-// directions (the receiver's messages come back in the response), so a
-// cut link stops raft messages both ways. Requests that name no sender
-// (the peer API's version, members and lease-forwarding calls) are let
-// through while the member is cut from some members only, and refused
-// once it is cut from all of them.
+// address the member advertises, so every other member's peer traffic to
+// it passes here, raft messages and peer API calls alike (version checks,
+// lease renewals forwarded to the leader, hashes). It tells the sending
+// member of each connection by the process at its other end (see
+// socketOwner), not by anything the sender writes, so it can cut the link
+// from one given member: a connection from a member whose link is cut is
+// refused, and its open ones are closed. A raft stream's connection
+// carries the receiver's messages back in its response, so cutting a link
+// at both members' proxies stops every call between the two, in both
+// directions, while their links to the third member carry on.
 type peerProxy struct {
 	ln     net.Listener
 	target string // the member's own peer listener, host:port
+	// senderOf names the member at the other end of a connection it
+	// accepted; false if the connection is no member's.
+	senderOf func(net.Conn) (string, bool)
 
-	mu  sync.Mutex
-	cut map[string]bool // sender member IDs (hex) refused
-	// all refuses every connection, whatever its sender: the member is
-	// cut from every other, so that peer API calls that name no sender
-	// (a lease renewal forwarded by a member of the majority to this
-	// former leader) cannot reach it either.
-	all   bool
+	mu    sync.Mutex
+	cut   map[string]bool // sending members refused, by name
 	conns map[net.Conn]string
 	wg    sync.WaitGroup
 }
 
-func startPeerProxy(target string) (*peerProxy, error) {
+func startPeerProxy(target string, senderOf func(net.Conn) (string, bool)) (*peerProxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &peerProxy{ln: ln, target: target, cut: make(map[string]bool), conns: make(map[net.Conn]string)}
+	p := &peerProxy{ln: ln, target: target, senderOf: senderOf, cut: make(map[string]bool), conns: make(map[net.Conn]string)}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -51,17 +49,17 @@ func startPeerProxy(target string) (*peerProxy, error) {
 // addr returns the proxy's address, host:port.
 func (p *peerProxy) addr() string { return p.ln.Addr().String() }
 
-// setCut refuses the senders in ids from now on (every connection if all),
-// and closes their open connections; every other sender is let through.
-func (p *peerProxy) setCut(ids []string, all bool) {
+// setCut refuses the members named from now on, and closes their open
+// connections; every other member is let through.
+func (p *peerProxy) setCut(names []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut, p.all = make(map[string]bool), all
-	for _, id := range ids {
-		p.cut[id] = true
+	p.cut = make(map[string]bool)
+	for _, n := range names {
+		p.cut[n] = true
 	}
 	for c, from := range p.conns {
-		if p.all || p.cut[from] {
+		if p.cut[from] {
 			c.Close()
 		}
 	}
@@ -73,6 +71,7 @@ func (p *peerProxy) close() {
 	for c := range p.conns {
 		c.Close()
 	}
+	p.conns = nil
 	p.mu.Unlock()
 	p.wg.Wait()
 }
@@ -92,26 +91,27 @@ func (p *peerProxy) accept() {
 	}
 }
 
-// maxHeader bounds the request head the proxy reads to find the sender.
-const maxHeader = 16 << 10
-
-// serve relays one connection, unless its sender is cut.
+// serve relays one connection, unless it is no member's or its sender's
+// link is cut.
 func (p *peerProxy) serve(c net.Conn) {
 	defer c.Close()
-	br := bufio.NewReaderSize(c, maxHeader)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	from, ok := sender(br)
-	_ = c.SetReadDeadline(time.Time{})
+	from, ok := p.senderOf(c)
 	if !ok {
 		return
 	}
-	up, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+	p.mu.Lock()
+	refused := p.cut[from] || p.conns == nil
+	p.mu.Unlock()
+	if refused {
+		return
+	}
+	up, err := net.Dial("tcp", p.target)
 	if err != nil {
 		return
 	}
 	defer up.Close()
 	p.mu.Lock()
-	if p.all || p.cut[from] || p.conns == nil {
+	if p.cut[from] || p.conns == nil { // cut while dialling
 		p.mu.Unlock()
 		return
 	}
@@ -126,7 +126,7 @@ func (p *peerProxy) serve(c net.Conn) {
 	}()
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(up, br) // br holds the request head read so far
+		_, _ = io.Copy(up, c)
 		up.Close()
 		c.Close()
 		close(done)
@@ -137,25 +137,72 @@ func (p *peerProxy) serve(c net.Conn) {
 	<-done
 }
 
-// sender peeks at the head of the connection's first request and returns
-// the X-Server-From header's value ("" if none); false if the head could
-// not be read.
-func sender(br *bufio.Reader) (string, bool) {
-	for n := 1; n <= maxHeader; n = br.Buffered() + 1 {
-		b, err := br.Peek(n) // blocks for one more byte than seen: a GET has no body to wait for
+// socketOwner returns the name, in pids (process ID to name), of the
+// process that holds the other end of c, a TCP connection this process
+// accepted on 127.0.0.1: the kernel's table of TCP sockets
+// (/proc/net/tcp) gives the inode of the socket whose local address is
+// c's remote one and whose remote address is c's local one, and the
+// process whose file descriptors include "socket:[inode]" holds it. It
+// returns false if no process of pids does (or the socket is gone).
+func socketOwner(c net.Conn, pids map[int]string) (string, bool) {
+	local, ok1 := c.LocalAddr().(*net.TCPAddr)
+	remote, ok2 := c.RemoteAddr().(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return "", false
+	}
+	inode, ok := tcpInode(remote, local)
+	if !ok {
+		return "", false
+	}
+	want := "socket:[" + inode + "]"
+	for pid, name := range pids {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		fds, err := os.ReadDir(dir)
 		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if l, err := os.Readlink(dir + "/" + fd.Name()); err == nil && l == want {
+				return name, true
+			}
+		}
+	}
+	return "", false
+}
+
+// tcpInode returns the inode of the IPv4 TCP socket bound to local and
+// connected to remote, from /proc/net/tcp, whose addresses are the IP in
+// the host's byte order (little-endian on the machines the suite runs on)
+// and the port, in hex.
+func tcpInode(local, remote *net.TCPAddr) (string, bool) {
+	hex := func(a *net.TCPAddr) (string, bool) {
+		ip := a.IP.To4()
+		if ip == nil {
 			return "", false
 		}
-		b = b[:br.Buffered()]
-		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
-			for _, line := range strings.Split(string(b[:i]), "\r\n") {
-				k, v, ok := strings.Cut(line, ":")
-				if ok && strings.EqualFold(strings.TrimSpace(k), "X-Server-From") {
-					return strings.TrimSpace(v), true
-				}
-			}
-			return "", true
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port), true
+	}
+	l, ok1 := hex(local)
+	r, ok2 := hex(remote)
+	if !ok1 || !ok2 {
+		return "", false
+	}
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ...
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 10 || fs[1] != l || fs[2] != r {
+			continue
 		}
+		if _, err := strconv.ParseUint(fs[9], 10, 64); err != nil || fs[9] == "0" {
+			return "", false
+		}
+		return fs[9], true
 	}
 	return "", false
 }

@@ -27,7 +27,7 @@ type Config struct {
 	// Duration is how long the faults run (default 60 s), after a
 	// fault-free warm-up of Warmup (default 5 s).
 	Duration, Warmup time.Duration
-	// Shards is the number of worker locks (default 4), each contended
+	// Shards is the number of worker locks (default 16), each contended
 	// by WorkersPerShard worker processes (default 3, at least 2).
 	Shards, WorkersPerShard int
 	// Runs is the number of `etcdlock run` loops (default 2).
@@ -45,6 +45,10 @@ type Config struct {
 	// "LeaseIDToken") that every worker runs with: the binaries are
 	// built with -tags etcdlock_bugs, and the run must find violations.
 	Bug string
+
+	// bin, if set, holds the binaries already built (for Bug's build):
+	// tests that run the suite several times build them once.
+	bin string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -55,7 +59,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Warmup = 5 * time.Second
 	}
 	if c.Shards == 0 {
-		c.Shards = 8
+		c.Shards = 16
 	}
 	if c.WorkersPerShard == 0 {
 		c.WorkersPerShard = 3
@@ -108,6 +112,10 @@ type suite struct {
 	shards []shard
 	runLk  shard // the `etcdlock run` lock and counters
 
+	// quiet is held by the member nemesis while a member fault is in
+	// progress, and by a slow-holder fault while it cuts its holder.
+	quiet sync.Mutex
+
 	hmu     sync.Mutex
 	holders []*holder // every holder process ever started
 	faults  []FaultRecord
@@ -156,7 +164,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			if rep != nil && (rep.Violations > 0 || !rep.Valid) && cfg.Bug == "" {
 				// Keep the histories and logs to look into; not the data.
 				_ = os.RemoveAll(filepath.Join(s.dir, "data"))
-				_ = os.RemoveAll(s.bin)
+				_ = os.RemoveAll(filepath.Join(s.dir, "bin")) // not cfg.bin: not the run's
 				rep.OutDir = s.dir
 				if b, err := json.MarshalIndent(rep, "", "  "); err == nil {
 					_ = os.WriteFile(filepath.Join(s.dir, "report.json"), b, 0o644)
@@ -175,7 +183,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}
 	buildStart := time.Now()
-	if err := build(ctx, s.bin, cfg.Bug != ""); err != nil {
+	if cfg.bin != "" {
+		s.bin = cfg.bin
+	} else if err := build(ctx, s.bin, cfg.Bug != ""); err != nil {
 		return nil, err
 	}
 	s.start = time.Now()
@@ -183,6 +193,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	s.logf("built the binaries in %v", time.Since(buildStart).Round(time.Millisecond))
 	defer func() {
 		s.ps.closeAll()
+		s.hmu.Lock()
+		for _, h := range s.holders {
+			closeLinks(h.links) // the workers are gone; closing twice is harmless
+		}
+		s.hmu.Unlock()
 		// Every process of the run names a binary of its own in its command
 		// line (a job's shell names lockworker).
 		if left := leftovers(s.bin + string(filepath.Separator)); len(left) > 0 && rep != nil {

@@ -13,9 +13,13 @@
 // control has no such protection and loses updates.
 //
 // lockworker worker ... loops: lock.Mutex Lock, critical section, Unlock,
-// until SIGTERM. On SIGUSR1 it stops itself (SIGSTOP) at its next critical
-// section's pause point, between its reads and its writes: the suite
-// resumes it (SIGCONT) after its lease has expired.
+// until SIGTERM. An Unlock that etcd does not answer within a quarter of
+// the TTL may have landed or not: it is retried after the next Lock
+// returns, and must not touch that newer hold. On SIGUSR1 it stops itself
+// (SIGSTOP) at its next critical section's pause point, between its reads
+// and its writes: the suite resumes it (SIGCONT) after its lease has
+// expired. On SIGHUP it lingers at its next pause point for three TTLs,
+// or until its hold's Done closes: a long job that watches its hold.
 //
 // lockworker job ... runs one critical section under the hold of the
 // `etcdlock run` that started it ($ETCDLOCK_KEY, $ETCDLOCK_TOKEN,
@@ -34,6 +38,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -60,8 +65,10 @@ type worker struct {
 	fence          *sqlfence.Fence
 	log            *record.Log
 	reg, ctl, sqlr string // etcd register key, control key, SQL resource and counter row
-	nextID         int64
+	nextID         atomic.Int64
 	freeze         atomic.Bool
+	linger         atomic.Bool
+	ttl            time.Duration
 	giveUp         time.Duration
 }
 
@@ -131,6 +138,7 @@ func run() int {
 	if mode == "job" {
 		return w.job()
 	}
+	w.ttl = ttl
 	return w.loop(name, ns, ttl)
 }
 
@@ -139,11 +147,15 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	usr := make(chan os.Signal, 2)
-	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for s := range usr {
+			if s == syscall.SIGHUP {
+				w.linger.Store(true)
+				continue
+			}
 			w.freeze.Store(s == syscall.SIGUSR1) // SIGUSR2 withdraws the request
 		}
 	}()
@@ -158,6 +170,7 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 		return 1
 	}
 	defer m.Close()
+	var pending []unsettled // Unlocks of unknown outcome
 	for ctx.Err() == nil {
 		invoke := w.log.Now()
 		lctx, cancel := ctx, context.CancelFunc(func() {})
@@ -175,21 +188,55 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 			}
 			continue
 		}
+		// etcd answers again: retry the Unlocks whose outcome was unknown.
+		// They must leave the new hold alone, whose key, on the same
+		// lease, a library naming keys by lease alone would reuse.
+		pending = w.retryUnlocks(pending, ttl)
 		ret := w.log.Now()
 		tok := h.Token()
 		context.AfterFunc(h.Context(), func() {
 			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context()))})
 		})
-		w.section(tok, true, func(rpost int64) {
+		w.section(tok, h.Done(), func(rpost int64) {
 			w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: int64(h.Lease()),
 				Invoke: invoke, Return: ret, RPost: rpost})
 		})
 		w.log.Put(record.Line{Kind: record.Unlock, Key: tok.Key, Token: tok.Revision})
-		uctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		_ = h.Unlock(uctx)
-		cancel()
+		if !w.unlock(h, ttl) {
+			pending = append(pending, unsettled{h: h})
+		}
 	}
 	return 0
+}
+
+// unlock unlocks h, giving etcd a quarter of the TTL to answer, and
+// reports whether the outcome is settled (h's key deleted, or not held any
+// more). An Unlock that timed out may have landed: it is retried later,
+// as a careful client does.
+func (w *worker) unlock(h *lock.Hold, ttl time.Duration) bool {
+	uctx, cancel := context.WithTimeout(context.Background(), ttl/4)
+	defer cancel()
+	err := h.Unlock(uctx)
+	return err == nil || errors.Is(err, lock.ErrNotHeld) || errors.Is(err, lock.ErrClientClosed)
+}
+
+// unsettled is an Unlock of unknown outcome, and how often it was retried.
+type unsettled struct {
+	h     *lock.Hold
+	tries int
+}
+
+// retryUnlocks retries each Unlock in us once and returns those still
+// unsettled, giving up on one after three retries (the library's keeper
+// deletes its key anyway once etcd answers).
+func (w *worker) retryUnlocks(us []unsettled, ttl time.Duration) []unsettled {
+	out := us[:0]
+	for _, u := range us {
+		if u.tries++; !w.unlock(u.h, ttl) && u.tries < 3 {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // job is the job mode, under `etcdlock run`.
@@ -221,7 +268,7 @@ func (w *worker) job() int {
 		<-done
 	}()
 	now := w.log.Now()
-	w.section(tok, false, func(rpost int64) {
+	w.section(tok, nil, func(rpost int64) {
 		w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: lease, Invoke: now, Return: now, RPost: rpost})
 	})
 	w.log.Put(record.Line{Kind: record.Unlock, Key: tok.Key, Token: tok.Revision})
@@ -233,11 +280,36 @@ func (w *worker) job() int {
 // linearizable and made after the grant: their revision bounds the
 // revision at which the library decided the grant, and granted records
 // the grant with it (0 if the read failed).
-func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost int64)) {
-	cv, cst, ev, est, rpost := w.readEtcd(tok)
+//
+// The registers are independent of each other, so the etcd read and the
+// SQL read go out together, and so do the writes (the control's put rides
+// in the fenced write's Txn): a section costs the round trips of one read
+// and one write, not of five accesses in a row. Each access is recorded
+// with its own call and return.
+//
+// A worker's section (done is its hold's Done; nil for a job) may stop at
+// its pause point when the suite asks: frozen (SIGSTOP), or lingering, a
+// long job that ends when the hold does.
+func (w *worker) section(tok fencing.Token, done <-chan struct{}, granted func(rpost int64)) {
+	var (
+		cv, ev, sv, rpost int64
+		cst, est, sst     string
+		wg                sync.WaitGroup
+	)
+	wg.Go(func() { sv, sst = w.access(record.RegSQL, tok, false, 0) })
+	cv, cst, ev, est, rpost = w.readEtcd(tok)
 	granted(rpost)
-	sv, sst := w.access(record.RegSQL, tok, false, 0)
-	if pausable && w.freeze.CompareAndSwap(true, false) {
+	wg.Wait()
+	if done != nil && w.linger.CompareAndSwap(true, false) {
+		w.log.Put(record.Line{Kind: record.Linger, Key: tok.Key, Token: tok.Revision})
+		t := time.NewTimer(3 * w.ttl)
+		select {
+		case <-t.C:
+		case <-done:
+		}
+		t.Stop()
+	}
+	if done != nil && w.freeze.CompareAndSwap(true, false) {
 		w.log.Put(record.Line{Kind: record.Freeze, Key: tok.Key, Token: tok.Revision})
 		// To this very thread, which stops on its way back from the call,
 		// before anything more of the critical section runs; the signal
@@ -246,23 +318,72 @@ func (w *worker) section(tok fencing.Token, pausable bool, granted func(rpost in
 		_ = syscall.Tgkill(os.Getpid(), syscall.Gettid(), syscall.SIGSTOP)
 		runtime.UnlockOSThread()
 	}
-	if est == "ok" {
+	switch {
+	case est == "ok":
 		// A write of unknown outcome (a connection that died under a
 		// member, or while this process was frozen) is tried again, as a
 		// client would: the retry's answer is definite. Each attempt is
 		// recorded as an access of its own.
-		for range 3 {
-			if _, st := w.access(record.RegEtcd, tok, true, ev+1); st != "unknown" {
-				break
+		wg.Go(func() {
+			for range 3 {
+				if st := w.writeEtcd(tok, ev+1, cv+1); st != "unknown" {
+					break
+				}
 			}
-		}
+		})
+	case cst == "ok":
+		wg.Go(func() { w.access(record.RegCtl, tok, true, cv+1) })
 	}
 	if sst == "ok" {
-		w.access(record.RegSQL, tok, true, sv+1)
+		wg.Go(func() { w.access(record.RegSQL, tok, true, sv+1) })
 	}
-	if cst == "ok" {
-		w.access(record.RegCtl, tok, true, cv+1)
+	wg.Wait()
+}
+
+// writeEtcd writes v to the fenced counter through fencing.Commit and c to
+// the control, in one Txn: one round trip instead of two. The control's
+// put rides in both branches (see withControl), so it is written whatever
+// the fence says, as an unfenced write is. It records the two accesses and
+// returns the fenced write's outcome.
+func (w *worker) writeEtcd(tok fencing.Token, v, c int64) string {
+	regID := w.call(record.RegEtcd, tok, true, v)
+	ctlID := w.call(record.RegCtl, tok, true, c)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	kv := withControl{w.cli, clientv3.OpPut(w.ctl, strconv.FormatInt(c, 10))}
+	_, err := fencing.Commit(ctx, kv, tok, clientv3.OpPut(w.reg, strconv.FormatInt(v, 10)))
+	est, cst := "ok", "ok"
+	switch {
+	case errors.Is(err, fencing.ErrFenced):
+		est = "rejected"
+	case err != nil:
+		est, cst = "unknown", "unknown"
 	}
+	w.log.Put(record.Line{Kind: record.Ret, ID: regID, Status: est, Value: v})
+	w.log.Put(record.Line{Kind: record.Ret, ID: ctlID, Status: cst, Value: c})
+	return est
+}
+
+// withControl is a KV whose transactions also apply put, in their Then
+// and in their Else branch: the unfenced control's write joins the Txn
+// that fencing.Commit sends, and is applied whether or not the fence
+// holds.
+type withControl struct {
+	clientv3.KV
+	put clientv3.Op
+}
+
+func (k withControl) Txn(ctx context.Context) clientv3.Txn { return controlTxn{k.KV.Txn(ctx), k.put} }
+
+type controlTxn struct {
+	clientv3.Txn
+	put clientv3.Op
+}
+
+func (t controlTxn) If(cs ...clientv3.Cmp) clientv3.Txn { return controlTxn{t.Txn.If(cs...), t.put} }
+
+func (t controlTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	return controlTxn{t.Txn.Then(append(ops, t.put)...).Else(t.put), t.put}
 }
 
 // readEtcd reads the control and the fenced counter in one Txn, one
@@ -293,9 +414,9 @@ func (w *worker) readEtcd(tok fencing.Token) (cv int64, cst string, ev int64, es
 
 // call records the start of an access and returns its ID.
 func (w *worker) call(reg string, tok fencing.Token, write bool, v int64) int64 {
-	w.nextID++
-	w.log.Put(record.Line{Kind: record.Call, ID: w.nextID, Reg: reg, Write: write, Value: v, Token: tok.Revision})
-	return w.nextID
+	id := w.nextID.Add(1)
+	w.log.Put(record.Line{Kind: record.Call, ID: id, Reg: reg, Write: write, Value: v, Token: tok.Revision})
+	return id
 }
 
 // access reads reg, or writes v to it, under tok, and records it.
@@ -308,25 +429,16 @@ func (w *worker) access(reg string, tok fencing.Token, write bool, v int64) (int
 	case record.RegSQL:
 		v, st = w.sqlAccess(ctx, tok, write, v)
 	default:
-		v, st = w.etcdWrite(ctx, reg, tok, v)
+		v, st = w.ctlWrite(ctx, v)
 	}
 	w.log.Put(record.Line{Kind: record.Ret, ID: id, Status: st, Value: v})
 	return v, st
 }
 
-// etcdWrite writes v to the fenced counter through fencing.Commit, or to
-// the control plainly.
-func (w *worker) etcdWrite(ctx context.Context, reg string, tok fencing.Token, v int64) (int64, string) {
-	var err error
-	if reg == record.RegCtl {
-		_, err = w.cli.Put(ctx, w.ctl, strconv.FormatInt(v, 10))
-	} else {
-		_, err = fencing.Commit(ctx, w.cli, tok, clientv3.OpPut(w.reg, strconv.FormatInt(v, 10)))
-	}
-	switch {
-	case errors.Is(err, fencing.ErrFenced):
-		return v, "rejected"
-	case err != nil:
+// ctlWrite writes v to the control plainly (the section's fenced read was
+// refused, so there is no fenced write to join).
+func (w *worker) ctlWrite(ctx context.Context, v int64) (int64, string) {
+	if _, err := w.cli.Put(ctx, w.ctl, strconv.FormatInt(v, 10)); err != nil {
 		return v, "unknown"
 	}
 	return v, "ok"

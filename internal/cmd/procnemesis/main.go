@@ -39,7 +39,7 @@ func main() {
 	)
 	flag.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the faults run")
 	flag.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "fault-free warm-up")
-	flag.IntVar(&cfg.Shards, "shards", 8, "worker locks")
+	flag.IntVar(&cfg.Shards, "shards", 16, "worker locks")
 	flag.IntVar(&cfg.WorkersPerShard, "workers", 3, "worker processes per lock (at least 2)")
 	flag.IntVar(&cfg.Runs, "runs", 2, "concurrent loops of etcdlock run")
 	flag.DurationVar(&cfg.TTL, "ttl", 2*time.Second, "holders' lease TTL, whole seconds")

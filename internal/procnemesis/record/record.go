@@ -40,6 +40,11 @@ const (
 	// between its reads and its writes, is about to stop itself with
 	// SIGSTOP, as the suite asked.
 	Freeze = "freeze"
+	// Linger: the holder, holding Key/Token at its critical section's
+	// pause point, as the suite asked, waits there for three TTLs or until
+	// the hold's Done closes, whichever comes first: a long job that
+	// watches its hold.
+	Linger = "linger"
 	// Job: a job run by `etcdlock run` started as process PID, child of PPID.
 	Job = "job"
 )
