@@ -56,14 +56,17 @@ func (h *Hold) expire(cancel context.CancelCauseFunc) {
 		return
 	}
 	defer done()
-	if h.h.Err() != nil {
-		return // ended meanwhile
+	lost := &LostError{Token: h.Token(), Cause: ErrMaxHold}
+	// The hold is marked lost before its key is deleted, in one step with
+	// the check that it had not ended: an Unlock racing this one returns
+	// ErrNotHeld wrapping the loss, whichever of the two deletes the key.
+	if !h.h.MaxHoldPassed(lost) {
+		return // unlocked or lost meanwhile
 	}
-	cancel(&LostError{Token: h.Token(), Cause: ErrMaxHold})
+	cancel(lost) // already ended through h.h's context; stops the timer
 	h.p.Cfg.Logger.Warn("maximum hold time passed: releasing", zap.Stringer("token", h.Token()), zap.Duration("max", h.p.Cfg.MaxHold))
 	ctx, ccancel := context.WithTimeout(context.Background(), queue.CleanupTimeout)
 	defer ccancel()
-	h.h.MaxHoldPassed()  // for metrics: a loss, not a release
 	_ = h.h.Release(ctx) // on failure the lease's keeper deletes the key
 	h.end()
 }

@@ -113,6 +113,44 @@ func TestMaxHoldReleases(t *testing.T) {
 	mustUnlock(t, h)
 }
 
+// An Unlock that meets the maximum hold's timer agrees with the hold's
+// state: nil only if the hold ended as unlocked (ErrReleased), else
+// ErrNotHeld wrapping ErrMaxHold, the loss Err reports. Unlock right after
+// Done closed (the timer's delete not yet sent, or sent and not yet
+// answered) must say the hold was lost.
+func TestMaxHoldUnlockRace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const max = 30 * time.Millisecond
+	m := e.mutex(e.cli, "job", lock.WithTTL(5*time.Second), lock.WithMaxHold(max))
+	const rounds = 20
+	for i := 0; i < rounds; i++ {
+		h := mustLock(t, m)
+		waitClosed(t, h.Done(), 10*time.Second, "Done at the maximum hold")
+		if err := h.Unlock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrNotHeld) || !errors.Is(err, lock.ErrMaxHold) {
+			t.Fatalf("round %d: Unlock right after Done = %v, want ErrNotHeld wrapping ErrMaxHold", i, err)
+		}
+	}
+	var released, expired int
+	for i := 0; i < rounds; i++ {
+		h := mustLock(t, m)
+		// Not a wait for an event: the sleep puts the Unlock around the
+		// timer's firing, a little later each round.
+		time.Sleep(max - 5*time.Millisecond + time.Duration(i)*500*time.Microsecond)
+		err := h.Unlock(ctxT(t, 5*time.Second))
+		state := h.Err()
+		switch {
+		case err == nil && errors.Is(state, lock.ErrReleased):
+			released++
+		case errors.Is(err, lock.ErrNotHeld) && errors.Is(err, lock.ErrMaxHold) && errors.Is(state, lock.ErrMaxHold):
+			expired++
+		default:
+			t.Fatalf("round %d: Unlock = %v with Err = %v: they disagree", i, err, state)
+		}
+	}
+	t.Logf("racing Unlock: %d unlocked, %d ended by the maximum", released, expired)
+}
+
 func TestHoldBoundsBadInput(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

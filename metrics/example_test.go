@@ -43,7 +43,14 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	if _, err := m.TryLock(ctx); err != nil {
+	// Another Mutex of the same name (a Mutex does not contend with its
+	// own holds: TryLock on m would return ErrHeldBySelf).
+	other, err := lock.NewMutex(cli, "reports", lock.WithMetrics(&printer{}))
+	if err != nil {
+		panic(err)
+	}
+	defer other.Close()
+	if _, err := other.TryLock(ctx); err != nil {
 		fmt.Println("TryLock:", err)
 	}
 	if err := h.Unlock(ctx); err != nil {

@@ -64,6 +64,7 @@ func TestGlobalFlagsBeforeCommand(t *testing.T) {
 // TestVersion: "etcdlock version" names etcdlock's version and its etcd
 // client's, from the build information.
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := runCmd(t, time.Minute, "version")
 	if code != exitOK || !strings.Contains(out, "etcdlock version: ") || !strings.Contains(out, "etcd client version: v3.") ||
 		strings.Contains(out, "unknown") {
@@ -75,6 +76,7 @@ func TestVersion(t *testing.T) {
 // " since <RFC 3339 time>", with or without fractional seconds (a Go
 // program's as well as run's), and --json gives it to the millisecond.
 func TestStatusAge(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -74,6 +74,7 @@ func TestElect(t *testing.T) {
 // next candidate leads without waiting for a TTL) and exits with the
 // child's status.
 func TestElectExitStatus(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	a := e.start("a", "elect", "--value", "first", "leader", "--", "sh", "-c", shStart+shGate+"exit 5")
 	e.waitEvents(10*time.Second, "start", 1)
@@ -88,6 +89,7 @@ func TestElectExitStatus(t *testing.T) {
 // TestElectLost: when the leader's lease is revoked, its child gets
 // SIGTERM, and elect campaigns again and runs a new child in a new term.
 func TestElectLost(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	a := e.start("a", "elect", "--ttl", "5s", "leader", "--", "sh", "-c",
 		`trap 'echo "term $TAG $$" >> "$LOG"; exit 143' TERM; `+shStart+shForever)

@@ -75,6 +75,7 @@ func wantProbe(t *testing.T, addr, path string, code int) {
 // /healthz and /readyz fail while CMD is being stopped, and /metrics
 // counts the grant and the loss, with the name label.
 func TestRunListenMetrics(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	addrA, addrB := freeAddr(t), freeAddr(t)
 	// CMD ignores SIGTERM: it is killed after --grace, which keeps A
@@ -119,6 +120,7 @@ func TestRunListenMetrics(t *testing.T) {
 // its /readyz fails until its CMD has stopped, while /healthz stays 200;
 // the standby leads, counting a failover.
 func TestElectListenMetrics(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	addrA, addrB := freeAddr(t), freeAddr(t)
 	a := e.start("A", "elect", "--ttl", "20s", "--grace", "3s", "--listen-metrics", addrA, "el", "--", "sh", "-c",
@@ -164,6 +166,7 @@ func TestElectListenMetrics(t *testing.T) {
 // TestListenMetricsBadAddr: an address that cannot be listened on fails
 // the command before it connects, in one line.
 func TestListenMetricsBadAddr(t *testing.T) {
+	t.Parallel()
 	needUnix(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -60,6 +60,7 @@ func (g *goHolder) mutex(name string) *lock.Mutex {
 // program holds does not start CMD until it unlocks; runs and Go holders
 // mixed never overlap; tokens grow across both; no key is left.
 func TestRunExcludesGoMutex(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	g := newGoHolder(e)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -134,6 +135,7 @@ func TestRunExcludesGoMutex(t *testing.T) {
 // NAME has keys (a Go RWMutex's, a --shared run's): it says so in one
 // line, exits 125, and leaves no key of its own.
 func TestRunRefusesOtherKinds(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -69,6 +69,7 @@ func TestDemo(t *testing.T) {
 
 // TestUsage checks the exit statuses and help of the command line.
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		code int

@@ -16,6 +16,7 @@ import (
 // and the third, after the minimum, runs it again. --max-hold stops a job
 // that runs too long.
 func TestRunMinHold(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	t.Cleanup(e.requireEmpty)
 	ran := filepath.Join(e.dir, "ran")

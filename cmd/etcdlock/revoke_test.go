@@ -17,6 +17,7 @@ import (
 // checks that both are told, that nobody holding gives exit 3, and that the
 // requests go with the holds.
 func TestRevoke(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	t.Cleanup(e.requireEmpty) // after the deferred Closes
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

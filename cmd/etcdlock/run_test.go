@@ -51,6 +51,7 @@ func always(string) bool { return true }
 // TestRunExclusive: 8 concurrent runs of one lock never overlap, each
 // child gets a token larger than its predecessor's, and no key is left.
 func TestRunExclusive(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	const n = 8
 	procs := make([]*proc, n)
@@ -82,6 +83,7 @@ func TestRunExclusive(t *testing.T) {
 // TestRunShared: --shared readers hold together, never with a writer, and
 // a reader that came after a waiting writer waits for it.
 func TestRunShared(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	isWriter := func(tag string) bool { return strings.HasPrefix(tag, "W") }
 	w0 := e.start("W0", "run", "--write", "rw", "--", "sh", "-c", shStart+shGate+shEnd)
@@ -118,6 +120,7 @@ func TestRunShared(t *testing.T) {
 
 // TestRunSemaphore: with -n 3, three of eight runs hold at once, never more.
 func TestRunSemaphore(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	const n = 8
 	procs := make([]*proc, n)
@@ -171,6 +174,7 @@ func (e *e2eEnv) revoke(lease clientv3.LeaseID) {
 // child gets SIGTERM, the holder's etcdlock exits 121, and the next run
 // gets the lock.
 func TestRunLostRevoked(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	a := e.start("A", "run", "--ttl", "5s", "job", "--", "sh", "-c",
 		`trap 'echo "term $TAG $$" >> "$LOG"; exit 143' TERM; `+shStart+shForever)
@@ -257,6 +261,7 @@ func TestRunLostPartitioned(t *testing.T) {
 // TestRunExitStatus: run exits with the child's status, 128+N when a signal
 // killed it, and forwards signals.
 func TestRunExitStatus(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	e.start("x", "run", "st", "--", "sh", "-c", "exit 7").expect(7, 10*time.Second)
 	e.start("x", "run", "st", "--", "sh", "-c", "kill -USR1 $$").expect(128+int(syscall.SIGUSR1), 10*time.Second)
@@ -331,6 +336,7 @@ func TestRunTimeout(t *testing.T) {
 // TestUnreachable: every command that talks to etcd exits 120, with one
 // line on stderr that says why, when etcd cannot be reached.
 func TestUnreachable(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	for _, args := range [][]string{
 		{"run", "x", "--", "true"},
@@ -353,6 +359,7 @@ func TestUnreachable(t *testing.T) {
 // TestRunUsage checks the usage errors of run and elect, in-process: they
 // need no etcd.
 func TestRunUsage(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -413,6 +420,7 @@ func TestRunUsage(t *testing.T) {
 // revision of some later read, which a fenced resource would take for a
 // newer holder's) and its lease, for run and for elect.
 func TestChildEnvNamesTheHold(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	const shEnv = `echo "env $TAG $$ $ETCDLOCK_KEY $ETCDLOCK_TOKEN $ETCDLOCK_LEASE" >> "$LOG"; `
 	ctxT := func(t *testing.T, d time.Duration) context.Context {

@@ -46,6 +46,7 @@ func TestRunKilled(t *testing.T) {
 // time to exit; leadership is lost meanwhile. elect must still stop, with
 // CMD's status, not campaign again and start CMD anew.
 func TestElectStopThenLost(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	// On SIGTERM, log it and wait for the gate before exiting 7.
 	script := `trap 'echo "term $TAG $$" >> "$LOG"; ` + shGate + `exit 7' TERM; ` + shStart + shForever

@@ -24,6 +24,7 @@ import (
 // TestStatus builds one queue of each kind with the library, holders and
 // waiters, and checks what status shows, in JSON and as text.
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	t.Cleanup(e.requireEmpty) // after the deferred Closes, which release every key
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -154,6 +155,7 @@ func TestStatus(t *testing.T) {
 // does: a stray key under a reader-writer lock keeps writers out but not
 // readers, and a semaphore entry behind one of another limit is invalid.
 func TestStatusInvalidKeys(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	// After the deferred Closes and the stray keys' deletion (cleanups run
 	// last registered first).
@@ -214,6 +216,7 @@ func TestStatusInvalidKeys(t *testing.T) {
 // TestObserve follows an election through a leader, a successor and no
 // leader, as JSON lines from the binary.
 func TestObserve(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	p := e.start("o", "observe", "--json", "el")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -320,6 +323,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space
 // TestStatusWriteFailure: status that cannot write its result exits 1 with
 // one line on stderr, as text as well as in JSON.
 func TestStatusWriteFailure(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	for _, extra := range [][]string{nil, {"--json"}} {
 		args := append([]string{"status", "--endpoints", e.srv.Endpoint(), "--namespace", e.ns}, extra...)
@@ -367,6 +371,7 @@ func TestObserveEventJSON(t *testing.T) {
 // TestHeldBy: run's timeout message names the oldest key's holder and
 // token; for a semaphore, the holder part of its key's value.
 func TestHeldBy(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	t.Cleanup(e.requireEmpty)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

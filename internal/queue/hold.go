@@ -65,6 +65,10 @@ type Hold struct {
 	attempted bool  // a release request was sent
 	released  bool  // a release request deleted the key
 	m         holdMetrics
+
+	// expired is the loss to the maximum hold time (MaxHoldPassed): Err's
+	// cause from then on, and what Release reports instead of nil.
+	expired error
 }
 
 func (w *waiter) hold(epoch *lease.Epoch, onEnd func(*Hold)) *Hold {
@@ -350,8 +354,8 @@ func (h *Hold) recheck(b *backoff.Backoff) (int64, error) {
 func (h *Hold) lose(cause error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.stopped || h.lost != nil {
-		return
+	if h.stopped || h.lost != nil || h.expired != nil {
+		return // an expired hold was reported lost; its Release follows
 	}
 	h.lost = h.q.pub.lost(h.token, cause)
 	h.cancel(h.lost)
@@ -386,7 +390,7 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 	// hold as it was.
 	ended := context.Cause(ctx)
 	h.mu.Lock()
-	lost, attempted, released := h.lost, h.attempted, h.released
+	lost, attempted, released, expired := h.lost, h.attempted, h.released, h.expired
 	if !h.stopped {
 		h.stopped = true
 		if h.stopRecheck != nil {
@@ -409,6 +413,9 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		h.endMonitor(false)
 	}
 	if released {
+		if expired != nil {
+			return fmt.Errorf("%w: %w", ErrNotHeld, expired)
+		}
 		return fmt.Errorf("%w: already released", ErrNotHeld)
 	}
 	cmps := []clientv3.Cmp{h.token.Cmp()}
@@ -459,6 +466,11 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		if lost != nil {
 			return fmt.Errorf("%w: %w", ErrNotHeld, lost)
 		}
+		if expired != nil {
+			// Deleted by whichever release came first after the maximum
+			// hold passed: the hold had ended as lost, not unlocked.
+			return fmt.Errorf("%w: %w", ErrNotHeld, expired)
+		}
 		if ce := h.q.logger().Check(zap.DebugLevel, "released"); ce != nil {
 			ce.Write(zap.Stringer("token", h.token))
 		}
@@ -467,6 +479,13 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 	switch {
 	case lost != nil:
 		return fmt.Errorf("%w: %w", ErrNotHeld, lost)
+	case expired != nil:
+		// The maximum hold's release, or an Unlock racing it, deleted
+		// the key: either way the hold ended as lost.
+		h.mu.Lock()
+		h.released = true
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrNotHeld, expired)
 	case attempted:
 		// An earlier attempt's delete landed, or the key expired since.
 		h.mu.Lock()

@@ -208,12 +208,23 @@ func (h *Hold) settleLoss() {
 	}
 }
 
-// MaxHoldPassed marks h as ended by its maximum hold time (package lock's
-// WithMaxHold): its release is reported as that loss.
-func (h *Hold) MaxHoldPassed() {
+// MaxHoldPassed ends h as lost to its maximum hold time (package lock's
+// WithMaxHold), lost being that loss: at once, and in the same step as the
+// check that h had not ended, Err returns lost, and every later (or
+// concurrent) Release that would have returned nil returns ErrNotHeld
+// wrapping lost. The key is still to be deleted by a Release; the end is
+// reported to metrics as that loss. It returns false, changing nothing, if
+// h had already been released or lost.
+func (h *Hold) MaxHoldPassed(lost error) bool {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || h.lost != nil || h.expired != nil {
+		return false
+	}
 	h.m.maxHold = true
-	h.mu.Unlock()
+	h.expired = lost
+	h.cancel(lost)
+	return true
 }
 
 // silence keeps h's end unreported: a grant that Acquire undid (Close ran
