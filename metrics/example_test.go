@@ -59,6 +59,6 @@ func Example() {
 	// Output:
 	// mutex reports: granted
 	// mutex reports: locked
-	// TryLock: lock: held by this Mutex: a hold it granted is not unlocked (a Mutex is not reentrant)
+	// TryLock: lock: held by another holder
 	// mutex reports: released
 }
