@@ -1,7 +1,6 @@
 package main
 
 import (
-
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/internal/cmdline"
