@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/internal/testutil"
 	"github.com/etcdlock/etcdlock/lock"
 )
@@ -230,45 +231,61 @@ func heldRecords(t *testing.T, e *env) int64 {
 	return resp.Count
 }
 
-// A holder whose lease ends (revoked: a process that died or paused past
-// its TTL) while nobody waits delays the next acquirer all the same: a
-// new Mutex, on another client, that finds the lock idle and no delay
-// recorded is granted no sooner than the delay after the loss, and
-// nothing is left behind.
+// A holder whose process dies (its client closed, nothing released)
+// and whose lease then ends (revoked, or expired after its TTL) while
+// nobody waits delays the next acquirer all the same: a new Mutex, on
+// another client, that finds the lock idle and no delay recorded is
+// granted no sooner than the delay after the loss, and nothing is left
+// behind.
 func TestLockDelayLeaseLostWithNobodyWaiting(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	const d = 3 * time.Second
-	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
-	m1 := e.mutex(e.cli, "expired", opts...)
-	h1 := mustLock(t, m1)
-	lost := time.Now() // before the loss: a lower bound of its time
-	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), h1.Lease()); err != nil {
-		t.Fatal(err)
+	for _, how := range []string{"revoke", "expire"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			const d = 3 * time.Second
+			opts := []lock.Option{lock.WithNamespace(e.ns), lock.WithTTL(time.Second), lock.WithLockDelay(d)}
+			dead, err := integration.Shared(t).NewClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m1, err := lock.NewMutex(dead, "lost", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h1 := mustLock(t, m1)
+			lost := time.Now() // before the loss: a lower bound of its time
+			dead.Close()       // the holder dies: no release, no renewal
+			if how == "revoke" {
+				if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), h1.Lease()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitKeys(t, e.cli, m1.Prefix(), 0) // expired: within the TTL
+			_ = m1.Close()                     // its client is gone
+			m2 := e.mutex(e.client(), "lost", opts...)
+			if _, err := m2.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+				t.Errorf("TryLock after a loss nobody saw = %v, want ErrLocked", err)
+			}
+			h2 := mustLock(t, m2)
+			if gap := time.Since(lost); gap < d {
+				t.Errorf("granted %v after the unclean loss, lock-delay %v", gap, d)
+			}
+			if n := heldRecords(t, e); n != 1 {
+				t.Errorf("%d holding records while one hold holds, want 1", n)
+			}
+			mustUnlock(t, h2)
+			if n := heldRecords(t, e); n != 0 {
+				t.Errorf("%d holding records after a clean unlock, want 0", n)
+			}
+			// The loss was paid for once: the next acquirer goes in at once.
+			h3, err := m2.TryLock(ctxT(t, 5*time.Second))
+			if err != nil {
+				t.Fatalf("TryLock after a clean unlock: %v", err)
+			}
+			mustUnlock(t, h3)
+		})
 	}
-	waitClosed(t, h1.Done(), 5*time.Second, "the lost hold's Done")
-	waitKeys(t, e.cli, m1.Prefix(), 0)
-	m2 := e.mutex(e.client(), "expired", opts...)
-	if _, err := m2.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
-		t.Errorf("TryLock after a loss nobody saw = %v, want ErrLocked", err)
-	}
-	h2 := mustLock(t, m2)
-	if gap := time.Since(lost); gap < d {
-		t.Errorf("granted %v after the unclean loss, lock-delay %v", gap, d)
-	}
-	if n := heldRecords(t, e); n != 1 {
-		t.Errorf("%d holding records while one hold holds, want 1", n)
-	}
-	mustUnlock(t, h2)
-	if n := heldRecords(t, e); n != 0 {
-		t.Errorf("%d holding records after a clean unlock, want 0", n)
-	}
-	// The loss was paid for once: the next acquirer goes in at once.
-	h3, err := m2.TryLock(ctxT(t, 5*time.Second))
-	if err != nil {
-		t.Fatalf("TryLock after a clean unlock: %v", err)
-	}
-	mustUnlock(t, h3)
 }
 
 // Clean cycles with lock-delay on, uncontended and handed off, leave no
