@@ -264,8 +264,11 @@ func TestLockDelayLeaseLostWithNobodyWaiting(t *testing.T) {
 			waitKeys(t, e.cli, m1.Prefix(), 0) // expired: within the TTL
 			_ = m1.Close()                     // its client is gone
 			m2 := e.mutex(e.client(), "lost", opts...)
-			if _, err := m2.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+			if h, err := m2.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
 				t.Errorf("TryLock after a loss nobody saw = %v, want ErrLocked", err)
+				if err == nil {
+					mustUnlock(t, h)
+				}
 			}
 			h2 := mustLock(t, m2)
 			if gap := time.Since(lost); gap < d {

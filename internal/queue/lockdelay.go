@@ -59,8 +59,9 @@ import (
 //     that was at the head and ended with no release: its lease expired,
 //     or another client deleted it, while no waiter watched. It records
 //     the loss with the whole delay counted from when the enqueue's answer
-//     arrived (after the loss, so never early), deleting the record in the
-//     same Txn, and waits: a Grant and a Txn, on this path only. A waiter
+//     arrived (after the loss, so never early; a delay recorded already
+//     is moved to its lease, which ends no sooner), deleting the record in
+//     the same Txn, and waits: a Grant and a Txn, on this path only. A waiter
 //     that records a loss it saw deletes the lost key's record with the
 //     delay key.
 //
@@ -181,7 +182,7 @@ func (w *waiter) staleHeld(ctx context.Context, v Verdict, held *pb.RangeRespons
 	}
 	found := time.Now() // after the loss, which the Txn saw
 	gone := Entry{Key: w.q.heldOf(string(held.Kvs[0].Key)), Rev: held.Kvs[0].ModRevision}
-	rev, err := w.q.RecordLoss(ctx, 0, dl.d-time.Since(found), gone)
+	rev, err := w.q.recordLoss(ctx, 0, dl.d-time.Since(found), gone, true)
 	if err != nil {
 		return Verdict{Err: err}
 	}
@@ -381,6 +382,16 @@ func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
 // key's create revision. A Grant and a Txn; with rest <= 0, the record's
 // delete alone; with no lock-delay, nothing.
 func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone Entry) (int64, error) {
+	return q.recordLoss(ctx, lossRev, rest, gone, false)
+}
+
+// recordLoss is RecordLoss; with extend, an existing delay key is moved
+// to the new lease too. That is for a delay of the whole d from now (a
+// loss found at enqueue), which ends no sooner than any recorded before
+// (each counted from its loss, at most d from its grant), so the move
+// never shortens a delay, and the loss found, of unknown time, gets its
+// whole delay whatever was recorded before it.
+func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone Entry, extend bool) (int64, error) {
 	dl := q.delay
 	if dl == nil {
 		return 0, nil
@@ -394,17 +405,26 @@ func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duratio
 	if err != nil {
 		return 0, err
 	}
+	put := clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID))
+	get := clientv3.OpGet(dl.key, clientv3.WithKeysOnly())
+	otherwise := []clientv3.Op{get, q.heldDrop(gone)}
+	if extend {
+		otherwise = []clientv3.Op{put, get, q.heldDrop(gone)}
+	}
 	resp, err := q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
-		Then(clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID)), q.heldDrop(gone)).
-		Else(clientv3.OpGet(dl.key, clientv3.WithKeysOnly()), q.heldDrop(gone)).Commit()
+		Then(put, q.heldDrop(gone)).Else(otherwise...).Commit()
 	if err != nil {
 		return 0, err
 	}
 	if resp.Succeeded {
 		return resp.Header.Revision, nil
 	}
-	// Recorded by another: the unused lease expires within the delay.
-	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	// Recorded by another: the unused lease (if not moved to) expires
+	// within the delay.
+	if len(resp.Responses) != len(otherwise) {
+		return 0, ErrMalformed
+	}
+	kvs := resp.Responses[len(otherwise)-2].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
 		return 0, ErrMalformed
 	}
