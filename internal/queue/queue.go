@@ -335,7 +335,9 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 	case tryIf != nil && (req.Mode == Try || lean):
 		// When the rule's comparisons say a newcomer is admitted at once
 		// (an idle lock), the Txn is a compare and a put: no range read
-		// and no sort. Otherwise a try fails, putting nothing, and reads
+		// and no sort (with lock-delay, the holding record's put and the
+		// read of the oldest record too, a range of about one key: see
+		// lockdelay.go). Otherwise a try fails, putting nothing, and reads
 		// its own key, which tells a stray key (below) from a busy lock.
 		// The lean enqueue is the same Txn with an empty Else: on a busy
 		// lock it writes nothing, and the full enqueue follows. It
