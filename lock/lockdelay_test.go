@@ -210,6 +210,7 @@ func TestLockDelayCleanHandoffRequests(t *testing.T) {
 	if extra {
 		t.Errorf("the waiter's requests from the release to its own unlock: %v with lock-delay, %v without", delayed, plain)
 	}
+	t.Logf("the waiter's requests from the release to its own unlock: %v with lock-delay, %v without", delayed, plain)
 }
 
 // total is the number of requests in counts.
@@ -385,4 +386,5 @@ func TestLockDelayUncontendedRequests(t *testing.T) {
 	if !maps.Equal(plain, delayed) {
 		t.Errorf("three uncontended Lock/Unlock cycles: %v with lock-delay, %v without", delayed, plain)
 	}
+	t.Logf("three uncontended Lock/Unlock cycles: %v with lock-delay, %v without", delayed, plain)
 }
