@@ -38,7 +38,9 @@
 // a clean Unlock hands off at once. A release marks itself clean in its own
 // Txn; the waiter next in line reads the mark with the read it makes anyway,
 // and records an unclean loss in a key on a lease of the delay that every
-// acquire reads. A loss that no waiter sees is not delayed (see the README).
+// acquire reads. Each enqueue also puts a lease-less holding record of its
+// key, which a release deletes: the next acquirer that finds a record of a
+// key gone records a loss nobody saw (see the README).
 //
 // NewEtcdMutex queues in the key layout of etcd's concurrency.Mutex and of
 // "etcdctl lock", so that the three exclude each other, in FIFO order, on

@@ -33,7 +33,7 @@ func recordDeleted(p *queue.Primitive, h *queue.Hold) {
 		defer done()
 		ctx, cancel := context.WithTimeout(context.Background(), queue.CleanupTimeout)
 		defer cancel()
-		if _, err := p.Q.RecordLoss(ctx, 0, d-time.Since(seen)); err != nil {
+		if _, err := p.Q.RecordLoss(ctx, 0, d-time.Since(seen), queue.Entry{Key: h.Token().Key, Rev: h.Token().Revision}); err != nil {
 			p.Cfg.Logger.Warn("lock-delay: could not record the loss of a deleted key", zap.Stringer("token", h.Token()), zap.Error(err))
 		}
 	})

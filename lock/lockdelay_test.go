@@ -1,6 +1,7 @@
 package lock_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -8,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/internal/testutil"
 	"github.com/etcdlock/etcdlock/lock"
 )
@@ -206,6 +210,7 @@ func TestLockDelayCleanHandoffRequests(t *testing.T) {
 	if extra {
 		t.Errorf("the waiter's requests from the release to its own unlock: %v with lock-delay, %v without", delayed, plain)
 	}
+	t.Logf("the waiter's requests from the release to its own unlock: %v with lock-delay, %v without", delayed, plain)
 }
 
 // total is the number of requests in counts.
@@ -215,4 +220,171 @@ func total(counts map[string]int) int {
 		n += c
 	}
 	return n
+}
+
+// heldRecords returns the holding records under e's namespace.
+func heldRecords(t *testing.T, e *env) int64 {
+	t.Helper()
+	resp, err := e.cli.Get(ctxT(t, 5*time.Second), e.ns+"lockdelay-held/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count
+}
+
+// A holder whose process dies (its client closed, nothing released)
+// and whose lease then ends (revoked, or expired after its TTL) while
+// nobody waits delays the next acquirer all the same: a new Mutex, on
+// another client, that finds the lock idle and no delay recorded is
+// granted no sooner than the delay after the loss, and nothing is left
+// behind.
+func TestLockDelayLeaseLostWithNobodyWaiting(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"revoke", "expire"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			const d = 3 * time.Second
+			opts := []lock.Option{lock.WithNamespace(e.ns), lock.WithTTL(time.Second), lock.WithLockDelay(d)}
+			dead, err := integration.Shared(t).NewClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m1, err := lock.NewMutex(dead, "lost", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h1 := mustLock(t, m1)
+			lost := time.Now() // before the loss: a lower bound of its time
+			dead.Close()       // the holder dies: no release, no renewal
+			if how == "revoke" {
+				if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), h1.Lease()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitKeys(t, e.cli, m1.Prefix(), 0) // expired: within the TTL
+			_ = m1.Close()                     // its client is gone
+			m2 := e.mutex(e.client(), "lost", opts...)
+			if h, err := m2.TryLock(ctxT(t, 5*time.Second)); !errors.Is(err, lock.ErrLocked) {
+				t.Errorf("TryLock after a loss nobody saw = %v, want ErrLocked", err)
+				if err == nil {
+					mustUnlock(t, h)
+				}
+			}
+			h2 := mustLock(t, m2)
+			if gap := time.Since(lost); gap < d {
+				t.Errorf("granted %v after the unclean loss, lock-delay %v", gap, d)
+			}
+			if n := heldRecords(t, e); n != 1 {
+				t.Errorf("%d holding records while one hold holds, want 1", n)
+			}
+			mustUnlock(t, h2)
+			if n := heldRecords(t, e); n != 0 {
+				t.Errorf("%d holding records after a clean unlock, want 0", n)
+			}
+			// The loss was paid for once: the next acquirer goes in at once.
+			h3, err := m2.TryLock(ctxT(t, 5*time.Second))
+			if err != nil {
+				t.Fatalf("TryLock after a clean unlock: %v", err)
+			}
+			mustUnlock(t, h3)
+		})
+	}
+}
+
+// Clean cycles with lock-delay on, uncontended and handed off, leave no
+// holding record behind and pay no delay: a TryLock right after each
+// Unlock succeeds.
+func TestLockDelayCleanCyclesLeaveNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(5 * time.Second)}
+	m1 := e.mutex(e.cli, "cycles", opts...)
+	m2 := e.mutex(e.client(), "cycles", opts...)
+	for i := range 3 {
+		h := mustLock(t, m1)
+		mustUnlock(t, h)
+		h, err := m2.TryLock(ctxT(t, 5*time.Second))
+		if err != nil {
+			t.Fatalf("round %d: TryLock after a clean unlock: %v", i, err)
+		}
+		hc, _ := lockAsync(t, e, m1, 1)
+		mustUnlock(t, h)
+		h = <-hc
+		if h == nil {
+			t.FailNow()
+		}
+		mustUnlock(t, h)
+		if n := heldRecords(t, e); n != 0 {
+			t.Fatalf("round %d: %d holding records after clean unlocks, want 0", i, n)
+		}
+	}
+	if h, err := m2.TryLock(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("TryLock after clean cycles: %v", err)
+	} else {
+		mustUnlock(t, h)
+	}
+}
+
+// A waiter that gives up (its context cancelled) is no loss: it never
+// held. It leaves no holding record, and after the holder's clean Unlock
+// a newcomer goes in at once.
+func TestLockDelayGiveUpLeavesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(5 * time.Second)}
+	m1 := e.mutex(e.cli, "giveup", opts...)
+	m2 := e.mutex(e.client(), "giveup", opts...)
+	m3 := e.mutex(e.client(), "giveup", opts...)
+	h1 := mustLock(t, m1)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := m2.Lock(ctx)
+		errc <- err
+	}()
+	waitKeys(t, e.cli, m1.Prefix(), 2)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Lock after its context was cancelled = %v", err)
+	}
+	waitKeys(t, e.cli, m1.Prefix(), 1)
+	if n := heldRecords(t, e); n != 1 {
+		t.Errorf("%d holding records after the waiter gave up, want 1 (the holder's)", n)
+	}
+	mustUnlock(t, h1)
+	h3, err := m3.TryLock(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatalf("TryLock after a give-up and a clean unlock: %v", err)
+	}
+	mustUnlock(t, h3)
+	if n := heldRecords(t, e); n != 0 {
+		t.Errorf("%d holding records at the end, want 0", n)
+	}
+}
+
+// An uncontended Lock and Unlock cost the same requests with lock-delay
+// as without: the holding record's put and read, and its delete, are
+// operations in the Txns sent anyway.
+func TestLockDelayUncontendedRequests(t *testing.T) {
+	e := newEnv(t)
+	cycle := func(name string, opts ...lock.Option) map[string]int {
+		cli, rpcs := testutil.RPCClient(t)
+		opts = append([]lock.Option{lock.WithTTL(2 * time.Second)}, opts...)
+		m := e.mutex(cli, name, opts...)
+		mustUnlock(t, mustLock(t, m)) // the lease's grant, out of the count
+		before := rpcs.Snapshot()
+		for range 3 {
+			mustUnlock(t, mustLock(t, m))
+		}
+		got := rpcs.Since(before)
+		maps.DeleteFunc(got, func(method string, _ int) bool { return strings.HasPrefix(method, "/etcdserverpb.Watch/") })
+		return got
+	}
+	plain := cycle("plain")
+	delayed := cycle("delayed", lock.WithLockDelay(5*time.Second))
+	if !maps.Equal(plain, delayed) {
+		t.Errorf("three uncontended Lock/Unlock cycles: %v with lock-delay, %v without", delayed, plain)
+	}
+	t.Logf("three uncontended Lock/Unlock cycles: %v with lock-delay, %v without", delayed, plain)
 }

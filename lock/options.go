@@ -95,6 +95,7 @@ func WithMaxHold(d time.Duration) Option { return option(config.MaxHold(d)) }
 // once, as without it. The rule, its cost and its limits are in the
 // README ("Lock-delay"); in short, d is rounded up to whole seconds and
 // measured by etcd's lease clock from when the waiter next in line saw the
-// loss, and every process on the name must set it. Only a Mutex takes it
+// loss, or when the next acquirer found it if nobody waited, and every
+// process on the name must set it. Only a Mutex takes it
 // (ErrInvalidOption otherwise); optional, defaults to no delay.
 func WithLockDelay(d time.Duration) Option { return option(config.LockDelay(d)) }

@@ -462,6 +462,7 @@ type orphan struct {
 type orphaned struct {
 	since   time.Time
 	deleted func()
+	with    []clientv3.Op // more ops for the delete's Txn (OrphanWith)
 }
 
 // Orphan hands the keeper a key on its lease that its owner could not
@@ -478,11 +479,18 @@ func (k *Keeper) Orphan(key string, rev int64) { k.OrphanThen(key, rev, nil) }
 // found it gone. The keeper forgets the key without calling deleted when
 // the lease is gone or the keeper stops.
 func (k *Keeper) OrphanThen(key string, rev int64, deleted func()) {
+	k.OrphanWith(key, rev, nil, deleted)
+}
+
+// OrphanWith is OrphanThen, and has the keeper send with, if not empty,
+// in the Then branch of the key's delete: ops that must go with the key
+// (a queue's bookkeeping of it). They cost no round trip of their own.
+func (k *Keeper) OrphanWith(key string, rev int64, with []clientv3.Op, deleted func()) {
 	k.mu.Lock()
 	if k.orphans == nil {
 		k.orphans = make(map[orphan]orphaned)
 	}
-	k.orphans[orphan{key, rev}] = orphaned{since: time.Now(), deleted: deleted}
+	k.orphans[orphan{key, rev}] = orphaned{since: time.Now(), deleted: deleted, with: with}
 	k.mu.Unlock()
 	select {
 	case k.sweep <- struct{}{}:
@@ -510,7 +518,7 @@ func (k *Keeper) deleteOrphans(ctx context.Context) {
 		} else { // revision unknown: the key is only ever this lease's
 			cmp = clientv3.Compare(clientv3.LeaseValue(o.key), "=", k.id)
 		}
-		resp, err := k.cli.Txn(ctx).If(cmp).Then(clientv3.OpDelete(o.key)).Commit()
+		resp, err := k.cli.Txn(ctx).If(cmp).Then(append([]clientv3.Op{clientv3.OpDelete(o.key)}, v.with...)...).Commit()
 		if err != nil {
 			return
 		}

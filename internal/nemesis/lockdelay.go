@@ -18,31 +18,32 @@ const delayTolerance = 250 * time.Millisecond
 // checkLockDelay is the lock-delay part of checker (1), for the
 // mutex-lockdelay workload. An unclean loss is the delete of a head key
 // (admitted when deleted) with no clean-release marker put in the same
-// revision: the put of "<ns>released/<key minus ns>" valued with the key's
-// create revision, which every release of the library writes in its
-// delete's transaction. After an unclean loss that a waiter in line saw
-// (a key of the lock alive at the loss whose grant was later reported: a
-// loss whose waiters all died too is not delayed, see package lock's
-// WithLockDelay), no reported grant admitted after the loss may return
-// within d of when the watcher received it (less delayTolerance).
+// revision (the put of "<ns>released/<key minus ns>" valued with the
+// key's create revision, which every release of the library writes in its
+// delete's transaction) and no delete of its holding record in that
+// revision ("<ns>lockdelay-held/<key minus ns>", which a release deletes
+// with the key, and a waiter that gives up too: it never held). After
+// every unclean loss, whether or not anyone waited, no reported grant
+// admitted after the loss may return within d of when the watcher
+// received it (less delayTolerance).
 func checkLockDelay(ns string, lives []*life, events []Event, grants []*Grant, d time.Duration) []Finding {
 	type put struct {
 		rev int64
 		key string
 	}
 	markers := make(map[put]string)
+	dropped := make(map[put]bool) // holding records deleted, by revision
 	for _, ev := range events {
-		if !ev.Delete && strings.HasPrefix(ev.Key, ns+"released/") {
+		switch {
+		case !ev.Delete && strings.HasPrefix(ev.Key, ns+"released/"):
 			markers[put{ev.Rev, ev.Key}] = ev.Value
+		case ev.Delete && strings.HasPrefix(ev.Key, ns+"lockdelay-held/"):
+			dropped[put{ev.Rev, ev.Key}] = true
 		}
 	}
 	byToken := make(map[put]*life)
 	for _, l := range lives {
 		byToken[put{l.create, l.key}] = l
-	}
-	granted := make(map[put]bool)
-	for _, g := range grants {
-		granted[put{g.Token, g.Key}] = true
 	}
 	var out []Finding
 	for _, l := range lives {
@@ -52,15 +53,8 @@ func checkLockDelay(ns string, lives []*life, events []Event, grants []*Grant, d
 		if markers[put{l.del, ns + "released/" + strings.TrimPrefix(l.key, ns)}] == strconv.FormatInt(l.create, 10) {
 			continue // clean
 		}
-		waited := false
-		for _, o := range lives {
-			if o != l && o.create < l.del && (o.del == 0 || o.del > l.del) && granted[put{o.create, o.key}] {
-				waited = true
-				break
-			}
-		}
-		if !waited {
-			continue
+		if dropped[put{l.del, ns + "lockdelay-held/" + strings.TrimPrefix(l.key, ns)}] {
+			continue // a waiter that gave up
 		}
 		for _, g := range grants {
 			gl := byToken[put{g.Token, g.Key}]

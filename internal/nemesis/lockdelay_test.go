@@ -6,9 +6,10 @@ import (
 	"time"
 )
 
-// checkLockDelay flags a grant within the delay of an unclean loss that a
-// waiter was in line for, and nothing after a clean release, after the
-// delay, or after a loss nobody waited for.
+// checkLockDelay flags a grant within the delay of every unclean loss,
+// whether anyone waited or not, and nothing after a clean release, after
+// the delay, or after a waiter at the head gave up (its holding record
+// deleted with its key).
 func TestCheckLockDelay(t *testing.T) {
 	const ns, d = "n/", 2 * time.Second
 	key := func(s string) string { return ns + "mutex/x/" + s }
@@ -31,8 +32,11 @@ func TestCheckLockDelay(t *testing.T) {
 		{"unclean, granted after the delay", nil, []*life{a, b}, 3 * sec, false},
 		{"clean", []Event{marker}, []*life{a, b}, 1 * sec, false},
 		{"marker of another key", []Event{{Rev: 20, Key: ns + "released/mutex/x/b", Value: "10"}}, []*life{a, b}, 2 * sec, true},
-		{"nobody waited", nil, []*life{a, {key: key("c"), create: 30, admit: 30}}, 2 * sec, false},
-		{"the waiter died too", nil, []*life{a, {key: key("d"), create: 30, admit: 30}, c}, 2 * sec, false},
+		{"nobody waited", nil, []*life{a, {key: key("c"), create: 30, admit: 30}}, 2 * sec, true},
+		{"nobody waited, granted after the delay", nil, []*life{a, {key: key("c"), create: 30, admit: 30}}, 3 * sec, false},
+		{"the waiter died too", nil, []*life{a, {key: key("d"), create: 30, admit: 30}, c}, 2 * sec, true},
+		{"gave up", []Event{{Rev: 20, Delete: true, Key: ns + "lockdelay-held/mutex/x/a"}}, []*life{a, b}, 2 * sec, false},
+		{"record of another key dropped", []Event{{Rev: 20, Delete: true, Key: ns + "lockdelay-held/mutex/x/b"}}, []*life{a, b}, 2 * sec, true},
 	} {
 		g := grant(c.lives[1], c.ret)
 		got := checkLockDelay(ns, c.lives, c.events, []*Grant{g}, d)

@@ -47,9 +47,11 @@ const (
 	// WorkloadSQLControl: mutex-sql without Admit, the control that must
 	// lose updates when a holder pauses past its lease.
 	WorkloadSQLControl = "mutex-sql-control"
-	// WorkloadLockDelay: mutex-ext with lock.WithLockDelay; checker (1)
-	// also checks that no grant came within the delay of an unclean loss
-	// (see checkLockDelay).
+	// WorkloadLockDelay: mutex-ext with lock.WithLockDelay, whose workers
+	// pause up to three TTLs after every other release, so that a paused
+	// holder's lease also expires with nobody waiting; checker (1) also
+	// checks that no grant came within the delay of an unclean loss (see
+	// checkLockDelay).
 	WorkloadLockDelay = "mutex-lockdelay"
 )
 
@@ -188,6 +190,10 @@ type worker struct {
 	client  int  // porcupine client id
 	rng     *rand.Rand
 	readRev int64 // mod revision of the etcd register at the last read
+	// think, if set, bounds a random pause after every other release:
+	// idle spells, in which a paused holder's lease can expire with
+	// nobody waiting (mutex-lockdelay).
+	think time.Duration
 }
 
 func (e *env) newWorkload(name, ns, data string) *workload {
@@ -281,6 +287,7 @@ func (wl *workload) start(ctx context.Context, seed uint64) error {
 		case WorkloadMutexExt, WorkloadMutexEtcd, WorkloadControl, WorkloadSQL, WorkloadSQLControl, WorkloadLockDelay:
 			if wl.name == WorkloadLockDelay {
 				lopts = append(lopts, lock.WithLockDelay(lockDelayOf(e.cfg)))
+				w.think = 3 * e.cfg.TTL
 			}
 			m, err := lock.NewMutex(cli, "x", lopts...)
 			if err != nil {
@@ -508,7 +515,11 @@ func (w *worker) run(ctx context.Context) {
 			w.rmw(ctx, tok)
 		}
 		_ = release(wl.hist, h, g)
-		sleepCtx(ctx, time.Duration(1+w.rng.IntN(3))*time.Millisecond)
+		pause := time.Duration(1+w.rng.IntN(3)) * time.Millisecond
+		if w.think > 0 && w.rng.IntN(2) == 0 {
+			pause = time.Duration(w.rng.Int64N(int64(w.think)))
+		}
+		sleepCtx(ctx, pause)
 	}
 }
 

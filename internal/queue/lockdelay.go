@@ -47,24 +47,45 @@ import (
 //     key ahead; etcd deletes it when its lease expires, so the delay is
 //     measured by etcd's lease clock, never earlier than the TTL.
 //
+//   - A loss nobody saw is found by the next acquirer. The enqueue Txn of
+//     a queue with lock-delay also puts a lease-less holding record of the
+//     key (heldDir + the key's name, put in the key's create revision, so
+//     its mod revision is the key's create revision) and reads the oldest
+//     record under the queue's name; a release deletes the record in its
+//     Txn, a waiter that gives up with its key (itself, or the lease
+//     keeper). Two ops in the Txn the acquire sends anyway: no round trip.
+//     An acquirer that the rule admits (or keeps out by the delay key
+//     alone) and that reads a record older than its key has found a key
+//     that was at the head and ended with no release: its lease expired,
+//     or another client deleted it, while no waiter watched. It records
+//     the loss with the whole delay counted from when the enqueue's answer
+//     arrived (after the loss, so never early; a delay recorded already
+//     is moved to its lease, which ends no sooner), deleting the record in
+//     the same Txn, and waits: a Grant and a Txn, on this path only. A waiter
+//     that records a loss it saw deletes the lost key's record with the
+//     delay key.
+//
 // A holder whose key is deleted by another client records the loss too
-// (see package lock). Limits: a loss that no process sees is not delayed:
-// a lease that expires while nobody waits (a waiter arriving later finds
-// an idle queue), or while every waiter in line dies too. A
-// holder without lock-delay writes no marker, so its releases count as
-// unclean to waiters that have it: set it on every process of a name.
+// (see package lock). A waiter that gives up is no loss: it never held;
+// the loss it may have been the first to see keeps its record. A
+// holder without lock-delay writes no marker and no record, so its
+// releases count as unclean to waiters that have it, and its losses go
+// unseen by newcomers: set it on every process of a name.
 
 const (
 	// markerDir holds the clean-release markers; no kind is named so.
 	markerDir = "released/"
 	// delayDir holds the queues' delay keys; no kind is named so.
 	delayDir = "lockdelay/"
+	// heldDir holds the keys' holding records; no kind is named so.
+	heldDir = "lockdelay-held/"
 )
 
 // lockDelay is a Queue's lock-delay.
 type lockDelay struct {
-	d   time.Duration
-	key string // the queue's delay key
+	d    time.Duration
+	key  string // the queue's delay key
+	held string // the prefix of the queue's holding records
 }
 
 // SetLockDelay turns on lock-delay d for q (see above): it wraps q's rule
@@ -72,7 +93,7 @@ type lockDelay struct {
 // ends. Call it before any acquire through q.
 func (q *Queue) SetLockDelay(d time.Duration) {
 	key := q.Namespace + delayDir + strings.TrimSuffix(strings.TrimPrefix(q.Prefix, q.Namespace), "/")
-	q.delay = &lockDelay{d: d, key: key}
+	q.delay = &lockDelay{d: d, key: key, held: q.heldKey(q.Prefix)}
 	q.Rule = delayRule{Rule: q.Rule, key: key}
 }
 
@@ -87,6 +108,86 @@ func (q *Queue) DelayKey() string {
 // markerKey returns the clean-release marker of key.
 func (q *Queue) markerKey(key string) string {
 	return q.Namespace + markerDir + strings.TrimPrefix(key, q.Namespace)
+}
+
+// heldKey returns the holding record of key (or, for the queue's prefix,
+// the prefix of its records).
+func (q *Queue) heldKey(key string) string {
+	return q.Namespace + heldDir + strings.TrimPrefix(key, q.Namespace)
+}
+
+// heldOf returns the key whose holding record is rec.
+func (q *Queue) heldOf(rec string) string {
+	return q.Namespace + strings.TrimPrefix(rec, q.Namespace+heldDir)
+}
+
+// heldN is the number of ops the enqueue Txn adds with lock-delay: the put
+// of the holding record (after the key's put) and the read of the oldest
+// record (last).
+func (q *Queue) heldN() int {
+	if q.delay == nil {
+		return 0
+	}
+	return 2
+}
+
+// heldPut returns the put of key's holding record: none without lock-delay.
+func (q *Queue) heldPut(key string) []clientv3.Op {
+	if q.delay == nil {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpPut(q.heldKey(key), "")}
+}
+
+// heldRead returns the read of the queue's oldest holding record: none
+// without lock-delay.
+func (q *Queue) heldRead() []clientv3.Op {
+	if q.delay == nil {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpGet(q.delay.held, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend), clientv3.WithLimit(1))}
+}
+
+// heldDelete returns the delete of key's holding record: none without
+// lock-delay.
+func (q *Queue) heldDelete(key string) []clientv3.Op {
+	if q.delay == nil {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpDelete(q.heldKey(key))}
+}
+
+// heldDrop returns the delete of the holding record of e, guarded by its
+// mod revision (e's create revision), so that it never deletes the record
+// of a later key of the same name.
+func (q *Queue) heldDrop(e Entry) clientv3.Op {
+	rec := q.heldKey(e.Key)
+	return clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(rec), "=", e.Rev)}, []clientv3.Op{clientv3.OpDelete(rec)}, nil)
+}
+
+// staleHeld judges the enqueue's read of the oldest holding record (held):
+// a record older than the waiter's key, while no key older than it lives
+// (v admits it, or keeps it out for the delay key alone), is a key that
+// was at the head and ended with no release: an unclean loss nobody saw.
+// It records the loss, deleting the record, and returns the verdict to
+// wait for the delay key. A Grant and a Txn, on this path only.
+func (w *waiter) staleHeld(ctx context.Context, v Verdict, held *pb.RangeResponse) Verdict {
+	dl := w.q.delay
+	if dl == nil || held == nil || len(held.Kvs) == 0 || held.Kvs[0].ModRevision >= w.rev {
+		return v
+	}
+	if !v.Admitted && (v.Err != nil || len(v.Blockers) != 1 || v.Blockers[0].Key != dl.key) {
+		return v // a key ahead lives: its waiter tells (delayJudge)
+	}
+	found := time.Now() // after the loss, which the Txn saw
+	gone := Entry{Key: w.q.heldOf(string(held.Kvs[0].Key)), Rev: held.Kvs[0].ModRevision}
+	rev, err := w.q.recordLoss(ctx, 0, dl.d-time.Since(found), gone, true)
+	if err != nil {
+		return Verdict{Err: err}
+	}
+	w.q.logger().Info("lock-delay after an unclean loss found at enqueue", zap.String("lost", gone.Key), zap.Int64("create revision", gone.Rev), zap.Duration("delay", dl.d))
+	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}
 }
 
 // markerOps returns the op that marks the end of the key of create
@@ -260,9 +361,13 @@ func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
 	}
 	rest := dl.d - since
 	if rest <= 0 {
+		// The delay has passed: the lost key's record goes alone.
+		if _, err := w.q.RecordLoss(ctx, w.dl.goneRev, 0, w.dl.ahead); err != nil {
+			return Verdict{}, err
+		}
 		return Verdict{Admitted: true}, nil
 	}
-	rev, err := w.q.RecordLoss(ctx, w.dl.goneRev, rest)
+	rev, err := w.q.RecordLoss(ctx, w.dl.goneRev, rest, w.dl.ahead)
 	if err != nil {
 		return Verdict{}, err
 	}
@@ -271,30 +376,55 @@ func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
 }
 
 // RecordLoss records an unclean loss (at revision lossRev, 0 if unknown)
-// in the queue's delay key, on a lease it grants with a TTL of rest
-// (rounded up to a second), unless the key exists already. It returns the
-// delay key's create revision. A Grant and a Txn; with no lock-delay, nothing.
-func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duration) (int64, error) {
+// of the key gone in the queue's delay key, on a lease it grants with a
+// TTL of rest (rounded up to a second), unless the key exists already, and
+// deletes gone's holding record in the same Txn. It returns the delay
+// key's create revision. A Grant and a Txn; with rest <= 0, the record's
+// delete alone; with no lock-delay, nothing.
+func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone Entry) (int64, error) {
+	return q.recordLoss(ctx, lossRev, rest, gone, false)
+}
+
+// recordLoss is RecordLoss; with extend, an existing delay key is moved
+// to the new lease too. That is for a delay of the whole d from now (a
+// loss found at enqueue), which ends no sooner than any recorded before
+// (each counted from its loss, at most d from its grant), so the move
+// never shortens a delay, and the loss found, of unknown time, gets its
+// whole delay whatever was recorded before it.
+func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone Entry, extend bool) (int64, error) {
 	dl := q.delay
-	if dl == nil || rest <= 0 {
+	if dl == nil {
 		return 0, nil
+	}
+	if rest <= 0 {
+		_, err := q.Client.Txn(ctx).Then(q.heldDrop(gone)).Commit()
+		return 0, err
 	}
 	ttl := int64((rest + time.Second - 1) / time.Second)
 	g, err := q.Client.Grant(ctx, ttl)
 	if err != nil {
 		return 0, err
 	}
+	put := clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID))
+	get := clientv3.OpGet(dl.key, clientv3.WithKeysOnly())
+	otherwise := []clientv3.Op{get, q.heldDrop(gone)}
+	if extend {
+		otherwise = []clientv3.Op{put, get, q.heldDrop(gone)}
+	}
 	resp, err := q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
-		Then(clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID))).
-		Else(clientv3.OpGet(dl.key, clientv3.WithKeysOnly())).Commit()
+		Then(put, q.heldDrop(gone)).Else(otherwise...).Commit()
 	if err != nil {
 		return 0, err
 	}
 	if resp.Succeeded {
 		return resp.Header.Revision, nil
 	}
-	// Recorded by another: the unused lease expires within the delay.
-	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	// Recorded by another: the unused lease (if not moved to) expires
+	// within the delay.
+	if len(resp.Responses) != len(otherwise) {
+		return 0, ErrMalformed
+	}
+	kvs := resp.Responses[len(otherwise)-2].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
 		return 0, ErrMalformed
 	}

@@ -285,6 +285,10 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 		v, strayRev, err := w.judgeEnqueue(resp, req.Mode, tryIf != nil)
 		if strayRev == 0 {
 			w.readRev, w.needRev = w.rev, w.rev
+			if err == nil && w.q.delay != nil {
+				// Put: the last response is the oldest holding record.
+				v = w.staleHeld(ctx, v, resp.Responses[len(resp.Responses)-1].GetResponseRange())
+			}
 			return v, err
 		}
 		if q.KeyName != nil {
@@ -331,7 +335,9 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 	case tryIf != nil && (req.Mode == Try || lean):
 		// When the rule's comparisons say a newcomer is admitted at once
 		// (an idle lock), the Txn is a compare and a put: no range read
-		// and no sort. Otherwise a try fails, putting nothing, and reads
+		// and no sort (with lock-delay, the holding record's put and the
+		// read of the oldest record too, a range of about one key: see
+		// lockdelay.go). Otherwise a try fails, putting nothing, and reads
 		// its own key, which tells a stray key (below) from a busy lock.
 		// The lean enqueue is the same Txn with an empty Else: on a busy
 		// lock it writes nothing, and the full enqueue follows. It
@@ -341,7 +347,7 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 		// lock found busy costs one more round trip, while its holder
 		// holds anyway, and turns the hint off until an acquire finds
 		// the lock idle again.
-		txn := q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(put)
+		txn := q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(w.enqueueThen(put, nil)...)
 		if !lean {
 			txn = txn.Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly()))
 		}
@@ -357,13 +363,25 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 		// share a number): its value is then overwritten, which a watch
 		// on the queue sees as a put, before the key is deleted.
 		putPrev := clientv3.OpPut(w.key, req.Value, clientv3.WithLease(id), clientv3.WithPrevKV())
-		return q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(put).
-			Else(append([]clientv3.Op{putPrev}, q.Rule.Reads(q.Prefix, 0)...)...).Commit()
+		return q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(w.enqueueThen(put, nil)...).
+			Else(w.enqueueThen(putPrev, q.Rule.Reads(q.Prefix, 0))...).Commit()
 	default:
 		return q.Client.Txn(ctx).If(etcdcmp.CreateRevision(w.key, 0, false)).
-			Then(append([]clientv3.Op{put}, q.Rule.Reads(q.Prefix, 0)...)...).
+			Then(w.enqueueThen(put, q.Rule.Reads(q.Prefix, 0))...).
 			Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
 	}
+}
+
+// enqueueThen returns the ops of an enqueue branch that puts the key: the
+// put, with lock-delay the put of the key's holding record, the reads,
+// and with lock-delay the read of the queue's oldest holding record (see
+// lockdelay.go): two more ops in the same Txn, no round trip.
+func (w *waiter) enqueueThen(put clientv3.Op, reads []clientv3.Op) []clientv3.Op {
+	ops := make([]clientv3.Op, 0, 1+len(reads)+w.q.heldN())
+	ops = append(ops, put)
+	ops = append(ops, w.q.heldPut(w.key)...)
+	ops = append(ops, reads...)
+	return append(ops, w.q.heldRead()...)
 }
 
 // answer is the shape of a Txn's answer that the code reading it indexes:
@@ -397,15 +415,16 @@ func CheckTxn(resp *clientv3.TxnResponse, n, ranges int) error {
 // they refused or a full enqueue whose key existed; otherwise the put (or
 // the put asking for the previous value) and the rule's reads.
 func (w *waiter) enqueueAnswer(succeeded bool, mode Mode, cmp, lean bool) answer {
+	h := w.q.heldN() // with lock-delay, the put (at 1) and the read (last) of holding records
 	switch {
 	case cmp && succeeded:
-		return answer{1, 1}
+		return answer{1 + h, 1 + h/2}
 	case cmp && lean:
 		return answer{0, 0}
 	case cmp && mode == Try, !cmp && !succeeded:
 		return answer{1, 0}
 	}
-	return answer{1 + len(w.q.Rule.Reads(w.q.Prefix, 0)), 1}
+	return answer{1 + len(w.q.Rule.Reads(w.q.Prefix, 0)) + h, 1 + h/2}
 }
 
 // judgeEnqueue reads the enqueue Txn's answer (cmp: it had the rule's
@@ -413,16 +432,19 @@ func (w *waiter) enqueueAnswer(succeeded bool, mode Mode, cmp, lean bool) answer
 // under the waiter's name, or ErrLocked for a Try the comparisons refused.
 func (w *waiter) judgeEnqueue(resp *clientv3.TxnResponse, mode Mode, cmp bool) (Verdict, int64, error) {
 	rs := resp.Responses
+	// The rule's reads, in a branch that put the key: after the put (and
+	// the holding record's), before the holding records' read.
+	reads := func() []*pb.ResponseOp { return rs[1+w.q.heldN()/2 : len(rs)-w.q.heldN()/2] }
 	switch {
 	case resp.Succeeded && cmp:
 		return Verdict{Admitted: true}, 0, nil
 	case resp.Succeeded:
-		return w.q.Rule.Judge(w.self(), ranges(rs[1:])), 0, nil
+		return w.q.Rule.Judge(w.self(), ranges(reads())), 0, nil
 	case cmp && mode == Wait:
 		if prev := rs[0].GetResponsePut().GetPrevKv(); prev != nil {
 			return Verdict{}, prev.CreateRevision, nil // overwritten: still a stray
 		}
-		return w.q.Rule.Judge(w.self(), ranges(rs[1:])), 0, nil
+		return w.q.Rule.Judge(w.self(), ranges(reads())), 0, nil
 	}
 	if stray := rs[0].GetResponseRange().Kvs; len(stray) > 0 {
 		return Verdict{}, stray[0].CreateRevision, nil

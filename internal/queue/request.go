@@ -102,6 +102,7 @@ func (h *Hold) releaseOps(keep clientv3.LeaseID) []clientv3.Op {
 		own = clientv3.OpPut(h.token.Key, "", clientv3.WithIgnoreValue(), clientv3.WithLease(keep))
 	}
 	ops := []clientv3.Op{own, clientv3.OpDelete(RequestKey(h.q.Namespace, h.token.Key))}
+	ops = append(ops, h.q.heldDelete(h.token.Key)...)                             // with lock-delay
 	return append(ops, h.q.markerOps(h.token.Key, h.token.Revision, h.k.ID())...) // with lock-delay
 }
 

@@ -417,17 +417,20 @@ func (w *waiter) remove(ctx context.Context) {
 	if w.q.Client.Ctx().Err() != nil {
 		return // the client is closed: the key goes with its lease
 	}
+	// With lock-delay the key's holding record goes with it: a waiter
+	// that gives up never held (see lockdelay.go).
+	with := w.q.heldDelete(w.key)
 	if ctx.Err() != nil {
-		w.k.OrphanThen(w.key, w.rev, w.free)
+		w.k.OrphanWith(w.key, w.rev, with, w.free)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, CleanupTimeout)
 	defer cancel()
 	_, err := w.q.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(w.key), "=", w.rev)).
-		Then(clientv3.OpDelete(w.key)).Commit()
+		Then(append([]clientv3.Op{clientv3.OpDelete(w.key)}, with...)...).Commit()
 	if err != nil {
-		w.k.OrphanThen(w.key, w.rev, w.free)
+		w.k.OrphanWith(w.key, w.rev, with, w.free)
 		w.q.logger().Warn("could not remove waiter key; the lease keeper will", zap.String("key", w.key), zap.Error(err))
 		return
 	}
@@ -446,5 +449,5 @@ func (w *waiter) removeByKey() {
 	if w.q.Client.Ctx().Err() != nil {
 		return // the client is closed: the key, if put, goes with its lease
 	}
-	w.k.Orphan(w.key, 0)
+	w.k.OrphanWith(w.key, 0, w.q.heldDelete(w.key), nil)
 }
