@@ -161,3 +161,89 @@ func TestSemReleaseReachesItsWindowOnly(t *testing.T) {
 		t.Errorf("the waiters received %d delete events in all, want at most %d", got, most)
 	}
 }
+
+// rangeClient returns a new client of the shared server that records, in
+// the returned counters, the most keys any range of its Txns answered
+// with, and how many of the keys it received carried a value.
+func (e *env) rangeClient() (*clientv3.Client, *atomic.Int64, *atomic.Int64) {
+	var most, valued atomic.Int64
+	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		r, ok := reply.(*pb.TxnResponse)
+		if err != nil || !ok {
+			return err
+		}
+		for _, op := range r.Responses {
+			rr := op.GetResponseRange()
+			if rr == nil {
+				continue
+			}
+			for n := int64(len(rr.Kvs)); ; {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			for _, kv := range rr.Kvs {
+				if len(kv.Value) > 0 {
+					valued.Add(1)
+				}
+			}
+		}
+		return err
+	})
+	cli, err := integration.Shared(e.t).NewClient(func(cfg *clientv3.Config) {
+		cfg.DialOptions = append(cfg.DialOptions, count)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { cli.Close() })
+	return cli, &most, &valued
+}
+
+// TestSemReadsNearestKeysOnly: twelve requests for one permit queue behind
+// the two holders of a semaphore of 2, each on its own client. Every
+// enqueue and confirm read of theirs answers with keys only (each key's
+// name carries its permits and the limit) and at most the limit's worth
+// of keys ahead (plus the enqueue's own key), where reading every key
+// ahead with its value sends the last waiter 13 keys and values.
+func TestSemReadsNearestKeysOnly(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	const limit, n = 2, 12
+	s := e.semaphore(e.cli, "near", limit)
+	a, b := mustAcquire(t, s, 1), mustAcquire(t, s, 1)
+	var (
+		mosts, valueds []*atomic.Int64
+		wg             sync.WaitGroup
+	)
+	for i := range n {
+		cli, most, valued := e.rangeClient()
+		ws := e.semaphore(cli, "near", limit)
+		mosts, valueds = append(mosts, most), append(valueds, valued)
+		wg.Go(func() {
+			h, err := ws.Acquire(ctx, 1)
+			if err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+				return
+			}
+			if err := h.Unlock(ctx); err != nil {
+				t.Errorf("waiter %d: Unlock: %v", i, err)
+			}
+		})
+		waitKeys(t, e.cli, s.Prefix(), int64(limit+1+i))
+	}
+	mustUnlock(t, a)
+	mustUnlock(t, b)
+	wg.Wait()
+	for i := range n {
+		if got := mosts[i].Load(); got > limit+1 {
+			t.Errorf("waiter %d read %d keys in one range, want at most %d", i, got, limit+1)
+		}
+		if got := valueds[i].Load(); got != 0 {
+			t.Errorf("waiter %d received %d values, want keys only", i, got)
+		}
+	}
+	waitKeys(t, e.cli, s.Prefix(), 0)
+}

@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ func (e *LimitMismatchError) Is(target error) bool { return target == ErrLimitMi
 //
 // # Round trips
 //
-// Acquire uncontended: one Txn, which writes the key and reads every key
+// Acquire uncontended: one Txn, which writes the key and reads the keys
 // ahead (plus a lease grant the first time). Unlock: one Txn. TryAcquire: one
 // Txn when granted, two (enqueue and remove) when refused. A waiter that
 // does not fit watches only its window: the nearest keys ahead of it whose
@@ -86,8 +87,10 @@ func (e *LimitMismatchError) Is(target error) bool { return target == ErrLimitMi
 // hold it, at most the limit's worth of permits behind it, not every
 // client. A window of more than 8 keys (a limit above 8 with small
 // requests) is watched as the whole prefix instead. The enqueue and
-// those reads read the keys ahead with their values: their size grows with
-// the queue. Each Semaphore also keeps one watch on its own keys while in
+// those reads read keys only (each key's name carries its permits and the
+// limit) and at most the limit's worth of the nearest keys ahead: etcd
+// serves them from its in-memory index and sends at most that many keys,
+// though it still sorts the whole queue to find them. Each Semaphore also keeps one watch on its own keys while in
 // use (see Mutex), which gives holds their early loss signal.
 type Semaphore struct {
 	p     *queue.Primitive
@@ -132,7 +135,7 @@ func (s *Semaphore) acquire(ctx context.Context, k int64, mode queue.Mode) (*Hol
 	if k < 1 || k > s.limit {
 		return nil, fmt.Errorf("%w: %d permits of semaphore %q with limit %d", ErrInvalidPermits, k, s.name, s.limit)
 	}
-	h, err := s.p.Acquire(ctx, &s.p.Q, queue.Request{Value: semValue(k, s.limit, s.p.Value), Weight: k, Mode: mode})
+	h, err := s.p.Acquire(ctx, &s.p.Q, queue.Request{Value: semValue(k, s.limit, s.p.Value), Weight: k, Mode: mode, KeySuffix: semSuffix(k, s.limit)})
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +189,42 @@ func parseSemValue(v []byte) (permits, limit int64, holder string, ok bool) {
 	return k, limit, f[3], true
 }
 
+// semSuffix ends the key of a request for k permits of a semaphore with
+// limit permits: "_<k>_<limit>". The waiter names (internal/keys) hold no
+// '_'. The value (semValue) says the same, for status readers and for
+// earlier versions of this package, which read values.
+func semSuffix(k, limit int64) string {
+	return "_" + strconv.FormatInt(k, 10) + "_" + strconv.FormatInt(limit, 10)
+}
+
+// parseSemKey parses the permits and the limit that end a semaphore key
+// (semSuffix); ok false if key does not end so or the numbers are out of
+// range, as for parseSemValue.
+func parseSemKey(key []byte) (permits, limit int64, ok bool) {
+	s := string(key)
+	j := strings.LastIndexByte(s, '_')
+	if j < 0 {
+		return 0, 0, false
+	}
+	i := strings.LastIndexByte(s[:j], '_')
+	if i < 0 {
+		return 0, 0, false
+	}
+	k, err1 := strconv.ParseInt(s[i+1:j], 10, 64)
+	limit, err2 := strconv.ParseInt(s[j+1:], 10, 64)
+	if err1 != nil || err2 != nil || limit < 1 || limit > MaxSemaphoreLimit || k < 1 || k > limit {
+		return 0, 0, false
+	}
+	return k, limit, true
+}
+
+// notSemKey is the error of meeting key, whose name does not end as a
+// semaphore entry's (semSuffix), in the queue of the semaphore called
+// name: a foreign key, or one of an earlier version of this package.
+func notSemKey(name string, key []byte) error {
+	return fmt.Errorf("%w: key %s of semaphore %q is not a semaphore entry (its name does not end with its permits and limit)", ErrLimitMismatch, key, name)
+}
+
 // notSemEntry is the error of meeting kv, which is not a semaphore entry,
 // in the queue of the semaphore called name.
 func notSemEntry(name string, kv *mvccpb.KeyValue) error {
@@ -202,15 +241,29 @@ func notSemEntry(name string, kv *mvccpb.KeyValue) error {
 // most limit-k+1 keys (one when it wants every permit), and a release
 // reaches only the waiters whose windows hold the released key: those
 // within the limit's worth of permits behind it.
+//
+// Each key's name ends with its permits and limit (semSuffix), so the
+// reads are keys only: etcd answers them from its in-memory index, without
+// reading a value from its backend. They ask for the nearest limit older
+// keys only: each weighs at least one permit, so when there are more
+// (the answer's More) the request cannot fit, and its window is among
+// them. etcd sorts the whole queue before it cuts the answer (it drops a
+// limit that is not by key, etcdserver/txn/range.go: rangeLimit), but
+// sends and decodes no more than the limit.
 type semRule struct {
 	limit int64
 	name  string
 }
 
-func (semRule) Reads(prefix string, maxRev int64) []clientv3.Op {
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
-	if maxRev != 0 { // else: in the enqueue Txn, where Judge skips our own key
-		opts = append(opts, clientv3.WithMaxCreateRev(maxRev-1), clientv3.WithSerializable())
+func (r semRule) Reads(prefix string, maxRev int64) []clientv3.Op {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend)}
+	if maxRev != 0 {
+		opts = append(opts, clientv3.WithMaxCreateRev(maxRev-1), clientv3.WithSerializable(), clientv3.WithLimit(r.limit))
+	} else {
+		// In the enqueue Txn, where the new key is the newest (and Judge
+		// skips it).
+		opts = append(opts, clientv3.WithLimit(r.limit+1))
 	}
 	return []clientv3.Op{clientv3.OpGet(prefix, opts...)}
 }
@@ -224,9 +277,9 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 		if kv.CreateRevision >= self.Rev {
 			continue
 		}
-		k, limit, _, ok := parseSemValue(kv.Value)
+		k, limit, ok := parseSemKey(kv.Key)
 		if !ok {
-			return queue.Verdict{Err: notSemEntry(r.name, kv)}
+			return queue.Verdict{Err: notSemKey(r.name, kv.Key)}
 		}
 		if limit != r.limit {
 			return queue.Verdict{Err: &LimitMismatchError{Name: r.name, Limit: r.limit, Stored: limit, Key: string(kv.Key)}}
@@ -234,13 +287,18 @@ func (r semRule) Judge(self queue.Entry, resps []*pb.RangeResponse) queue.Verdic
 		older = append(older, queue.Entry{Key: string(kv.Key), Rev: kv.CreateRevision, Weight: k})
 		sum += k
 	}
-	if sum+self.Weight <= r.limit {
+	// Oldest first (the reads come newest first; a status reader's
+	// snapshot in key order).
+	slices.SortFunc(older, func(a, b queue.Entry) int { return cmp.Compare(a.Rev, b.Rev) })
+	// More: older keys beyond the limit read, each of at least one permit.
+	if !resps[0].More && sum+self.Weight <= r.limit {
 		return queue.Verdict{Admitted: true}
 	}
-	// The window, nearest first: older is sorted oldest first.
+	// The window, nearest first. With More, the limit keys read weigh at
+	// least limit > limit-k: the window is among them.
 	var win int64
 	i := len(older)
-	for win <= r.limit-self.Weight {
+	for i > 0 && win <= r.limit-self.Weight {
 		i--
 		win += older[i].Weight
 	}

@@ -206,6 +206,10 @@ type Request struct {
 	Value  string // the key's value; the Primitive's Value if empty
 	Weight int64  // the waiter's weight in its rule (a semaphore's permits); 0 means 1
 	Mode   Mode
+	// KeySuffix, if set, ends the waiter's key name: what a rule reading
+	// keys only (no values) must learn of the request (a semaphore's
+	// permits and limit).
+	KeySuffix string
 }
 
 // Acquire enqueues a waiter on k's lease and blocks until the rule admits
@@ -224,7 +228,7 @@ func (q *Queue) Acquire(ctx context.Context, k *lease.Keeper, req Request, onEnd
 	if q.kw != nil {
 		q.kw.touch()
 	}
-	w := &waiter{q: q, k: k, weight: max(req.Weight, 1)}
+	w := &waiter{q: q, k: k, weight: max(req.Weight, 1), suffix: req.KeySuffix}
 	v, err := w.enqueue(ctx, req)
 	if err != nil {
 		return nil, err
@@ -321,6 +325,7 @@ func (w *waiter) takeKey() {
 	default:
 		w.key, w.free = keys.Waiter(q.Prefix, w.k.ID()), nil
 	}
+	w.key += w.suffix
 	if q.kw != nil {
 		w.ownPrefix = q.ownPrefix(w.key, w.k.ID())
 	}

@@ -22,6 +22,7 @@ type waiter struct {
 	q       *Queue
 	k       *lease.Keeper
 	key     string
+	suffix  string // ends key (Request.KeySuffix)
 	rev     int64
 	weight  int64  // in the rule: a semaphore's permits, else 1
 	readRev int64  // revision of the last read that judged this waiter

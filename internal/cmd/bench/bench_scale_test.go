@@ -32,7 +32,11 @@ func scaleEnv(t *testing.T) (*benchEnv, string) {
 // clients and counts, with the server's own counter, the watch events per
 // release: a waiter watches only the keys ahead whose permits keep it out
 // (4 here) and its own keys, so a release reaches a handful of clients,
-// where one watch of the whole prefix per client sent it to all 16.
+// where one watch of the whole prefix per client sent it to all 16. A
+// release of one permit goes to the holder's own watch and to the windows
+// holding it: at most the 4 waiters just behind it, 2.5 on average when
+// the 4 holders release in any order (the first waiter watches all 4, the
+// next 3 of them, and so on): 3.5 per release, at most 5.
 func TestScaleSemaphoreEvents(t *testing.T) {
 	if serverEvents() < 0 {
 		t.Fatalf("the embedded server exports no %s", eventsMetric)
@@ -50,8 +54,9 @@ func TestScaleSemaphoreEvents(t *testing.T) {
 		t.Fatalf("measured %d permits, requests %+v", s.ops, s.reqs)
 	}
 	f := summarizeScale(c, []sample{s})
-	if f.EventsPerOp == nil || *f.EventsPerOp > 8 {
-		t.Errorf("%d events for %d releases, want at most 8 per release (16: every client)", s.reqs.events, s.ops)
+	t.Logf("%d events for %d releases", s.reqs.events, s.ops)
+	if f.EventsPerOp == nil || *f.EventsPerOp > 5 {
+		t.Errorf("%d events for %d releases, want at most 5 per release (16: every client)", s.reqs.events, s.ops)
 	}
 }
 
