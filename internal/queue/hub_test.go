@@ -72,7 +72,16 @@ func TestHoldsShareOneWatchStream(t *testing.T) {
 	_, hs := manyHolds(t, cli, n)
 	// Before: a watch goroutine per Primitive, one clientv3 goroutine per
 	// watch, and a monitor goroutine per hold.
-	if g := runtime.NumGoroutine() - g0; g > 6 {
+	// Short-lived goroutines (a keeper's sweep, gRPC's own) come and go:
+	// the count must settle at or under the bound, where a goroutine per
+	// hold would keep it at n or more.
+	settle := time.Now().Add(5 * time.Second)
+	g := runtime.NumGoroutine() - g0
+	for g > 6 && time.Now().Before(settle) {
+		time.Sleep(10 * time.Millisecond)
+		g = runtime.NumGoroutine() - g0
+	}
+	if g > 6 {
 		t.Errorf("%d holds added %d goroutines, want at most 6 in all", n, g)
 	}
 	if s := count.streams.Load() - streams0; s > 1 {
