@@ -97,7 +97,7 @@ func setupRun(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writ
 	fs.Var(&cfg.minHold, "min-hold", "keep NAME taken for at least this `duration` after it was acquired, even if CMD\nends sooner; do not wait: exit 0 without running CMD if NAME is taken")
 	cfg.metrics.Register(fs)
 	fs.Var(&cfg.maxHold, "max-hold", "release NAME this `duration` after it was acquired, stopping CMD (exit 121)")
-	fs.Var(&cfg.lockDelay, "lock-delay", "after a holder of NAME vanished without releasing, start no sooner than this\n`duration` after the loss (NAME is then a Mutex)")
+	fs.Var(&cfg.lockDelay, "lock-delay", "after a holder of NAME vanished without releasing, start no sooner than this\n`duration` after the loss")
 	fs.BoolVar(&cfg.etcdLayout, "etcd-layout", false, "take etcd's own lock NAME, the one of \"etcdctl lock NAME\" (keys NAME/<lease>)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		names, argv, err := positional(fs, 1, "NAME")
