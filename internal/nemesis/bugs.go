@@ -173,7 +173,7 @@ func (s *scenario) finish(ctx context.Context) ([]Finding, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var out []Finding
-	if left := s.e.waitEmpty(ctx, s.ns, 3*s.e.cfg.TTL+6*time.Second); left != "" {
+	if left := s.e.waitEmpty(ctx, s.ns, "", 3*s.e.cfg.TTL+6*time.Second); left != "" {
 		out = append(out, Finding{CheckCleanup, "keys left: " + left})
 	}
 	if err := s.e.w.catchUp(ctx); err != nil {

@@ -139,15 +139,21 @@ func (q *Queue) heldPut(key string) []clientv3.Op {
 	return []clientv3.Op{clientv3.OpPut(q.heldKey(key), "")}
 }
 
-// heldRead returns the read of the queue's oldest holding record: none
-// without lock-delay.
+// heldRead returns the read of the queue's oldest holding records (up to
+// heldReadMax, so that one acquirer clears the records of several losses
+// at once, not one delay per record): none without lock-delay.
 func (q *Queue) heldRead() []clientv3.Op {
 	if q.delay == nil {
 		return nil
 	}
 	return []clientv3.Op{clientv3.OpGet(q.delay.held, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend), clientv3.WithLimit(1))}
+		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend), clientv3.WithLimit(heldReadMax))}
 }
+
+// heldReadMax bounds the holding records an enqueue reads. etcd walks the
+// records either way (it drops the limit when sorting by mod revision);
+// the limit bounds the answer.
+const heldReadMax = 16
 
 // heldDelete returns the delete of key's holding record: none without
 // lock-delay.
@@ -181,12 +187,19 @@ func (w *waiter) staleHeld(ctx context.Context, v Verdict, held *pb.RangeRespons
 		return v // a key ahead lives: its waiter tells (delayJudge)
 	}
 	found := time.Now() // after the loss, which the Txn saw
-	gone := Entry{Key: w.q.heldOf(string(held.Kvs[0].Key)), Rev: held.Kvs[0].ModRevision}
+	// Every record older than the waiter's key is stale (no key older than
+	// it lives): one delay covers them all.
+	var gone []Entry
+	for _, kv := range held.Kvs {
+		if kv.ModRevision < w.rev {
+			gone = append(gone, Entry{Key: w.q.heldOf(string(kv.Key)), Rev: kv.ModRevision})
+		}
+	}
 	rev, err := w.q.recordLoss(ctx, 0, dl.d-time.Since(found), gone, true)
 	if err != nil {
 		return Verdict{Err: err}
 	}
-	w.q.logger().Info("lock-delay after an unclean loss found at enqueue", zap.String("lost", gone.Key), zap.Int64("create revision", gone.Rev), zap.Duration("delay", dl.d))
+	w.q.logger().Info("lock-delay after an unclean loss found at enqueue", zap.String("lost", gone[0].Key), zap.Int64("create revision", gone[0].Rev), zap.Int("records", len(gone)), zap.Duration("delay", dl.d))
 	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}
 }
 
@@ -382,7 +395,7 @@ func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
 // key's create revision. A Grant and a Txn; with rest <= 0, the record's
 // delete alone; with no lock-delay, nothing.
 func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone Entry) (int64, error) {
-	return q.recordLoss(ctx, lossRev, rest, gone, false)
+	return q.recordLoss(ctx, lossRev, rest, []Entry{gone}, false)
 }
 
 // recordLoss is RecordLoss; with extend, an existing delay key is moved
@@ -391,13 +404,17 @@ func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duratio
 // (each counted from its loss, at most d from its grant), so the move
 // never shortens a delay, and the loss found, of unknown time, gets its
 // whole delay whatever was recorded before it.
-func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone Entry, extend bool) (int64, error) {
+func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone []Entry, extend bool) (int64, error) {
 	dl := q.delay
 	if dl == nil {
 		return 0, nil
 	}
+	drops := make([]clientv3.Op, len(gone))
+	for i, e := range gone {
+		drops[i] = q.heldDrop(e)
+	}
 	if rest <= 0 {
-		_, err := q.Client.Txn(ctx).Then(q.heldDrop(gone)).Commit()
+		_, err := q.Client.Txn(ctx).Then(drops...).Commit()
 		return 0, err
 	}
 	ttl := int64((rest + time.Second - 1) / time.Second)
@@ -407,12 +424,12 @@ func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duratio
 	}
 	put := clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID))
 	get := clientv3.OpGet(dl.key, clientv3.WithKeysOnly())
-	otherwise := []clientv3.Op{get, q.heldDrop(gone)}
+	otherwise, getAt := append([]clientv3.Op{get}, drops...), 0
 	if extend {
-		otherwise = []clientv3.Op{put, get, q.heldDrop(gone)}
+		otherwise, getAt = append([]clientv3.Op{put, get}, drops...), 1
 	}
 	resp, err := q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
-		Then(put, q.heldDrop(gone)).Else(otherwise...).Commit()
+		Then(append([]clientv3.Op{put}, drops...)...).Else(otherwise...).Commit()
 	if err != nil {
 		return 0, err
 	}
@@ -424,7 +441,7 @@ func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duratio
 	if len(resp.Responses) != len(otherwise) {
 		return 0, ErrMalformed
 	}
-	kvs := resp.Responses[len(otherwise)-2].GetResponseRange().GetKvs()
+	kvs := resp.Responses[getAt].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
 		return 0, ErrMalformed
 	}
