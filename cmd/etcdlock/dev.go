@@ -20,10 +20,11 @@ var devCmd = &command{
 	usage:   "etcdlock dev [flags]",
 	help: `
 Dev runs an embedded single-member etcd server listening for clients on
---listen (plain HTTP, no TLS, no authentication unless asked for), so that
-every other command can be tried across terminals with no etcd installed. It prints the
-client endpoint alone on stdout, and notes on stderr, then serves until
-interrupted (SIGINT, SIGTERM), when it stops the server cleanly and exits 0.
+--listen (plain HTTP, no TLS, no authentication unless asked for), so
+that every other command can be tried across terminals with no etcd
+installed. It prints the client endpoint alone on stdout, and notes on
+stderr, then serves until interrupted (SIGINT, SIGTERM), when it stops the
+server cleanly and exits 0.
 
 The data lives in a new temporary directory, removed at exit, written
 without fsync; with --data-dir it lives in that directory (created if
@@ -39,8 +40,9 @@ directory (removed at exit). With --auth it turns etcd's authentication on,
 with the user root. Dev then prints, on stderr, the variables to export in
 other terminals (the certificate files; the user and its password).
 
-Not for production: one member, throwaway certificates, a known password. The exit status is 0, 2 for bad usage, 1 if the server cannot
-start (e.g. the port is in use).`,
+Not for production: one member, throwaway certificates, a known password.
+The exit status is 0, 2 for bad usage, 1 if the server cannot start (e.g.
+the port is in use).`,
 	setup: setupDev,
 }
 
