@@ -17,15 +17,11 @@ import (
 // gap would be misread), and its client connects again. Its methods are
 // safe for concurrent use.
 type linkProxy struct {
-	ln     net.Listener
-	target string // host:port of the member's client listener
+	relays[*linkConn]        // by the worker's side of each connection
+	target            string // host:port of the member's client listener
 
 	delay atomic.Int64 // nanoseconds
-
-	mu    sync.Mutex
-	drop  bool
-	conns map[net.Conn]*linkConn // the worker's side of each connection
-	wg    sync.WaitGroup
+	drop  bool         // guarded by mu
 }
 
 // linkConn is one relayed connection.
@@ -34,13 +30,10 @@ type linkConn struct {
 }
 
 func startLinkProxy(target string) (*linkProxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	p := &linkProxy{target: target}
+	if err := p.start(p.serve); err != nil {
 		return nil, err
 	}
-	p := &linkProxy{ln: ln, target: target, conns: make(map[net.Conn]*linkConn)}
-	p.wg.Add(1)
-	go p.accept()
 	return p, nil
 }
 
@@ -63,34 +56,6 @@ func (p *linkProxy) setDrop(on bool) {
 		if lc.lost {
 			c.Close()
 		}
-	}
-}
-
-// close stops accepting, closes every connection and waits for the
-// relays. It is idempotent.
-func (p *linkProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *linkProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			p.serve(c)
-		}()
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // peerProxy stands in front of one member's peer listener: it is the
@@ -23,26 +22,20 @@ import (
 // at both members' proxies stops every call between the two, in both
 // directions, while their links to the third member carry on.
 type peerProxy struct {
-	ln     net.Listener
-	target string // the member's own peer listener, host:port
+	relays[string]        // by connection, the sending member's name
+	target         string // the member's own peer listener, host:port
 	// senderOf names the member at the other end of a connection it
 	// accepted; false if the connection is no member's.
 	senderOf func(net.Conn) (string, bool)
 
-	mu    sync.Mutex
-	cut   map[string]bool // sending members refused, by name
-	conns map[net.Conn]string
-	wg    sync.WaitGroup
+	cut map[string]bool // sending members refused, by name; guarded by mu
 }
 
 func startPeerProxy(target string, senderOf func(net.Conn) (string, bool)) (*peerProxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	p := &peerProxy{target: target, senderOf: senderOf, cut: make(map[string]bool)}
+	if err := p.start(p.serve); err != nil {
 		return nil, err
 	}
-	p := &peerProxy{ln: ln, target: target, senderOf: senderOf, cut: make(map[string]bool), conns: make(map[net.Conn]string)}
-	p.wg.Add(1)
-	go p.accept()
 	return p, nil
 }
 
@@ -62,32 +55,6 @@ func (p *peerProxy) setCut(names []string) {
 		if p.cut[from] {
 			c.Close()
 		}
-	}
-}
-
-func (p *peerProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *peerProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			p.serve(c)
-		}()
 	}
 }
 
