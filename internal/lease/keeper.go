@@ -145,7 +145,7 @@ func Start(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) *Keeper {
 	} else {
 		k.epoch.end(ErrDeadline) // no deadline known yet: the first probe opens an epoch
 	}
-	k.stream = renewStream{cli: cli, ctx: ctx}
+	k.stream = renewStream{cli: cli, ctx: ctx, lg: k.lg}
 	go k.run(ctx)
 	return k
 }

@@ -46,6 +46,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -64,7 +65,8 @@ type worker struct {
 	db             *sql.DB
 	fence          *sqlfence.Fence
 	log            *record.Log
-	reg, ctl, sqlr string // etcd register key, control key, SQL resource and counter row
+	lg             *zap.Logger // the library's log (-trace), else a no-op
+	reg, ctl, sqlr string      // etcd register key, control key, SQL resource and counter row
 	nextID         atomic.Int64
 	freeze         atomic.Bool
 	linger         atomic.Bool
@@ -98,6 +100,7 @@ func run() int {
 	fs.StringVar(&w.reg, "reg", "", "etcd key of the fenced counter")
 	fs.StringVar(&w.ctl, "ctl", "", "etcd key of the unfenced control counter")
 	fs.StringVar(&w.sqlr, "sql-resource", "", "SQL counter row and fence resource")
+	trace := fs.Bool("trace", false, "log the library's state changes and every lease renewal to stderr (worker)")
 	bug := fs.String("bug", "", "switch on this planted bug (a build with -tags etcdlock_bugs only)")
 	_ = fs.Parse(os.Args[2:])
 	if *bug != "" {
@@ -139,6 +142,20 @@ func run() int {
 		return w.job()
 	}
 	w.ttl = ttl
+	w.lg = zap.NewNop()
+	if *trace {
+		zc := zap.NewProductionConfig()
+		zc.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+		zc.OutputPaths = []string{"stderr"}
+		zc.Sampling = nil
+		zc.EncoderConfig.TimeKey = "ts"
+		zc.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		if w.lg, err = zc.Build(); err != nil {
+			fmt.Fprintln(os.Stderr, "lockworker:", err)
+			return 1
+		}
+		defer func() { _ = w.lg.Sync() }()
+	}
 	return w.loop(name, ns, ttl)
 }
 
@@ -164,7 +181,7 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 		close(usr)
 		<-done
 	}()
-	m, err := lock.NewMutex(w.cli, name, lock.WithTTL(ttl), lock.WithNamespace(ns))
+	m, err := lock.NewMutex(w.cli, name, lock.WithTTL(ttl), lock.WithNamespace(ns), lock.WithLogger(w.lg))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
 		return 1
