@@ -47,6 +47,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -66,6 +67,7 @@ type worker struct {
 	fence          *sqlfence.Fence
 	log            *record.Log
 	lg             *zap.Logger // the library's log (-trace), else a no-op
+	acks           *ackLog     // until when etcd acknowledged each lease
 	reg, ctl, sqlr string      // etcd register key, control key, SQL resource and counter row
 	nextID         atomic.Int64
 	freeze         atomic.Bool
@@ -119,10 +121,12 @@ func run() int {
 		return 1
 	}
 	defer w.log.Close()
+	w.acks = newAckLog()
 	w.cli, err = clientv3.New(clientv3.Config{
 		Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second,
 		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
-		Logger: zap.NewNop(),
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(w.acks.interceptor)},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
@@ -212,7 +216,11 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 		ret := w.log.Now()
 		tok := h.Token()
 		context.AfterFunc(h.Context(), func() {
-			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context()))})
+			var acked int64 // until when etcd had acknowledged the lease (ackLog)
+			if u := w.acks.Until(int64(h.Lease())); !u.IsZero() {
+				acked = w.log.Now() + int64(time.Until(u))
+			}
+			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context())), Acked: acked})
 		})
 		w.section(tok, h.Done(), func(rpost int64) {
 			w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: int64(h.Lease()),
