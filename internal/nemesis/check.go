@@ -332,7 +332,10 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		}
 	}
 
-	// Leases etcd ended before the TTL it had acknowledged. The library
+	// Leases etcd ended before the TTL it had acknowledged, under holders
+	// told after the watcher saw the end (those told by then need no
+	// excuse: among them, holds given up at their deadline, whose key the
+	// library deleted itself). The library
 	// times a hold's deadline from the send of the last renewal etcd
 	// answered, which is sound only if etcd keeps the lease for the TTL
 	// it granted from then. etcd does not always: a leader that was
@@ -355,7 +358,11 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		if g.UnlockAt > 0 && g.UnlockAt <= l.delAt {
 			continue // its own unlock came first
 		}
-		if g.DoneAt > 0 && g.DoneAt <= g.LeaseAcked+int64(lateTolerance) {
+		told := max(l.delAt, g.Return)
+		if g.DoneAt <= told+int64(lateTolerance) {
+			continue // told in time anyway (its deadline, or the library's own delete after it)
+		}
+		if g.DoneAt <= g.LeaseAcked+int64(lateTolerance) {
 			early[g] = true
 		}
 	}

@@ -384,6 +384,13 @@ func TestGrantsEarlyRevocation(t *testing.T) {
 		t.Fatalf("early revocation described as %q", r.early[0])
 	}
 
+	// Told before the delete (its deadline; the library then deletes the
+	// key itself): nothing to count apart.
+	a, b = mk(950*ms, 1800*ms)
+	if r := findings(t, spec, evs, a, b); len(r.findings) != 0 || len(r.early) != 0 {
+		t.Fatalf("told before the delete: %v, early %v", r.findings, r.early)
+	}
+
 	// Unknown acknowledgement, or a lease that ended after it (the
 	// keeper's deadline should have told the holder first): violations.
 	for _, acked := range []int64{0, 900 * ms} {
