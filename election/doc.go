@@ -40,7 +40,11 @@
 // slow or cut off; against a paused process only fencing helps. Guard the
 // leader's writes with the term's token (fencing.Commit for data in etcd,
 // fencing.Fence or an equivalent check for anything else), so that the
-// resource refuses a deposed leader.
+// resource refuses a deposed leader. A term's context ends before etcd
+// may expire its lease, provided etcd keeps the lease for the TTL it
+// acknowledged; an etcd leader that was paused can revoke it early
+// (etcd-io/etcd#15247), and the term then ends when its key's delete
+// arrives: one more reason for the token (see package lock).
 //
 // Set the client's DialKeepAliveTime and DialKeepAliveTimeout so that a
 // dead connection is noticed well within the TTL (see package lock).

@@ -57,7 +57,14 @@
 //   - It tells a live holder early. Done closes when the key is deleted,
 //     when the lease is gone, or when a conservative local deadline passes:
 //     the send time of the last acknowledged renewal plus the TTL, minus a
-//     safety margin, which comes before etcd can expire the lease.
+//     safety margin, which comes before etcd can expire the lease. That
+//     holds as long as etcd keeps a lease for the TTL it acknowledged,
+//     which etcd does not always do: a leader that was paused, or cut off
+//     while it went on ticking, can answer renewals the next leader never
+//     sees, and once resumed propose revocations from its stale view,
+//     which the new leader applies (etcd-io/etcd#15247). Such a holder
+//     learns at its key's delete, one watch delivery late, or at its next
+//     renewal; the fault suite with real processes meets this case.
 //   - It gives every grant a fencing token (package fencing): the key's
 //     create revision, which only ever grows. Make the resource refuse a
 //     token lower than the highest it has seen (fencing.Fence; for an

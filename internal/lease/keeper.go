@@ -11,7 +11,11 @@
 //	deadline = send time of the last acknowledged renewal + granted TTL - margin
 //
 // The server renewed the lease no earlier than the request was sent, so it
-// cannot expire the lease before send + TTL (clock rates being equal). When
+// cannot expire the lease before send + TTL (clock rates being equal), as
+// long as etcd keeps the leases it acknowledged: a deposed leader can
+// answer renewals the new one never sees, or have leases the new one just
+// renewed revoked (etcd-io/etcd#15247); a hold then learns at its key's
+// delete or at the next renewal. When
 // the deadline passes without a newer renewal, the current Epoch ends with
 // ErrDeadline ("jeopardy"); holds taken in that epoch must be treated as lost
 // even though the lease may still be alive.
@@ -145,7 +149,7 @@ func Start(cli *clientv3.Client, id clientv3.LeaseID, cfg Config) *Keeper {
 	} else {
 		k.epoch.end(ErrDeadline) // no deadline known yet: the first probe opens an epoch
 	}
-	k.stream = renewStream{cli: cli, ctx: ctx}
+	k.stream = renewStream{cli: cli, ctx: ctx, lg: k.lg}
 	go k.run(ctx)
 	return k
 }

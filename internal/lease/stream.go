@@ -2,10 +2,12 @@ package lease
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
 
@@ -19,6 +21,7 @@ import (
 // in flight) and owns no goroutine; the keeper's context ends its stream.
 type renewStream struct {
 	cli    *clientv3.Client
+	lg     *zap.Logger     // renewals at Debug level: when, from which member, in which raft term
 	ctx    context.Context // the keeper's: ends the stream at Stop
 	s      pb.Lease_LeaseKeepAliveClient
 	cancel context.CancelFunc // ends s
@@ -55,7 +58,15 @@ func (r *renewStream) renew(ctx context.Context, id clientv3.LeaseID) (time.Time
 			}
 		}
 		if err == nil {
+			if ce := r.lg.Check(zap.DebugLevel, "lease renewal answered"); ce != nil {
+				ce.Write(zap.Time("sent", sent), zap.Duration("rtt", time.Since(sent)), zap.Int64("ttl", resp.TTL),
+					zap.String("member", fmt.Sprintf("%x", resp.Header.GetMemberId())), zap.Uint64("term", resp.Header.GetRaftTerm()),
+					zap.Int64("rev", resp.Header.GetRevision()))
+			}
 			return sent, resp.TTL, nil
+		}
+		if ce := r.lg.Check(zap.DebugLevel, "lease renewal failed"); ce != nil {
+			ce.Write(zap.Time("sent", sent), zap.Duration("after", time.Since(sent)), zap.Bool("fresh", fresh), zap.Error(err))
 		}
 		r.close()
 		if fresh || ctx.Err() != nil {

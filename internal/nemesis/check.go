@@ -167,6 +167,9 @@ func leaseUse(events []Event) map[int64]int64 {
 type grantResult struct {
 	findings []Finding
 	expiries int // keys of live holders deleted by the end of their lease
+	// early describes the expiries that etcd made before the TTL it had
+	// acknowledged (Grant.LeaseAcked), whose holders were told by then.
+	early []string
 }
 
 func (r *grantResult) add(format string, args ...any) {
@@ -329,6 +332,41 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		}
 	}
 
+	// Leases etcd ended before the TTL it had acknowledged, under holders
+	// told after the watcher saw the end (those told by then need no
+	// excuse: among them, holds given up at their deadline, whose key the
+	// library deleted itself). The library
+	// times a hold's deadline from the send of the last renewal etcd
+	// answered, which is sound only if etcd keeps the lease for the TTL
+	// it granted from then. etcd does not always: a leader that was
+	// paused, or cut off while its raft loop went on ticking, can answer
+	// renewals the next leader never sees, and, resumed, propose the
+	// revocation of leases that look expired from its stale view, which
+	// it forwards to the new leader once it has stepped down
+	// (etcd-io/etcd#15247, #12528). No client can see that coming: its
+	// holder learns at its key's delete, or at its next renewal. Such an
+	// expiry is counted apart, and its holder must be told by the time
+	// the acknowledged lease would have ended (LeaseAcked, which its
+	// deadline precedes by the library's margin); the fences, checked
+	// elsewhere, must refuse what it wrote meanwhile.
+	early := make(map[*Grant]bool)
+	for _, m := range ms {
+		g, l := m.g, m.l
+		if l.del == 0 || g.LeaseAcked == 0 || l.delAt >= g.LeaseAcked || leases[l.lease] > l.del {
+			continue // not ended early, or not by its lease
+		}
+		if g.UnlockAt > 0 && g.UnlockAt <= l.delAt {
+			continue // its own unlock came first
+		}
+		told := max(l.delAt, g.Return)
+		if g.DoneAt <= told+int64(lateTolerance) {
+			continue // told in time anyway (its deadline, or the library's own delete after it)
+		}
+		if g.DoneAt <= g.LeaseAcked+int64(lateTolerance) {
+			early[g] = true
+		}
+	}
+
 	// Holders' beliefs: from its return until its worker asked to unlock
 	// or it was told the hold was lost (less lateTolerance, for the delay
 	// in recording DoneAt), a hold's worker believes it holds. The holds
@@ -350,6 +388,9 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		}
 		if g.DoneAt > 0 {
 			end = min(end, g.DoneAt-int64(lateTolerance))
+		}
+		if early[g] {
+			end = min(end, m.l.delAt) // etcd ended it; the holder could not know yet
 		}
 		if end <= g.Return {
 			continue
@@ -414,6 +455,11 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		// as soon as it was returned.
 		told := max(l.delAt, g.Return)
 		res.expiries++
+		if early[g] {
+			res.early = append(res.early, fmt.Sprintf("%s: lease %x of %d@%s ended at revision %d, seen %v before the end of the TTL etcd had acknowledged; its holder was told %v after the watcher saw it",
+				g.Worker, l.lease, g.Token, g.Key, l.del, ms2(g.LeaseAcked-l.delAt), ms2(g.DoneAt-told)))
+			continue
+		}
 		if g.DoneAt == 0 || g.DoneAt > told+int64(lateTolerance) {
 			late := "never"
 			if g.DoneAt > 0 {

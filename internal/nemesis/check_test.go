@@ -350,3 +350,68 @@ func TestBugVerdict(t *testing.T) {
 		t.Fatalf("caught by checker (1): %+v", r)
 	}
 }
+
+// A lease etcd ends before the TTL it acknowledged (etcd-io/etcd#15247: a
+// deposed leader's revocations, forwarded to the new leader) is counted
+// apart, not as the library's lateness, provided its holder was told by
+// the time the acknowledged lease would have ended; the next holder's
+// grant after the delete is then no second belief. A holder told later
+// than that, or a lease that ended after the acknowledged time, is still
+// a violation.
+func TestGrantsEarlyRevocation(t *testing.T) {
+	spec := lockSpec{prefix: pfx, kind: exclusive}
+	ms := int64(time.Millisecond)
+	evs := []Event{
+		put(10, pfx+"a", 1, "", 0),
+		put(11, pfx+"b", 2, "", 0),
+		del(12, pfx+"a", 1000*ms), // a's lease ended, seen at 1s
+		del(13, pfx+"b", 2500*ms),
+	}
+	mk := func(doneAt, acked int64) (*Grant, *Grant) {
+		a := grant(pfx+"a", 10, 10, ms, 0, doneAt)
+		a.DoneCause, a.LeaseAcked = "deleted", acked
+		b := grant(pfx+"b", 11, 12, 1050*ms, 2400*ms, 0) // granted after the delete
+		return a, b
+	}
+
+	// Acknowledged until 1.8s, ended at 1s, told at 1.3s: etcd's.
+	a, b := mk(1300*ms, 1800*ms)
+	r := findings(t, spec, evs, a, b)
+	if len(r.findings) != 0 || r.expiries != 1 || len(r.early) != 1 {
+		t.Fatalf("early revocation told in time: %v, %d expiries, early %v", r.findings, r.expiries, r.early)
+	}
+	if !strings.Contains(r.early[0], "ended at revision 12, seen 800ms before") {
+		t.Fatalf("early revocation described as %q", r.early[0])
+	}
+
+	// Told before the delete (its deadline; the library then deletes the
+	// key itself): nothing to count apart.
+	a, b = mk(950*ms, 1800*ms)
+	if r := findings(t, spec, evs, a, b); len(r.findings) != 0 || len(r.early) != 0 {
+		t.Fatalf("told before the delete: %v, early %v", r.findings, r.early)
+	}
+
+	// Unknown acknowledgement, or a lease that ended after it (the
+	// keeper's deadline should have told the holder first): violations.
+	for _, acked := range []int64{0, 900 * ms} {
+		a, b := mk(1300*ms, acked)
+		r := findings(t, spec, evs, a, b)
+		wantFinding(t, r, "told of the loss 300ms late")
+		wantFinding(t, r, "believed")
+		if len(r.early) != 0 {
+			t.Fatalf("acked %v: counted as early: %v", acked, r.early)
+		}
+	}
+
+	// Early, but its holder was told after the acknowledged end: late.
+	a, b = mk(2000*ms, 1800*ms)
+	r = findings(t, spec, evs, a, b)
+	wantFinding(t, r, "told of the loss 1000ms late")
+	wantFinding(t, r, "believed")
+
+	// An early delete of a lease still in use afterwards is someone
+	// else's delete, whatever the acknowledgement.
+	a, b = mk(1300*ms, 1800*ms)
+	r = findings(t, spec, append(evs, put(14, pfx+"c", 1, "", 1100*ms)), a, b)
+	wantFinding(t, r, "by someone else")
+}

@@ -30,16 +30,18 @@ type LockHistory struct {
 	Grants []*Grant
 }
 
-// CheckLock runs checker (1) (CheckGrants) on h: it returns the findings
-// and how many reported holds ended by their lease's end under a holder
-// that had not asked to unlock.
-func CheckLock(h LockHistory) (findings []Finding, expiries int) {
+// CheckLock runs checker (1) (CheckGrants) on h: it returns the findings,
+// how many reported holds ended by their lease's end under a holder that
+// had not asked to unlock, and, among those, the ones etcd ended before
+// the TTL it had acknowledged (Grant.LeaseAcked) and whose holders were
+// told by then: etcd's early revocations, not findings.
+func CheckLock(h LockHistory) (findings []Finding, expiries int, early []string) {
 	spec := lockSpec{prefix: h.Prefix, kind: exclusive}
 	if h.RW {
 		spec.kind = readWrite
 	}
 	res := checkGrants(spec, replay(h.Events, spec), h.Grants, leaseUse(h.Events))
-	return res.findings, res.expiries
+	return res.findings, res.expiries, res.early
 }
 
 // RegisterVerdict is what CheckRegister found.

@@ -56,6 +56,12 @@ type Grant struct {
 	// DoneCause is why Done closed: "deadline", "deleted", "expired",
 	// "released" or the error's text.
 	DoneCause string `json:"done_cause,omitempty"`
+	// LeaseAcked, if known (not 0), is until when etcd had acknowledged
+	// the hold's lease when Done closed (ns since start): the send time
+	// of the last renewal etcd answered plus the TTL it granted. etcd
+	// must not expire the lease before then; a lease whose end the
+	// watcher saw earlier was revoked early by etcd (see checkGrants).
+	LeaseAcked int64 `json:"lease_acked,omitempty"`
 
 	doneAt    atomic.Int64
 	doneCause atomic.Pointer[string]

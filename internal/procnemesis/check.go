@@ -157,7 +157,7 @@ func (s *suite) load(h *holder, client *int) (loaded, int) {
 			}
 		case record.Done:
 			if g := grants[key{l.Key, l.Token}]; g != nil && g.DoneAt == 0 {
-				g.DoneAt, g.DoneCause = l.At, l.Cause
+				g.DoneAt, g.DoneCause, g.LeaseAcked = l.At, l.Cause, l.Acked
 			}
 		case record.Call:
 			calls[l.ID] = l
@@ -266,8 +266,11 @@ func (s *suite) check(ctx context.Context, rep *Report, warm int64) {
 			s.checkFrozen(rep, &row, h, l, addFinding)
 		}
 		row.Grants = len(grants)
-		findings, exp := nemesis.CheckLock(nemesis.LockHistory{Prefix: sh.prefix, RW: sh.rw, Events: events, Grants: grants})
+		findings, exp, early := nemesis.CheckLock(nemesis.LockHistory{Prefix: sh.prefix, RW: sh.rw, Events: events, Grants: grants})
 		row.LeaseExpiries = exp
+		for _, e := range early {
+			rep.EarlyRevocations = append(rep.EarlyRevocations, sh.name+": "+e)
+		}
 		for _, f := range findings {
 			addFinding(&row, f)
 		}

@@ -36,12 +36,14 @@ type member struct {
 // cluster is three etcd server processes on the loopback address, fsync
 // on, each with its data dir under dir.
 type cluster struct {
-	ps      *procs
-	bin     string
-	dir     string
-	initial string
-	members []*member
-	cli     *clientv3.Client // to every member, for the suite's own reads
+	ps  *procs
+	bin string
+	dir string
+	// logLevel is the members' log level (etcd's -log-level).
+	logLevel string
+	initial  string
+	members  []*member
+	cli      *clientv3.Client // to every member, for the suite's own reads
 
 	mu  sync.Mutex
 	cut map[[2]int]bool // links cut, as sorted pairs of member indexes
@@ -58,8 +60,8 @@ func freePort() (string, error) {
 }
 
 // startCluster starts the three members and waits until each is ready.
-func startCluster(ctx context.Context, ps *procs, bin, dir string, n int) (_ *cluster, err error) {
-	c := &cluster{ps: ps, bin: bin, dir: dir, cut: make(map[[2]int]bool)}
+func startCluster(ctx context.Context, ps *procs, bin, dir string, n int, logLevel string) (_ *cluster, err error) {
+	c := &cluster{ps: ps, bin: bin, dir: dir, logLevel: logLevel, cut: make(map[[2]int]bool)}
 	defer func() {
 		if err != nil {
 			c.close()
@@ -133,7 +135,7 @@ func (c *cluster) launch(m *member) (chan string, error) {
 	p, err := c.ps.start(m.name, &readyWriter{ch: ready}, m.dir+".log", c.bin,
 		"-name", m.name, "-data-dir", m.dir, "-listen-client", m.clientURL,
 		"-listen-peer", "http://"+m.listenPeer, "-advertise-peer", "http://"+m.proxy.addr(),
-		"-initial-cluster", c.initial)
+		"-initial-cluster", c.initial, "-log-level", c.logLevel)
 	if err != nil {
 		return nil, err
 	}

@@ -75,6 +75,9 @@ func (s *suite) startWorker(sh *shard) (*holder, error) {
 		if s.cfg.Bug != "" {
 			args = append(args, "-bug", s.cfg.Bug)
 		}
+		if s.cfg.Trace {
+			args = append(args, "-trace")
+		}
 		return "lockworker", append(args, s.workerArgs(sh, eps, hist)...)
 	})
 	if err != nil {

@@ -247,7 +247,7 @@ func TestCutLinkDropsEveryCall(t *testing.T) {
 	}
 	ps := newProcs()
 	defer ps.closeAll()
-	c, err := startCluster(ctx, ps, filepath.Join(bin, "etcdserver"), filepath.Join(dir, "data"), 3)
+	c, err := startCluster(ctx, ps, filepath.Join(bin, "etcdserver"), filepath.Join(dir, "data"), 3, "error")
 	if err != nil {
 		t.Fatal(err)
 	}

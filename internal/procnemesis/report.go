@@ -32,6 +32,11 @@ type Report struct {
 	// LeaseExpiries counts holds whose key its lease's end deleted while
 	// their holder had not asked to unlock.
 	LeaseExpiries int `json:"lease_expiries"`
+	// EarlyRevocations are the lease expiries that etcd made before the
+	// TTL it had acknowledged to the holder, whose holders were told by
+	// then (see nemesis.CheckLock): not the library's violations, and
+	// what the fences are for.
+	EarlyRevocations []string `json:"early_revocations,omitempty"`
 	// Violations counts the findings of every checker (the control's lost
 	// updates excluded), the frozen holders' late writes accepted, the
 	// children that outlived a killed etcdlock run and the processes left
@@ -145,6 +150,12 @@ func (r *Report) Table(w io.Writer) error {
 	}
 	for _, s := range r.Notes {
 		fmt.Fprintf(w, "  note: %s\n", s)
+	}
+	if n := len(r.EarlyRevocations); n > 0 {
+		fmt.Fprintf(w, "  etcd revoked %d leases before the TTL it had acknowledged (etcd-io/etcd#15247); their holders were told by then:\n", n)
+		for _, e := range r.EarlyRevocations {
+			fmt.Fprintf(w, "    %s\n", e)
+		}
 	}
 	for _, f := range r.Findings {
 		fmt.Fprintf(w, "  violation (%s): %s\n", f.Checker, f.What)

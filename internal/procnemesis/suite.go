@@ -45,6 +45,11 @@ type Config struct {
 	// "LeaseIDToken") that every worker runs with: the binaries are
 	// built with -tags etcdlock_bugs, and the run must find violations.
 	Bug string
+	// Trace keeps what a violation needs to be explained, in the run's
+	// directory, whatever the outcome: the members' logs at info level,
+	// every worker's library log with each lease renewal (sent, answered,
+	// member, raft term), and the watcher's events (watch.jsonl).
+	Trace bool
 
 	// bin, if set, holds the binaries already built (for Bug's build):
 	// tests that run the suite several times build them once.
@@ -161,8 +166,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			return nil, err
 		}
 		defer func() { // after every process is gone (deferred below)
-			if rep != nil && (rep.Violations > 0 || !rep.Valid) && cfg.Bug == "" {
+			if rep != nil && (rep.Violations > 0 || !rep.Valid || cfg.Trace) && cfg.Bug == "" {
 				// Keep the histories and logs to look into; not the data.
+				logs, _ := filepath.Glob(filepath.Join(s.dir, "data", "*.log"))
+				for _, l := range logs {
+					_ = os.Rename(l, filepath.Join(s.dir, filepath.Base(l)))
+				}
 				_ = os.RemoveAll(filepath.Join(s.dir, "data"))
 				_ = os.RemoveAll(filepath.Join(s.dir, "bin")) // not cfg.bin: not the run's
 				rep.OutDir = s.dir
@@ -206,7 +215,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}()
 	sctx, cancel := context.WithTimeout(ctx, memberStartTimeout)
-	s.c, err = startCluster(sctx, s.ps, filepath.Join(s.bin, "etcdserver"), filepath.Join(s.dir, "data"), 3)
+	logLevel := "error"
+	if cfg.Trace {
+		logLevel = "info"
+	}
+	s.c, err = startCluster(sctx, s.ps, filepath.Join(s.bin, "etcdserver"), filepath.Join(s.dir, "data"), 3, logLevel)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -219,6 +232,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	defer func() {
 		if s.w != nil {
 			s.w.Stop()
+			if cfg.Trace {
+				s.dumpEvents()
+			}
 		}
 	}()
 	return s.run(ctx)
@@ -299,4 +315,18 @@ func (s *suite) setup(ctx context.Context) error {
 	}
 	s.w = nemesis.StartWatcher(s.c.cli, namespace, resp.Header.Revision+1, s.start)
 	return nil
+}
+
+// dumpEvents writes the watcher's events to watch.jsonl in the run's
+// directory (Config.Trace).
+func (s *suite) dumpEvents() {
+	f, err := os.Create(filepath.Join(s.dir, "watch.jsonl"))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	enc := json.NewEncoder(f)
+	for _, e := range s.w.Events() {
+		_ = enc.Encode(e)
+	}
 }

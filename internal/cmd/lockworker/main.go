@@ -46,6 +46,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -64,7 +66,9 @@ type worker struct {
 	db             *sql.DB
 	fence          *sqlfence.Fence
 	log            *record.Log
-	reg, ctl, sqlr string // etcd register key, control key, SQL resource and counter row
+	lg             *zap.Logger // the library's log (-trace), else a no-op
+	acks           *ackLog     // until when etcd acknowledged each lease
+	reg, ctl, sqlr string      // etcd register key, control key, SQL resource and counter row
 	nextID         atomic.Int64
 	freeze         atomic.Bool
 	linger         atomic.Bool
@@ -98,6 +102,7 @@ func run() int {
 	fs.StringVar(&w.reg, "reg", "", "etcd key of the fenced counter")
 	fs.StringVar(&w.ctl, "ctl", "", "etcd key of the unfenced control counter")
 	fs.StringVar(&w.sqlr, "sql-resource", "", "SQL counter row and fence resource")
+	trace := fs.Bool("trace", false, "log the library's state changes and every lease renewal to stderr (worker)")
 	bug := fs.String("bug", "", "switch on this planted bug (a build with -tags etcdlock_bugs only)")
 	_ = fs.Parse(os.Args[2:])
 	if *bug != "" {
@@ -116,10 +121,12 @@ func run() int {
 		return 1
 	}
 	defer w.log.Close()
+	w.acks = newAckLog()
 	w.cli, err = clientv3.New(clientv3.Config{
 		Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second,
 		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
-		Logger: zap.NewNop(),
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(w.acks.interceptor)},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
@@ -139,6 +146,20 @@ func run() int {
 		return w.job()
 	}
 	w.ttl = ttl
+	w.lg = zap.NewNop()
+	if *trace {
+		zc := zap.NewProductionConfig()
+		zc.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+		zc.OutputPaths = []string{"stderr"}
+		zc.Sampling = nil
+		zc.EncoderConfig.TimeKey = "ts"
+		zc.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		if w.lg, err = zc.Build(); err != nil {
+			fmt.Fprintln(os.Stderr, "lockworker:", err)
+			return 1
+		}
+		defer func() { _ = w.lg.Sync() }()
+	}
 	return w.loop(name, ns, ttl)
 }
 
@@ -164,7 +185,7 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 		close(usr)
 		<-done
 	}()
-	m, err := lock.NewMutex(w.cli, name, lock.WithTTL(ttl), lock.WithNamespace(ns))
+	m, err := lock.NewMutex(w.cli, name, lock.WithTTL(ttl), lock.WithNamespace(ns), lock.WithLogger(w.lg))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
 		return 1
@@ -195,7 +216,11 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 		ret := w.log.Now()
 		tok := h.Token()
 		context.AfterFunc(h.Context(), func() {
-			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context()))})
+			var acked int64 // until when etcd had acknowledged the lease (ackLog)
+			if u := w.acks.Until(int64(h.Lease())); !u.IsZero() {
+				acked = w.log.Now() + int64(time.Until(u))
+			}
+			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context())), Acked: acked})
 		})
 		w.section(tok, h.Done(), func(rpost int64) {
 			w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: int64(h.Lease()),

@@ -47,6 +47,7 @@ func main() {
 	flag.StringVar(&cfg.Dir, "dir", "", "keep binaries, data and histories in this directory")
 	flag.StringVar(&jsonPath, "json", "", "write the report as JSON to this `file`")
 	flag.BoolVar(&verbose, "v", false, "log every fault")
+	flag.BoolVar(&cfg.Trace, "trace", false, "keep the members' logs, the workers' library logs (every lease renewal) and the watcher's events in the run's directory")
 	flag.StringVar(&cfg.Bug, "bug", "", "run every worker with this planted bug (e.g. LeaseIDToken): the run must find violations")
 	flag.Parse()
 	if flag.NArg() > 0 {

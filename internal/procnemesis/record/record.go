@@ -72,9 +72,12 @@ type Line struct {
 	Value  int64  `json:"value,omitempty"`
 	Status string `json:"status,omitempty"`
 	Cause  string `json:"cause,omitempty"`
-	Err    string `json:"err,omitempty"`
-	PID    int    `json:"pid,omitempty"`
-	PPID   int    `json:"ppid,omitempty"`
+	// Acked, on a Done line: until when etcd had acknowledged the hold's
+	// lease (nemesis.Grant.LeaseAcked), if known.
+	Acked int64  `json:"acked,omitempty"`
+	Err   string `json:"err,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	PPID  int    `json:"ppid,omitempty"`
 }
 
 // Log appends Lines to a file. It is safe for concurrent use.
