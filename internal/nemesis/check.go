@@ -168,7 +168,8 @@ type grantResult struct {
 	findings []Finding
 	expiries int // keys of live holders deleted by the end of their lease
 	// early describes the expiries that etcd made before the TTL it had
-	// acknowledged (Grant.LeaseAcked), whose holders were told by then.
+	// acknowledged (Grant.LeaseAcked) that the timing checks would have
+	// flagged, whose holders were told by that TTL's end.
 	early []string
 }
 
@@ -332,10 +333,7 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		}
 	}
 
-	// Leases etcd ended before the TTL it had acknowledged, under holders
-	// told after the watcher saw the end (those told by then need no
-	// excuse: among them, holds given up at their deadline, whose key the
-	// library deleted itself). The library
+	// Leases etcd ended before the TTL it had acknowledged. The library
 	// times a hold's deadline from the send of the last renewal etcd
 	// answered, which is sound only if etcd keeps the lease for the TTL
 	// it granted from then. etcd does not always: a leader that was
@@ -344,26 +342,60 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 	// revocation of leases that look expired from its stale view, which
 	// it forwards to the new leader once it has stepped down
 	// (etcd-io/etcd#15247, #12528). No client can see that coming: its
-	// holder learns at its key's delete, or at its next renewal. Such an
-	// expiry is counted apart, and its holder must be told by the time
-	// the acknowledged lease would have ended (LeaseAcked, which its
-	// deadline precedes by the library's margin); the fences, checked
-	// elsewhere, must refuse what it wrote meanwhile.
+	// holder learns at its key's delete, or at its next renewal, and the
+	// next waiter may be granted first. Such a hold is exempt from the
+	// two timing checks below (the holder told before another was
+	// granted, and by the time the watcher saw the delete) if its holder
+	// was told by the time the acknowledged lease would have ended
+	// (LeaseAcked, which its deadline precedes by the library's margin);
+	// the revision checks above and the fences, checked elsewhere, still
+	// apply. Those the exemption spared from a finding are listed apart.
 	early := make(map[*Grant]bool)
 	for _, m := range ms {
 		g, l := m.g, m.l
-		if l.del == 0 || g.LeaseAcked == 0 || l.delAt >= g.LeaseAcked || leases[l.lease] > l.del {
-			continue // not ended early, or not by its lease
-		}
-		if g.UnlockAt > 0 && g.UnlockAt <= l.delAt {
+		switch {
+		case l.del == 0 || g.LeaseAcked == 0 || l.delAt >= g.LeaseAcked:
+			continue // not ended, or not before its acknowledged end
+		case leases[l.lease] > l.del:
+			continue // its lease lived on: someone deleted the key
+		case g.UnlockAt > 0 && g.UnlockAt <= l.delAt:
 			continue // its own unlock came first
+		case g.DoneAt > 0 && g.DoneAt <= g.LeaseAcked+int64(lateTolerance):
+			early[g] = true
+		}
+	}
+	// believedUntil is when g's worker stopped believing it held.
+	believedUntil := func(g *Grant) int64 {
+		end := int64(never)
+		if g.UnlockAt > 0 {
+			end = g.UnlockAt
+		}
+		if g.DoneAt > 0 {
+			end = min(end, g.DoneAt-int64(lateTolerance))
+		}
+		return end
+	}
+	for _, m := range ms {
+		g, l := m.g, m.l
+		if !early[g] {
+			continue
 		}
 		told := max(l.delAt, g.Return)
-		if g.DoneAt <= told+int64(lateTolerance) {
-			continue // told in time anyway (its deadline, or the library's own delete after it)
+		why := ""
+		if g.DoneAt > told+int64(lateTolerance) {
+			why = fmt.Sprintf("its holder was told %v after the watcher saw it", ms2(g.DoneAt-told))
 		}
-		if g.DoneAt <= g.LeaseAcked+int64(lateTolerance) {
-			early[g] = true
+		if spec.kind == exclusive {
+			for _, o := range ms {
+				if o.g.Token > g.Token && o.g.Return >= g.Return && o.g.Return < believedUntil(g) {
+					why = fmt.Sprintf("its holder was told %v after %s was granted %d", ms2(g.DoneAt-o.g.Return), o.g.Worker, o.g.Token)
+					break
+				}
+			}
+		}
+		if why != "" {
+			res.early = append(res.early, fmt.Sprintf("%s: lease %x of %d@%s ended at revision %d, seen %v before the end of the TTL etcd had acknowledged; %s",
+				g.Worker, l.lease, g.Token, g.Key, l.del, ms2(g.LeaseAcked-l.delAt), why))
 		}
 	}
 
@@ -382,16 +414,10 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 	var bs []belief
 	for _, m := range ms {
 		g := m.g
-		end := int64(never)
-		if g.UnlockAt > 0 {
-			end = g.UnlockAt
-		}
-		if g.DoneAt > 0 {
-			end = min(end, g.DoneAt-int64(lateTolerance))
-		}
 		if early[g] {
-			end = min(end, m.l.delAt) // etcd ended it; the holder could not know yet
+			continue // see early above
 		}
+		end := believedUntil(g)
 		if end <= g.Return {
 			continue
 		}
@@ -456,9 +482,7 @@ func checkGrants(spec lockSpec, lives []*life, grants []*Grant, leases map[int64
 		told := max(l.delAt, g.Return)
 		res.expiries++
 		if early[g] {
-			res.early = append(res.early, fmt.Sprintf("%s: lease %x of %d@%s ended at revision %d, seen %v before the end of the TTL etcd had acknowledged; its holder was told %v after the watcher saw it",
-				g.Worker, l.lease, g.Token, g.Key, l.del, ms2(g.LeaseAcked-l.delAt), ms2(g.DoneAt-told)))
-			continue
+			continue // see early above
 		}
 		if g.DoneAt == 0 || g.DoneAt > told+int64(lateTolerance) {
 			late := "never"

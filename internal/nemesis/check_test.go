@@ -391,6 +391,17 @@ func TestGrantsEarlyRevocation(t *testing.T) {
 		t.Fatalf("told before the delete: %v, early %v", r.findings, r.early)
 	}
 
+	// The watcher late (it saw the delete at 1.2s), the holder told at
+	// 1.16s, 110ms after the next grant: exempt when early, and listed.
+	lag := []Event{evs[0], evs[1], del(12, pfx+"a", 1200*ms), evs[3]}
+	a, b = mk(1160*ms, 1800*ms)
+	r = findings(t, spec, lag, a, b)
+	if len(r.findings) != 0 || len(r.early) != 1 || !strings.Contains(r.early[0], "told 110ms after w was granted 11") {
+		t.Fatalf("early revocation, holder told after the next grant: %v, early %v", r.findings, r.early)
+	}
+	a, b = mk(1160*ms, 0)
+	wantFinding(t, findings(t, spec, lag, a, b), "believed")
+
 	// Unknown acknowledgement, or a lease that ended after it (the
 	// keeper's deadline should have told the holder first): violations.
 	for _, acked := range []int64{0, 900 * ms} {

@@ -33,8 +33,9 @@ type LockHistory struct {
 // CheckLock runs checker (1) (CheckGrants) on h: it returns the findings,
 // how many reported holds ended by their lease's end under a holder that
 // had not asked to unlock, and, among those, the ones etcd ended before
-// the TTL it had acknowledged (Grant.LeaseAcked) and whose holders were
-// told by then: etcd's early revocations, not findings.
+// the TTL it had acknowledged (Grant.LeaseAcked) that the timing checks
+// would have flagged, whose holders were told by that TTL's end: etcd's
+// early revocations, not findings.
 func CheckLock(h LockHistory) (findings []Finding, expiries int, early []string) {
 	spec := lockSpec{prefix: h.Prefix, kind: exclusive}
 	if h.RW {

@@ -33,9 +33,10 @@ type Report struct {
 	// their holder had not asked to unlock.
 	LeaseExpiries int `json:"lease_expiries"`
 	// EarlyRevocations are the lease expiries that etcd made before the
-	// TTL it had acknowledged to the holder, whose holders were told by
-	// then (see nemesis.CheckLock): not the library's violations, and
-	// what the fences are for.
+	// TTL it had acknowledged to the holder, which the timing checks
+	// would have flagged, whose holders were told by that TTL's end (see
+	// nemesis.CheckLock): etcd's, not the library's, and what the fences
+	// are for.
 	EarlyRevocations []string `json:"early_revocations,omitempty"`
 	// Violations counts the findings of every checker (the control's lost
 	// updates excluded), the frozen holders' late writes accepted, the
@@ -152,7 +153,7 @@ func (r *Report) Table(w io.Writer) error {
 		fmt.Fprintf(w, "  note: %s\n", s)
 	}
 	if n := len(r.EarlyRevocations); n > 0 {
-		fmt.Fprintf(w, "  etcd revoked %d leases before the TTL it had acknowledged (etcd-io/etcd#15247); their holders were told by then:\n", n)
+		fmt.Fprintf(w, "  etcd ended %d leases before the TTL it had acknowledged (etcd-io/etcd#15247), whose holders were told too late for the timing checks but by that TTL's end:\n", n)
 		for _, e := range r.EarlyRevocations {
 			fmt.Fprintf(w, "    %s\n", e)
 		}
