@@ -50,6 +50,9 @@ type cell struct {
 	// rate is compared with, beside their rate over the floor row's of as
 	// many contenders (see bench_floor.go); nil for other rows.
 	perPut *cellKey
+	// floor, for the readers and semaphore rows, names the permit floor
+	// row their rate is compared with (/floor); nil for other rows.
+	floor *cellKey
 	// measure runs the cell for d against env's server using only keys
 	// under ns, and returns what it measured. It waits for every goroutine
 	// it starts and closes every client, session and lock it makes, also
