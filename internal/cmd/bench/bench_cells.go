@@ -498,7 +498,10 @@ func (p *pacer) start(ctx context.Context, n int) (starts []chan struct{}, ready
 				if seen++; seen < n {
 					close(starts[seen])
 				} else if seen == n {
+					// Done: the watch ends before the measured
+					// time, which its events would count in.
 					close(ready)
+					cancel()
 				}
 			}
 		}
