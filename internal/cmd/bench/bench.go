@@ -795,6 +795,11 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprint(w, "  library: enqueue Txn, a watch on the key ahead kept from wait to wait, one\n")
 	fmt.Fprint(w, "  read after its delete (floor-noread: none), release Txn. /put, /floor: the\n")
 	fmt.Fprint(w, "  row's ops/s over its put serial row's and over its floor row's.\n")
+	fmt.Fprint(w, "floor-sem, floor-rw (and -noread): the bare requests of a FIFO queue of\n")
+	fmt.Fprint(w, "  permits, no library: enqueue Txn reading the keys ahead, one watch of the\n")
+	fmt.Fprint(w, "  queue kept for good (a reader: of the writer ahead), one read once the\n")
+	fmt.Fprint(w, "  deletes admit it (-noread: none), release Txn; /floor of etcdlock-sem and\n")
+	fmt.Fprint(w, "  etcdlock-rw: their ops/s over these rows'.\n")
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }
