@@ -37,6 +37,10 @@ import (
 // each. Blocker watches share clientv3's stream (clientv3 shares a stream
 // among watches of one client whose contexts carry the same metadata, and
 // closes it with its last watch), so that a wait opens no stream either.
+// A wait whose blocker watches are not kept (more than one blocker: a
+// semaphore's or a writer's window) would close that stream at its end,
+// and the next wait would open another: so such a Primitive keeps one
+// idle watch on the stream for its life (see holdStream).
 
 // blockerKeep is how long blocker watches are kept, unused, for the next
 // wait. Its deletes are only read by that wait (or by the hint's check), so
@@ -62,6 +66,10 @@ type keyWatches struct {
 	// contender held the lock meanwhile (see contended).
 	seen    bool
 	keptRev int64
+	// idle, once a wait had watches it could not keep, is a watch that
+	// delivers nothing, on the blocker watches' clientv3 stream: it keeps
+	// the stream up between waits (see holdStream).
+	idle *watch
 }
 
 func newKeyWatches(ctx context.Context, cli *clientv3.Client, lg *zap.Logger) *keyWatches {
@@ -229,12 +237,66 @@ func (kw *keyWatches) contended() bool {
 	return kw.seen
 }
 
+// holdStream makes sure the Primitive has its idle watch, on key (one of
+// the queue's, which no one writes: the queue's prefix itself), so that
+// clientv3's stream of blocker watches stays up after a wait stops its
+// watches. Without it, each wait with several blockers (a semaphore, a
+// writer behind readers) opened a gRPC stream and closed it at its end,
+// about one stream per acquire under contention: a stream costs the
+// client and the server a goroutine set and an HTTP/2 stream set-up each
+// time. The idle watch costs one watch create, once per Primitive (on the
+// first such wait, not per acquire), and one server watcher on a key that
+// never changes, for the Primitive's life; it is stopped at Close. Both
+// filters are set, so that even a write of key sends nothing.
+//
+// A watch broken since (the stream lost its leader, which ends every watch
+// on it) is opened anew here, at the next wait that needs it. An error
+// opening it is not the wait's: the wait goes on without it.
+func (kw *keyWatches) holdStream(ctx context.Context, key string) {
+	kw.mu.Lock()
+	if kw.closed {
+		kw.mu.Unlock()
+		return
+	}
+	if x := kw.idle; x != nil {
+		select {
+		case wr, ok := <-x.ch:
+			if ok && wr.Err() == nil && !wr.Canceled {
+				kw.mu.Unlock()
+				return // a progress report, asked for the stream
+			}
+			x.stop() // broken: open another
+			kw.idle = nil
+		default:
+			kw.mu.Unlock()
+			return
+		}
+	}
+	kw.mu.Unlock()
+	x, err := openWatch(ctx, kw.cli, watchTarget{key: key}, clientv3.WithFilterDelete())
+	if err != nil {
+		return
+	}
+	kw.mu.Lock()
+	if kw.closed || kw.idle != nil { // Close, or another wait, came first
+		kw.mu.Unlock()
+		x.stop()
+		return
+	}
+	kw.idle = x
+	kw.mu.Unlock()
+}
+
 // close stops the kept watches, once the Primitive's holds have ended.
 func (kw *keyWatches) close() {
 	kw.mu.Lock()
 	kw.closed = true
 	xs := kw.blk
 	kw.blk = nil
+	if kw.idle != nil {
+		xs = append(xs, kw.idle)
+		kw.idle = nil
+	}
 	if kw.timer != nil {
 		kw.timer.Stop()
 	}

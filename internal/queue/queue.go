@@ -54,16 +54,16 @@
 //
 // # Round trips
 //
-//   - Acquire: one Txn, the enqueue. It puts the waiter's key when the
-//     rule's comparisons (Rule.TryIf) say the lock is free, else puts it and
-//     runs the rule's reads (a rule without TryIf: always both). When the
-//     last waiting acquire through the queue (a try neither uses nor sets
-//     the hint; see Queue.OwnHint) was admitted at once, the next sends the
-//     lean enqueue first: the same comparisons and the put, no reads; if
-//     they fail (a busy lock, or a stray key) it writes nothing and the
-//     full enqueue follows, one more round trip. With per-key watches it
-//     does not when the kept watch on the key ahead saw that key deleted
-//     since the last wait: another contender is looping on the lock.
+//   - Acquire: one Txn, the enqueue. It puts the waiter's key and runs the
+//     rule's reads, which judge it; a try puts it only when the rule's
+//     comparisons (Rule.TryIf) say the lock is free. When the last waiting
+//     acquire through the queue (a try neither uses nor sets the hint; see
+//     Queue.OwnHint) was admitted at once, the next sends the lean enqueue
+//     first: the comparisons and the put, no reads; if they fail (a busy
+//     lock, or a stray key) it writes nothing and the full enqueue follows,
+//     one more round trip. With per-key watches it does not when the kept
+//     watch on the key ahead saw that key deleted since the last wait:
+//     another contender is looping on the lock.
 //   - Release: one Txn (delete own key if its create revision is still ours).
 //   - A waiter: after the enqueue Txn, it registers its key with the
 //     own-key watch, up since before the enqueue, and takes the kept watch
@@ -258,7 +258,16 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 		if w.key == "" {
 			w.takeKey()
 		}
-		resp, err := w.enqueueTxn(ctx, req, tryIf, lean)
+		// A waiting acquire's full enqueue compares its own key only: the
+		// rule's comparisons would say at once what its reads say anyway,
+		// and etcd reads every key of a range it compares (with its
+		// value), which on a busy lock is the whole queue, once more per
+		// enqueue (etcdserver/txn/txn.go: applyCompare).
+		cmps := tryIf
+		if req.Mode == Wait && !lean {
+			cmps = nil
+		}
+		resp, err := w.enqueueTxn(ctx, req, cmps, lean)
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			// etcd applied the Txn and refused it whole: nothing was put.
 			// The keeper has not noticed yet; tell it, so that the lease's
@@ -273,7 +282,7 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 			w.removeByKey()
 			return Verdict{}, err
 		}
-		if err := wellFormed(resp, w.enqueueAnswer(resp.Succeeded, req.Mode, tryIf != nil, lean)); err != nil {
+		if err := wellFormed(resp, w.enqueueAnswer(resp.Succeeded, req.Mode, cmps != nil, lean)); err != nil {
 			w.removeByKey() // as for any answer of unknown outcome
 			return Verdict{}, err
 		}
@@ -286,7 +295,7 @@ func (w *waiter) enqueue(ctx context.Context, req Request) (Verdict, error) {
 			continue
 		}
 		w.rev = resp.Header.Revision
-		v, strayRev, err := w.judgeEnqueue(resp, req.Mode, tryIf != nil)
+		v, strayRev, err := w.judgeEnqueue(resp, req.Mode, cmps != nil)
 		if strayRev == 0 {
 			w.readRev, w.needRev = w.rev, w.rev
 			if err == nil && w.q.delay != nil {
@@ -331,8 +340,9 @@ func (w *waiter) takeKey() {
 	}
 }
 
-// enqueueTxn sends the enqueue Txn: with the rule's comparisons (tryIf),
-// the put when they hold; else the put and the rule's reads.
+// enqueueTxn sends the enqueue Txn: with the rule's comparisons (tryIf,
+// given to a try and a lean enqueue only), the put when they hold; else,
+// the key being new, the put and the rule's reads.
 func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.Cmp, lean bool) (*clientv3.TxnResponse, error) {
 	q, id := w.q, w.k.ID()
 	put := clientv3.OpPut(w.key, req.Value, clientv3.WithLease(id))
@@ -346,8 +356,8 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 		// its own key, which tells a stray key (below) from a busy lock.
 		// The lean enqueue is the same Txn with an empty Else: on a busy
 		// lock it writes nothing, and the full enqueue follows. It
-		// spares the server the full enqueue's Else branch (a put and a
-		// sorted range, decoded and logged with every request) on an
+		// spares the server the full enqueue's reads (a sorted range,
+		// decoded and logged with every request) on an
 		// idle lock, where most acquires of an uncontended lock land; a
 		// lock found busy costs one more round trip, while its holder
 		// holds anyway, and turns the hint off until an acquire finds
@@ -357,20 +367,10 @@ func (w *waiter) enqueueTxn(ctx context.Context, req Request, tryIf []clientv3.C
 			txn = txn.Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly()))
 		}
 		return txn.Commit()
-	case tryIf != nil:
-		// As for a try, but a wait falls through to the put and the
-		// rule's reads, in the same Txn. The Else branch is flat (a
-		// nested Txn there costs the server more than the put): its put
-		// cannot check that the key is new, so it asks for the previous
-		// value instead, which says if it overwrote a stray key. Only
-		// a write from outside etcdlock can leave one (a failed
-		// enqueue's slot is never reused, and no two pools in a process
-		// share a number): its value is then overwritten, which a watch
-		// on the queue sees as a put, before the key is deleted.
-		putPrev := clientv3.OpPut(w.key, req.Value, clientv3.WithLease(id), clientv3.WithPrevKV())
-		return q.Client.Txn(ctx).If(EnqueueIf(tryIf, w.key)...).Then(w.enqueueThen(put, nil)...).
-			Else(w.enqueueThen(putPrev, q.Rule.Reads(q.Prefix, 0))...).Commit()
 	default:
+		// A wait's full enqueue (see waiter.enqueue), and any enqueue
+		// under a rule without comparisons: the put and the rule's reads
+		// when the key is new; else the stray key's revision.
 		return q.Client.Txn(ctx).If(etcdcmp.CreateRevision(w.key, 0, false)).
 			Then(w.enqueueThen(put, q.Rule.Reads(q.Prefix, 0))...).
 			Else(clientv3.OpGet(w.key, clientv3.WithKeysOnly())).Commit()
@@ -417,8 +417,8 @@ func CheckTxn(resp *clientv3.TxnResponse, n, ranges int) error {
 // enqueueAnswer is the shape of the enqueue Txn's answer (see enqueueTxn):
 // the put alone when the comparisons held for a Try or a lean enqueue;
 // nothing for a lean enqueue they refused; the waiter's key read for a Try
-// they refused or a full enqueue whose key existed; otherwise the put (or
-// the put asking for the previous value) and the rule's reads.
+// they refused or a full enqueue whose key existed; otherwise the put and
+// the rule's reads.
 func (w *waiter) enqueueAnswer(succeeded bool, mode Mode, cmp, lean bool) answer {
 	h := w.q.heldN() // with lock-delay, the put (at 1) and the read (last) of holding records
 	switch {
@@ -444,11 +444,6 @@ func (w *waiter) judgeEnqueue(resp *clientv3.TxnResponse, mode Mode, cmp bool) (
 	case resp.Succeeded && cmp:
 		return Verdict{Admitted: true}, 0, nil
 	case resp.Succeeded:
-		return w.q.Rule.Judge(w.self(), ranges(reads())), 0, nil
-	case cmp && mode == Wait:
-		if prev := rs[0].GetResponsePut().GetPrevKv(); prev != nil {
-			return Verdict{}, prev.CreateRevision, nil // overwritten: still a stray
-		}
 		return w.q.Rule.Judge(w.self(), ranges(reads())), 0, nil
 	}
 	if stray := rs[0].GetResponseRange().Kvs; len(stray) > 0 {

@@ -122,6 +122,11 @@ func (w *waiter) retarget(ctx context.Context, blk []*watch, ts []watchTarget) (
 		x.stop() // nil when moved to next
 	}
 	kw.dropBlockers() // not this wait's: they would only bring unwanted deletes
+	if err == nil && len(ts) > 0 && (len(ts) > 1 || ts[0].prefix) {
+		// The wait will stop these watches (waitWatching keeps a lone
+		// key's only): keep the stream up for the next wait.
+		kw.holdStream(ctx, w.q.Prefix)
+	}
 	return next, err
 }
 

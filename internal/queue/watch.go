@@ -43,13 +43,21 @@ func (x *watch) stop() {
 // ctx can end its creation: clientv3's Watch blocks until the server has
 // answered, which it never does while etcd is unreachable.
 func (q *Queue) openWatch(ctx context.Context, t watchTarget) (*watch, error) {
+	return openWatch(ctx, q.Client, t)
+}
+
+// openWatch is Queue.openWatch on cli, with extra options.
+//
+// Every watch it opens has the same context metadata (WithRequireLeader's),
+// so all of them share one clientv3 stream per client (see keyWatches).
+func openWatch(ctx context.Context, cli *clientv3.Client, t watchTarget, extra ...clientv3.OpOption) (*watch, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
 	stop := context.AfterFunc(ctx, cancel)
-	opts := []clientv3.OpOption{clientv3.WithCreatedNotify(), clientv3.WithFilterPut()}
+	opts := append([]clientv3.OpOption{clientv3.WithCreatedNotify(), clientv3.WithFilterPut()}, extra...)
 	if t.prefix {
 		opts = append(opts, clientv3.WithPrefix())
 	}
-	x := &watch{ch: q.Client.Watch(wctx, t.key, opts...), cancel: cancel, target: t}
+	x := &watch{ch: cli.Watch(wctx, t.key, opts...), cancel: cancel, target: t}
 	wr, ok := <-x.ch
 	if !stop() { // ctx ended meanwhile
 		cancel()

@@ -82,6 +82,13 @@ cell by cell:
 	parallel     beside the readers and the semaphore: as many clients,
 	             each putting its own key in a loop; a read hold or a permit
 	             is two writes, so half this rate bounds those rows.
+	floor-sem    beside the semaphore and the readers (floor-rw): the bare
+	floor-rw     requests of a FIFO queue of permits, no library: the
+	             enqueue Txn reading what is ahead, watches kept from wait
+	             to wait, one read after the delete that may admit, the
+	             release Txn; the -noread rows decide by the events alone.
+	             Their ratio is to the mutex with as many contenders; the
+	             etcdlock rows give their rate over the floor's (/floor).
 	handoff      election: a leader resigns and the other candidate takes
 	             over, against etcd's concurrency.Election.
 
@@ -559,7 +566,8 @@ type row struct {
 	// ops/s over the serial Put's measured in turn with it (the put serial
 	// row of as many contenders), and over the floor row's of as many
 	// contenders (absent for the floor row itself): medians over rounds of
-	// the ratio within each round.
+	// the ratio within each round. The readers and semaphore rows have
+	// PerFloor alone, over their permit floor row's (floor-rw, floor-sem).
 	PerPut   *float64 `json:"per_put,omitempty"`
 	PerFloor *float64 `json:"per_floor,omitempty"`
 	// CPUCores is the process's CPU time over the measured time: how many
@@ -663,6 +671,9 @@ func summarize(plan []group, results map[cellKey][]sample) []row {
 	}
 	for _, g := range plan {
 		for _, c := range g.cells {
+			if c.floor != nil {
+				byKey[c.key()].PerFloor = pairedRatio(results[c.key()], results[*c.floor])
+			}
 			if c.perPut == nil {
 				continue
 			}
@@ -784,6 +795,11 @@ func printTable(w io.Writer, cfg benchConfig, info benchInfo, rows []row) {
 	fmt.Fprint(w, "  library: enqueue Txn, a watch on the key ahead kept from wait to wait, one\n")
 	fmt.Fprint(w, "  read after its delete (floor-noread: none), release Txn. /put, /floor: the\n")
 	fmt.Fprint(w, "  row's ops/s over its put serial row's and over its floor row's.\n")
+	fmt.Fprint(w, "floor-sem, floor-rw (and -noread): the bare requests of a FIFO queue of\n")
+	fmt.Fprint(w, "  permits, no library: enqueue Txn reading the keys ahead, one watch of the\n")
+	fmt.Fprint(w, "  queue kept for good (a reader: of the writer ahead), one read once the\n")
+	fmt.Fprint(w, "  deletes admit it (-noread: none), release Txn; /floor of etcdlock-sem and\n")
+	fmt.Fprint(w, "  etcdlock-rw: their ops/s over these rows'.\n")
 	fmt.Fprint(w, "handoff: one change of leader. ratio: \"time of\" is lower-better, the rest\n")
 	fmt.Fprint(w, "  higher-better; --json gives what each row measures.\n")
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,6 +52,9 @@ type cell struct {
 	// rate is compared with, beside their rate over the floor row's of as
 	// many contenders (see bench_floor.go); nil for other rows.
 	perPut *cellKey
+	// floor, for the readers and semaphore rows, names the permit floor
+	// row their rate is compared with (/floor); nil for other rows.
+	floor *cellKey
 	// measure runs the cell for d against env's server using only keys
 	// under ns, and returns what it measured. It waits for every goroutine
 	// it starts and closes every client, session and lock it makes, also
@@ -437,9 +442,71 @@ func contendedWith(impl, scenario string, n int, mk func(env *benchEnv, ns strin
 				return s, err
 			}
 		}
-		return runContenders(ctx, ls, d, &env.tally)
+		var p *pacer
+		if n > paceOver {
+			p = &pacer{cli: env.admin, ns: ns}
+		}
+		return runContendersPaced(ctx, ls, d, &env.tally, p)
 	}
 	return c
+}
+
+// paceOver is the contenders above which a contended cell starts them one
+// at a time (see pacer).
+const paceOver = 64
+
+// pacer starts a cell's contenders one at a time: each once the server has
+// applied one more enqueue (a new key under ns, seen by a watch of cli),
+// and the measured time begins when every contender has enqueued. 1,000
+// Locks at one instant are 1,000 enqueue Txns at once, each of which reads
+// the whole queue (etcd reads every key of a range it compares, and every
+// key of a range sorted by create revision): on a loaded 2-core machine
+// their apply took longer than etcd's request timeout, and Locks failed
+// with "etcdserver: request timed out". The rows measure the contended
+// loop's steady state, where the queue is full and each handoff brings one
+// enqueue.
+type pacer struct {
+	cli *clientv3.Client
+	ns  string
+}
+
+// start returns, for n contenders, a channel per contender closed when it
+// may start (the first's at once), and one closed when all n have
+// enqueued; stop ends the watch and waits for its goroutine.
+func (p *pacer) start(ctx context.Context, n int) (starts []chan struct{}, ready chan struct{}, stop func(), err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	wch := p.cli.Watch(wctx, p.ns, clientv3.WithPrefix(), clientv3.WithFilterDelete(), clientv3.WithCreatedNotify())
+	if wr, ok := <-wch; !ok || !wr.Created || wr.Err() != nil {
+		cancel()
+		return nil, nil, nil, fmt.Errorf("pacing watch not created: %v", wr.Err())
+	}
+	starts = make([]chan struct{}, n)
+	for i := range starts {
+		starts[i] = make(chan struct{})
+	}
+	close(starts[0])
+	ready = make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seen := 0
+		for wr := range wch {
+			for _, ev := range wr.Events {
+				if ev.Kv.Version != 1 {
+					continue // not a new key
+				}
+				if seen++; seen < n {
+					close(starts[seen])
+				} else if seen == n {
+					// Done: the watch ends before the measured
+					// time, which its events would count in.
+					close(ready)
+					cancel()
+				}
+			}
+		}
+	}()
+	return starts, ready, func() { cancel(); <-done }, nil
 }
 
 // runContenders runs one goroutine per locker, all on one lock, from the
@@ -449,27 +516,55 @@ func contendedWith(impl, scenario string, n int, mk func(env *benchEnv, ns strin
 // error stops every contender and is returned. The requests of every
 // client of tally over the measured time go into the sample.
 func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *reqTally) (sample, error) {
+	return runContendersPaced(ctx, ls, d, tally, nil)
+}
+
+// runContendersPaced is runContenders, with p (if not nil) starting the
+// contenders one at a time: the measured time then begins once all have
+// enqueued, and only grants within it are counted.
+func runContendersPaced(ctx context.Context, ls []locker, d time.Duration, tally *reqTally, p *pacer) (sample, error) {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	var (
-		wg       sync.WaitGroup
-		start    = make(chan struct{})
-		deadline time.Time // set before start is closed
-		lats     = make([][]time.Duration, len(ls))
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		// The measured time, in Unix nanoseconds: all of time until it
+		// is set (a contender loops until the deadline).
+		from, deadline atomic.Int64
+		lats           = make([][]time.Duration, len(ls))
+		starts         []chan struct{}
+		ready          chan struct{}
 	)
+	from.Store(math.MaxInt64)
+	deadline.Store(math.MaxInt64)
+	if p != nil {
+		var stopPacer func()
+		var err error
+		if starts, ready, stopPacer, err = p.start(ctx, len(ls)); err != nil {
+			return sample{}, err
+		}
+		defer stopPacer()
+	}
 	for i, l := range ls {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			for time.Now().Before(deadline) {
+			if starts != nil {
+				select {
+				case <-starts[i]:
+				case <-ctx.Done():
+					return
+				}
+			}
+			for time.Now().UnixNano() < deadline.Load() {
 				t0 := time.Now()
 				unlock, err := l.lock(ctx)
 				if err != nil {
 					stop(fmt.Errorf("contender %d: lock: %w", i, err))
 					return
 				}
-				if held := time.Now(); held.Before(deadline) {
+				if held := time.Now(); held.UnixNano() < deadline.Load() && held.UnixNano() >= from.Load() {
 					lats[i] = append(lats[i], held.Sub(t0))
 				}
 				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -482,10 +577,18 @@ func runContenders(ctx context.Context, ls []locker, d time.Duration, tally *req
 			}
 		}()
 	}
+	close(start)
+	if ready != nil {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+		}
+	}
 	cpu0, ok0 := processCPU()
 	reqs0, wal0 := tally.read(), tally.wal()
-	deadline = time.Now().Add(d)
-	close(start)
+	now := time.Now()
+	from.Store(now.UnixNano())
+	deadline.Store(now.Add(d).UnixNano())
 	// The CPU over the measured time: read at the deadline, not after the
 	// contenders that still wait have drained.
 	t := time.NewTimer(d)

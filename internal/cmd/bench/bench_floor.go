@@ -22,8 +22,8 @@ import (
 // failure handling):
 //
 //   - enqueue: the Txn of a contended Lock, which puts the key on the
-//     contender's lease and, when the lock is busy, reads the two newest
-//     keys (its own and the one ahead);
+//     contender's lease and reads the two newest keys (its own and the one
+//     ahead);
 //   - wait: for the delete of the key ahead, on a watch kept open from one
 //     wait to the next (one stream per client);
 //   - floor: one read after the delete event, as the library's confirm
@@ -129,23 +129,23 @@ func newFloorLocker(ctx context.Context, env *benchEnv, prefix string, confirm b
 // lock implements locker: enqueue, wait for the key ahead to go, hold.
 func (l *floorLocker) lock(ctx context.Context) (func(context.Context) error, error) {
 	// The enqueue Txn of a contended lock.Mutex Lock (the full form; the
-	// lean one is off while another contender loops): if no key is under
-	// the prefix, put ours; else put ours and read the two newest keys.
+	// lean one is off while another contender loops): if our key is new,
+	// put it and read the two newest keys.
 	put := clientv3.OpPut(l.key, benchValue, clientv3.WithLease(l.lease))
-	putPrev := clientv3.OpPut(l.key, benchValue, clientv3.WithLease(l.lease), clientv3.WithPrevKV())
-	resp, err := l.cli.Txn(ctx).If(queue.EnqueueIf(queue.Exclusive{}.TryIf(l.prefix), l.key)...).Then(put).
-		Else(append([]clientv3.Op{putPrev}, queue.Exclusive{}.Reads(l.prefix, 0)...)...).Commit()
+	resp, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", 0)).
+		Then(append([]clientv3.Op{put}, queue.Exclusive{}.Reads(l.prefix, 0)...)...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("enqueue: %w", err)
 	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("enqueue: key %s already exists", l.key)
+	}
 	rev := resp.Header.Revision // our key's create revision
 	var ahead *mvccpb.KeyValue
-	if !resp.Succeeded {
-		for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-			if kv.CreateRevision < rev {
-				ahead = kv
-				break
-			}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		if kv.CreateRevision < rev {
+			ahead = kv
+			break
 		}
 	}
 	readRev := rev // the revision the key ahead was last read at

@@ -26,23 +26,36 @@ import (
 // Beside the readers and the semaphore runs put parallel: as many clients,
 // each putting its own key in a loop. A read hold or a permit is two writes
 // (the enqueue and the release), so half that row's rate is what the
-// server can give those rows at most.
+// server can give those rows at most. The permit floor rows (see
+// bench_floor_permits.go) run beside them too, with their ratio to the
+// mutex; the etcdlock rows give their rate over the floor's (/floor).
 func rwAndSemaphorePlan() []group {
 	mutexRow := func(n int) cellKey { return cellKey{etcdlockImpl.name, "contended", n} }
+	vsMutex := func(n int) *baseline {
+		return &baseline{key: mutexRow(n), kind: ratioSpeed, label: "holds/s of etcdlock mutex"}
+	}
+	rw := contendedWith("etcdlock-rw", "readers", 9, newRWLocker(8), vsMutex(9))
+	rw.floor = &cellKey{"floor-rw", "readers", 9}
+	sem := contendedWith("etcdlock-sem", "contended", 16, newSemLocker(4), vsMutex(16))
+	sem.floor = &cellKey{"floor-sem", "contended", 16}
 	return []group{
 		{cells: []*cell{
-			contendedWith("etcdlock-rw", "readers", 9, newRWLocker(8), &baseline{key: mutexRow(9), kind: ratioSpeed, label: "holds/s of etcdlock mutex"}),
+			rw,
 			contended(etcdlockImpl, 9, nil),
 			parallelPuts(9),
+			rwFloorCell(8, true, vsMutex(9)),
+			rwFloorCell(8, false, vsMutex(9)),
 		}},
 		{cells: []*cell{
 			contendedWith("etcdlock-rw", "writers", 8, newRWLocker(0), &baseline{key: cellKey{"recipes-rw", "writers", 8}, kind: ratioSpeed, label: "holds/s of recipes-rw"}),
 			contendedWith("recipes-rw", "writers", 8, newRecipesWriter, nil),
 		}},
 		{cells: []*cell{
-			contendedWith("etcdlock-sem", "contended", 16, newSemLocker(4), &baseline{key: mutexRow(16), kind: ratioSpeed, label: "holds/s of etcdlock mutex"}),
+			sem,
 			contended(etcdlockImpl, 16, nil),
 			parallelPuts(16),
+			semFloorCell(16, 4, true, vsMutex(16)),
+			semFloorCell(16, 4, false, vsMutex(16)),
 		}},
 	}
 }

@@ -112,6 +112,10 @@ func TestBenchJSON(t *testing.T) {
 				t.Errorf("row %s %s %d: wal_fsyncs_per_op %v, want at least 1", r.Impl, r.Scenario, r.Contenders, r.Fsyncs)
 			}
 		}
+		// The semaphore and readers rows are compared with their floor.
+		if (r.Impl == "etcdlock-sem" || r.Impl == "etcdlock-rw" && r.Scenario == "readers") && r.PerFloor == nil {
+			t.Errorf("row %s %s %d: no per_floor", r.Impl, r.Scenario, r.Contenders)
+		}
 		if r.Impl == "etcdlock-rw" && r.Scenario == "readers" {
 			// Writer-fair: the writer, last, is never starved by the readers.
 			if len(r.ByContender) != 9 || r.ByContender[8] == 0 {
@@ -135,6 +139,10 @@ func TestBenchJSON(t *testing.T) {
 		{"etcdlock-rw", "writers", 8},
 		{"recipes-rw", "writers", 8},
 		{"etcdlock-sem", "contended", 16},
+		{"floor-sem", "contended", 16},
+		{"floor-sem-noread", "contended", 16},
+		{"floor-rw", "readers", 9},
+		{"floor-rw-noread", "readers", 9},
 		{"put", "parallel", 9},
 		{"put", "parallel", 16},
 		{"etcdlock-election", "handoff", 2},
@@ -176,7 +184,8 @@ func TestBenchOnly(t *testing.T) {
 			got = append(got, c.key())
 		}
 	}
-	want := []cellKey{{"etcdlock-sem", "contended", 16}, {"etcdlock", "contended", 16}, {"put", "parallel", 16}}
+	want := []cellKey{{"etcdlock-sem", "contended", 16}, {"etcdlock", "contended", 16}, {"put", "parallel", 16},
+		{"floor-sem", "contended", 16}, {"floor-sem-noread", "contended", 16}}
 	if !slices.Equal(got, want) {
 		t.Errorf("--only etcdlock-sem runs %v, want %v", got, want)
 	}
