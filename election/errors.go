@@ -3,6 +3,7 @@ package election
 import (
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/etcdlock/etcdlock/fencing"
 
@@ -69,6 +70,8 @@ var (
 type LostError struct {
 	Token fencing.Token
 	Cause error // ErrDeleted, ErrSessionExpired or ErrDeadline
+	// At is when the loss was found, as the term's context ended.
+	At time.Time
 }
 
 // Error names the term and the cause.
@@ -91,7 +94,7 @@ var public = queue.NewPublic("election: ", queue.Sentinels{
 	Deleted: ErrDeleted, Closed: ErrClosed, SessionExpired: ErrSessionExpired, Deadline: ErrDeadline,
 	ClientClosed: ErrClientClosed, InvalidOption: ErrInvalidOption, NilClient: ErrNilClient,
 	InvalidName: ErrInvalidName, InvalidNamespace: ErrInvalidNamespace,
-}, func(t fencing.Token, cause error) error { return &LostError{Token: t, Cause: cause} })
+}, func(t fencing.Token, cause error) error { return &LostError{Token: t, Cause: cause, At: time.Now()} })
 
 // errNotHeld is the release error Resign reports as ErrNotLeader.
 var errNotHeld = errors.New("election: not held")

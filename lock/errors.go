@@ -3,6 +3,7 @@ package lock
 import (
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/etcdlock/etcdlock/fencing"
 	"github.com/etcdlock/etcdlock/internal/config"
@@ -79,6 +80,9 @@ func (heldBySelf) Is(target error) bool { return target == ErrLocked }
 type LostError struct {
 	Token fencing.Token
 	Cause error // ErrDeleted, ErrSessionExpired, ErrDeadline or ErrMaxHold
+	// At is when the loss was found, as Done closed: a goroutine woken by
+	// Done may run later, on a loaded machine by far.
+	At time.Time
 }
 
 // Error names the hold and the cause.
@@ -97,7 +101,7 @@ var public = queue.NewPublic("lock: ", queue.Sentinels{
 	Locked: ErrLocked, NotHeld: ErrNotHeld, Released: ErrReleased, Deleted: ErrDeleted,
 	Closed: ErrClosed, SessionExpired: ErrSessionExpired, Deadline: ErrDeadline, ClientClosed: ErrClientClosed,
 	InvalidOption: ErrInvalidOption, NilClient: ErrNilClient, InvalidName: ErrInvalidName, InvalidNamespace: ErrInvalidNamespace,
-}, func(t fencing.Token, cause error) error { return &LostError{Token: t, Cause: cause} })
+}, func(t fencing.Token, cause error) error { return &LostError{Token: t, Cause: cause, At: time.Now()} })
 
 // Limits.
 const (

@@ -56,7 +56,7 @@ func (h *Hold) expire(cancel context.CancelCauseFunc) {
 		return
 	}
 	defer done()
-	lost := &LostError{Token: h.Token(), Cause: ErrMaxHold}
+	lost := &LostError{Token: h.Token(), Cause: ErrMaxHold, At: time.Now()}
 	// The hold is marked lost before its key is deleted, in one step with
 	// the check that it had not ended: an Unlock racing this one returns
 	// ErrNotHeld wrapping the loss, whichever of the two deletes the key.

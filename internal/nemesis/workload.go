@@ -426,7 +426,11 @@ func (e *env) granted(hist *History, worker string, h holdLike, invoke int64, we
 	g := &Grant{Worker: worker, Key: tok.Key, Token: tok.Revision, Lease: h.lease(), Weight: weight, Writer: writer,
 		Invoke: invoke, Return: ret}
 	context.AfterFunc(h.Context(), func() {
-		g.doneAt.Store(hist.now())
+		at := hist.now()
+		if t, ok := LostAt(context.Cause(h.Context())); ok {
+			at = int64(t.Sub(hist.start))
+		}
+		g.doneAt.Store(at)
 		cause := causeName(context.Cause(h.Context()))
 		g.doneCause.Store(&cause)
 	})
@@ -462,6 +466,22 @@ func causeName(err error) string {
 }
 
 const causeDeadline = "deadline"
+
+// LostAt returns when the library found a hold (or term) lost, from err, a
+// lost hold's cause: the time Done closed. A goroutine woken by Done may
+// run much later on a loaded machine, and the checkers time the holder's
+// notice against the watcher's.
+func LostAt(err error) (time.Time, bool) {
+	var le *lock.LostError
+	if errors.As(err, &le) && !le.At.IsZero() {
+		return le.At, true
+	}
+	var ee *election.LostError
+	if errors.As(err, &ee) && !ee.At.IsZero() {
+		return ee.At, true
+	}
+	return time.Time{}, false
+}
 
 // release unlocks (or resigns) h, retrying a few times on errors whose
 // outcome is unknown; it records when the worker first asked.

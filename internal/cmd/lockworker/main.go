@@ -220,7 +220,12 @@ func (w *worker) loop(name, ns string, ttl time.Duration) int {
 			if u := w.acks.Until(int64(h.Lease())); !u.IsZero() {
 				acked = w.log.Now() + int64(time.Until(u))
 			}
-			w.log.Put(record.Line{Kind: record.Done, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context())), Acked: acked})
+			var at int64 // when Done closed, if the library says; else now
+			var lost *lock.LostError
+			if errors.As(context.Cause(h.Context()), &lost) && !lost.At.IsZero() {
+				at = w.log.At(lost.At)
+			}
+			w.log.Put(record.Line{Kind: record.Done, At: at, Key: tok.Key, Token: tok.Revision, Cause: causeName(context.Cause(h.Context())), Acked: acked})
 		})
 		w.section(tok, h.Done(), func(rpost int64) {
 			w.log.Put(record.Line{Kind: record.Grant, Key: tok.Key, Token: tok.Revision, Lease: int64(h.Lease()),

@@ -101,6 +101,9 @@ func Open(path string, start int64) (*Log, error) {
 // Now returns the time since the run's start.
 func (l *Log) Now() int64 { return time.Now().UnixNano() - l.start }
 
+// At returns t as the time since the run's start.
+func (l *Log) At(t time.Time) int64 { return t.UnixNano() - l.start }
+
 // Put appends line with one write; At is set to Now if zero. The first
 // error is kept for Close.
 func (l *Log) Put(line Line) {
