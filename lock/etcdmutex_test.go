@@ -216,6 +216,7 @@ func etcdctlPath(t *testing.T) string {
 // No two critical sections overlap, and the grants come in the order of
 // the holders' keys' create revisions (FIFO), whoever asked.
 func TestMixedFleet(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	etcdctl := etcdctlPath(t)
 	pfx := e.ns + "fleet-lock"

@@ -213,6 +213,7 @@ func TestWaiterReopensBrokenWatch(t *testing.T) {
 // A waiter whose client is closed under it stops waiting, for the Mutex
 // (per-predecessor watch) and for the RWMutex (shared watch) alike.
 func TestWaiterStopsWhenClientCloses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, kind := range []string{"mutex", "rw"} {
 		t.Run(kind, func(t *testing.T) {

@@ -24,6 +24,7 @@ func downE2E(t *testing.T) *e2eEnv {
 // exits 121 with exactly one line on stderr, without waiting for etcd to
 // answer the revoke of a lease it will expire anyway.
 func TestRunEtcdDies(t *testing.T) {
+	t.Parallel()
 	e := downE2E(t)
 	p := e.start("A", "run", "--ttl", "3s", "job", "--", "sh", "-c", shStart+shForever)
 	child := e.waitEvents(30*time.Second, "start", 1)[0]
@@ -47,6 +48,7 @@ func TestRunEtcdDies(t *testing.T) {
 // the lost term; on SIGTERM it exits 143 with one more line and none about
 // closing the election.
 func TestElectEtcdDies(t *testing.T) {
+	t.Parallel()
 	e := downE2E(t)
 	p := e.start("A", "elect", "--verbose", "--ttl", "3s", "el", "--", "sh", "-c", shStart+shForever)
 	e.waitEvents(30*time.Second, "start", 1)

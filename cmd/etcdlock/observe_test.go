@@ -17,6 +17,7 @@ import (
 // unconfirmed (it may have lost its term meanwhile); when etcd is back it
 // says so and shows a confirmed leader again.
 func TestObserveOutage(t *testing.T) {
+	t.Parallel()
 	e := downE2E(t)
 	p := e.start("o", "observe", "el")
 	outLines := func() []string { return strings.Split(strings.TrimSpace(p.outText()), "\n") }

@@ -56,6 +56,7 @@ func (e *e2eEnv) requireNoLeases() {
 // the namespace only (unixs:// endpoint): each does its work, and nothing
 // is left behind.
 func TestCommandsOverTLSAsPrefixUser(t *testing.T) {
+	t.Parallel()
 	e := secureE2E(t, "app")
 	if ep := e.srv.Endpoint(); !strings.HasPrefix(ep, "unixs://") {
 		t.Fatalf("endpoint %q, want unixs://", ep)
@@ -100,6 +101,7 @@ func TestCommandsOverTLSAsPrefixUser(t *testing.T) {
 // role needs, exit status 125 (run, elect) or 1, and leaves nothing
 // behind.
 func TestCommandsWithoutPermission(t *testing.T) {
+	t.Parallel()
 	e := secureE2E(t, "other")
 	for _, tc := range []struct {
 		args []string
@@ -183,6 +185,7 @@ func TestConnectErrorsNameTheCause(t *testing.T) {
 // command with the settings it prints: it works as root, and without the
 // user it is refused with a line saying to pass --user.
 func TestDevTLSAuth(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t)
 	p := e.start("d", "dev", "--listen", "127.0.0.1:0", "--tls", "--auth")
 	var exports string

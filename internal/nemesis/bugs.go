@@ -246,6 +246,21 @@ func (s *scenario) waitKeys(ctx context.Context, n int64) error {
 	}
 }
 
+// waitFewer waits until fewer than n keys exist under the scenario's
+// prefix.
+func (s *scenario) waitFewer(ctx context.Context, n int64) error {
+	for {
+		resp, err := s.e.direct.Get(ctx, s.spec.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil && resp.Count < n {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for fewer than %d keys: %w", n, ctx.Err())
+		}
+		sleepCtx(ctx, 10*time.Millisecond)
+	}
+}
+
 // waitGone waits until key is deleted (or has another create revision).
 func (s *scenario) waitGone(ctx context.Context, key string, rev int64, d time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -300,7 +315,12 @@ func skipOwnershipScenario(ctx context.Context, s *scenario) error {
 	if err := s.waitKeys(ctx, 3); err != nil {
 		return err
 	}
-	giveUp() // A removes its key, the one W waits for
+	giveUp() // A's key, the one W waits for, goes (its lease keeper deletes it)
+	// W's chance to be granted while H holds comes once that key is gone,
+	// however long the deletion took on a loaded machine.
+	if err := s.waitFewer(ctx, 3); err != nil {
+		return err
+	}
 	sleepCtx(ctx, 500*time.Millisecond)
 	s.unlock(hH, gH)
 	r := <-wres

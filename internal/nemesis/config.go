@@ -104,6 +104,9 @@ type Config struct {
 	Logger *zap.Logger
 	// SkipSeededBugs skips the seeded-bug scenarios.
 	SkipSeededBugs bool
+	// SeededBugsOnly runs the seeded-bug scenarios alone, without the
+	// fault phases (for a test that runs them on a quiet machine).
+	SeededBugsOnly bool
 	// Cluster, if set, is the 3-member cluster to run on (for tests);
 	// otherwise Run starts its own (without fsync) and closes it.
 	Cluster *embedded.Cluster
@@ -168,6 +171,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.StuckAfter < 0 {
 		errs = append(errs, fmt.Errorf("nemesis: negative StuckAfter %v", c.StuckAfter))
+	}
+	if c.SkipSeededBugs && c.SeededBugsOnly {
+		errs = append(errs, errors.New("nemesis: SkipSeededBugs and SeededBugsOnly leave nothing to run"))
 	}
 	if c.Tier != TierShort && c.Tier != TierFull {
 		errs = append(errs, fmt.Errorf("nemesis: unknown tier %q", c.Tier))

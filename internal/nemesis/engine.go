@@ -141,6 +141,9 @@ func (e *env) run(ctx context.Context, deliver func(*Report)) (err error) {
 	rep := &Report{Seed: cfg.Seed, Tier: cfg.Tier, Duration: cfg.Duration, TTL: cfg.TTL, Valid: true}
 	phases := cfg.phases()
 	phaseDur := cfg.Duration / time.Duration(len(phases))
+	if cfg.SeededBugsOnly {
+		phases = nil
+	}
 	for i, ph := range phases {
 		if ctx.Err() != nil || e.stuckFault() != nil {
 			break

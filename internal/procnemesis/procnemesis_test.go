@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -305,8 +306,14 @@ func TestLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left := leftovers(dir); len(left) != 1 || !strings.Contains(left[0], dir) {
-		t.Errorf("leftovers = %q, want the sleeper", left)
+	// The shell forks a child for sleep, which names dir too until it
+	// execs sleep: look again until that is done (bounded).
+	left := leftovers(dir)
+	for end := time.Now().Add(5 * time.Second); len(left) > 1 && time.Now().Before(end); left = leftovers(dir) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(left) != 1 || !strings.Contains(left[0], dir) || !strings.HasPrefix(left[0], strconv.Itoa(p.pid())+": ") {
+		t.Errorf("leftovers = %q, want the sleeper (pid %d)", left, p.pid())
 	}
 	if !alive(p.pid()) {
 		t.Error("the sleeper is not alive")
