@@ -388,3 +388,113 @@ func TestLockDelayUncontendedRequests(t *testing.T) {
 	}
 	t.Logf("three uncontended Lock/Unlock cycles: %v with lock-delay, %v without", delayed, plain)
 }
+
+// An Unlock whose Txn fails (here its context has ended: it sends
+// nothing) hands the key to the lease keeper, which deletes it in the
+// background. That delete is the release's: it marks the end clean and
+// drops the holding record with the key, so the waiter behind is granted
+// with no delay recorded, and a newcomer after it finds no loss either.
+func TestLockDelayUnlockFailedKeeperReleases(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 5 * time.Second
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+	m1 := e.mutex(e.cli, "failed", opts...)
+	m2 := e.mutex(e.client(), "failed", opts...)
+	h1 := mustLock(t, m1)
+	hc, _ := lockAsync(t, e, m2, 1)
+	before, err := e.cli.Get(ctxT(t, 5*time.Second), e.ns+"lockdelay/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h1.Unlock(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Unlock on an ended context = %v, want context.Canceled", err)
+	}
+	h2 := <-hc // the keeper deleted h1's key
+	if h2 == nil {
+		t.FailNow()
+	}
+	tok := h1.Token()
+	marker, err := e.cli.Get(ctxT(t, 5*time.Second), e.ns+"released/"+strings.TrimPrefix(tok.Key, e.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprint(tok.Revision); len(marker.Kvs) != 1 || string(marker.Kvs[0].Value) != want {
+		t.Errorf("clean-release marker of the keeper's delete = %v, want value %s", marker.Kvs, want)
+	}
+	// No delay key at any revision since the Unlock: no loss was recorded.
+	for rev := before.Header.Revision + 1; rev <= marker.Header.Revision; rev++ {
+		resp, err := e.cli.Get(ctxT(t, 5*time.Second), e.ns+"lockdelay/", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(rev))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count != 0 {
+			t.Fatalf("a delay key exists at revision %d, after a released hold's key was deleted by the keeper", rev)
+		}
+	}
+	if n := heldRecords(t, e); n != 1 {
+		t.Errorf("%d holding records while one hold holds, want 1", n)
+	}
+	mustUnlock(t, h2)
+	if n := heldRecords(t, e); n != 0 {
+		t.Errorf("%d holding records after the unlocks, want 0", n)
+	}
+	h3, err := m1.TryLock(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatalf("TryLock after the unlocks: %v", err)
+	}
+	mustUnlock(t, h3)
+}
+
+// With nobody waiting, a failed Unlock whose key the keeper deletes, and
+// whose retry then returns nil (the key is gone), gives the key's name
+// back, and the next Lock of the same Mutex takes it again (its holding
+// record replacing the old one). The keeper's delete must then be marked
+// clean: were it unclean, that loss would have gone unrecorded, its record
+// overwritten, and the next grant would come with no delay.
+func TestLockDelayUnlockFailedSlotReused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(5 * time.Second)}
+	m := e.mutex(e.cli, "reused", opts...)
+	h1 := mustLock(t, m)
+	tok := h1.Token()
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h1.Unlock(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Unlock on an ended context = %v, want context.Canceled", err)
+	}
+	waitKeys(t, e.cli, m.Prefix(), 0) // the keeper deleted it
+	if err := h1.Unlock(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("Unlock again after the keeper's delete = %v, want nil", err)
+	}
+	h2, err := m.TryLock(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatalf("TryLock after the unlock: %v", err)
+	}
+	defer mustUnlock(t, h2)
+	if h2.Token().Key != tok.Key {
+		t.Skipf("the name was not reused (%s, then %s)", tok.Key, h2.Token().Key)
+	}
+	// The marker of the first hold's end, as of the delete's revision.
+	w := e.cli.Watch(ctxT(t, 5*time.Second), tok.Key, clientv3.WithRev(tok.Revision+1), clientv3.WithFilterPut())
+	var delRev int64
+	for wr := range w {
+		if len(wr.Events) > 0 {
+			delRev = wr.Events[0].Kv.ModRevision
+			break
+		}
+	}
+	if delRev == 0 {
+		t.Fatal("no delete of the first hold's key seen")
+	}
+	marker, err := e.cli.Get(ctxT(t, 5*time.Second), e.ns+"released/"+strings.TrimPrefix(tok.Key, e.ns), clientv3.WithRev(delRev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(marker.Kvs) != 1 || string(marker.Kvs[0].Value) != fmt.Sprint(tok.Revision) || marker.Kvs[0].ModRevision != delRev {
+		t.Errorf("the keeper's delete at revision %d carries no clean-release marker (%v), and the next grant paid no delay", delRev, marker.Kvs)
+	}
+}

@@ -92,7 +92,8 @@ func WithMaxHold(d time.Duration) Option { return option(config.MaxHold(d)) }
 // was revoked, or its key was deleted by another client), the next holder
 // is granted no sooner than d after the loss, so that writes of the lost
 // holder still in flight can drain. A clean Unlock (or Close) hands off at
-// once, as without it. The rule, its cost and its limits are in the
+// once, as without it; so does an Unlock that failed, whose key the lease
+// keeper deletes later on its behalf. The rule, its cost and its limits are in the
 // README ("Lock-delay"); in short, d is rounded up to whole seconds and
 // measured by etcd's lease clock from when the waiter next in line saw the
 // loss, or when the next acquirer found it if nobody waited, and every

@@ -443,11 +443,14 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		// owner retries or closes: have the keeper delete it (guarded by
 		// the revision, so a retry that lands first loses nothing), in the
 		// background, at once and after its renewals until it succeeds.
-		// The slot is not reused meanwhile. A hold lost
-		// before has no key to hand over: lost to its deadline, lose did
-		// so; deleted or expired, the key is gone.
+		// The slot is not reused meanwhile. The keeper's delete is this
+		// release's: it carries the release's other ops, so with
+		// lock-delay the end is marked clean (the holder has unlocked: no
+		// write of its is in flight) and its holding record goes with the
+		// key. A hold lost before has no key to hand over: lost to its
+		// deadline, lose did so; deleted or expired, the key is gone.
 		if lost == nil && !closed { // the keeper cannot send either
-			h.k.Orphan(h.token.Key, h.token.Revision)
+			h.k.OrphanWith(h.token.Key, h.token.Revision, h.releaseWith(), nil)
 		}
 		if cause := ctxerr.Ended(ctx); cause != nil {
 			return cause

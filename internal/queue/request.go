@@ -95,13 +95,21 @@ type requests struct {
 
 // releaseOps are the ops of a release's Txn: delete the key (or, with
 // keep set, move it to the lease keep, keeping its value and create
-// revision), and delete its release request.
+// revision), and the rest of the release (releaseWith).
 func (h *Hold) releaseOps(keep clientv3.LeaseID) []clientv3.Op {
 	own := clientv3.OpDelete(h.token.Key)
 	if keep != 0 {
 		own = clientv3.OpPut(h.token.Key, "", clientv3.WithIgnoreValue(), clientv3.WithLease(keep))
 	}
-	ops := []clientv3.Op{own, clientv3.OpDelete(RequestKey(h.q.Namespace, h.token.Key))}
+	return append([]clientv3.Op{own}, h.releaseWith()...)
+}
+
+// releaseWith are the ops that go with a release's delete of the key,
+// whoever sends it (the release, or the lease keeper after the release's
+// Txn failed): delete its release request and, with lock-delay, its
+// holding record, and mark the end clean.
+func (h *Hold) releaseWith() []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpDelete(RequestKey(h.q.Namespace, h.token.Key))}
 	ops = append(ops, h.q.heldDelete(h.token.Key)...)                             // with lock-delay
 	return append(ops, h.q.markerOps(h.token.Key, h.token.Revision, h.k.ID())...) // with lock-delay
 }
