@@ -503,3 +503,35 @@ func TestLockDelayUnlockFailedSlotReused(t *testing.T) {
 		t.Errorf("the keeper's delete at revision %d carries no clean-release marker (%v), and the next grant paid no delay", delRev, marker.Kvs)
 	}
 }
+
+// An unclean loss that no waiter saw (its key deleted by another client,
+// nobody queued) still holds the lock back for the delay: the holder's
+// next Lock takes another key name, so that it does not write over the
+// lost hold's holding record, which tells it of the loss.
+func TestLockDelayLossNobodySawSameMutex(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 3 * time.Second
+	m := e.mutex(e.cli, "unseen", lock.WithTTL(2*time.Second), lock.WithLockDelay(d))
+	h1 := mustLock(t, m)
+	if _, err := e.client().Delete(ctxT(t, 5*time.Second), h1.Token().Key); err != nil {
+		t.Fatal(err)
+	}
+	lost := time.Now()
+	select {
+	case <-h1.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed 10s after the key's delete")
+	}
+	h2 := mustLock(t, m)
+	gap := time.Since(lost)
+	if h2.Token().Key == h1.Token().Key {
+		t.Errorf("the next Lock reused the lost hold's key name %s", h2.Token().Key)
+	}
+	// The delay is measured from the loss as etcd's lease clock sees it,
+	// so allow a little less than d.
+	if gap < d-500*time.Millisecond {
+		t.Errorf("granted %v after an unclean loss nobody saw, lock-delay %v", gap, d)
+	}
+	mustUnlock(t, h2)
+}

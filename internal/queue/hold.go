@@ -223,7 +223,7 @@ func (h *Hold) changed(s *sub) {
 	switch {
 	case st.ownGone:
 		h.lose(keyGone(h.k))
-		h.freeSlot()
+		h.freeLostSlot()
 		// Not on the hub's goroutine: finish waits for the release-request
 		// watch, which may delete its key.
 		h.endMonitor(true)
@@ -285,12 +285,28 @@ func (h *Hold) checkFailed(err error) {
 	switch {
 	case errors.Is(err, ErrDeleted):
 		h.lose(err)
-		h.freeSlot() // the key is gone: its name can be reused
+		h.freeLostSlot() // the key is gone: its name can be reused
 	case errors.Is(err, lease.ErrExpired):
 		h.lose(err)
 	case h.epoch.Err() != nil:
 		h.lose(h.epoch.Err())
 	}
+}
+
+// freeLostSlot returns the slot of a key gone without its release, unless
+// the queue has lock-delay: the loss may have been unclean, and its
+// holding record, which no release deleted, is what tells the next
+// acquirer so (see lockdelay.go). The next enqueue under the same name
+// would write over it, and a loss that no waiter saw would then hold
+// nothing back. The name is left unused instead.
+func (h *Hold) freeLostSlot() {
+	if h.q.delay != nil {
+		h.mu.Lock()
+		h.free = nil
+		h.mu.Unlock()
+		return
+	}
+	h.freeSlot()
 }
 
 // freeSlot returns the key's slot once the key is known to be gone.
@@ -459,8 +475,11 @@ func (h *Hold) release(ctx context.Context, keep clientv3.LeaseID) error {
 		// key goes with it within its TTL.
 		return clientClosed(h.q, err)
 	}
-	if keep == 0 || !resp.Succeeded {
-		h.freeSlot() // deleted now, or gone before
+	switch {
+	case keep == 0 && resp.Succeeded:
+		h.freeSlot() // deleted now
+	case !resp.Succeeded:
+		h.freeLostSlot() // gone before
 	} // else parked: the key lives on, and its slot is never reused
 	if resp.Succeeded {
 		h.mu.Lock()
