@@ -319,7 +319,7 @@ func TestLeftovers(t *testing.T) {
 		t.Error("the sleeper is not alive")
 	}
 	ps.closeAll()
-	if left := leftovers(dir); len(left) != 0 {
+	if left := leftoversAfterKill(dir); len(left) != 0 {
 		t.Errorf("leftovers after closeAll = %q", left)
 	}
 	if alive(p.pid()) {

@@ -200,6 +200,19 @@ func leftovers(dir string) []string {
 	return out
 }
 
+// leftoversAfterKill is leftovers once the processes just SIGKILLed have
+// died: a signal to a process group is delivered to each member on its
+// own, and a child the shell forked a moment before may still be there
+// when the group's leader has been reaped. It looks again for up to 2 s
+// while any is left; one alive after that was not killed.
+func leftoversAfterKill(dir string) []string {
+	left := leftovers(dir)
+	for end := time.Now().Add(2 * time.Second); len(left) > 0 && time.Now().Before(end); left = leftovers(dir) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return left
+}
+
 // ancestors returns this process and its ancestors: their command lines
 // may name the run's directory (a -dir flag).
 func ancestors() map[int]bool {

@@ -209,7 +209,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		s.hmu.Unlock()
 		// Every process of the run names a binary of its own in its command
 		// line (a job's shell names lockworker).
-		if left := leftovers(s.bin + string(filepath.Separator)); len(left) > 0 && rep != nil {
+		if left := leftoversAfterKill(s.bin + string(filepath.Separator)); len(left) > 0 && rep != nil {
 			rep.Leftovers = left
 			rep.Violations += len(left)
 		}
