@@ -101,29 +101,13 @@ func TestShortTier(t *testing.T) {
 // server against a holder's deadline, so they want a quiet machine: CI
 // runs this test after the others, alone. About half a minute.
 func TestSeededBugs(t *testing.T) {
-	c := integration.NewCluster(t, 3, integration.WithoutFsync())
-	rep, err := nemesis.Run(context.Background(), nemesis.Config{
+	rep := runChecked(t, nemesis.Config{
 		Tier:           nemesis.TierShort,
 		Seed:           *seed,
 		SeededBugsOnly: true,
 		OutDir:         *outDir,
 		Logger:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-		Cluster:        c,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	if err := rep.Table(&b); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("seed %d (replay with -nemesis.seed %d)\n%s", rep.Seed, rep.Seed, b.String())
-	if !rep.Valid {
-		t.Errorf("run invalid: %v", rep.InvalidReasons)
-	}
-	if rep.Violations != 0 {
-		t.Errorf("%d violations: %v", rep.Violations, rep.Findings)
-	}
 	switch {
 	case !nemesis.SeededBugsCompiled:
 		// The untagged build has no planted bug: the run must say so.
@@ -158,8 +142,7 @@ func TestSQLWorkloads(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp) // where the run creates its database
-	c := integration.NewCluster(t, 3, integration.WithoutFsync())
-	rep, err := nemesis.Run(context.Background(), nemesis.Config{
+	rep := runChecked(t, nemesis.Config{
 		Duration:       d,
 		Seed:           *seed,
 		Faults:         []string{nemesis.FaultClientPause},
@@ -167,22 +150,7 @@ func TestSQLWorkloads(t *testing.T) {
 		SkipSeededBugs: true,
 		OutDir:         out,
 		Logger:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-		Cluster:        c,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	if err := rep.Table(&b); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("seed %d (replay with -nemesis.seed %d)\n%s", rep.Seed, rep.Seed, b.String())
-	if !rep.Valid {
-		t.Errorf("run invalid: %v", rep.InvalidReasons)
-	}
-	if rep.Violations != 0 {
-		t.Errorf("%d violations: %v", rep.Violations, rep.Findings)
-	}
 	got := map[string]nemesis.Row{}
 	for _, row := range rep.Rows {
 		got[row.Workload] = row
@@ -213,8 +181,7 @@ func TestLockDelayWorkload(t *testing.T) {
 	if d == 0 {
 		d = 20 * time.Second
 	}
-	c := integration.NewCluster(t, 3, integration.WithoutFsync())
-	rep, err := nemesis.Run(context.Background(), nemesis.Config{
+	rep := runChecked(t, nemesis.Config{
 		Duration:       d,
 		Seed:           *seed,
 		Faults:         []string{nemesis.FaultClientPause},
@@ -222,8 +189,19 @@ func TestLockDelayWorkload(t *testing.T) {
 		SkipSeededBugs: true,
 		OutDir:         *outDir,
 		Logger:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-		Cluster:        c,
 	})
+	if rep.LeaseExpiries == 0 {
+		t.Errorf("no lease expired under client pauses: the lock-delay was not exercised")
+	}
+}
+
+// runChecked runs cfg on a new cluster of three embedded members (no
+// fsync), logs the report's table and seed, and fails t if the run is
+// invalid or found violations. The caller checks the rest.
+func runChecked(t *testing.T, cfg nemesis.Config) *nemesis.Report {
+	t.Helper()
+	cfg.Cluster = integration.NewCluster(t, 3, integration.WithoutFsync())
+	rep, err := nemesis.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +216,5 @@ func TestLockDelayWorkload(t *testing.T) {
 	if rep.Violations != 0 {
 		t.Errorf("%d violations: %v", rep.Violations, rep.Findings)
 	}
-	if rep.LeaseExpiries == 0 {
-		t.Errorf("no lease expired under client pauses: the lock-delay was not exercised")
-	}
+	return rep
 }

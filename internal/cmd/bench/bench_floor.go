@@ -73,9 +73,19 @@ type floorExclusion struct {
 // and those after the deadline, included). It closes every client and
 // revokes every lease it made, also on error.
 func measureFloor(ctx context.Context, env *benchEnv, ns string, d time.Duration, n int, confirm bool) (s sample, grants []int64, err error) {
+	ex := &floorExclusion{}
+	s, err = measureBare(ctx, env, d, n, func(ctx context.Context) (locker, error) {
+		return newFloorLocker(ctx, env, ns+"lock/", confirm, ex)
+	})
+	return s, ex.grants, err
+}
+
+// measureBare runs a cell of n contenders made by mk for d: each is made
+// and warmed up (its connection, its watches) by one cycle, in turn, then
+// all run at once. It closes every contender it made, also on error.
+func measureBare(ctx context.Context, env *benchEnv, d time.Duration, n int, mk func(context.Context) (locker, error)) (s sample, err error) {
 	ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
 	defer cancel()
-	ex := &floorExclusion{}
 	ls := make([]locker, 0, n)
 	defer func() {
 		for _, l := range ls {
@@ -83,17 +93,16 @@ func measureFloor(ctx context.Context, env *benchEnv, ns string, d time.Duration
 		}
 	}()
 	for range n {
-		l, err := newFloorLocker(ctx, env, ns+"lock/", confirm, ex)
+		l, err := mk(ctx)
 		if err != nil {
-			return s, nil, err
+			return s, err
 		}
 		ls = append(ls, l)
-		if err := cycle(ctx, l); err != nil { // warm-up: connection
-			return s, nil, err
+		if err := cycle(ctx, l); err != nil { // warm-up
+			return s, err
 		}
 	}
-	s, err = runContenders(ctx, ls, d, &env.tally)
-	return s, ex.grants, err
+	return runContenders(ctx, ls, d, &env.tally)
 }
 
 // floorLocker is one contender of a floor cell.

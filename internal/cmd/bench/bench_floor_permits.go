@@ -100,28 +100,15 @@ func rwFloorCell(readers int, confirm bool, base *baseline) *cell {
 // measurePermitFloor runs a permit floor cell of n contenders made by mk
 // for d under ns. It closes every client and revokes every lease it made,
 // also on error.
-func measurePermitFloor(ctx context.Context, env *benchEnv, ns string, d time.Duration, n int, mk func(*floorClient, *permitRules) locker) (s sample, err error) {
-	ctx, cancel := context.WithTimeout(ctx, d+cellSlack)
-	defer cancel()
+func measurePermitFloor(ctx context.Context, env *benchEnv, ns string, d time.Duration, n int, mk func(*floorClient, *permitRules) locker) (sample, error) {
 	rules := &permitRules{}
-	ls := make([]locker, 0, n)
-	defer func() {
-		for _, l := range ls {
-			err = errors.Join(err, l.close())
-		}
-	}()
-	for range n {
+	return measureBare(ctx, env, d, n, func(ctx context.Context) (locker, error) {
 		f, err := newFloorClient(ctx, env, ns+"q/")
 		if err != nil {
-			return s, err
+			return nil, err
 		}
-		l := mk(f, rules)
-		ls = append(ls, l)
-		if err := cycle(ctx, l); err != nil { // warm-up: connection, watches
-			return s, err
-		}
-	}
-	return runContenders(ctx, ls, d, &env.tally)
+		return mk(f, rules), nil
+	})
 }
 
 // floorClient is a permit floor contender's client, lease, key name and
