@@ -43,7 +43,8 @@ var seededBugs = []seededBug{
 	{BugSkipOwnershipCheck, bugs.SkipOwnershipCheck,
 		"H holds; A and then W queue behind it; A gives up (its Lock's context ends), deleting the key W waits for. " +
 			"W must keep waiting for H; with the bug W is granted while H holds, which checker (1) sees: " +
-			"W's key was not admitted by the revision read after the grant, and two reported holds were alive at once.",
+			"W's key was not admitted by the revision read after the grant, and two reported holds were alive at once. " +
+			"The bug shows only if W read its blockers before A's key went, so the round is tried up to three times.",
 		skipOwnershipScenario},
 	{BugLeaseIDToken, bugs.LeaseIDToken,
 		"Two holds in a row on one Mutex. With the bug the reported token is the lease ID, not the key's create " +
@@ -278,9 +279,8 @@ func (s *scenario) waitGone(ctx context.Context, key string, rev int64, d time.D
 }
 
 func skipOwnershipScenario(ctx context.Context, s *scenario) error {
-	var clis [3]*clientv3.Client
 	var ms [3]*lock.Mutex
-	for i := range clis {
+	for i := range ms {
 		cli, _, err := s.client(false)
 		if err != nil {
 			return err
@@ -288,19 +288,36 @@ func skipOwnershipScenario(ctx context.Context, s *scenario) error {
 		if ms[i], err = s.mutex(cli); err != nil {
 			return err
 		}
-		clis[i] = cli
 	}
-	hH, gH, err := s.lock(ctx, ms[0], "H")
+	// The bug shows only if W reads its blockers before A's key goes: a W
+	// whose first read came later sees H alone ahead of it and waits as it
+	// should. That race is why the round is tried up to three times, each
+	// giving W longer to settle on its watch, until W is granted early.
+	for round := 1; round <= 3; round++ {
+		early, err := skipOwnershipRound(ctx, s, ms, round)
+		if early || err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// skipOwnershipRound is one round of skipOwnershipScenario. It reports
+// whether W was granted while H still held.
+func skipOwnershipRound(ctx context.Context, s *scenario, ms [3]*lock.Mutex, round int) (early bool, err error) {
+	hH, gH, err := s.lock(ctx, ms[0], fmt.Sprint("H", round))
 	if err != nil {
-		return err
+		return false, err
 	}
+	unlockH := sync.OnceFunc(func() { s.unlock(hH, gH) })
+	defer unlockH()
 	actx, giveUp := context.WithCancel(ctx)
 	defer giveUp()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { _, _ = ms[1].Lock(actx) }) // A
 	if err := s.waitKeys(ctx, 2); err != nil {
-		return err
+		return false, err
 	}
 	type result struct {
 		h   *lock.Hold
@@ -309,26 +326,32 @@ func skipOwnershipScenario(ctx context.Context, s *scenario) error {
 	}
 	wres := make(chan result, 1)
 	wg.Go(func() {
-		h, g, err := s.lock(ctx, ms[2], "W")
+		h, g, err := s.lock(ctx, ms[2], fmt.Sprint("W", round))
 		wres <- result{h, g, err}
 	})
 	if err := s.waitKeys(ctx, 3); err != nil {
-		return err
+		return false, err
 	}
-	giveUp() // A's key, the one W waits for, goes (its lease keeper deletes it)
+	sleepCtx(ctx, time.Duration(round)*200*time.Millisecond) // W reads and watches
+	giveUp()                                                 // A's key, the one W waits for, goes (its lease keeper deletes it)
 	// W's chance to be granted while H holds comes once that key is gone,
 	// however long the deletion took on a loaded machine.
 	if err := s.waitFewer(ctx, 3); err != nil {
-		return err
+		return false, err
 	}
-	sleepCtx(ctx, 500*time.Millisecond)
-	s.unlock(hH, gH)
-	r := <-wres
+	var r result
+	select {
+	case r = <-wres:
+		early = true
+	case <-time.After(500 * time.Millisecond):
+		unlockH()
+		r = <-wres
+	}
 	if r.err != nil {
-		return r.err
+		return early, r.err
 	}
 	s.unlock(r.h, r.g)
-	return nil
+	return early, nil
 }
 
 func leaseIDScenario(ctx context.Context, s *scenario) error {
