@@ -92,8 +92,9 @@
 // one that gave up, while a frozen holder holds), UnlockByName (an Unlock
 // that timed out after it landed, retried after the next Lock on the same
 // lease, deletes that newer hold) and ReceiveTimeDeadline (the slow
-// holder is told of its lease's end late; TTL 4 s, so that the lateness
-// is past the checker's tolerance).
+// holder is told of its lease's end late; TTL 4 s and its answers 40% of
+// it late, so that the lateness is past the checker's tolerance). The
+// last two runs make only slow holders.
 //
 // # What is checked
 //

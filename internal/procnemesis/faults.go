@@ -144,6 +144,9 @@ func (s *suite) holderNemesis(ctx context.Context, rng *rand.Rand, hs *holderSet
 		return !busy[h.shard.name]
 	}
 	kinds := []string{FaultSlowHolder, FaultFreezeHolder, FaultKillHolder, FaultFreezeHolder, FaultKillRun, FaultFreezeHolder}
+	if len(s.cfg.holderFaults) > 0 {
+		kinds = s.cfg.holderFaults
+	}
 	for i := 0; ctx.Err() == nil; i++ {
 		sleepCtx(ctx, between(rng, 300*time.Millisecond, 900*time.Millisecond))
 		if ctx.Err() != nil {
@@ -302,8 +305,9 @@ func (s *suite) killRun(ctx context.Context) {
 //  2. Links mended, h is asked to linger at its next pause point (SIGHUP):
 //     for three TTLs, or until its hold's Done closes.
 //  3. Once it lingers, and no member fault is in progress (none starts
-//     until the end), its answers come late again for one TTL: its
-//     renewals reach the server at once, their answers late.
+//     until the end), its answers come late again for one TTL (by
+//     Config.lingerDelay, when set): its renewals reach the server at
+//     once, their answers late.
 //  4. Then its requests are dropped for 1.5 TTL, its answers still late:
 //     its lease expires at the server while it holds. A holder that
 //     measures its deadline from a renewal's sending is told before the
@@ -347,6 +351,9 @@ func (s *suite) slow(ctx context.Context, h *holder) string {
 	// links alone.
 	s.quiet.Lock()
 	defer s.quiet.Unlock()
+	if s.cfg.lingerDelay > 0 {
+		late = s.cfg.lingerDelay
+	}
 	delay(true)
 	sleepCtx(ctx, ttl)
 	// 4.

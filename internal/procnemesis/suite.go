@@ -54,6 +54,14 @@ type Config struct {
 	// bin, if set, holds the binaries already built (for Bug's build):
 	// tests that run the suite several times build them once.
 	bin string
+	// lingerDelay, if set, is how late the slow-holder fault makes a
+	// lingering holder's answers, in place of 35% of TTL: how late a
+	// holder that times its lease from receipt (the planted
+	// ReceiveTimeDeadline) learns of its end.
+	lingerDelay time.Duration
+	// holderFaults, if set, are the holder nemesis's faults, in turn, in
+	// place of its usual rotation.
+	holderFaults []string
 }
 
 func (c Config) withDefaults() (Config, error) {
