@@ -532,3 +532,50 @@ func TestLockDelayLossNobodySawSameMutex(t *testing.T) {
 	}
 	mustUnlock(t, h2)
 }
+
+// A second unclean loss during the delay of a first gets a delay of its
+// own: the waiter behind it is granted no sooner than the delay after
+// that second loss, although the delay key recorded for the first would
+// expire sooner.
+func TestLockDelaySecondLossDuringDelay(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 3 * time.Second
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+	m1 := e.mutex(e.client(), "twice", opts...)
+	m2 := e.mutex(e.client(), "twice", opts...)
+	m3 := e.mutex(e.client(), "twice", opts...)
+	h1 := mustLock(t, m1)
+	lost2 := make(chan error, 1)
+	go func() { _, err := m2.Lock(ctxT(t, 30*time.Second)); lost2 <- err }()
+	waitKeys(t, e.cli, m1.Prefix(), 2)
+	hc, tc := lockAsync(t, e, m3, 2)
+	// The first loss: m2, now at the head, records the delay.
+	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), h1.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	waitKeys(t, e.cli, e.ns+"lockdelay/", 1)
+	time.Sleep(d / 2) // bounded: half the first delay
+	// The second: m2's key, at the head, goes with its lease.
+	second := time.Now()
+	resp, err := e.cli.Get(ctxT(t, 5*time.Second), m2.Prefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil || len(resp.Kvs) != 2 {
+		t.Fatalf("queue behind the first loss: %v, %d keys, want 2", err, len(resp.Kvs))
+	}
+	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-lost2; err == nil {
+		t.Error("m2's Lock succeeded although its lease was revoked while it waited")
+	}
+	granted, h3 := <-tc, <-hc
+	if h3 == nil {
+		t.FailNow()
+	}
+	// etcd's lease clock ends a delay no sooner than its TTL; allow for
+	// the time between the revoke's answer and the waiter's event.
+	if gap := granted.Sub(second); gap < d-250*time.Millisecond {
+		t.Errorf("granted %v after the second unclean loss, lock-delay %v", gap, d)
+	}
+	mustUnlock(t, h3)
+}
