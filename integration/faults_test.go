@@ -54,13 +54,16 @@ func TestFaultsOnCluster(t *testing.T) {
 	}
 
 	// Partition the leader: a new leader is elected while it lasts, and the
-	// old one is healed afterwards (it can lead again).
+	// old one is healed afterwards (it can lead again). The partition lasts
+	// 4 s, room for an election on a loaded machine (a partition of 1.5 s
+	// once ended before one).
+	const partition = 4 * time.Second
 	var wg sync.WaitGroup
 	var part int
 	var perr error
-	wg.Go(func() { part, perr = f.PartitionLeader(ctx, 1500*time.Millisecond) })
+	wg.Go(func() { part, perr = f.PartitionLeader(ctx, partition) })
 	time.Sleep(100 * time.Millisecond)
-	deadline := time.Now().Add(1300 * time.Millisecond)
+	deadline := time.Now().Add(partition - 200*time.Millisecond)
 	for {
 		l, err := c.WaitLeader(ctx)
 		if err != nil {
@@ -112,7 +115,9 @@ func TestFaultsOnCluster(t *testing.T) {
 	if _, err := cli.Get(ctx, "k", clientv3.WithRev(old)); err != nil {
 		t.Fatalf("Get at the compaction floor: %v", err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 350*time.Millisecond)
+	// A second of 100 ms periods: room for the first compaction on a
+	// loaded machine; the floor allows no other.
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	n, err := f.Compactor(cctx, 100*time.Millisecond, func() int64 { return old + 1 })
 	cancel()
 	if n != 1 || err != nil { // the floor only allows one new compaction
