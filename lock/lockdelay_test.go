@@ -579,3 +579,51 @@ func TestLockDelaySecondLossDuringDelay(t *testing.T) {
 	}
 	mustUnlock(t, h3)
 }
+
+// A waiter whose lease expires in the middle of the queue never held: the
+// waiter behind it drops its holding record, so that a newcomer after the
+// queue drains is not delayed for a loss that was none.
+func TestLockDelayWaiterLostMidQueue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 5 * time.Second
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+	m1 := e.mutex(e.client(), "mid", opts...)
+	m2 := e.mutex(e.client(), "mid", opts...)
+	m3 := e.mutex(e.client(), "mid", opts...)
+	m4 := e.mutex(e.client(), "mid", opts...)
+	h1 := mustLock(t, m1)
+	lost2 := make(chan error, 1)
+	go func() { _, err := m2.Lock(ctxT(t, 30*time.Second)); lost2 <- err }()
+	waitKeys(t, e.cli, m1.Prefix(), 2)
+	hc, _ := lockAsync(t, e, m3, 2)
+	resp, err := e.cli.Get(ctxT(t, 5*time.Second), m1.Prefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil || len(resp.Kvs) != 3 {
+		t.Fatalf("queue: %v, %d keys, want 3", err, len(resp.Kvs))
+	}
+	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), clientv3.LeaseID(resp.Kvs[1].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-lost2; err == nil {
+		t.Error("m2's Lock succeeded although its lease was revoked while it waited")
+	}
+	// m3 drops m2's record; then h1's clean release hands off at once.
+	waitKeys(t, e.cli, e.ns+"lockdelay-held/", 2)
+	released := time.Now()
+	mustUnlock(t, h1)
+	h3 := <-hc
+	if h3 == nil {
+		t.FailNow()
+	}
+	if wait := time.Since(released); wait > d/2 {
+		t.Errorf("m3 granted %v after a clean release, lock-delay %v", wait, d)
+	}
+	mustUnlock(t, h3)
+	// The queue is empty: a newcomer is granted at once.
+	start := time.Now()
+	h4 := mustLock(t, m4)
+	if wait := time.Since(start); wait > d/2 {
+		t.Errorf("newcomer granted %v after the queue drained, lock-delay %v: a waiter lost mid-queue was taken for a holder", wait, d)
+	}
+	mustUnlock(t, h4)
+}

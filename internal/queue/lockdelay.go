@@ -63,7 +63,10 @@ import (
 //     is moved to its lease, which ends no sooner), deleting the record in
 //     the same Txn, and waits: a Grant and a Txn, on this path only. A waiter
 //     that records a loss it saw deletes the lost key's record with the
-//     delay key.
+//     delay key. A waiter whose key ahead went while an older key lived
+//     (the key ahead never held: its lease expired while it waited)
+//     deletes that key's record, so that no later acquirer takes it for a
+//     loss.
 //
 // A holder whose key is deleted by another client records the loss too
 // (see package lock). A waiter that gives up is no loss: it never held;
@@ -255,16 +258,37 @@ type delayState struct {
 	goneAt  time.Time // when that event arrived
 }
 
-// delayNote records the key that v keeps the waiter behind, if any.
-func (w *waiter) delayNote(v Verdict) {
+// delayNote records the key that v keeps the waiter behind, if any. A key
+// older than the one recorded before means that one went without ever
+// holding: its record is dropped (see dropNeverHeld).
+func (w *waiter) delayNote(ctx context.Context, v Verdict) {
 	if w.q.delay == nil || len(v.Blockers) == 0 || v.Blockers[0].Key == w.q.delay.key {
 		return
 	}
 	if w.dl == nil {
 		w.dl = &delayState{}
 	}
-	if w.dl.ahead != v.Blockers[0] {
+	if ahead := w.dl.ahead; ahead != v.Blockers[0] {
+		if ahead.Key != "" && v.Blockers[0].Rev < ahead.Rev {
+			w.dropNeverHeld(ctx, ahead)
+		}
 		w.dl.ahead, w.dl.goneRev = v.Blockers[0], 0
+	}
+}
+
+// dropNeverHeld drops the holding record of ahead, the key that was just
+// ahead of the waiter and is gone while an older key of the queue lives:
+// that older key lived when ahead went, so ahead was not at the head and
+// never held (its lease expired, or it was deleted, while it waited; one
+// that gave up dropped its record itself). Left, its record would make
+// the next acquirer of an empty queue wait out the delay for a loss that
+// was none. One Txn, on this path only, bounded by CleanupTimeout; if it
+// fails, that needless delay is all that is lost.
+func (w *waiter) dropNeverHeld(ctx context.Context, ahead Entry) {
+	ctx, cancel := context.WithTimeout(ctx, CleanupTimeout)
+	defer cancel()
+	if _, err := w.q.Client.Txn(ctx).Then(w.q.heldDrop(ahead)).Commit(); err != nil {
+		w.q.logger().Debug("could not drop the holding record of a key that never held", zap.String("key", ahead.Key), zap.Error(err))
 	}
 }
 

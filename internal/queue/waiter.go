@@ -161,7 +161,7 @@ func (w *waiter) waitWatching(ctx context.Context, v Verdict) error {
 	}()
 	b := newBackoff()
 	for {
-		w.delayNote(v)
+		w.delayNote(ctx, v)
 		var own *dispatcher
 		if w.sub == nil {
 			// Registered as of the last read that saw the key (the
