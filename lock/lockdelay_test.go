@@ -627,3 +627,57 @@ func TestLockDelayWaiterLostMidQueue(t *testing.T) {
 	}
 	mustUnlock(t, h4)
 }
+
+// A head waiter that recorded an unclean loss and then gives up (its
+// Lock's context ends within the delay) marks its end clean: the waiter
+// behind it waits out that delay and no other. Waiters whose Locks time
+// out within the delay once took turns giving up at the head, each one's
+// key gone unmarked after the delay it recorded had ended, each delaying
+// the next, and no Lock returned.
+func TestLockDelayGiveUpAtHeadAfterRecording(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const d = 3 * time.Second
+	opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+	// The holder's lease expires behind a blackholed proxy, so that it
+	// cannot record its loss itself: m2 records it.
+	p := integration.NewProxy(t, integration.Shared(t).Endpoint())
+	defer p.Unblackhole() // before the deferred closes
+	m1 := e.mutex(p.Client(t), "headgiveup", opts...)
+	m2 := e.mutex(e.client(), "headgiveup", opts...)
+	m3 := e.mutex(e.client(), "headgiveup", opts...)
+	mustLock(t, m1)
+	ctx2, giveUp := context.WithCancel(context.Background())
+	defer giveUp()
+	gave := make(chan error, 1)
+	go func() { _, err := m2.Lock(ctx2); gave <- err }()
+	waitKeys(t, e.cli, m1.Prefix(), 2)
+	resp, err := e.cli.Get(ctxT(t, 5*time.Second), m1.Prefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil || len(resp.Kvs) != 2 {
+		t.Fatalf("queue: %v, %d keys, want 2", err, len(resp.Kvs))
+	}
+	key2, rev2 := string(resp.Kvs[1].Key), resp.Kvs[1].CreateRevision
+	hc, tc := lockAsync(t, e, m3, 2)
+	p.Blackhole()
+	// m2, at the head once the holder's lease expired, records the delay;
+	// then gives up within it.
+	waitKeys(t, e.cli, e.ns+"lockdelay/", 1)
+	recorded := time.Now()
+	giveUp()
+	if err := <-gave; !errors.Is(err, context.Canceled) {
+		t.Errorf("m2's Lock after its context ended = %v, want context.Canceled", err)
+	}
+	waitKeys(t, e.cli, m1.Prefix(), 1)
+	marker := e.ns + "released/" + strings.TrimPrefix(key2, e.ns)
+	if mr, err := e.cli.Get(ctxT(t, 5*time.Second), marker); err != nil || len(mr.Kvs) != 1 || string(mr.Kvs[0].Value) != fmt.Sprint(rev2) {
+		t.Errorf("marker %s after m2 gave up at the head having recorded the delay: %v, %v; want its create revision %d", marker, mr, err, rev2)
+	}
+	granted, h3 := <-tc, <-hc
+	if h3 == nil {
+		t.FailNow()
+	}
+	if gap := granted.Sub(recorded); gap < d-250*time.Millisecond || gap > d+d/2 {
+		t.Errorf("m3 granted %v after the delay was recorded, lock-delay %v", gap, d)
+	}
+	mustUnlock(t, h3)
+}

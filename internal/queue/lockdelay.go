@@ -25,9 +25,14 @@ import (
 //     name, whose value is the key's create revision. It is an extra op,
 //     not an extra round trip. A delete with no marker written in its
 //     revision is unclean. A waiter's removal of its key (its context
-//     ended) writes none: a waiter that gives up just as it reaches the
+//     ended) writes none, unless the waiter itself put the delay key for
+//     the loss ahead of it: a waiter that gives up just as it reaches the
 //     head held the lock in etcd's eyes, and may have been the only one to
-//     see an unclean loss before it; the waiter behind then delays.
+//     see an unclean loss before it; the waiter behind then delays. One
+//     that recorded that loss with its whole delay leaves nothing unseen,
+//     and marks its end clean: else waiters whose Locks end within the
+//     delay would each give up at the head in turn, each delaying the
+//     next, and the delay would never end.
 //   - The waiter just behind tells. Its confirm read after the key ahead
 //     went also reads that key's marker (an extra op in the read it makes
 //     anyway). Marker present and naming the key: clean, admitted. Absent:
@@ -198,12 +203,33 @@ func (w *waiter) staleHeld(ctx context.Context, v Verdict, held *pb.RangeRespons
 			gone = append(gone, Entry{Key: w.q.heldOf(string(kv.Key)), Rev: kv.ModRevision})
 		}
 	}
-	rev, err := w.q.recordLoss(ctx, 0, dl.d-time.Since(found), gone, true)
+	rev, _, err := w.q.recordLoss(ctx, 0, dl.d-time.Since(found), gone, true)
 	if err != nil {
 		return Verdict{Err: err}
 	}
+	// The whole delay from now, on record (recordLoss with extend moves
+	// any delay key to it): see delayState.recorded.
+	if w.dl == nil {
+		w.dl = &delayState{}
+	}
+	w.dl.recorded = true
 	w.q.logger().Info("lock-delay after an unclean loss found at enqueue", zap.String("lost", gone[0].Key), zap.Int64("create revision", gone[0].Rev), zap.Int("records", len(gone)), zap.Duration("delay", dl.d))
 	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}
+}
+
+// giveUpOps are the ops that go with the delete of the waiter's key when
+// it gives up: with lock-delay, the delete of its holding record (it never
+// held), and, when it put the delay key for the loss ahead of it itself
+// (delayState.recorded), the marker of a clean end. A head waiter that
+// gives up without a marker makes the waiter behind delay again: with
+// waiters whose Locks time out within the delay, each one gave up at the
+// head in turn and the delay never ended.
+func (w *waiter) giveUpOps() []clientv3.Op {
+	ops := w.q.heldDelete(w.key)
+	if w.dl != nil && w.dl.recorded {
+		ops = append(ops, w.q.markerOps(w.key, w.rev, w.k.ID())...)
+	}
+	return ops
 }
 
 // markerOps returns the op that marks the end of the key of create
@@ -256,6 +282,11 @@ type delayState struct {
 	ahead   Entry     // the key the last verdict waited for
 	goneRev int64     // the revision of its delete, from its watch event; 0 if unseen
 	goneAt  time.Time // when that event arrived
+	// recorded: this waiter put the delay key for the loss it found,
+	// with that loss's whole delay. It can then never hold before the
+	// delay ends, and every loss ahead of it is on record, so its key's
+	// end is clean whenever it gives up (see giveUpOps).
+	recorded bool
 }
 
 // delayNote records the key that v keeps the waiter behind, if any. A key
@@ -328,7 +359,12 @@ func (w *waiter) delayJudge(ctx context.Context, v Verdict, resp *clientv3.TxnRe
 				return v, err
 			}
 			if !nv.Admitted {
-				w.dl.ahead = Entry{}
+				if w.dl.recorded {
+					w.dl.ahead = Entry{}
+				}
+				// Else the delay key was put by another, for a loss
+				// that may be older: the key ahead stays noted, and
+				// its end is judged again once that delay is over.
 				return nv, nil
 			}
 		}
@@ -404,34 +440,41 @@ func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
 		}
 		return Verdict{Admitted: true}, nil
 	}
-	rev, err := w.q.RecordLoss(ctx, w.dl.goneRev, rest, w.dl.ahead)
+	rev, created, err := w.q.recordLoss(ctx, w.dl.goneRev, rest, []Entry{w.dl.ahead}, false)
 	if err != nil {
 		return Verdict{}, err
 	}
+	w.dl.recorded = w.dl.recorded || created
 	w.q.logger().Info("lock-delay after an unclean loss", zap.String("ahead", w.dl.ahead.Key), zap.Int64("loss revision", w.dl.goneRev), zap.Duration("delay", rest))
 	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}, nil
 }
 
 // RecordLoss records an unclean loss (at revision lossRev, 0 if unknown)
 // of the key gone in the queue's delay key, on a lease it grants with a
-// TTL of rest (rounded up to a second), unless the key exists already, and
-// deletes gone's holding record in the same Txn. It returns the delay
-// key's create revision. A Grant and a Txn; with rest <= 0, the record's
-// delete alone; with no lock-delay, nothing.
+// TTL of rest (rounded up to a second), and deletes gone's holding record
+// in the same Txn. A delay key that exists already is kept when its lease
+// ends no sooner, and moved to the new lease otherwise, so that a delay
+// recorded for an older loss never cuts this one short. It returns the
+// delay key's create revision. A Grant and a Txn (and, when the key
+// exists, a TimeToLive and a Txn); with rest <= 0, the record's delete
+// alone; with no lock-delay, nothing.
 func (q *Queue) RecordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone Entry) (int64, error) {
-	return q.recordLoss(ctx, lossRev, rest, []Entry{gone}, false)
+	rev, _, err := q.recordLoss(ctx, lossRev, rest, []Entry{gone}, false)
+	return rev, err
 }
 
-// recordLoss is RecordLoss; with extend, an existing delay key is moved
-// to the new lease too. That is for a delay of the whole d from now (a
+// recordLoss is RecordLoss; created reports that the delay key now
+// covers this loss's whole delay (the waiter's delayState.recorded). With
+// extend, an existing delay key is moved to the new lease whatever its
+// lease. That is for a delay of the whole d from now (a
 // loss found at enqueue), which ends no sooner than any recorded before
 // (each counted from its loss, at most d from its grant), so the move
 // never shortens a delay, and the loss found, of unknown time, gets its
 // whole delay whatever was recorded before it.
-func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone []Entry, extend bool) (int64, error) {
+func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duration, gone []Entry, extend bool) (rev int64, created bool, err error) {
 	dl := q.delay
 	if dl == nil {
-		return 0, nil
+		return 0, false, nil
 	}
 	drops := make([]clientv3.Op, len(gone))
 	for i, e := range gone {
@@ -439,37 +482,65 @@ func (q *Queue) recordLoss(ctx context.Context, lossRev int64, rest time.Duratio
 	}
 	if rest <= 0 {
 		_, err := q.Client.Txn(ctx).Then(drops...).Commit()
-		return 0, err
+		return 0, false, err
 	}
 	ttl := int64((rest + time.Second - 1) / time.Second)
 	g, err := q.Client.Grant(ctx, ttl)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	put := clientv3.OpPut(dl.key, strconv.FormatInt(lossRev, 10), clientv3.WithLease(g.ID))
-	get := clientv3.OpGet(dl.key, clientv3.WithKeysOnly())
+	get := clientv3.OpGet(dl.key) // its value is a number; its lease is needed
 	otherwise, getAt := append([]clientv3.Op{get}, drops...), 0
 	if extend {
 		otherwise, getAt = append([]clientv3.Op{put, get}, drops...), 1
 	}
-	resp, err := q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
-		Then(append([]clientv3.Op{put}, drops...)...).Else(otherwise...).Commit()
-	if err != nil {
-		return 0, err
+	var last int64
+	for range 3 {
+		resp, err := q.Client.Txn(ctx).If(etcdcmp.CreateRevision(dl.key, 0, false)).
+			Then(append([]clientv3.Op{put}, drops...)...).Else(otherwise...).Commit()
+		if err != nil {
+			return 0, false, err
+		}
+		if resp.Succeeded {
+			return resp.Header.Revision, true, nil
+		}
+		if len(resp.Responses) != len(otherwise) {
+			return 0, false, ErrMalformed
+		}
+		kvs := resp.Responses[getAt].GetResponseRange().GetKvs()
+		if len(kvs) == 0 {
+			return 0, false, ErrMalformed
+		}
+		cur := kvs[0]
+		last = cur.CreateRevision
+		if extend {
+			return cur.CreateRevision, true, nil // moved to our lease
+		}
+		// Recorded by another, maybe for an older loss that ends sooner.
+		// Its lease's remaining TTL, in whole seconds rounded down, at
+		// least ours: it covers this loss, and our lease goes unused
+		// (it expires within the delay). Else the key moves to our lease
+		// (its create revision, which waiters wait for, stays), guarded
+		// by its mod revision. A TimeToLive and a Txn, on this path only.
+		if cur.Lease != 0 {
+			if tl, err := q.Client.TimeToLive(ctx, clientv3.LeaseID(cur.Lease)); err == nil && tl.TTL >= g.TTL {
+				return cur.CreateRevision, true, nil
+			}
+		}
+		mv, err := q.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(dl.key), "=", cur.ModRevision)).
+			Then(clientv3.OpPut(dl.key, string(cur.Value), clientv3.WithLease(g.ID))).Commit()
+		if err != nil {
+			return 0, false, err
+		}
+		if mv.Succeeded {
+			return cur.CreateRevision, true, nil
+		}
+		// Changed meanwhile (moved, or gone): judge again.
 	}
-	if resp.Succeeded {
-		return resp.Header.Revision, nil
-	}
-	// Recorded by another: the unused lease (if not moved to) expires
-	// within the delay.
-	if len(resp.Responses) != len(otherwise) {
-		return 0, ErrMalformed
-	}
-	kvs := resp.Responses[getAt].GetResponseRange().GetKvs()
-	if len(kvs) == 0 {
-		return 0, ErrMalformed
-	}
-	return kvs[0].CreateRevision, nil
+	// Still changing: wait for it as it is, and judge the loss again at
+	// admission (see delayJudge).
+	return last, false, nil
 }
 
 // LockDelay returns the queue's lock-delay, 0 if none.

@@ -424,8 +424,8 @@ func (w *waiter) remove(ctx context.Context) {
 		return // the client is closed: the key goes with its lease
 	}
 	// With lock-delay the key's holding record goes with it: a waiter
-	// that gives up never held (see lockdelay.go).
-	with := w.q.heldDelete(w.key)
+	// that gives up never held (see lockdelay.go, giveUpOps).
+	with := w.giveUpOps()
 	if ctx.Err() != nil {
 		w.k.OrphanWith(w.key, w.rev, with, w.free)
 		return
