@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdlock/etcdlock/integration"
@@ -558,11 +559,7 @@ func TestLockDelaySecondLossDuringDelay(t *testing.T) {
 	time.Sleep(d / 2) // bounded: half the first delay
 	// The second: m2's key, at the head, goes with its lease.
 	second := time.Now()
-	resp, err := e.cli.Get(ctxT(t, 5*time.Second), m2.Prefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil || len(resp.Kvs) != 2 {
-		t.Fatalf("queue behind the first loss: %v, %d keys, want 2", err, len(resp.Kvs))
-	}
-	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), clientv3.LeaseID(queueKeys(t, e, m2.Prefix(), 2)[0].Lease)); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-lost2; err == nil {
@@ -597,11 +594,7 @@ func TestLockDelayWaiterLostMidQueue(t *testing.T) {
 	go func() { _, err := m2.Lock(ctxT(t, 30*time.Second)); lost2 <- err }()
 	waitKeys(t, e.cli, m1.Prefix(), 2)
 	hc, _ := lockAsync(t, e, m3, 2)
-	resp, err := e.cli.Get(ctxT(t, 5*time.Second), m1.Prefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil || len(resp.Kvs) != 3 {
-		t.Fatalf("queue: %v, %d keys, want 3", err, len(resp.Kvs))
-	}
-	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), clientv3.LeaseID(resp.Kvs[1].Lease)); err != nil {
+	if _, err := e.cli.Revoke(ctxT(t, 5*time.Second), clientv3.LeaseID(queueKeys(t, e, m1.Prefix(), 3)[1].Lease)); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-lost2; err == nil {
@@ -652,17 +645,18 @@ func TestLockDelayGiveUpAtHeadAfterRecording(t *testing.T) {
 	gave := make(chan error, 1)
 	go func() { _, err := m2.Lock(ctx2); gave <- err }()
 	waitKeys(t, e.cli, m1.Prefix(), 2)
-	resp, err := e.cli.Get(ctxT(t, 5*time.Second), m1.Prefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil || len(resp.Kvs) != 2 {
-		t.Fatalf("queue: %v, %d keys, want 2", err, len(resp.Kvs))
-	}
-	key2, rev2 := string(resp.Kvs[1].Key), resp.Kvs[1].CreateRevision
+	kv2 := queueKeys(t, e, m1.Prefix(), 2)[1]
+	key2, rev2 := string(kv2.Key), kv2.CreateRevision
 	hc, tc := lockAsync(t, e, m3, 2)
 	p.Blackhole()
 	// m2, at the head once the holder's lease expired, records the delay;
 	// then gives up within it.
 	waitKeys(t, e.cli, e.ns+"lockdelay/", 1)
 	recorded := time.Now()
+	// m2 gives up once it has the recording's answer, which nothing
+	// outside it shows: a third of the delay (a context that ends before
+	// the answer arrives leaves m2 unsure, and its end unmarked).
+	time.Sleep(d / 3)
 	giveUp()
 	if err := <-gave; !errors.Is(err, context.Canceled) {
 		t.Errorf("m2's Lock after its context ended = %v, want context.Canceled", err)
@@ -680,4 +674,15 @@ func TestLockDelayGiveUpAtHeadAfterRecording(t *testing.T) {
 		t.Errorf("m3 granted %v after the delay was recorded, lock-delay %v", gap, d)
 	}
 	mustUnlock(t, h3)
+}
+
+// queueKeys returns the keys under prefix, oldest first, failing t unless
+// there are n.
+func queueKeys(t *testing.T, e *env, prefix string, n int) []*mvccpb.KeyValue {
+	t.Helper()
+	resp, err := e.cli.Get(ctxT(t, 5*time.Second), prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil || len(resp.Kvs) != n {
+		t.Fatalf("queue %s: %v, %d keys, want %d", prefix, err, len(resp.Kvs), n)
+	}
+	return resp.Kvs
 }
