@@ -113,6 +113,7 @@ type Keeper struct {
 	mu        sync.Mutex
 	ttl       time.Duration
 	deadline  time.Time
+	acked     time.Time // the send time of the last acknowledged renewal
 	epoch     *Epoch
 	gone      error
 	badMargin error               // the configured margin does not fit the granted TTL
@@ -228,6 +229,14 @@ func (k *Keeper) Current(ctx context.Context) (*Epoch, error) {
 // not found: the lease is gone (revoked, or expired), which the keeper
 // would otherwise learn only at its next renewal. It does not block.
 func (k *Keeper) NotFound() { k.setGone() }
+
+// AckedSince reports whether etcd acknowledged a renewal of the lease
+// that was sent after t: the lease was alive after t.
+func (k *Keeper) AckedSince(t time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.acked.After(t)
+}
 
 // GoneCh returns a channel closed when the lease is known to be gone.
 func (k *Keeper) GoneCh() <-chan struct{} { return k.goneC }
@@ -400,6 +409,9 @@ func (k *Keeper) renewed(sent time.Time, ttl time.Duration) time.Time {
 	d := sent.Add(ttl - k.margin(ttl))
 	if d.After(k.deadline) {
 		k.deadline = d
+	}
+	if sent.After(k.acked) {
+		k.acked = sent
 	}
 	k.ttl = ttl
 	if k.epoch.Err() != nil && time.Now().Before(k.deadline) {

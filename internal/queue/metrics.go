@@ -171,7 +171,9 @@ func (h *Hold) report(c metrics.Cause, end time.Time) {
 }
 
 // settleLoss reports a loss that endLost left pending: the lease's, if the
-// keeper finds it gone within settleWait (or before Close), else the key's.
+// keeper finds it gone within settleWait (or before Close), else the key's
+// (once a renewal sent after the loss was acknowledged, or at the end of
+// settleWait).
 // It runs in finish, never on the hub's goroutine; the Primitive's Close
 // waits for it.
 func (h *Hold) settleLoss() {
@@ -191,11 +193,26 @@ func (h *Hold) settleLoss() {
 	}
 	t := time.NewTimer(settleWait)
 	defer t.Stop()
-	select {
-	case <-h.k.GoneCh():
-	case <-ch:
-	case <-closing:
-	case <-t.C:
+	h.mu.Lock()
+	lostAt := h.m.lostAt
+	h.mu.Unlock()
+wait:
+	for {
+		select {
+		case <-h.k.GoneCh():
+		case <-ch:
+			// A renewal sent before the loss (in flight at a revoke) says
+			// nothing of the lease now: ask again, and wait for one sent
+			// after.
+			if h.k.Gone() == nil && !h.k.AckedSince(lostAt) {
+				ch = h.k.Changed()
+				h.k.Check()
+				continue
+			}
+		case <-closing:
+		case <-t.C:
+		}
+		break wait
 	}
 	cause := metrics.LostKeyDeleted
 	if h.k.Gone() != nil {
