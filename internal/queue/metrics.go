@@ -144,8 +144,14 @@ func (h *Hold) endLost(cause error) {
 	if h.q.met == nil || h.m.granted.IsZero() {
 		return
 	}
-	if errors.Is(cause, ErrDeleted) && h.k.Gone() == nil {
-		h.m.settle, h.m.settleCh, h.m.lostAt = true, h.k.Changed(), time.Now()
+	if errors.Is(cause, ErrDeleted) {
+		if h.k.Gone() == nil {
+			h.m.settle, h.m.settleCh, h.m.lostAt = true, h.k.Changed(), time.Now()
+			return
+		}
+		// The keeper found the lease gone since the key's delete was
+		// judged: the lease took the key.
+		h.report(metrics.LostLeaseGone, time.Now())
 		return
 	}
 	h.report(lossCause(cause), time.Now())
