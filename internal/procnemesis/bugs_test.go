@@ -64,8 +64,12 @@ func TestPlantedBugs(t *testing.T) {
 		if err := linkDir(bin, own); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := Run(ctx, Config{Bug: tc.bug, Duration: tc.duration, Warmup: 2 * time.Second,
-			Shards: 4, Runs: 1, TTL: tc.ttl, Seed: *seed, bin: own, lingerDelay: tc.lingerDelay, holderFaults: tc.holderFaults})
+		cfg := Config{Bug: tc.bug, Duration: tc.duration, Warmup: 2 * time.Second,
+			Shards: 4, Runs: 1, TTL: tc.ttl, Seed: *seed, bin: own, lingerDelay: tc.lingerDelay, holderFaults: tc.holderFaults}
+		if *verbose {
+			cfg.Log = tlog{t}
+		}
+		rep, err := Run(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

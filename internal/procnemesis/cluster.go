@@ -3,9 +3,11 @@ package procnemesis
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,14 +51,66 @@ type cluster struct {
 	cut map[[2]int]bool // links cut, as sorted pairs of member indexes
 }
 
-// freePort returns a TCP port on 127.0.0.1 free right now.
+// freePort returns a TCP address on 127.0.0.1 whose port is free right
+// now, for a member's listener. The port is taken below the kernel's
+// ephemeral range: one picked by binding port 0 and closed again can be
+// given to any process's outgoing connection as its local port before the
+// member binds it, or while a killed member is down, and the member then
+// fails with "address already in use". Below the range only another
+// listener can take it, and a port handed out once in this process is not
+// handed out again.
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	ports.mu.Lock()
+	defer ports.mu.Unlock()
+	lo := ephemeralLow()
+	if lo < 2048 { // no room below the range: fall back to the kernel's pick
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer ln.Close()
+		return ln.Addr().String(), nil
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	for range 1000 {
+		p := lo/2 + rand.IntN(lo-lo/2)
+		if ports.used[p] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		ports.used[p] = true
+		return addr, nil
+	}
+	return "", fmt.Errorf("procnemesis: no free port in [%d, %d)", lo/2, lo)
+}
+
+// ports are the ports freePort handed out in this process.
+var ports = struct {
+	mu   sync.Mutex
+	used map[int]bool
+}{used: make(map[int]bool)}
+
+// ephemeralLow returns the low end of the kernel's range of local ports
+// for outgoing connections (Linux's ip_local_port_range; 32768 where it
+// cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return lo
 }
 
 // startCluster starts the three members and waits until each is ready.
