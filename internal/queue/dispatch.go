@@ -169,7 +169,11 @@ func (d *dispatcher) register(readRev int64, own Entry, blockers []Entry) *sub {
 // registerCallback is register, with cb, if not nil, called (outside the
 // dispatcher's lock, on the hub's goroutine) instead of a signal on the
 // sub's channel. It does not call cb for what is gone at registration: the
-// caller checks the state once it has the sub.
+// caller checks the state once it has the sub. A sub without cb has its
+// channel signalled for that already, so that its owner, which waits on
+// the channel alone, learns of a delete the watch delivered between the
+// owner's read and the registration (its own key revoked then waited out
+// the lease's TTL, or for ever if only the key was deleted).
 func (d *dispatcher) registerCallback(readRev int64, own Entry, blockers []Entry, cb func(*sub)) *sub {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -199,6 +203,9 @@ func (d *dispatcher) registerCallback(readRev int64, own Entry, blockers []Entry
 		}
 	}
 	d.nsubs++
+	if cb == nil && (s.ins[0].gone || s.gone > 0) {
+		s.c <- struct{}{}
+	}
 	return s
 }
 

@@ -112,6 +112,57 @@ func TestDispatcherRoutesDeletes(t *testing.T) {
 	until(t, s, "own key's delete", func(x state) bool { return x.ownGone })
 }
 
+// A registration whose own key or a blocker went between the registrant's
+// read and the registration has its channel signalled at once: a waiter
+// waits on the channel alone, and once missed the revoke of its session
+// that way, until the lease's TTL ran out.
+func TestDispatcherSignalsWhatWentBeforeRegistration(t *testing.T) {
+	e := newDispatcherEnv(t)
+	for _, tc := range []struct {
+		name    string
+		gone    func(own, blocker string)
+		ownGone bool
+	}{
+		{"own key", func(own, _ string) { e.del(own) }, true},
+		{"blocker", func(_, blocker string) { e.del(blocker) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			own, blocker := e.put(tc.name+"/own"), e.put(tc.name+"/blocker")
+			readRev := blocker.Rev
+			tc.gone(tc.name+"/own", tc.name+"/blocker")
+			// Wait until the delete is logged: a sentinel deleted after it
+			// is routed after it.
+			sentinel := e.put(tc.name + "/sentinel")
+			s0 := e.d.register(sentinel.Rev, sentinel, nil)
+			if s0 == nil {
+				t.Fatal("register of the sentinel = nil")
+			}
+			defer s0.close()
+			e.del(tc.name + "/sentinel")
+			until(t, s0, "the sentinel's delete", func(x state) bool { return x.ownGone })
+
+			s := e.d.register(readRev, own, []Entry{blocker})
+			if s == nil {
+				t.Fatal("register as of a read after the watch was up = nil")
+			}
+			defer s.close()
+			select {
+			case <-s.c:
+			default:
+				t.Fatalf("no signal for a delete logged before the registration; state %+v", s.state())
+			}
+			if st := s.state(); st.ownGone != tc.ownGone || st.gone != map[bool]int64{true: 0, false: 1}[tc.ownGone] {
+				t.Errorf("state %+v", st)
+			}
+			if !tc.ownGone {
+				e.del(tc.name + "/own")
+			} else {
+				e.del(tc.name + "/blocker")
+			}
+		})
+	}
+}
+
 // Once more deletes than the log keeps have passed since a read, a
 // registration as of that read is refused (the caller must read again),
 // and one as of a later read is taken.
