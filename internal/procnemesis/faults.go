@@ -349,8 +349,8 @@ func (s *suite) slow(ctx context.Context, h *holder) string {
 	}
 	// 3. No member fault meanwhile: what delays h's renewals is its
 	// links alone.
-	s.quiet.Lock()
-	defer s.quiet.Unlock()
+	s.quiet.RLock()
+	defer s.quiet.RUnlock()
 	if s.cfg.lingerDelay > 0 {
 		late = s.cfg.lingerDelay
 	}

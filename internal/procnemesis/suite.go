@@ -126,8 +126,10 @@ type suite struct {
 	runLk  shard // the `etcdlock run` lock and counters
 
 	// quiet is held by the member nemesis while a member fault is in
-	// progress, and by a slow-holder fault while it cuts its holder.
-	quiet sync.Mutex
+	// progress, and read-held by a slow-holder fault while it cuts its
+	// holder: slow holders of different locks overlap, each on its own
+	// links, but none with a member fault.
+	quiet sync.RWMutex
 
 	hmu     sync.Mutex
 	holders []*holder // every holder process ever started
