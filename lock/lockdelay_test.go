@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdlock/etcdlock/integration"
 	"github.com/etcdlock/etcdlock/internal/testutil"
@@ -685,4 +689,187 @@ func unlockLeavesNothing(t *testing.T, e *env, h *lock.Hold, m *lock.Mutex) {
 		t.Fatalf("TryLock after a clean unlock: %v", err)
 	}
 	mustUnlock(t, h2)
+}
+
+// A waiter that records an unclean loss is granted no sooner than the
+// delay after it, also when its next reads are answered by a member that
+// has not applied the delay key's put yet (a follower a few writes
+// behind the leader: the confirm reads are serializable, and the watch
+// it opens on the delay key is created there too). Such a read, newer
+// than the waiter's last but older than its own put, once showed no key
+// ahead and no delay key: the waiter took it for its admission, and was
+// granted at once after recording the delay. The loss is seen by the
+// waiter behind (the holder's key deleted while it waits), or found at
+// enqueue (deleted while nobody waited).
+func TestLockDelayRecordedThenReadBehind(t *testing.T) {
+	t.Parallel()
+	for _, found := range []string{"waiting", "enqueue"} {
+		t.Run(found, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			const d = 2 * time.Second
+			opts := []lock.Option{lock.WithTTL(2 * time.Second), lock.WithLockDelay(d)}
+			// The holder is blackholed when its key is deleted, so that it
+			// cannot record its loss itself: the acquirer does.
+			p := integration.NewProxy(t, integration.Shared(t).Endpoint())
+			defer p.Unblackhole() // before the deferred closes
+			m1 := e.mutex(p.Client(t), "readbehind", opts...)
+			cli2, lag := e.laggingClient(2)
+			m2 := e.mutex(cli2, "readbehind", opts...)
+			h1 := mustLock(t, m1)
+			var (
+				hc <-chan *lock.Hold
+				tc <-chan time.Time
+			)
+			if found == "waiting" {
+				hc, tc = lockAsync(t, e, m2, 1)
+			}
+			p.Blackhole()
+			lost := time.Now() // before the loss: a lower bound of its time
+			if _, err := e.cli.Delete(ctxT(t, 5*time.Second), h1.Token().Key); err != nil {
+				t.Fatal(err)
+			}
+			if found == "enqueue" {
+				hc, tc = lockAsync(t, e, m2, 0)
+			}
+			granted, h2 := <-tc, <-hc
+			if h2 == nil {
+				t.FailNow()
+			}
+			if n := lag.servedN(); n == 0 {
+				t.Fatal("no read was answered behind the delay key's put: the acquirer did not record the loss")
+			}
+			if gap := granted.Sub(lost); gap < d {
+				t.Errorf("granted %v after the unclean loss it recorded, lock-delay %v", gap, d)
+			}
+			mustUnlock(t, h2)
+		})
+	}
+}
+
+// lagState is a laggingClient's member: behind at revision stale (0
+// while it is not) for left more reads.
+type lagState struct {
+	mu     sync.Mutex
+	stale  int64
+	left   int
+	served int
+}
+
+func (l *lagState) servedN() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.served
+}
+
+// laggingClient returns a new client of the shared server that, once it
+// has put a delay key under e.ns (it recorded an unclean loss), talks to
+// a member that has not applied that put yet: its next n serializable
+// read-only Txns, and the watches created meanwhile, are answered as of
+// the revision before the put, as a follower behind the leader answers.
+// Just before the put, another client writes twice (a key put and
+// deleted), as others do on a shared cluster, so that the member's
+// revision is newer than the waiter's last read.
+func (e *env) laggingClient(n int) (*clientv3.Client, *lagState) {
+	l := &lagState{}
+	delayDir, scratch := e.ns+"lockdelay/", e.ns+"lag-scratch"
+	unary := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		r, ok := req.(*pb.TxnRequest)
+		if !ok {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		l.mu.Lock()
+		stale, armed := l.stale, l.stale != 0
+		serve := armed && l.left > 0 && serializableRead(r)
+		if serve {
+			l.left--
+			l.served++
+		}
+		l.mu.Unlock()
+		switch {
+		case !armed && putsUnder(r, delayDir):
+			if _, err := e.cli.Put(ctx, scratch, ""); err != nil {
+				return err
+			}
+			if _, err := e.cli.Delete(ctx, scratch); err != nil {
+				return err
+			}
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if resp := reply.(*pb.TxnResponse); err == nil && resp.Succeeded {
+				l.mu.Lock()
+				l.stale, l.left = resp.Header.Revision-1, n
+				l.mu.Unlock()
+			}
+			return err
+		case serve:
+			r = proto.Clone(r).(*pb.TxnRequest)
+			for _, op := range r.Success {
+				op.GetRequestRange().Revision = stale
+			}
+			err := invoker(ctx, method, r, reply, cc, opts...)
+			if err == nil {
+				reply.(*pb.TxnResponse).Header.Revision = stale
+			}
+			return err
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+	stream := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil || method != "/etcdserverpb.Watch/Watch" {
+			return s, err
+		}
+		return &laggingWatch{ClientStream: s, l: l}, nil
+	})
+	cli, err := integration.Shared(e.t).NewClient(func(cfg *clientv3.Config) {
+		cfg.DialOptions = append(cfg.DialOptions, unary, stream)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = cli.Close() })
+	return cli, l
+}
+
+// laggingWatch answers a watch's creation, while its client's member is
+// behind, with the member's revision.
+type laggingWatch struct {
+	grpc.ClientStream
+	l *lagState
+}
+
+func (s *laggingWatch) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if wr, ok := m.(*pb.WatchResponse); ok && err == nil && wr.Created && wr.Header != nil {
+		s.l.mu.Lock()
+		if s.l.stale != 0 && s.l.left > 0 {
+			wr.Header.Revision = min(wr.Header.Revision, s.l.stale)
+		}
+		s.l.mu.Unlock()
+	}
+	return err
+}
+
+// serializableRead reports whether r reads only, with serializable
+// ranges: a member answers it from its own state.
+func serializableRead(r *pb.TxnRequest) bool {
+	if len(r.Compare) != 0 || len(r.Failure) != 0 || len(r.Success) == 0 {
+		return false
+	}
+	for _, op := range r.Success {
+		if rr := op.GetRequestRange(); rr == nil || !rr.Serializable {
+			return false
+		}
+	}
+	return true
+}
+
+// putsUnder reports whether r's success branch puts a key under prefix.
+func putsUnder(r *pb.TxnRequest, prefix string) bool {
+	for _, op := range r.Success {
+		if put := op.GetRequestPut(); put != nil && strings.HasPrefix(string(put.Key), prefix) {
+			return true
+		}
+	}
+	return false
 }

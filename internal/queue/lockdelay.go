@@ -50,7 +50,9 @@ import (
 //     lock-delay reads the delay key with the rule's reads (and its
 //     comparisons: TryIf) and, while it exists, waits for it like for a
 //     key ahead; etcd deletes it when its lease expires, so the delay is
-//     measured by etcd's lease clock, never earlier than the TTL.
+//     measured by etcd's lease clock, never earlier than the TTL. The
+//     waiter that recorded it reads no older state from then on, from
+//     whichever member (see needDelayKey).
 //
 //   - A loss nobody saw is found by the next acquirer. The enqueue Txn of
 //     a queue with lock-delay also puts a lease-less holding record of the
@@ -207,6 +209,7 @@ func (w *waiter) staleHeld(ctx context.Context, v Verdict, held *pb.RangeRespons
 	if err != nil {
 		return Verdict{Err: err}
 	}
+	w.needDelayKey(rev)
 	// The whole delay from now, on record (recordLoss with extend moves
 	// any delay key to it): see delayState.recorded.
 	if w.dl == nil {
@@ -215,6 +218,21 @@ func (w *waiter) staleHeld(ctx context.Context, v Verdict, held *pb.RangeRespons
 	w.dl.recorded = true
 	w.q.logger().Info("lock-delay after an unclean loss found at enqueue", zap.String("lost", gone[0].Key), zap.Int64("create revision", gone[0].Rev), zap.Int("records", len(gone)), zap.Duration("delay", dl.d))
 	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}
+}
+
+// needDelayKey has the waiter's next confirm reads see at least revision
+// rev, the delay key's create revision, once it has recorded a loss (or
+// found it recorded) and waits for that key. Those reads are
+// serializable: a member that has not applied the key's put yet shows
+// the key ahead gone and no delay key, which admits the waiter at once,
+// whatever delay it just recorded. Nothing else bounds them above the
+// waiter's last read: the watch on the delay key, opened on such a
+// member, was created at that member's revision. A state at rev or later
+// has the key until its lease ends, and the delay with it. It costs no
+// request: a member behind is asked again, as one behind a watch event is
+// (see confirm).
+func (w *waiter) needDelayKey(rev int64) {
+	w.needRev = max(w.needRev, rev)
 }
 
 // giveUpOps are the ops that go with the delete of the waiter's key when
@@ -444,6 +462,7 @@ func (w *waiter) recordLoss(ctx context.Context) (Verdict, error) {
 	if err != nil {
 		return Verdict{}, err
 	}
+	w.needDelayKey(rev)
 	w.dl.recorded = w.dl.recorded || created
 	w.q.logger().Info("lock-delay after an unclean loss", zap.String("ahead", w.dl.ahead.Key), zap.Int64("loss revision", w.dl.goneRev), zap.Duration("delay", rest))
 	return Verdict{Blockers: []Entry{{Key: dl.key, Rev: rev, Weight: 1}}}, nil
